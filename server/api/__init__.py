@@ -1,0 +1,1 @@
+"""HTTP layer: routers, error handlers, SSE helpers. Only this package speaks HTTP."""

@@ -1,0 +1,25 @@
+"""All API routers. Public routes (no bearer token) are listed in PUBLIC_ROUTES; a test enforces it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.api.routes import auth, health, users
+
+#: (method, path) pairs reachable without a bearer token. Everything else must depend on auth.
+PUBLIC_ROUTES = frozenset(
+    {
+        ("POST", "/api/auth/login"),
+        ("POST", "/api/auth/refresh"),
+        ("POST", "/api/auth/logout"),
+        ("GET", "/api/health"),
+        ("GET", "/api/health/ready"),
+    }
+)
+
+
+def build_api_router() -> APIRouter:
+    router = APIRouter()
+    for module in (health, auth, users):
+        router.include_router(module.router)
+    return router

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from server.deps import ClientIP, PendingUser, RuntimeDep, SessionDep, SettingsDep
+from server.schemas.auth import LoginRequest, PasswordChange, TokenRead
+from server.schemas.user import UserRead
+from server.services import auth as auth_service
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+REFRESH_COOKIE = "modeltrain_refresh"
+COOKIE_PATH = "/api/auth"
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _set_refresh_cookie(response: Response, request: Request, opened: auth_service.AuthSession) -> None:
+    response.set_cookie(
+        REFRESH_COOKIE,
+        opened.refresh_token,
+        expires=opened.refresh_expires_at,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+
+
+def _clear_refresh_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(REFRESH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict", secure=_secure(request))
+
+
+def _token_read(opened: auth_service.AuthSession) -> TokenRead:
+    return TokenRead(access_token=opened.access_token, expires_in=opened.expires_in, user=UserRead.model_validate(opened.user))
+
+
+@router.post("/login", response_model=TokenRead, summary="Sign in with e-mail and password")
+def login(
+    body: LoginRequest, request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
+    client: ClientIP,
+) -> TokenRead:
+    opened = auth_service.login(
+        session, runtime.settings, runtime.require_codec(), body.email, body.password, client=client,
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    _set_refresh_cookie(response, request, opened)
+    return _token_read(opened)
+
+
+@router.post("/refresh", response_model=TokenRead, summary="Rotate the refresh cookie and get a new access token")
+def refresh(request: Request, response: Response, session: SessionDep, runtime: RuntimeDep) -> TokenRead:
+    opened = auth_service.refresh(session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE))
+    _set_refresh_cookie(response, request, opened)
+    return _token_read(opened)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End this session")
+def logout(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    auth_service.logout(session, request.cookies.get(REFRESH_COOKIE))
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    _clear_refresh_cookie(response, request)
+    return response
+
+
+@router.post("/password", response_model=TokenRead, summary="Change the password (revokes every other session)")
+def change_password(
+    body: PasswordChange, request: Request, response: Response, user: PendingUser, session: SessionDep,
+    runtime: RuntimeDep,
+) -> TokenRead:
+    opened = auth_service.change_password(
+        session, runtime.settings, runtime.require_codec(), user, body.current_password, body.new_password,
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    _set_refresh_cookie(response, request, opened)
+    return _token_read(opened)

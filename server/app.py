@@ -1,0 +1,65 @@
+"""The app factory. ``create_app(settings)`` builds a FastAPI app; start-up I/O happens in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+from server import __version__
+from server.api.errors import install_error_handlers
+from server.api.router import build_api_router
+from server.bootstrap import prepare_database
+from server.db.session import create_db_engine, create_session_factory
+from server.runtime import Runtime
+from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
+from server.security.secret_store import load_or_create_secret
+from server.security.tokens import TokenCodec
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = create_db_engine(settings.resolved_database_url)
+    guard = GuardPolicy.build(settings.allowed_hosts, settings.cors_origins, settings.max_body_bytes)
+    runtime = Runtime(settings=settings, engine=engine, session_factory=create_session_factory(engine), guard=guard)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        secret = await run_in_threadpool(load_or_create_secret, settings)
+        runtime.codec = TokenCodec(secret, settings.access_token_expire)
+        initial = await run_in_threadpool(prepare_database, settings, engine, runtime.session_factory)
+        app.state.initial_admin = initial
+        log.info("ModelTrain %s ready", __version__)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="ModelTrain",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs" if settings.api_docs else None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json" if settings.api_docs else None,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(build_api_router())
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    # Added last, so it runs first: nothing is routed before the Host check.
+    app.add_middleware(NetworkGuardMiddleware, policy=guard)
+    return app

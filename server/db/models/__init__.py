@@ -1,0 +1,20 @@
+"""ORM models. Importing this package registers every table on ``Base.metadata``."""
+
+from server.db.models.conversation import Conversation
+from server.db.models.login_throttle import LoginThrottle
+from server.db.models.message import Message, MessageStatus
+from server.db.models.model_config import ModelConfig
+from server.db.models.provider import Provider
+from server.db.models.refresh_token import RefreshToken
+from server.db.models.user import User
+
+__all__ = [
+    "Conversation",
+    "LoginThrottle",
+    "Message",
+    "MessageStatus",
+    "ModelConfig",
+    "Provider",
+    "RefreshToken",
+    "User",
+]

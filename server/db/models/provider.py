@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from sqlalchemy import CheckConstraint, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db.base import Base, IdMixin, TimestampMixin
+
+PROVIDER_KINDS = ("ollama", "openai")
+
+
+class Provider(IdMixin, TimestampMixin, Base):
+    """An upstream LLM endpoint. Its API key lives in the OS keyring, never here."""
+
+    __tablename__ = "providers"
+    __table_args__ = (CheckConstraint("kind IN ('ollama', 'openai')", name="kind"),)
+
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    base_url: Mapped[str] = mapped_column(String(2048))
+    has_api_key: Mapped[bool] = mapped_column(default=False)
+    #: Last four characters of the key, for the masked display ("sk-…abcd").
+    api_key_hint: Mapped[str] = mapped_column(String(8), default="")
+    is_default: Mapped[bool] = mapped_column(default=False)
+    enabled: Mapped[bool] = mapped_column(default=True)

@@ -1,0 +1,96 @@
+"""FastAPI dependencies: the runtime, a DB session per request, the current user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from server.db.models import User
+from server.errors import Forbidden, Unauthorized
+from server.runtime import Runtime
+from server.security.network_guard import client_address
+from server.services import auth as auth_service
+from server.settings import Settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """One session per request: committed when the route returns, rolled back on error."""
+    session = runtime.session_factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def client_ip(request: Request, runtime: RuntimeDep) -> str:
+    return client_address(request.scope, runtime.settings.trusted_proxies)
+
+
+ClientIP = Annotated[str, Depends(client_ip)]
+
+
+def _bearer(request: Request) -> str:
+    """The one credential channel: ``Authorization: Bearer``. Cookies, query strings and other headers
+    never authenticate API calls (security.md B5, B8)."""
+    values = request.headers.getlist("authorization")
+    if len(values) != 1:
+        raise Unauthorized("authentication required", code="not_authenticated")
+    scheme, _, token = values[0].partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("authentication required", code="not_authenticated")
+    return token.strip()
+
+
+def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> User:
+    user, session_id = auth_service.authenticate_access(session, runtime.require_codec(), _bearer(request))
+    request.state.user_id = user.id
+    request.state.session_id = session_id
+    return user
+
+
+def user_pending_password(user: Annotated[User, Depends(_authenticated)]) -> User:
+    """A signed-in user, even one who still has to replace the initial password."""
+    return user
+
+
+def current_user(user: Annotated[User, Depends(_authenticated)]) -> User:
+    if user.must_change_password:
+        raise Forbidden(
+            "change the initial password before doing anything else", code="password_change_required"
+        )
+    return user
+
+
+def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if user.role != "admin":
+        raise Forbidden("administrator rights are required", code="admin_required")
+    return user
+
+
+PendingUser = Annotated[User, Depends(user_pending_password)]
+CurrentUser = Annotated[User, Depends(current_user)]
+AdminUser = Annotated[User, Depends(admin_user)]

@@ -1,0 +1,86 @@
+"""The one streaming interface every upstream adapter implements, and the events it yields."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str  # the upstream's model name (e.g. "llama3.2:latest", "gpt-4o-mini")
+    messages: list[ChatMessage]
+    #: Generation options in our vocabulary: temperature, top_p, max_tokens, context_length, seed, stop...
+    options: dict[str, Any] = field(default_factory=dict)
+    think: bool | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of the answer. Either field may be empty."""
+
+    content: str = ""
+    thinking: str = ""
+
+
+@dataclass(frozen=True)
+class Done:
+    done_reason: str = "stop"
+    #: {"prompt_tokens", "completion_tokens"} when the upstream reports them.
+    usage: dict[str, int] = field(default_factory=dict)
+    #: Upstream-reported timings in milliseconds, e.g. {"load_ms", "prompt_ms", "generate_ms"}.
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+ChatEvent = Delta | Done
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    capabilities: tuple[str, ...] = ("completion",)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """An upstream failure, already translated into our vocabulary.
+
+    ``code`` is one of: upstream_unreachable, upstream_timeout, upstream_busy, upstream_rate_limited,
+    model_not_found, upstream_auth, upstream_bad_request, upstream_error, upstream_protocol.
+    """
+
+    def __init__(self, code: str, message: str, *, status: int = 502, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    first_token: float = 120.0  # covers a model load
+    idle: float = 60.0  # between two chunks once streaming
+
+
+class ChatProvider(Protocol):
+    async def stream_chat(self, request: ChatRequest, timeouts: Timeouts = Timeouts()) -> AsyncIterator[ChatEvent]:
+        """Yield Delta events and exactly one final Done, or raise ProviderError.
+
+        Cancelling the consuming task (or closing the iterator) must close the upstream request at once.
+        """
+        ...
+
+    async def list_models(self) -> list[ModelInfo]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Pydantic API models: XCreate, XUpdate, XRead, XPage per noun."""

@@ -1,0 +1,1 @@
+"""Services hold the logic. They take a Session (and settings) and raise DomainError; no HTTP here."""

@@ -1,0 +1,256 @@
+"""Sign-in, refresh-token rotation with reuse detection, logout, password change, login throttling."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from server.db.models import LoginThrottle, RefreshToken, User
+from server.errors import Forbidden, TooManyRequests, Unauthorized
+from server.security.passwords import burn_verify_time, check_password_policy, hash_password, verify_password
+from server.security.tokens import TokenCodec, hash_refresh_token, invalid_token, new_refresh_token
+from server.services.users import forget_initial_password_file, revoke_all_sessions
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+security_log = logging.getLogger("modeltrain.security")
+
+MAX_LOCK_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class AuthSession:
+    """A signed-in session: the access token for the response body, the refresh token for the cookie."""
+
+    user: User
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _bad_credentials() -> Unauthorized:
+    return Unauthorized("wrong e-mail or password", code="invalid_credentials")
+
+
+def _bad_refresh() -> Unauthorized:
+    return Unauthorized("the session has expired; sign in again", code="invalid_refresh_token")
+
+
+# --- throttling --------------------------------------------------------------------------------
+
+
+def _throttle_keys(email: str, client: str) -> list[str]:
+    return [f"account:{email}", f"ip:{client or 'unknown'}"]
+
+
+def _check_throttle(session: Session, keys: list[str]) -> None:
+    now = _now()
+    rows = session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys))).all()
+    waits = [int((r.locked_until - now).total_seconds()) + 1 for r in rows if r.locked_until and r.locked_until > now]
+    if waits:
+        retry = max(waits)
+        raise TooManyRequests(
+            f"too many failed sign-ins; try again in {retry} s", retry_after=retry, code="login_throttled"
+        )
+
+
+def _register_failure(session: Session, settings: Settings, keys: list[str]) -> None:
+    now = _now()
+    for key in keys:
+        row = session.get(LoginThrottle, key)
+        if row is None:
+            row = LoginThrottle(key=key, failures=0, strikes=0)
+            session.add(row)
+        row.failures += 1
+        if row.failures >= settings.login_max_failures:
+            row.strikes += 1
+            row.failures = 0
+            seconds = min(MAX_LOCK_SECONDS, settings.login_lockout_seconds * 2 ** (row.strikes - 1))
+            row.locked_until = now + timedelta(seconds=seconds)
+            security_log.warning("sign-in locked for %s s after repeated failures (%s)", seconds, key.split(":")[0])
+
+
+def _clear_throttle(session: Session, key: str) -> None:
+    row = session.get(LoginThrottle, key)
+    if row is not None:
+        session.delete(row)
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+def _open_session(
+    session: Session, settings: Settings, codec: TokenCodec, user: User, *, family: uuid.UUID | None = None,
+    expires_at: datetime | None = None, user_agent: str = "",
+) -> AuthSession:
+    family = family or uuid.uuid4()
+    expires_at = expires_at or _now() + timedelta(days=settings.refresh_token_expire)
+    raw = new_refresh_token()
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family,
+            token_hash=hash_refresh_token(raw),
+            expires_at=expires_at,
+            user_agent=user_agent[:255],
+        )
+    )
+    access, ttl = codec.issue_access(user.id, user.token_version, str(family))
+    return AuthSession(user, access, ttl, raw, expires_at)
+
+
+def login(
+    session: Session, settings: Settings, codec: TokenCodec, email: str, password: str, *, client: str,
+    user_agent: str = "",
+) -> AuthSession:
+    """Check credentials and open a session. Failures are committed even though the call raises."""
+    email = email.strip().lower()
+    keys = _throttle_keys(email, client)
+    _check_throttle(session, keys)
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        burn_verify_time(password)
+        ok, new_hash = False, None
+    else:
+        ok, new_hash = verify_password(password, user.password_hash)
+    if not ok:
+        _register_failure(session, settings, keys)
+        session.commit()
+        log.info("failed sign-in")
+        raise _bad_credentials()
+    assert user is not None
+    if not user.is_active:
+        session.rollback()
+        raise Forbidden("this account is disabled; ask an administrator", code="account_disabled")
+    if user.password_expires_at is not None and user.password_expires_at < _now():
+        session.rollback()
+        raise Forbidden(
+            "the initial password has expired; an operator can issue a new one with "
+            "`modeltrain reset-password EMAIL`",
+            code="initial_password_expired",
+        )
+    for key in keys:
+        _clear_throttle(session, key)
+    if new_hash:
+        user.password_hash = new_hash
+    user.last_login_at = _now()
+    opened = _open_session(session, settings, codec, user, user_agent=user_agent)
+    log.info("user %s signed in", user.id)
+    return opened
+
+
+def refresh(session: Session, settings: Settings, codec: TokenCodec, raw_token: str | None) -> AuthSession:
+    """Rotate a refresh token. Replaying a used one revokes its whole family (RFC 9700 §4.14.2)."""
+    if not raw_token:
+        raise _bad_refresh()
+    row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(raw_token)))
+    if row is None or row.revoked_at is not None:
+        raise _bad_refresh()
+    now = _now()
+    if row.used_at is not None:
+        _revoke_family(session, row.family_id)
+        session.commit()
+        security_log.warning(
+            "refresh token reuse detected for user %s: session family %s revoked", row.user_id, row.family_id
+        )
+        raise _bad_refresh()
+    if row.expires_at <= now:
+        raise _bad_refresh()
+    user = session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise _bad_refresh()
+    row.used_at = now
+    return _open_session(
+        session, settings, codec, user, family=row.family_id, expires_at=row.expires_at, user_agent=row.user_agent
+    )
+
+
+def _revoke_family(session: Session, family: uuid.UUID) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=_now())
+    )
+
+
+def logout(session: Session, raw_token: str | None, family_from_access: str | None = None) -> None:
+    """End the session of a refresh token (or of the access token's session id)."""
+    family: uuid.UUID | None = None
+    if raw_token:
+        row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(raw_token)))
+        family = row.family_id if row else None
+    if family is None and family_from_access:
+        try:
+            family = uuid.UUID(family_from_access)
+        except ValueError:
+            family = None
+    if family is not None:
+        _revoke_family(session, family)
+
+
+def session_alive(session: Session, user_id: uuid.UUID, session_id: str) -> bool:
+    """True while the sign-in behind an access token has not been logged out, revoked or expired."""
+    try:
+        family = uuid.UUID(session_id)
+    except ValueError:
+        return False
+    found = session.scalar(
+        select(RefreshToken.id)
+        .where(
+            RefreshToken.family_id == family,
+            RefreshToken.user_id == user_id,
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > _now(),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+def change_password(
+    session: Session, settings: Settings, codec: TokenCodec, user: User, current: str, new: str, *,
+    user_agent: str = "",
+) -> AuthSession:
+    """Change the password, revoke every session of the user, and open a fresh one for this client."""
+    ok, _ = verify_password(current, user.password_hash)
+    if not ok:
+        raise Unauthorized("the current password is wrong", code="invalid_credentials")
+    check_password_policy(new, min_length=settings.password_min_length, email=user.email)
+    if verify_password(new, user.password_hash)[0]:
+        from server.errors import InvalidInput
+
+        raise InvalidInput("choose a password different from the current one", code="password_unchanged")
+    user.password_hash = hash_password(new)
+    was_initial = user.must_change_password
+    user.must_change_password = False
+    user.password_expires_at = None
+    revoke_all_sessions(session, user)
+    session.flush()
+    if was_initial:
+        forget_initial_password_file(settings)
+    log.info("user %s changed their password; all sessions revoked", user.id)
+    return _open_session(session, settings, codec, user, user_agent=user_agent)
+
+
+def authenticate_access(session: Session, codec: TokenCodec, token: str) -> tuple[User, str]:
+    """Resolve a bearer token to its user, checking status, token version and session liveness."""
+    claims = codec.verify_access(token)
+    user = session.get(User, claims.user_id)
+    if (
+        user is None
+        or not user.is_active
+        or user.token_version != claims.token_version
+        or not session_alive(session, user.id, claims.session_id)
+    ):
+        raise invalid_token()
+    return user, claims.session_id

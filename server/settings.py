@@ -1,0 +1,297 @@
+"""Settings: the spec's ``.env`` names plus ``MODELTRAIN_*`` for everything else.
+
+Nothing here reads the environment at import time. Entry points build ``Settings()`` (which reads
+the environment and ``.env``) and pass it down; tests build their own with explicit arguments.
+Precedence: explicit arguments > environment > ``.env`` > defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+APP_NAME = "modeltrain"
+
+#: Values that appear in docs, tutorials and templates. A key equal to one of these is refused.
+WELL_KNOWN_SECRETS = frozenset(
+    {
+        "secret",
+        "changeme",
+        "change-me",
+        "changethis",
+        "your-secret-key",
+        "your_secret_key",
+        "supersecret",
+        "super-secret-key",
+        "secret-key",
+        "secret_key",
+        "mysecretkey",
+        "development",
+        "dev",
+        "test",
+        "password",
+        "admin123",
+        "随机生成的强密钥",
+    }
+)
+MIN_SECRET_LENGTH = 32
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            import json
+
+            return json.loads(value)
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """All configuration. Each field is described once; the CLI help and docs use these descriptions."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELTRAIN_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # --- the spec's names (table 6-4) ---
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL. Default: SQLite file modeltrain.db in the data directory.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SECRET_KEY", "secret_key"),
+        description="JWT signing key (>= 32 random characters). Unset: generated once, stored 0600.",
+    )
+    cors_origins: CsvList = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("CORS_ORIGINS", "cors_origins"),
+        description="Comma-separated origins allowed to call the API cross-origin. Default: none.",
+    )
+    access_token_expire: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        validation_alias=AliasChoices("ACCESS_TOKEN_EXPIRE", "access_token_expire"),
+        description="Access token lifetime in minutes.",
+    )
+    refresh_token_expire: int = Field(
+        default=7,
+        ge=1,
+        le=90,
+        validation_alias=AliasChoices("REFRESH_TOKEN_EXPIRE", "refresh_token_expire"),
+        description="Refresh token (session) lifetime in days.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        validation_alias=AliasChoices("LOG_LEVEL", "log_level"),
+        description="Log level: DEBUG, INFO, WARNING or ERROR.",
+    )
+    initial_admin_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "INITIAL_ADMIN_PASSWORD", "MODELTRAIN_INITIAL_ADMIN_PASSWORD", "initial_admin_password"
+        ),
+        description="Initial password of admin@example.com on first start. Unset: a random one.",
+    )
+
+    # --- MODELTRAIN_* ---
+    data_dir: Path = Field(default_factory=default_data_dir, description="Data directory.")
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to bind (0: any free port).")
+    allowed_hosts: CsvList = Field(
+        default_factory=list,
+        description="Extra Host names/addresses accepted besides loopback (never '*').",
+    )
+    trusted_proxies: CsvList = Field(
+        default_factory=list,
+        description="Proxy addresses whose X-Forwarded-* headers are honoured.",
+    )
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Largest accepted request body (bytes)."
+    )
+    max_upload_bytes: int = Field(
+        default=4 * 1024**3, ge=1024, description="Largest accepted upload (backup restore), bytes."
+    )
+    log_dir: Path | None = Field(default=None, description="Log directory. Default: <data dir>/logs.")
+    login_max_failures: int = Field(default=5, ge=1, description="Failed logins before back-off.")
+    login_lockout_seconds: int = Field(default=30, ge=1, description="First back-off; it doubles.")
+    password_min_length: int = Field(default=8, ge=8, le=64, description="Minimum password length.")
+    initial_password_ttl_hours: int = Field(
+        default=24, ge=1, description="Hours the random initial admin password stays valid."
+    )
+    ollama_url: str | None = Field(
+        default=None,
+        description="URL of the default Ollama provider. Default: OLLAMA_HOST, else http://127.0.0.1:11434.",
+    )
+    ollama_bin: Path | None = Field(default=None, description="Path of the ollama executable.")
+    ollama_autostart: bool = Field(default=False, description="Start `ollama serve` with the app.")
+    ollama_models_dir: Path | None = Field(default=None, description="OLLAMA_MODELS for a managed daemon.")
+    migrate_on_start: bool = Field(default=True, description="Upgrade the database schema at start.")
+    api_docs: bool = Field(default=False, description="Serve interactive API docs at /api/docs.")
+    webui_dist: Path | None = Field(default=None, description="Built web UI directory (webui/dist).")
+
+    @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw == "":
+            return None
+        if raw.strip().lower() in WELL_KNOWN_SECRETS or len(set(raw)) < 8:
+            raise ValueError("is a well-known or low-entropy value")
+        if len(raw) < MIN_SECRET_LENGTH:
+            raise ValueError(f"is too short ({len(raw)} characters, need at least {MIN_SECRET_LENGTH})")
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _no_wildcard_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if "*" in host:
+                raise ValueError("must list explicit names or addresses; '*' is not allowed")
+        return [h.lower().rstrip(".") for h in value]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _explicit_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an explicit http(s) origin ('*' is not allowed)")
+        return [o.rstrip("/") for o in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # raises ValueError with a clear message
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return Path(value).expanduser()
+        return value
+
+    @model_validator(mode="after")
+    def _check_database_url(self) -> "Settings":
+        if self.database_url and not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ValueError("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        return self
+
+    # --- derived values (no I/O) ---
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'modeltrain.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_log_dir(self) -> Path:
+        return self.log_dir or self.data_dir / "logs"
+
+    @property
+    def default_ollama_url(self) -> str:
+        if self.ollama_url:
+            return self.ollama_url.rstrip("/")
+        env = os.environ.get("OLLAMA_HOST", "").strip()
+        if env:
+            return ollama_host_to_url(env)
+        return "http://127.0.0.1:11434"
+
+
+def ollama_host_to_url(value: str) -> str:
+    """Turn an ``OLLAMA_HOST`` value (``host``, ``host:port``, ``scheme://host:port``) into a client URL."""
+    value = value.strip().rstrip("/")
+    scheme = "http"
+    if "://" in value:
+        scheme, value = value.split("://", 1)
+    host, port = value, "11434"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        host = f"[{host}]"
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{port}"
+
+
+class SettingsError(Exception):
+    """A setting is invalid. ``str()`` is one line naming the setting and the fix."""
+
+
+_ENV_NAMES = {
+    "database_url": "DATABASE_URL",
+    "secret_key": "SECRET_KEY",
+    "cors_origins": "CORS_ORIGINS",
+    "access_token_expire": "ACCESS_TOKEN_EXPIRE",
+    "refresh_token_expire": "REFRESH_TOKEN_EXPIRE",
+    "log_level": "LOG_LEVEL",
+    "initial_admin_password": "INITIAL_ADMIN_PASSWORD",
+}
+
+_FIXES = {
+    "SECRET_KEY": "unset it to have one generated, or set a random value such as the output of "
+    "`python -c \"import secrets; print(secrets.token_urlsafe(48))\"`",
+    "DATABASE_URL": "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+    "LOG_LEVEL": "use DEBUG, INFO, WARNING or ERROR",
+    "CORS_ORIGINS": "list origins like http://localhost:5173, comma-separated",
+}
+
+
+def env_name(field: str) -> str:
+    return _ENV_NAMES.get(field, f"MODELTRAIN_{field.upper()}")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from arguments, environment and ``.env``; raise :class:`SettingsError` on bad input."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc") or ("settings",)
+        field = str(loc[0])
+        name = env_name(field) if field in Settings.model_fields else field
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        fix = _FIXES.get(name, "correct or unset it")
+        raise SettingsError(f"invalid setting {name}: {message}; fix: {fix}") from None
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(48)

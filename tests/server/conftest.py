@@ -1,0 +1,101 @@
+"""Fixtures: a fresh app per test on its own SQLite file, a client, and signed-in admin/user tokens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+
+ADMIN_EMAIL = "admin@example.com"
+INITIAL_PASSWORD = "initial-Admin-pass-9"
+ADMIN_PASSWORD = "correct-horse-battery-staple"
+USER_PASSWORD = "user-password-Long-1"
+BASE_URL = "http://127.0.0.1:8000"
+
+
+def database_url(tmp_path: Path) -> str:
+    """SQLite in ``tmp_path`` unless MODELTRAIN_TEST_DATABASE_URL names a PostgreSQL server."""
+    return os.environ.get("MODELTRAIN_TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'data' / 'modeltrain.db'}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides) -> Settings:  # noqa: ANN003
+        values = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url(tmp_path),
+            "initial_admin_password": INITIAL_PASSWORD,
+            "secret_key": "test-secret-" + "x7Kq2mPz9vRt4nLw8sYb3cHd6fJg1aE5",
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, base_url=BASE_URL) as c:
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client: TestClient, email: str, password: str) -> str:
+    r = client.post("/api/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+@pytest.fixture
+def admin_token(client: TestClient) -> str:
+    """The first admin, signed in, with the initial password already replaced."""
+    token = login(client, ADMIN_EMAIL, INITIAL_PASSWORD)
+    r = client.post(
+        "/api/auth/password",
+        json={"current_password": INITIAL_PASSWORD, "new_password": ADMIN_PASSWORD},
+        headers=bearer(token),
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+@pytest.fixture
+def create_user(client: TestClient, admin_token: str) -> Callable[..., str]:
+    """Create a user through the API and return an access token for them."""
+
+    def make(email: str = "user@example.com", role: str = "user", password: str = USER_PASSWORD) -> str:
+        r = client.post(
+            "/api/users",
+            json={"email": email, "password": password, "role": role},
+            headers=bearer(admin_token),
+        )
+        assert r.status_code == 201, r.text
+        return login(client, email, password)
+
+    return make
+
+
+@pytest.fixture
+def user_token(create_user: Callable[..., str]) -> str:
+    return create_user()

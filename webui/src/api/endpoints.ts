@@ -1,0 +1,132 @@
+/** Thin typed wrappers over the server routes. */
+import { http, rawRequest, downloadFile, type RequestOptions } from './http'
+import type {
+  Alert, Backup, ChatModel, Conversation, ConversationSummary, LanInfo, LogLine, Metrics,
+  OllamaModel, OllamaStatus, Page, Provider, PullProgress, Readiness, RunningModel, TokenResponse, User,
+} from './types'
+
+const enc = encodeURIComponent
+const noRefresh: RequestOptions = { noRefresh: true }
+
+export const authApi = {
+  login: (email: string, password: string) =>
+    http.post<TokenResponse>('/api/auth/login', { email, password }, { ...noRefresh, anonymous: true }),
+  refresh: () => http.post<TokenResponse>('/api/auth/refresh', {}, { ...noRefresh, anonymous: true }),
+  desktop: () => http.post<TokenResponse>('/api/auth/desktop', {}, { ...noRefresh, anonymous: true }),
+  logout: () => http.post<void>('/api/auth/logout', {}, noRefresh),
+  changePassword: (current_password: string, new_password: string) =>
+    http.post<void>('/api/auth/password', { current_password, new_password }),
+}
+
+export const usersApi = {
+  me: () => http.get<User>('/api/users/me'),
+  updateMe: (display_name: string) => http.patch<User>('/api/users/me', { display_name }),
+  list: (page: number, size: number) => http.get<Page<User>>('/api/users', { query: { page, size } }),
+  create: (body: { email: string; password: string; display_name: string; role: string }) =>
+    http.post<User>('/api/users', body),
+  update: (id: User['id'], body: Partial<Pick<User, 'role' | 'is_active' | 'display_name'>>) =>
+    http.patch<User>(`/api/users/${enc(String(id))}`, body),
+  resetPassword: (id: User['id'], new_password: string) =>
+    http.post<void>(`/api/users/${enc(String(id))}/password`, { new_password }),
+  remove: (id: User['id']) => http.del<void>(`/api/users/${enc(String(id))}`),
+}
+
+export const healthApi = {
+  live: () => http.get<{ status: string }>('/api/health', { anonymous: true, noRefresh: true }),
+  ready: () => http.get<Readiness>('/api/health/ready'),
+}
+
+export const modelsApi = {
+  list: () => http.get<{ items: ChatModel[] }>('/api/models'),
+}
+
+export interface ChatRequest {
+  model: string
+  content: string
+  conversation_id?: string
+  parent_id?: string | null
+  options?: Record<string, unknown>
+}
+
+export const chatApi = {
+  /** Starts a streamed chat turn; the caller reads the SSE body. */
+  send: (body: ChatRequest, signal?: AbortSignal) =>
+    rawRequest('POST', '/api/chat', { body, signal, headers: { Accept: 'text/event-stream' } }),
+  regenerate: (messageId: string, body: { model?: string; options?: Record<string, unknown> }, signal?: AbortSignal) =>
+    rawRequest('POST', `/api/chat/${enc(messageId)}/regenerate`, { body, signal, headers: { Accept: 'text/event-stream' } }),
+  stop: (messageId: string) => http.post<void>(`/api/chat/${enc(messageId)}/stop`, {}),
+}
+
+export const conversationsApi = {
+  list: (page: number, size: number, q?: string) =>
+    http.get<Page<ConversationSummary>>('/api/conversations', { query: { page, size, q } }),
+  get: (id: string) => http.get<Conversation>(`/api/conversations/${enc(id)}`),
+  update: (id: string, body: Partial<Pick<Conversation, 'title' | 'pinned' | 'system_prompt' | 'options' | 'model'>>) =>
+    http.patch<ConversationSummary>(`/api/conversations/${enc(id)}`, body),
+  remove: (id: string) => http.del<void>(`/api/conversations/${enc(id)}`),
+  search: (q: string) => http.get<{ items: ConversationSummary[] }>('/api/conversations/search', { query: { q } }),
+  exportOne: (id: string, format: 'json' | 'markdown') =>
+    downloadFile(`/api/conversations/${enc(id)}/export?format=${format}`, `conversation-${id}.${format === 'json' ? 'json' : 'md'}`),
+  exportAll: () => downloadFile('/api/conversations/export', 'conversations.json'),
+  import: (data: unknown) => http.post<{ imported?: number; items?: unknown[] }>('/api/conversations/import', data),
+}
+
+export const providersApi = {
+  list: async () => {
+    const r = await http.get<{ items: Provider[] } | Provider[]>('/api/providers')
+    return Array.isArray(r) ? r : r.items
+  },
+  create: (body: Record<string, unknown>) => http.post<Provider>('/api/providers', body),
+  update: (id: Provider['id'], body: Record<string, unknown>) => http.patch<Provider>(`/api/providers/${enc(String(id))}`, body),
+  remove: (id: Provider['id']) => http.del<void>(`/api/providers/${enc(String(id))}`),
+  test: (id: Provider['id']) =>
+    http.post<{ ok: boolean; models: Array<string | { name?: string; id?: string }>; error?: string }>(`/api/providers/${enc(String(id))}/test`, {}),
+}
+
+export const ollamaApi = {
+  status: () => http.get<OllamaStatus>('/api/ollama/status'),
+  action: (a: 'start' | 'stop' | 'restart') => http.post<OllamaStatus | void>(`/api/ollama/${a}`, {}),
+  logs: (tail = 200) => http.get<{ lines: string[] }>('/api/ollama/logs', { query: { tail } }),
+  models: () => http.get<{ items: OllamaModel[] }>('/api/ollama/models'),
+  model: (name: string) => http.get<Record<string, unknown>>(`/api/ollama/models/${enc(name)}`),
+  remove: (name: string) => http.del<void>(`/api/ollama/models/${enc(name)}`),
+  copy: (source: string, destination: string) => http.post<void>('/api/ollama/models/copy', { source, destination }),
+  create: (body: { name: string; from: string; system?: string; parameters?: Record<string, unknown> }) =>
+    http.post<unknown>('/api/ollama/models/create', body),
+  running: () => http.get<{ items: RunningModel[] }>('/api/ollama/running'),
+  unload: (name: string) => http.post<void>(`/api/ollama/running/${enc(name)}/unload`, {}),
+  pull: (name: string, signal?: AbortSignal) =>
+    rawRequest('POST', '/api/ollama/pull', { body: { name }, signal, headers: { Accept: 'text/event-stream' } }),
+  pulls: async () => {
+    const r = await http.get<{ items: PullProgress[] } | PullProgress[]>('/api/ollama/pulls')
+    return Array.isArray(r) ? r : r.items
+  },
+  pullEvents: (name: string, signal?: AbortSignal) =>
+    rawRequest('GET', `/api/ollama/pulls/${enc(name)}/events`, { signal, headers: { Accept: 'text/event-stream' } }),
+  cancelPull: (name: string) => http.del<void>(`/api/ollama/pull/${enc(name)}`),
+}
+
+export const opsApi = {
+  metrics: () => http.get<Metrics>('/api/metrics'),
+  alerts: async () => {
+    const r = await http.get<{ items: Alert[] } | Alert[]>('/api/alerts')
+    return Array.isArray(r) ? r : r.items
+  },
+  logs: (q: { tail?: number; level?: string; q?: string }) => http.get<{ lines: LogLine[] }>('/api/logs', { query: q }),
+  backups: () => http.get<{ items: Backup[] }>('/api/backups'),
+  createBackup: () => http.post<Backup>('/api/backups', {}),
+  downloadBackup: (id: string) => downloadFile(`/api/backups/${enc(id)}/download`, `modeltrain-backup-${id}`),
+  restoreBackup: (id: string) => http.post<unknown>(`/api/backups/${enc(id)}/restore`, {}),
+  uploadRestore: (file: File) => {
+    const fd = new FormData()
+    fd.append('file', file, file.name)
+    return http.post<unknown>('/api/backups/upload-restore', fd)
+  },
+  removeBackup: (id: string) => http.del<void>(`/api/backups/${enc(id)}`),
+  keepBackup: (id: string, keep: boolean) => http.patch<Backup>(`/api/backups/${enc(id)}`, { keep }),
+}
+
+export const lanApi = {
+  get: () => http.get<LanInfo>('/api/lan'),
+  put: (body: { enabled: boolean; host?: string; port?: number; password: string }) => http.put<LanInfo>('/api/lan', body),
+}
