@@ -20,6 +20,7 @@ from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
 from server.security.secret_store import load_or_create_secret
 from server.security.tokens import TokenCodec
 from server.settings import Settings
+from server.static import StaticUI, default_dist_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(build_api_router())
+    app.mount("/", StaticUI(settings.webui_dist or default_dist_dir()), name="webui")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

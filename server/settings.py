@@ -153,6 +153,46 @@ class Settings(BaseSettings):
     api_docs: bool = Field(default=False, description="Serve interactive API docs at /api/docs.")
     webui_dist: Path | None = Field(default=None, description="Built web UI directory (webui/dist).")
 
+    # --- chat streaming and conversations (owned by services/chat.py, services/conversations.py) ---
+    max_streams_per_user: int = Field(
+        default=4, ge=1, le=1000, description="Concurrent chat streams one user may run (more: 429)."
+    )
+    chat_max_message_chars: int = Field(
+        default=100_000, ge=1, description="Longest chat message a user may send, in characters (more: 422)."
+    )
+    chat_ping_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between ': ping' keep-alive comments on a chat stream."
+    )
+    chat_coalesce_ms: float = Field(
+        default=30.0, ge=0, description="Deltas arriving within this many ms are sent as one SSE event."
+    )
+    chat_persist_interval: float = Field(
+        default=0.5, gt=0, description="Seconds between writes of a growing reply to the database."
+    )
+    chat_persist_bytes: int = Field(
+        default=2048, ge=1, description="Unsaved reply bytes that trigger a database write earlier."
+    )
+    chat_connect_timeout: float = Field(default=5.0, gt=0, description="Upstream connect timeout (s).")
+    chat_first_token_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds to wait for the first upstream token (covers a model load)."
+    )
+    chat_idle_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds allowed between two upstream chunks once streaming."
+    )
+    chat_preflight_timeout: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds POST /api/chat waits for the upstream's first answer, so early upstream errors "
+        "(503, 429) are plain JSON responses; after that the event stream starts anyway.",
+    )
+    chat_title_generation: bool = Field(
+        default=True, description="Ask the model for a short conversation title after the first exchange."
+    )
+    chat_title_timeout: float = Field(default=30.0, gt=0, description="Seconds allowed for title generation.")
+    conversation_import_max_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Largest conversation import body (bytes)."
+    )
+
     @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:

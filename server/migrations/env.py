@@ -13,10 +13,17 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _include_name(name: str | None, type_: str, _parent: object) -> bool:
+    # Full-text search objects of revision 0002 (FTS5 tables and their shadow tables, PostgreSQL
+    # expression indexes) are hand-written and dialect-specific; autogenerate must not see them.
+    return not (name and "_fts" in name)
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_name=_include_name,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
@@ -40,7 +47,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_db_engine(config.get_main_option("sqlalchemy.url"))
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    engine = create_db_engine(url)
     try:
         with engine.connect() as conn:
             _run(conn)

@@ -108,10 +108,6 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class NetworkGuardMiddleware:
     def __init__(self, app: ASGIApp, policy: GuardPolicy) -> None:
         self.app = app
@@ -156,12 +152,13 @@ class NetworkGuardMiddleware:
                 return
 
         is_api = path.startswith("/api/") or path == "/api" or path == "/metrics"
-        response_started = False
+        state = {"started": False, "rejected": False}
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal response_started
+        async def guarded_send(message: Message) -> None:
+            if state["rejected"]:
+                return  # we already answered 413; whatever the app says next is dropped
             if message["type"] == "http.response.start":
-                response_started = True
+                state["started"] = True
                 extra = list(SECURITY_HEADERS)
                 existing = {k.lower() for k, _ in message.get("headers", [])}
                 if is_api and b"cache-control" not in existing:
@@ -173,18 +170,20 @@ class NetworkGuardMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal received
+            if state["rejected"]:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge()
+                    # Answer 413 now and tell the app the client is gone, so it stops reading.
+                    if not state["started"]:
+                        await send_error(send, 413, "payload_too_large", f"the request body exceeds {limit} bytes")
+                    state["rejected"] = True
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited_receive, send_with_headers)
-        except _BodyTooLarge:
-            if not response_started:
-                await send_error(send, 413, "payload_too_large", f"the request body exceeds {limit} bytes")
+        await self.app(scope, limited_receive, guarded_send)
 
     def _check_unsafe(self, scope: Scope, host: str) -> tuple[int, str, str] | None:
         headers = scope["headers"]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-27 18:31:16.939271
+Create Date: 2026-11-27 18:34:48.019616
 """
 
 from __future__ import annotations

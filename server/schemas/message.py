@@ -1,0 +1,72 @@
+"""Messages and the chat request bodies (POST /api/chat, regenerate, stop)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.schemas.common import StrictModel
+
+MessageRole = Literal["system", "user", "assistant"]
+MessageStatusName = Literal["streaming", "complete", "stopped", "error"]
+
+
+class MessageRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: MessageRole
+    content: str
+    thinking: str
+    status: MessageStatusName
+    model: str
+    created_at: datetime
+    updated_at: datetime
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class ChatOptions(StrictModel):
+    """Generation options a chat request may set; they override the conversation's and the model's."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0, le=1000)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    context_length: int | None = Field(default=None, ge=1, le=10_000_000)
+    seed: int | None = None
+    stop: list[str] | None = Field(default=None, max_length=16)
+    repeat_penalty: float | None = Field(default=None, ge=0, le=10)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    think: bool | None = None
+
+    def compact(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ChatCreate(StrictModel):
+    """POST /api/chat. Omit ``parent_id`` to continue the newest branch; send ``parent_id: null`` to start
+    a new root branch (editing the first message); send the parent of an edited message to edit it."""
+
+    model: str = Field(min_length=1, max_length=400)
+    content: str = Field(min_length=1)
+    conversation_id: uuid.UUID | None = None
+    parent_id: uuid.UUID | None = None
+    options: ChatOptions | None = None
+
+
+class ChatRegenerate(StrictModel):
+    model: str | None = Field(default=None, min_length=1, max_length=400)
+    options: ChatOptions | None = None
+
+
+class ChatStopRead(BaseModel):
+    id: uuid.UUID
+    status: MessageStatusName
+    stopped: bool
