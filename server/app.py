@@ -15,8 +15,12 @@ from server.api.errors import install_error_handlers
 from server.api.router import build_api_router
 from server.bootstrap import prepare_database
 from server.db.session import create_db_engine, create_session_factory
+from server.providers.registry import close_registry
 from server.runtime import Runtime
 from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
+from server.services import chat as chat_service
+from server.services import ollama_models
+from server.security import desktop_token
 from server.security.secret_store import load_or_create_secret
 from server.security.tokens import TokenCodec
 from server.settings import Settings
@@ -28,7 +32,15 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     engine = create_db_engine(settings.resolved_database_url)
     guard = GuardPolicy.build(settings.allowed_hosts, settings.cors_origins, settings.max_body_bytes)
-    runtime = Runtime(settings=settings, engine=engine, session_factory=create_session_factory(engine), guard=guard)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        read_session_factory=create_session_factory(engine, readonly=True),
+        guard=guard,
+    )
+    guard.body_limit_overrides.setdefault("/api/conversations/import", settings.conversation_import_max_bytes)
+    desktop_token.install(runtime.extras, settings.desktop_mode)  # desktop host only (issue 7)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,10 +48,15 @@ def create_app(settings: Settings) -> FastAPI:
         runtime.codec = TokenCodec(secret, settings.access_token_expire)
         initial = await run_in_threadpool(prepare_database, settings, engine, runtime.session_factory)
         app.state.initial_admin = initial
+        await run_in_threadpool(chat_service.startup, runtime)  # stream registry; mark crashed replies (E5)
         log.info("ModelTrain %s ready", __version__)
+        await ollama_models.start_ollama(runtime)  # runtime.extras["ollama_daemon"/"ollama_pulls"] (issue 4)
         try:
             yield
         finally:
+            await ollama_models.stop_ollama(runtime)
+            await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
+            await close_registry(runtime)  # the shared upstream HTTP client (issue 3)
             engine.dispose()
 
     app = FastAPI(

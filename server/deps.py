@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from server.db.models import User
 from server.errors import Forbidden, Unauthorized
 from server.runtime import Runtime
+from server.security import desktop_token
 from server.security.network_guard import client_address
 from server.services import auth as auth_service
 from server.settings import Settings
@@ -30,9 +31,14 @@ def get_settings(runtime: RuntimeDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    """One session per request: committed when the route returns, rolled back on error."""
-    session = runtime.session_factory()
+def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
+    """One session per request: committed when the route returns, rolled back on error.
+
+    GET/HEAD requests read in DEFERRED transactions so they never wait on writers (SQLite WAL).
+    """
+    readonly = request.method in ("GET", "HEAD") and runtime.read_session_factory is not None
+    factory = runtime.read_session_factory if readonly else runtime.session_factory
+    session = factory()
     try:
         yield session
         session.commit()
@@ -67,6 +73,8 @@ def _bearer(request: Request) -> str:
 
 def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> User:
     user, session_id = auth_service.authenticate_access(session, runtime.require_codec(), _bearer(request))
+    if desktop_token.desktop_session_misused(runtime.extras, request.scope, session_id):
+        raise Unauthorized("this session is valid only in the desktop app", code="invalid_token")
     request.state.user_id = user.id
     request.state.session_id = session_id
     return user
@@ -77,8 +85,11 @@ def user_pending_password(user: Annotated[User, Depends(_authenticated)]) -> Use
     return user
 
 
-def current_user(user: Annotated[User, Depends(_authenticated)]) -> User:
-    if user.must_change_password:
+def current_user(request: Request, user: Annotated[User, Depends(_authenticated)], runtime: RuntimeDep) -> User:
+    # The desktop owner (desktop session on the loopback listener) is not blocked by the initial password.
+    if user.must_change_password and not desktop_token.desktop_session_allowed(
+        runtime.extras, request.scope, getattr(request.state, "session_id", None)
+    ):
         raise Forbidden(
             "change the initial password before doing anything else", code="password_change_required"
         )

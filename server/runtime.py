@@ -19,6 +19,8 @@ class Runtime:
     engine: Engine
     session_factory: sessionmaker[Session]
     guard: GuardPolicy
+    #: Sessions for requests that only read (GET/HEAD): DEFERRED transactions on SQLite.
+    read_session_factory: sessionmaker[Session] | None = None
     codec: TokenCodec | None = None
     #: Extra per-app services registered by feature modules at start-up (ollama daemon, metrics...).
     extras: dict[str, Any] = field(default_factory=dict)

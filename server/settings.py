@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 APP_NAME = "modeltrain"
@@ -149,9 +149,97 @@ class Settings(BaseSettings):
     ollama_bin: Path | None = Field(default=None, description="Path of the ollama executable.")
     ollama_autostart: bool = Field(default=False, description="Start `ollama serve` with the app.")
     ollama_models_dir: Path | None = Field(default=None, description="OLLAMA_MODELS for a managed daemon.")
+    # --- Ollama daemon supervision and model management (issue 4; services/ollama_daemon.py,
+    #     services/ollama_models.py) ---
+    ollama_start_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a started `ollama serve` may take to answer GET /."
+    )
+    ollama_stop_grace: float = Field(
+        default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when stopping Ollama."
+    )
+    ollama_restart_backoff: float = Field(
+        default=0.5, ge=0, description="First delay (s) before restarting a crashed Ollama; it doubles."
+    )
+    ollama_restart_backoff_max: float = Field(default=30.0, ge=0, description="Longest restart delay (s).")
+    ollama_max_restarts: int = Field(
+        default=5, ge=0, description="Consecutive failed restarts before giving up (state 'failed')."
+    )
+    ollama_log_max_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=4096, description="Size at which <log dir>/ollama.log is rotated."
+    )
+    ollama_log_backups: int = Field(default=3, ge=0, le=20, description="Rotated ollama.log files kept.")
+    ollama_pull_stall_seconds: float = Field(
+        default=30.0, gt=0, description="A pull without progress for this long is reported as stalled."
+    )
+    ollama_disk_reserve_bytes: int = Field(
+        default=1024**3, ge=0, description="Free space that must remain after a model download (bytes)."
+    )
+    ollama_registries: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["registry.ollama.ai", "hf.co"],
+        description="Registry hosts model names may name for pull/create (comma-separated).",
+    )
+
+    @field_validator("ollama_registries", mode="before")
+    @classmethod
+    def _ollama_registries_csv(cls, value: Any) -> Any:
+        value = _split_csv(value)
+        return [str(v).strip().lower() for v in value] if isinstance(value, list) else value
     migrate_on_start: bool = Field(default=True, description="Upgrade the database schema at start.")
     api_docs: bool = Field(default=False, description="Serve interactive API docs at /api/docs.")
     webui_dist: Path | None = Field(default=None, description="Built web UI directory (webui/dist).")
+
+    # --- desktop host and LAN access (issue 7; server/embedded.py, security/desktop_token.py,
+    #     services/lan.py, desktop/) ---
+    desktop_mode: bool = Field(
+        default=False,
+        description="Desktop host only: create a per-process desktop sign-in token. Never set for `serve`.",
+    )
+    lan_host: str = Field(default="0.0.0.0", description="Default address of the optional LAN listener.")
+    lan_port: int = Field(default=8765, ge=0, le=65535, description="Default port of the optional LAN listener.")
+    shutdown_grace_seconds: float = Field(
+        default=2.0, ge=0, le=60, description="Seconds open requests and streams get at shutdown before cancel."
+    )
+
+    # --- operations: backups, logs, metrics and alerts (issue 5; owned by the operations engineer) ---
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Backup directory. Default: '<data dir>-backups' beside the data directory "
+        "(kept apart from the database file's directory).",
+    )
+    backup_schedule: str = Field(
+        default="03:00",
+        description="Daily automatic backup time, HH:MM local time, or 'off'.",
+    )
+    backup_keep_days: int = Field(default=7, ge=1, le=3650, description="Days automatic backups are kept.")
+    backup_check_seconds: float = Field(
+        default=60.0, ge=0.05, le=3600, description="How often the backup scheduler checks whether one is due."
+    )
+    log_keep_days: int = Field(default=30, ge=1, le=3650, description="Days of rotated logs kept (gzipped).")
+    metrics_enabled: bool = Field(default=True, description="Sample CPU, memory, disk and API metrics.")
+    metrics_interval_seconds: float = Field(
+        default=5.0, ge=0.05, le=300, description="Seconds between two metric samples."
+    )
+    metrics_history_seconds: int = Field(
+        default=3600, ge=60, le=86400, description="How much metric history is kept for charts (seconds)."
+    )
+    metrics_thresholds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Overrides of the (warning, alert) thresholds, JSON such as "
+        '{"cpu": [70, 90], "latency": [500, 2000]}; keys cpu, memory, disk (percent), latency (ms), '
+        "error_rate (percent).",
+    )
+
+    # --- providers, model configurations and model discovery (issue 3: providers/registry.py,
+    #     services/providers.py, services/models.py); upstream timeouts are the chat_*_timeout below ---
+    provider_max_connections: int = Field(
+        default=256, ge=1, le=10_000, description="Most simultaneous connections to all upstream providers."
+    )
+    models_discovery_timeout: float = Field(
+        default=3.0, gt=0, le=60, description="Seconds GET /api/models waits for each Ollama provider's list."
+    )
+    models_cache_seconds: float = Field(
+        default=5.0, ge=0, le=3600, description="Seconds discovered Ollama model lists are cached."
+    )
 
     # --- chat streaming and conversations (owned by services/chat.py, services/conversations.py) ---
     max_streams_per_user: int = Field(
@@ -212,6 +300,28 @@ class Settings(BaseSettings):
             raise ValueError(f"is too short ({len(raw)} characters, need at least {MIN_SECRET_LENGTH})")
         return value
 
+    @field_validator("backup_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("off", "none", "disabled", ""):
+            return "off"
+        hh, sep, mm = value.partition(":")
+        if not sep or not hh.isdigit() or not mm.isdigit() or int(hh) > 23 or int(mm) > 59:
+            raise ValueError("must be HH:MM (24-hour local time) or 'off'")
+        return f"{int(hh):02d}:{int(mm):02d}"
+
+    @field_validator("metrics_thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        known = {"cpu", "memory", "disk", "latency", "error_rate"}
+        for key, (warning, alert) in value.items():
+            if key not in known:
+                raise ValueError(f"unknown metric {key!r} (use {', '.join(sorted(known))})")
+            if not 0 <= warning <= alert:
+                raise ValueError(f"{key}: need 0 <= warning <= alert")
+        return value
+
     @field_validator("allowed_hosts")
     @classmethod
     def _no_wildcard_hosts(cls, value: list[str]) -> list[str]:
@@ -242,11 +352,12 @@ class Settings(BaseSettings):
             return Path(value).expanduser()
         return value
 
-    @model_validator(mode="after")
-    def _check_database_url(self) -> "Settings":
-        if self.database_url and not self.database_url.startswith(("sqlite", "postgresql")):
-            raise ValueError("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
-        return self
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value or None
 
     # --- derived values (no I/O) ---
     @property
@@ -262,6 +373,16 @@ class Settings(BaseSettings):
     @property
     def resolved_log_dir(self) -> Path:
         return self.log_dir or self.data_dir / "logs"
+
+    @property
+    def resolved_backup_dir(self) -> Path:
+        # A sibling of the data directory: not the directory holding the database file, so deleting
+        # or wiping the data directory does not take the backups with it (point it at another disk
+        # with MODELTRAIN_BACKUP_DIR for real protection against a disk failure).
+        if self.backup_dir is not None:
+            return self.backup_dir.expanduser()
+        data = self.data_dir.expanduser()
+        return data.parent / f"{data.name}-backups"
 
     @property
     def default_ollama_url(self) -> str:

@@ -54,10 +54,11 @@ def create_db_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # noqa: ANN001
-            # IMMEDIATE takes the write lock up front, so a transaction that reads and then writes
-            # waits on busy_timeout instead of failing with SQLITE_BUSY on a stale WAL snapshot
-            # ("database is locked"). Readers outside transactions are never blocked in WAL mode.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # IMMEDIATE (the default) takes the write lock up front, so a transaction that reads and
+            # then writes waits on busy_timeout instead of failing with SQLITE_BUSY on a stale WAL
+            # snapshot ("database is locked"). Read-only work uses DEFERRED (see read_only()).
+            mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     if url.startswith("postgresql://"):
@@ -65,8 +66,13 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def create_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def read_only(engine: Engine) -> Engine:
+    """The same engine (and pool) with DEFERRED transactions: for work that only reads."""
+    return engine.execution_options(sqlite_begin="DEFERRED")
+
+
+def create_session_factory(engine: Engine, *, readonly: bool = False) -> sessionmaker[Session]:
+    return sessionmaker(bind=read_only(engine) if readonly else engine, expire_on_commit=False)
 
 
 @contextmanager

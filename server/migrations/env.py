@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 import server.db.models  # noqa: F401  (registers tables)
 from server.db.base import Base
+from server.db.migrate import include_object
 from server.db.session import create_db_engine
 
 config = context.config
@@ -26,6 +27,7 @@ def _run(connection: Connection) -> None:
         include_name=_include_name,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

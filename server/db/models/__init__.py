@@ -1,5 +1,6 @@
 """ORM models. Importing this package registers every table on ``Base.metadata``."""
 
+from server.db.models.backup import BackupLease
 from server.db.models.conversation import Conversation
 from server.db.models.login_throttle import LoginThrottle
 from server.db.models.message import Message, MessageStatus
@@ -9,6 +10,7 @@ from server.db.models.refresh_token import RefreshToken
 from server.db.models.user import User
 
 __all__ = [
+    "BackupLease",
     "Conversation",
     "LoginThrottle",
     "Message",

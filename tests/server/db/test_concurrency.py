@@ -1,0 +1,59 @@
+"""Concurrent writers never surface "database is locked" (security.md E1, SQLite part)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from server.db import migrate
+from server.db.models import Conversation, Message, User
+from server.db.session import create_db_engine, create_session_factory, session_scope
+
+
+def test_twenty_writers_and_readers_without_lock_errors(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate.upgrade(engine)
+    factory = create_session_factory(engine)
+    with session_scope(factory) as s:
+        user = User(email="c@example.com", password_hash="x")
+        s.add(user)
+        s.flush()
+        conv = Conversation(user_id=user.id, title="t")
+        s.add(conv)
+        s.flush()
+        conv_id = conv.id
+    errors: list[BaseException] = []
+    start = threading.Barrier(30)
+
+    def writer() -> None:
+        try:
+            start.wait()
+            for i in range(20):
+                with session_scope(factory) as s:
+                    # read-then-write in one transaction: the pattern that fails in deferred mode
+                    s.scalar(select(func.count()).select_from(Message))
+                    s.add(Message(conversation_id=conv_id, role="user", content=f"m{i}-{uuid.uuid4()}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            start.wait()
+            for _ in range(40):
+                with factory() as s:
+                    s.scalar(select(func.count()).select_from(Message))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(20)] + [threading.Thread(target=reader) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(Message)) == 400
+    engine.dispose()

@@ -1,0 +1,98 @@
+"""Migrations match the models, round-trip, and snapshot an existing SQLite file first."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+import server.db.models  # noqa: F401
+from server.db import migrate
+from server.db.base import Base
+from server.db.session import create_db_engine, read_only
+
+
+def _engine(tmp_path: Path):  # noqa: ANN202
+    return create_db_engine(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+def test_upgrade_head_yields_exactly_the_models_schema(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_object": migrate.include_object}
+        ), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    migrate.upgrade(engine)
+    head = migrate.current_revision(engine)
+    migrate.downgrade(engine, "base")
+    assert migrate.current_revision(engine) is None
+    with engine.connect() as conn:
+        tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    assert tables <= {"alembic_version"}
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == head == migrate.head_revision()
+    engine.dispose()
+
+
+def test_existing_database_is_snapshotted_before_upgrade(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE precious (v TEXT)")
+        conn.execute("INSERT INTO precious VALUES ('keep me')")
+    engine = _engine(tmp_path)
+    snapshot = migrate.upgrade(engine, tmp_path / "snapshots")
+    engine.dispose()
+    assert snapshot is not None and snapshot.parent == tmp_path / "snapshots"
+    assert snapshot.stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(snapshot) as conn:
+        assert conn.execute("SELECT v FROM precious").fetchall() == [("keep me",)]
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_fresh_database_is_not_snapshotted(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    assert migrate.upgrade(engine, tmp_path / "snapshots") is None
+    assert migrate.upgrade(engine, tmp_path / "snapshots") is None  # already at head
+    engine.dispose()
+    assert not (tmp_path / "snapshots").exists()
+
+
+def test_a_schema_newer_than_the_app_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from server.errors import Conflict
+
+    engine = _engine(tmp_path)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    with pytest.raises(Conflict) as err:
+        migrate.upgrade(engine)
+    assert err.value.code == "schema_too_new"
+    engine.dispose()
+
+
+def test_every_pooled_connection_has_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    migrate.upgrade(engine)
+    reads = read_only(engine)
+    conns = [reads.connect() for _ in range(5)]
+    try:
+        for conn in conns:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        for conn in conns:
+            conn.close()
+        engine.dispose()
