@@ -1,26 +1,51 @@
-# ModelTrain — `make run` and `make test` are the two commands a new machine needs.
+# ModelTrain — two commands for a new Debian/Ubuntu machine:
+#   make run    set everything up, build the web UI and start the app
+#   make test   set everything up (apt packages too when run as root) and run every test suite
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/pip
 STAMP := $(VENV)/.installed
+WEBUI_STAMP := webui/node_modules/.installed
 
-.PHONY: run test venv regen-migration clean
+.PHONY: run serve test test-python test-webui system-deps venv webui llama regen-migration bench clean
+
+system-deps:
+	.ci/install-system-packages.sh
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[desktop,test]'
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[desktop,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-run: venv
+$(WEBUI_STAMP): webui/package.json webui/package-lock.json
+	cd webui && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEBUI_STAMP)
+
+webui: $(WEBUI_STAMP)
+	cd webui && npm run build --silent
+
+# The real-model test needs llama-cpp-python (compiled once, then cached as a wheel) and SmolLM2.
+llama: venv
+	.ci/build-llama-wheel.sh
+
+run: system-deps venv webui
 	$(BIN)/modeltrain serve
 
-test: venv
+test: system-deps venv webui llama
+	$(MAKE) test-webui test-python
+
+test-python:
 	$(BIN)/python -m pytest
+
+test-webui:
+	cd webui && npm run --silent typecheck && npm run --silent test
+
+bench: venv
+	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 # Pre-release only: rebuild the initial migration from the ORM models.
 regen-migration: venv
