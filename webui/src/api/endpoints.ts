@@ -37,7 +37,7 @@ export const healthApi = {
 }
 
 export const modelsApi = {
-  list: () => http.get<{ items: ChatModel[] }>('/api/models'),
+  list: () => http.get<{ items: ChatModel[]; errors?: Array<{ provider_id: string; code: string; message: string }> }>('/api/models'),
 }
 
 export interface ChatRequest {
@@ -80,7 +80,7 @@ export const providersApi = {
   update: (id: Provider['id'], body: Record<string, unknown>) => http.patch<Provider>(`/api/providers/${enc(String(id))}`, body),
   remove: (id: Provider['id']) => http.del<void>(`/api/providers/${enc(String(id))}`),
   test: (id: Provider['id']) =>
-    http.post<{ ok: boolean; models: Array<string | { name?: string; id?: string }>; error?: string }>(`/api/providers/${enc(String(id))}/test`, {}),
+    http.post<{ ok: boolean; models: string[]; error?: { code: string; message: string } | null }>(`/api/providers/${enc(String(id))}/test`, {}),
 }
 
 export const ollamaApi = {
@@ -108,9 +108,10 @@ export const ollamaApi = {
 
 export const opsApi = {
   metrics: () => http.get<Metrics>('/api/metrics'),
-  alerts: async () => {
-    const r = await http.get<{ items: Alert[] } | Alert[]>('/api/alerts')
-    return Array.isArray(r) ? r : r.items
+  alerts: async (): Promise<{ active: Alert[]; recent: Alert[] }> => {
+    const r = await http.get<{ active?: Alert[]; recent?: Alert[]; items?: Alert[] } | Alert[]>('/api/alerts')
+    if (Array.isArray(r)) return { active: r, recent: [] }
+    return { active: r.active ?? r.items ?? [], recent: r.recent ?? [] }
   },
   logs: (q: { tail?: number; level?: string; q?: string }) => http.get<{ lines: LogLine[] }>('/api/logs', { query: q }),
   backups: () => http.get<{ items: Backup[] }>('/api/backups'),

@@ -50,6 +50,7 @@ export interface ConversationSummary {
   created_at: string
   updated_at: string
   snippet?: string
+  highlights?: Array<[number, number]>
 }
 
 export type MessageStatus = 'streaming' | 'complete' | 'stopped' | 'error' | 'interrupted' | string
@@ -71,6 +72,7 @@ export interface Message {
   model?: string | null
   created_at: string
   usage?: Usage | null
+  timings?: Record<string, number> | null
   error?: string | { code?: string; message?: string } | null
 }
 
@@ -78,7 +80,7 @@ export interface ChatOptions {
   temperature?: number
   top_p?: number
   top_k?: number
-  num_ctx?: number
+  context_length?: number
   max_tokens?: number
   seed?: number
   [k: string]: unknown
@@ -129,11 +131,15 @@ export interface RunningModel {
   name: string
   size: number
   size_vram: number
+  vram_share?: number
+  pinned?: boolean
   expires_at: string | null
 }
 
 export interface PullProgress {
   name: string
+  state?: 'running' | 'success' | 'error' | 'cancelled'
+  error?: { code: string; message: string } | null
   status: string
   digest?: string | null
   total?: number | null
@@ -155,11 +161,13 @@ export interface Metrics {
 
 export interface Alert {
   id?: string | number
-  ts?: string
+  key?: string
   level?: string
   metric?: string
+  value?: number | string | null
   message: string
-  [k: string]: unknown
+  since?: string
+  until?: string | null
 }
 
 export interface LogLine {

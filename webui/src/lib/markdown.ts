@@ -116,8 +116,8 @@ md.renderer.rules.fence = (tokens, idx) => {
 // Images from model output are never fetched automatically (no request to another origin): show a link.
 md.renderer.rules.image = (tokens, idx) => {
   const tok = tokens[idx]
-  const src = tok.attrGet('src') || ''
-  const alt = tok.children?.map((c) => c.content).join('') || tok.content || src
+  const src = String(tok.attrGet('src') || '')
+  const alt = String(tok.children?.map((c) => c.content).join('') || tok.content || src)
   return `<a href="${escapeHtml(src)}" class="md-image-link">${escapeHtml(alt)}</a>`
 }
 
@@ -140,7 +140,7 @@ function installHooks() {
   if (hooksInstalled) return
   hooksInstalled = true
   DOMPurify.addHook('uponSanitizeAttribute', (_node, data) => {
-    if (data.attrName === 'style' && /url\s*\(|expression|@import|javascript:|behavior|-moz-binding/i.test(data.attrValue)) {
+    if (data.attrName === 'style' && /url\s*\(|expression|@import|javascript:|behavior|-moz-binding/i.test(String(data.attrValue))) {
       data.keepAttr = false
     }
     if (data.attrName.startsWith('on')) data.keepAttr = false

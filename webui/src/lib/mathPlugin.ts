@@ -3,9 +3,7 @@
  * inline `$...$`, `\(...\)`, `$$...$$`; block `$$ ... $$` and `\[ ... \]` on their own lines.
  * A `$` followed by a space or digit-terminated pairs (prices such as "$5 and $10") are left alone.
  */
-import type MarkdownIt from 'markdown-it'
-import type StateInline from 'markdown-it/lib/rules_inline/state_inline.mjs'
-import type StateBlock from 'markdown-it/lib/rules_block/state_block.mjs'
+import type { MarkdownIt, StateBlock, StateInline } from 'markdown-it'
 
 export type MathRenderer = (tex: string, display: boolean) => string
 

@@ -279,12 +279,10 @@ export const useChatStore = defineStore('chat', () => {
     const u = addLocal({ id: tmpId('u'), parent_id: parent, role: 'user', content })
     const a = addLocal({ id: tmpId('a'), parent_id: u.id, role: 'assistant', content: '', status: 'streaming', model: models.selected?.name })
     selected.value = selectBranchOf(tree.value, selected.value, a.id)
-    const body: ChatRequest & { system_prompt?: string } = { model: models.selectedId, content }
+    const body: ChatRequest = { model: models.selectedId, content }
     if (current.value) {
       body.conversation_id = current.value.id
       body.parent_id = parent
-    } else if (draftSystemPrompt.value) {
-      body.system_prompt = draftSystemPrompt.value
     }
     const options = requestOptions()
     if (options) body.options = options

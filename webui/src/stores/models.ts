@@ -11,6 +11,8 @@ export const useModelsStore = defineStore('models', () => {
   const loading = ref(false)
   const loaded = ref(false)
   const error = ref<unknown>(null)
+  /** Providers that could not list their models (e.g. Ollama not running). */
+  const providerErrors = ref<Array<{ provider_id: string; code: string; message: string }>>([])
   const selectedId = ref<string | null>(localStorage.getItem(KEY))
 
   const selected = computed(() => items.value.find((m) => m.id === selectedId.value) ?? null)
@@ -29,7 +31,9 @@ export const useModelsStore = defineStore('models', () => {
     loading.value = true
     error.value = null
     try {
-      items.value = (await modelsApi.list()).items ?? []
+      const r = await modelsApi.list()
+      items.value = r.items ?? []
+      providerErrors.value = r.errors ?? []
       if (!selected.value && items.value.length) select(items.value[0].id)
     } catch (e) {
       error.value = e
@@ -46,5 +50,15 @@ export const useModelsStore = defineStore('models', () => {
     if (m) select(m.id)
   }
 
-  return { items, loading, loaded, error, selectedId, selected, select, load, selectMatching }
+  /** A readable name for a model reference stored on a message or conversation (an id or a name). */
+  function displayName(ref: string | null | undefined): string {
+    if (!ref) return ''
+    const m = items.value.find((x) => x.id === ref)
+    if (m) return m.name
+    // opaque ids look like "ollama:<provider id>:<model>" or "cfg:<id>"
+    const parts = /^ollama:[^:]+:(.+)$/.exec(ref)
+    return parts ? parts[1] : ref
+  }
+
+  return { items, providerErrors, displayName, loading, loaded, error, selectedId, selected, select, load, selectMatching }
 })

@@ -90,8 +90,17 @@ export const usePullsStore = defineStore('pulls', () => {
   async function reattach() {
     const items = await ollamaApi.pulls()
     for (const p of items) {
+      const known = entries.get(p.name)
+      if (p.state && p.state !== 'running' && !known) continue // finished before this page loaded
       const e = entry(p.name)
       e.progress = { ...e.progress, ...p }
+      if (p.state && p.state !== 'running') {
+        if (e.state === 'running' && !e.controller) {
+          e.state = p.state === 'success' ? 'done' : p.state === 'cancelled' ? 'cancelled' : 'error'
+          e.error = p.error?.message ?? null
+        }
+        continue
+      }
       if (!e.controller && e.state === 'running') {
         consume(p.name, (signal) => ollamaApi.pullEvents(p.name, signal)).catch(() => {})
       }

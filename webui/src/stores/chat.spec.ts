@@ -1,0 +1,153 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { createPinia, setActivePinia } from 'pinia'
+import { useChatStore } from './chat'
+import { useModelsStore } from './models'
+
+function sse(events: Array<[string, unknown]>, opts: { hold?: Promise<void> } = {}) {
+  const enc = new TextEncoder()
+  return new ReadableStream<Uint8Array>({
+    async start(c) {
+      c.enqueue(enc.encode(': ping\n\n'))
+      for (const [i, [name, data]] of events.entries()) {
+        if (i === 1 && opts.hold) await opts.hold
+        c.enqueue(enc.encode(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`))
+      }
+      c.close()
+    },
+  })
+}
+
+const streamResponse = (body: ReadableStream<Uint8Array>) =>
+  new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } })
+
+describe('chat store streaming', () => {
+  let fetchMock: ReturnType<typeof vi.fn>
+  beforeEach(() => {
+    setActivePinia(createPinia())
+    fetchMock = vi.fn()
+    vi.stubGlobal('fetch', fetchMock)
+    const models = useModelsStore()
+    models.items = [{ id: 'm1', name: 'Llama', provider: { id: 1, name: 'Ollama', kind: 'ollama' }, model: 'llama', capabilities: [], source: 'ollama' }]
+    models.select('m1')
+  })
+  afterEach(() => vi.unstubAllGlobals())
+
+  it('sends a first message, follows meta/delta/done and creates the conversation', async () => {
+    fetchMock.mockImplementation(async (url: string) => {
+      if (url === '/api/chat')
+        return streamResponse(
+          sse([
+            ['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1' }],
+            ['delta', { content: 'Hel' }],
+            ['delta', { content: 'lo', thinking: 'hmm' }],
+            ['done', { message: { id: 'a1', content: 'Hello', status: 'complete' }, usage: { completion_tokens: 2 }, timings: { tokens_per_s: 10 } }],
+          ]),
+        )
+      return new Response('{}', { status: 200, headers: { 'Content-Type': 'application/json' } })
+    })
+    const chat = useChatStore()
+    await chat.send('Hi')
+    const [, init] = fetchMock.mock.calls[0]
+    expect(JSON.parse(init.body)).toEqual({ model: 'm1', content: 'Hi' })
+    expect(chat.currentId).toBe('c1')
+    expect(chat.path.map((m) => [m.id, m.role, m.content, m.status])).toEqual([
+      ['u1', 'user', 'Hi', 'complete'],
+      ['a1', 'assistant', 'Hello', 'complete'],
+    ])
+    expect(chat.path[1].thinking).toBe('hmm')
+    expect(chat.path[1].usage).toEqual({ completion_tokens: 2 })
+    expect(chat.isStreaming).toBe(false)
+    expect(chat.conversations[0].id).toBe('c1')
+  })
+
+  it('continues the shown path with parent_id, and an edit branches from the parent', async () => {
+    const chat = useChatStore()
+    chat.current = { id: 'c1', title: 't', pinned: false, model: 'm1', created_at: '', updated_at: '', messages: [] }
+    chat.messages = [
+      { id: 'u1', parent_id: null, role: 'user', content: 'a', status: 'complete', created_at: '2024-01-01T00:00:00Z' },
+      { id: 'a1', parent_id: 'u1', role: 'assistant', content: 'b', status: 'complete', created_at: '2024-01-01T00:00:01Z' },
+    ]
+    fetchMock.mockImplementation(async () =>
+      streamResponse(sse([['meta', { conversation_id: 'c1', user_message_id: 'u2', assistant_message_id: 'a2' }], ['done', { message: { content: 'ok' } }]])),
+    )
+    await chat.send('next')
+    expect(JSON.parse(fetchMock.mock.calls[0][1].body)).toMatchObject({ conversation_id: 'c1', parent_id: 'a1', content: 'next' })
+
+    await chat.edit(chat.messages.find((m) => m.id === 'u1')!, 'edited')
+    expect(JSON.parse(fetchMock.mock.calls[1][1].body)).toMatchObject({ conversation_id: 'c1', parent_id: null, content: 'edited' })
+    // the edit is shown; the original is reachable as a sibling
+    expect(chat.path[0].content).toBe('edited')
+    expect(chat.siblings(chat.path[0])).toMatchObject({ index: 1, total: 2 })
+  })
+
+  it('regenerates an answer as a sibling through the regenerate route', async () => {
+    const chat = useChatStore()
+    chat.current = { id: 'c1', title: 't', pinned: false, model: 'm1', created_at: '', updated_at: '', messages: [] }
+    chat.messages = [
+      { id: 'u1', parent_id: null, role: 'user', content: 'a', status: 'complete', created_at: '2024-01-01T00:00:00Z' },
+      { id: 'a1', parent_id: 'u1', role: 'assistant', content: 'b', status: 'complete', created_at: '2024-01-01T00:00:01Z' },
+    ]
+    fetchMock.mockImplementation(async () =>
+      streamResponse(sse([['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1b' }], ['delta', { content: 'new' }], ['done', {}]])),
+    )
+    await chat.regenerate(chat.messages[1])
+    expect(fetchMock.mock.calls[0][0]).toBe('/api/chat/a1/regenerate')
+    expect(chat.path.map((m) => m.id)).toEqual(['u1', 'a1b'])
+    expect(chat.path[1].content).toBe('new')
+    chat.showSibling('a1')
+    expect(chat.path.map((m) => m.id)).toEqual(['u1', 'a1'])
+  })
+
+  it('marks the answer as an error on an error event and keeps the partial text', async () => {
+    fetchMock.mockImplementation(async () =>
+      streamResponse(
+        sse([
+          ['meta', { conversation_id: 'c9', user_message_id: 'u1', assistant_message_id: 'a1' }],
+          ['delta', { content: 'part' }],
+          ['error', { code: 'upstream_error', message: 'Ollama went away' }],
+        ]),
+      ),
+    )
+    const chat = useChatStore()
+    await chat.send('Hi')
+    const a = chat.path[1]
+    expect(a.content).toBe('part')
+    expect(a.status).toBe('error')
+    expect(a.error).toMatchObject({ message: 'Ollama went away' })
+  })
+
+  it('shows a failure before the stream starts (JSON error) on the answer', async () => {
+    fetchMock.mockResolvedValue(new Response(JSON.stringify({ code: 'model_not_found', message: 'no such model' }), { status: 404, headers: { 'Content-Type': 'application/json' } }))
+    const chat = useChatStore()
+    await chat.send('Hi')
+    expect(chat.path[1].status).toBe('error')
+    expect(chat.isStreaming).toBe(false)
+  })
+
+  it('stop calls the stop route with the assistant id', async () => {
+    let release!: () => void
+    const hold = new Promise<void>((r) => (release = r))
+    fetchMock.mockImplementation(async (url: string) => {
+      if (url === '/api/chat')
+        return streamResponse(
+          sse(
+            [
+              ['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1' }],
+              ['delta', { content: 'x' }],
+              ['done', { message: { status: 'stopped' } }],
+            ],
+            { hold },
+          ),
+        )
+      return new Response(null, { status: 204 })
+    })
+    const chat = useChatStore()
+    const p = chat.send('Hi')
+    await vi.waitFor(() => expect(chat.stream?.assistantId).toBe('a1'))
+    await chat.stop()
+    expect(fetchMock.mock.calls.some(([u]) => u === '/api/chat/a1/stop')).toBe(true)
+    release()
+    await p
+    expect(chat.path[1].status).toBe('stopped')
+  })
+})
