@@ -1,0 +1,142 @@
+"""API models of the Ollama daemon and model management (``/api/ollama``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.schemas.common import StrictModel
+
+DaemonState = Literal["not_installed", "stopped", "starting", "running", "external", "crashed", "failed"]
+
+
+def _name(description: str = "Ollama model name, e.g. llama3.2:latest") -> Any:
+    return Field(min_length=1, max_length=600, description=description)
+
+
+class OllamaStatusRead(BaseModel):
+    state: DaemonState
+    url: str
+    managed: bool
+    version: str | None = None
+    pid: int | None = None
+    uptime_s: float | None = None
+    restart_count: int = 0
+    last_error: str | None = None
+    binary: str | None = None
+    log_file: str | None = None
+    autostart: bool = False
+    provider_id: uuid.UUID | None = None
+
+
+class OllamaLogsRead(BaseModel):
+    lines: list[str]
+
+
+class OllamaModelRead(BaseModel):
+    name: str
+    size: int
+    family: str
+    parameter_size: str
+    quantization: str
+    format: str
+    digest: str
+    modified_at: str | None = None
+    capabilities: list[str] = []
+
+
+class OllamaModelPage(BaseModel):
+    items: list[OllamaModelRead]
+    total: int
+
+
+class OllamaModelDetailRead(BaseModel):
+    name: str
+    parameters: str = ""
+    template: str = ""
+    system: str = ""
+    license: str = ""
+    modelfile: str = ""
+    details: dict[str, Any] = {}
+    model_info: dict[str, Any] = {}
+    capabilities: list[str] = []
+    modified_at: str | None = None
+
+
+class OllamaModelRef(BaseModel):
+    name: str
+
+
+class OllamaModelCopy(StrictModel):
+    source: str = _name()
+    destination: str = _name()
+
+
+ParameterValue = float | int | str | list[str]
+
+
+class OllamaModelCreate(StrictModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = _name()
+    from_: str = Field(alias="from", min_length=1, max_length=600, description="Base model name")
+    system: str | None = Field(default=None, max_length=32_768)
+    parameters: dict[str, ParameterValue] | None = Field(default=None, max_length=32)
+
+
+class OllamaRunningRead(BaseModel):
+    name: str
+    size: int
+    size_vram: int
+    vram_share: float = Field(description="Share of the loaded model in GPU memory, 0..1")
+    expires_at: str | None = None
+    pinned: bool = False
+
+
+class OllamaRunningPage(BaseModel):
+    items: list[OllamaRunningRead]
+    total: int
+
+
+class OllamaModelLoad(StrictModel):
+    keep_alive: int | float | str | None = Field(
+        default=None,
+        description="Seconds or a duration ('10m'); -1 pins the model; omitted: Ollama's default",
+    )
+
+
+class OllamaPullCreate(StrictModel):
+    name: str = _name()
+
+
+class OllamaPullError(BaseModel):
+    code: str
+    message: str
+    detail: Any = None
+
+
+class OllamaPullRead(BaseModel):
+    name: str
+    provider_id: uuid.UUID | None = None
+    url: str
+    state: Literal["running", "success", "error", "cancelled"]
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+    percent: float | None = None
+    bytes_per_s: float | None = None
+    eta_s: float | None = None
+    stalled: bool = False
+    error: OllamaPullError | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    events: int = 0
+
+
+class OllamaPullPage(BaseModel):
+    items: list[OllamaPullRead]
+    total: int
