@@ -22,6 +22,8 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> No
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # After each checkpoint the WAL file is truncated back to this size (security.md E2).
+        cursor.execute("PRAGMA journal_size_limit = 67108864")
     finally:
         cursor.close()
 

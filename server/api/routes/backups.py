@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile, status
+from fastapi.responses import FileResponse
+
+from server.deps import AdminUser, RuntimeDep, SessionDep
+from server.schemas.backup import BackupCreate, BackupPage, BackupRead, BackupUpdate, RestoreRead
+from server.services import backups as backups_service
+from server.services.alerts import get_alert_center
+
+router = APIRouter(prefix="/api/backups", tags=["backups"])
+
+
+def _read(info: backups_service.BackupInfo) -> BackupRead:
+    return BackupRead.model_validate(info.sidecar())
+
+
+@router.get("", response_model=BackupPage, summary="List backups, newest first (admin)")
+def list_backups(_: AdminUser, runtime: RuntimeDep) -> BackupPage:
+    items = backups_service.store_for(runtime.settings).list()
+    return BackupPage(items=[_read(b) for b in items], total=len(items))
+
+
+@router.post("", response_model=BackupRead, status_code=status.HTTP_201_CREATED, summary="Back up now (admin)")
+def create_backup(
+    _: AdminUser, runtime: RuntimeDep, session: SessionDep, body: BackupCreate | None = None
+) -> BackupRead:
+    backups_service.release_request_session(session)
+    info = backups_service.create_backup(
+        runtime.settings, keep=bool(body and body.keep), alerts=get_alert_center(runtime.extras)
+    )
+    return _read(info)
+
+
+@router.get("/{backup_id}/download", summary="Download a backup archive (admin)", response_class=FileResponse)
+def download_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep) -> FileResponse:
+    info = backups_service.store_for(runtime.settings).get(backup_id)
+    return FileResponse(
+        info.path,  # type: ignore[arg-type]
+        media_type="application/gzip",
+        filename=f"modeltrain-backup-{info.id}.tar.gz",
+    )
+
+
+@router.patch("/{backup_id}", response_model=BackupRead, summary="Mark a backup keep (exempt from retention)")
+def update_backup(backup_id: str, body: BackupUpdate, _: AdminUser, runtime: RuntimeDep) -> BackupRead:
+    return _read(backups_service.store_for(runtime.settings).set_keep(backup_id, body.keep))
+
+
+@router.delete("/{backup_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a backup (admin)")
+def delete_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep) -> None:
+    backups_service.store_for(runtime.settings).delete(backup_id)
+
+
+@router.post("/{backup_id}/restore", response_model=RestoreRead, summary="Restore a backup (admin)")
+def restore_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep) -> RestoreRead:
+    backups_service.release_request_session(session)
+    result = backups_service.restore_backup(
+        runtime.settings, backup_id, engine=runtime.engine, alerts=get_alert_center(runtime.extras)
+    )
+    return RestoreRead.model_validate(result.as_dict())
+
+
+@router.post("/upload-restore", response_model=RestoreRead, summary="Upload a backup file and restore it (admin)")
+def upload_restore(
+    _: AdminUser, runtime: RuntimeDep, session: SessionDep, file: Annotated[UploadFile, File()]
+) -> RestoreRead:
+    backups_service.release_request_session(session)
+    result = backups_service.restore_upload(
+        runtime.settings, file.file, engine=runtime.engine, alerts=get_alert_center(runtime.extras)
+    )
+    return RestoreRead.model_validate(result.as_dict())

@@ -1,0 +1,99 @@
+"""Alert feed: what the tray and the admin UI show. In memory, per app; thread-safe.
+
+An alert is keyed (``metric:cpu``, ``backup:verification``...): raising an active key again updates its
+level/value/message but keeps ``since``; resolving it moves it to the recent list with ``until`` set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+log = logging.getLogger(__name__)
+LEVELS = ("warning", "alert")
+RECENT_LIMIT = 100
+
+
+@dataclass
+class Alert:
+    id: int
+    key: str
+    level: str
+    metric: str
+    value: float | str | None
+    message: str
+    since: datetime
+    until: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AlertCenter:
+    def __init__(self, recent_limit: int = RECENT_LIMIT) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[str, Alert] = {}
+        self._recent: deque[Alert] = deque(maxlen=recent_limit)
+        self._ids = itertools.count(1)
+
+    def raise_alert(
+        self,
+        key: str,
+        *,
+        level: str,
+        metric: str,
+        value: float | str | None,
+        message: str,
+        now: datetime | None = None,
+    ) -> Alert:
+        if level not in LEVELS:
+            raise ValueError(f"unknown alert level {level!r}")
+        now = now or datetime.now(timezone.utc)
+        with self._lock:
+            alert = self._active.get(key)
+            if alert is None:
+                alert = Alert(next(self._ids), key, level, metric, value, message, now)
+                self._active[key] = alert
+                self._recent.appendleft(alert)
+                log.warning("alert raised: %s (%s) %s", key, level, message)
+            else:
+                if alert.level != level:
+                    log.warning("alert %s is now %s: %s", key, level, message)
+                alert.level, alert.value, alert.message = level, value, message
+            return alert
+
+    def resolve(self, key: str, now: datetime | None = None) -> None:
+        with self._lock:
+            alert = self._active.pop(key, None)
+            if alert is not None:
+                alert.until = now or datetime.now(timezone.utc)
+                log.info("alert resolved: %s", key)
+
+    def active(self) -> list[Alert]:
+        with self._lock:
+            return sorted(self._active.values(), key=lambda a: a.since)
+
+    def recent(self) -> list[Alert]:
+        with self._lock:
+            return list(self._recent)
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            active = sorted(self._active.values(), key=lambda a: a.since)
+            return {
+                "active": [a.as_dict() for a in active],
+                "recent": [a.as_dict() for a in self._recent],
+            }
+
+
+def get_alert_center(extras: dict[str, Any]) -> AlertCenter:
+    """The app's alert center (created on first use)."""
+    center = extras.get("alerts")
+    if center is None:
+        center = extras.setdefault("alerts", AlertCenter())
+    return center

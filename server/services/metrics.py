@@ -1,0 +1,402 @@
+"""Metrics: system resources, API latency and errors, streams and Ollama, mapped to normal/warning/alert.
+
+* CPU and memory are system-wide (what ``top`` shows, as the spec's table 6-9 means), disk is the
+  file system holding the data directory (psutil).
+* API latency is the time from the request to the response start (so a 60 s SSE stream is not a "slow
+  request"); p50/p95/p99 come from a log-spaced histogram (about 5 % resolution) kept per second for
+  15 minutes; the error rate counts 5xx only (4xx are the client's mistakes, not server errors).
+* Status thresholds default to the spec's (CPU 70/90, memory 80/95, disk 80/90, latency 500/2000 ms on
+  p95, error rate 1/5 %) and are configurable with ``MODELTRAIN_METRICS_THRESHOLDS``. Latency and error
+  rate are judged on the last minute when it has at least ``MIN_REQUESTS`` requests, else on the last
+  15 minutes, else they are normal (a rate over three requests means nothing).
+* A sampler task takes one sample every ``metrics_interval_seconds`` (5 s) into a bounded history (1 h)
+  and raises/resolves alerts once a status has held for ``ALERT_AFTER_SAMPLES`` samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from server.services.alerts import AlertCenter, get_alert_center
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "cpu": (70.0, 90.0),
+    "memory": (80.0, 95.0),
+    "disk": (80.0, 90.0),
+    "latency": (500.0, 2000.0),
+    "error_rate": (1.0, 5.0),
+}
+UNITS = {"cpu": "%", "memory": "%", "disk": "%", "latency": " ms", "error_rate": "%"}
+WINDOWS = {"1m": 60, "15m": 900}
+MIN_REQUESTS = 20
+ALERT_AFTER_SAMPLES = 2
+#: Histogram bucket upper bounds in ms: 0.25 ms .. ~10 min, 10 % apart.
+_BOUNDS = [0.25 * 1.1**i for i in range(int(math.log(600_000 / 0.25, 1.1)) + 2)]
+OLLAMA_NORMAL = {"running", "external", "ready"}
+OLLAMA_ALERT = {"crashed", "failed", "error"}
+OLLAMA_QUIET = {"unknown", "disabled", "not_managed"}
+
+
+def classify(value: float, thresholds: tuple[float, float]) -> str:
+    """normal below the warning threshold, alert above the alert threshold, warning in between."""
+    warning, alert = thresholds
+    if value > alert:
+        return "alert"
+    if value >= warning:
+        return "warning"
+    return "normal"
+
+
+def ollama_status(state: str) -> str:
+    if state in OLLAMA_NORMAL or state in OLLAMA_QUIET:
+        return "normal"
+    if state in OLLAMA_ALERT:
+        return "alert"
+    return "warning"  # starting, stopped, not_installed...
+
+
+def resolve_thresholds(settings: Settings) -> dict[str, tuple[float, float]]:
+    merged = dict(DEFAULT_THRESHOLDS)
+    merged.update({k: (float(v[0]), float(v[1])) for k, v in settings.metrics_thresholds.items()})
+    return merged
+
+
+class RequestStats:
+    """Per-second buckets (count, 5xx, latency histogram) for the last 15 minutes. Thread-safe."""
+
+    def __init__(self, horizon_s: int = max(WINDOWS.values()), clock: Callable[[], float] = time.monotonic):
+        self._horizon = horizon_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: deque[list] = deque()  # [second, count, errors, Counter(bucket index -> n)]
+        self.total = 0
+        self.total_errors = 0
+        self.total_by_class: Counter[str] = Counter()
+
+    def record(self, status: int, latency_ms: float) -> None:
+        second = int(self._clock())
+        index = bisect.bisect_left(_BOUNDS, max(latency_ms, 0.0))
+        error = status >= 500
+        with self._lock:
+            if not self._buckets or self._buckets[-1][0] != second:
+                self._buckets.append([second, 0, 0, Counter()])
+                self._prune(second)
+            bucket = self._buckets[-1]
+            bucket[1] += 1
+            bucket[2] += error
+            bucket[3][index] += 1
+            self.total += 1
+            self.total_errors += error
+            self.total_by_class[f"{status // 100}xx"] += 1
+
+    def _prune(self, now_s: int) -> None:
+        while self._buckets and self._buckets[0][0] <= now_s - self._horizon:
+            self._buckets.popleft()
+
+    def window(self, seconds: int) -> dict[str, float]:
+        now_s = int(self._clock())
+        merged: Counter[int] = Counter()
+        count = errors = 0
+        with self._lock:
+            self._prune(now_s)
+            for second, n, e, hist in reversed(self._buckets):
+                if second <= now_s - seconds:
+                    break
+                count += n
+                errors += e
+                merged.update(hist)
+        return {
+            "requests": count,
+            "errors": errors,
+            "error_rate": (100.0 * errors / count) if count else 0.0,
+            "p50_ms": _percentile(merged, count, 0.50),
+            "p95_ms": _percentile(merged, count, 0.95),
+            "p99_ms": _percentile(merged, count, 0.99),
+        }
+
+
+def _percentile(hist: Counter[int], count: int, q: float) -> float:
+    if not count:
+        return 0.0
+    rank = q * count
+    seen = 0
+    for index in sorted(hist):
+        seen += hist[index]
+        if seen >= rank:
+            upper = _BOUNDS[min(index, len(_BOUNDS) - 1)]
+            lower = _BOUNDS[index - 1] if index > 0 else 0.0
+            return round((lower + upper) / 2, 2)
+    return round(_BOUNDS[-1], 2)
+
+
+def _active_streams(extras: dict[str, Any]) -> int:
+    """``runtime.extras["chat_streams"]`` may be a number, a collection of streams, or an object with an
+    ``active_count``/``count`` (attribute or method); anything else counts as 0."""
+    streams = extras.get("chat_streams")
+    if streams is None:
+        return 0
+    if isinstance(streams, int):
+        return streams
+    if not isinstance(streams, (dict, list, set, tuple, frozenset)):
+        for attr in ("active_count", "count"):  # chat's StreamRegistry has count()
+            value = getattr(streams, attr, None)
+            if value is not None:
+                try:
+                    return int(value() if callable(value) else value)
+                except (TypeError, ValueError):
+                    return 0
+    try:
+        return len(streams)
+    except TypeError:
+        return 0
+
+
+def _ollama_state(extras: dict[str, Any]) -> str:
+    daemon = extras.get("ollama_daemon")
+    if daemon is None:
+        return "unknown"
+    try:
+        state = getattr(daemon, "state", None)
+        state = state() if callable(state) else state
+        return str(getattr(state, "value", state) or "unknown")
+    except Exception:  # a probe must never break the sampler
+        return "unknown"
+
+
+def _disk_path(path: Path) -> Path:
+    path = path.expanduser()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+class MetricsCollector:
+    """Per-app metrics: request stats fed by the access middleware, samples taken by :meth:`sample`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        extras: dict[str, Any] | None = None,
+        *,
+        alerts: AlertCenter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.extras = extras if extras is not None else {}
+        self.alerts = alerts if alerts is not None else get_alert_center(self.extras)
+        self.thresholds = resolve_thresholds(settings)
+        self.requests = RequestStats(clock=clock)
+        length = max(1, int(settings.metrics_history_seconds / settings.metrics_interval_seconds))
+        self.history: deque[dict[str, Any]] = deque(maxlen=length)
+        self._streaks: dict[str, tuple[str, int]] = {}
+        self._latest: dict[str, Any] | None = None
+        self._task: asyncio.Task | None = None
+        self._lock = threading.Lock()
+        psutil.cpu_percent(interval=None)  # prime: the first reading is relative to this call
+
+    # --- fed by the access middleware -------------------------------------------------------------
+    def record_request(self, status: int, latency_ms: float) -> None:
+        self.requests.record(status, latency_ms)
+
+    # --- sampling ---------------------------------------------------------------------------------
+    def current(self) -> dict[str, Any]:
+        one, fifteen = self.requests.window(WINDOWS["1m"]), self.requests.window(WINDOWS["15m"])
+        return {
+            "cpu_percent": float(psutil.cpu_percent(interval=None)),
+            "memory_percent": float(psutil.virtual_memory().percent),
+            "disk_percent": float(psutil.disk_usage(str(_disk_path(self.settings.data_dir))).percent),
+            "latency_p50_ms": one["p50_ms"],
+            "latency_p95_ms": one["p95_ms"],
+            "latency_p99_ms": one["p99_ms"],
+            "error_rate": round(one["error_rate"], 3),
+            "requests_1m": one["requests"],
+            "requests_15m": fifteen["requests"],
+            "active_streams": _active_streams(self.extras),
+            "ollama_state": _ollama_state(self.extras),
+            "windows": {"1m": one, "15m": fifteen},
+        }
+
+    def statuses(self, current: dict[str, Any]) -> dict[str, str]:
+        one, fifteen = current["windows"]["1m"], current["windows"]["15m"]
+        judged = one if one["requests"] >= MIN_REQUESTS else fifteen if fifteen["requests"] >= MIN_REQUESTS else None
+        return {
+            "cpu": classify(current["cpu_percent"], self.thresholds["cpu"]),
+            "memory": classify(current["memory_percent"], self.thresholds["memory"]),
+            "disk": classify(current["disk_percent"], self.thresholds["disk"]),
+            "latency": classify(judged["p95_ms"], self.thresholds["latency"]) if judged else "normal",
+            "error_rate": classify(judged["error_rate"], self.thresholds["error_rate"]) if judged else "normal",
+            "ollama": ollama_status(current["ollama_state"]),
+        }
+
+    def sample(self) -> dict[str, Any]:
+        """Take one sample: append it to the history and update the alerts. Cheap (a few syscalls)."""
+        current = self.current()
+        status = self.statuses(current)
+        now = datetime.now(timezone.utc)
+        entry = {k: v for k, v in current.items() if k != "windows"}
+        with self._lock:
+            self.history.append({"ts": now, **entry})
+            self._latest = {"current": current, "status": status, "ts": now}
+        self._update_alerts(current, status, now)
+        return {"current": current, "status": status}
+
+    def _update_alerts(self, current: dict[str, Any], status: dict[str, str], now: datetime) -> None:
+        values = {
+            "cpu": current["cpu_percent"],
+            "memory": current["memory_percent"],
+            "disk": current["disk_percent"],
+            "latency": current["latency_p95_ms"],
+            "error_rate": current["error_rate"],
+            "ollama": current["ollama_state"],
+        }
+        for metric, level in status.items():
+            previous, streak = self._streaks.get(metric, ("normal", 0))
+            streak = streak + 1 if level == previous else 1
+            self._streaks[metric] = (level, streak)
+            key = f"metric:{metric}"
+            if level == "normal":
+                self.alerts.resolve(key, now)
+            elif streak >= ALERT_AFTER_SAMPLES:
+                value = values[metric]
+                if metric == "ollama":
+                    message = f"Ollama is {value}"
+                else:
+                    warn, alert = self.thresholds[metric]
+                    limit = alert if level == "alert" else warn
+                    message = f"{metric.replace('_', ' ')} is {value:.1f}{UNITS[metric]} (threshold {limit:g}{UNITS[metric]})"
+                self.alerts.raise_alert(key, level=level, metric=metric, value=value, message=message, now=now)
+
+    def report(self) -> dict[str, Any]:
+        """``GET /api/metrics``: fresh current values, statuses, thresholds and the history."""
+        current = self.current()
+        with self._lock:
+            history = list(self.history)
+        return {
+            "current": current,
+            "status": self.statuses(current),
+            "thresholds": {k: {"warning": w, "alert": a} for k, (w, a) in self.thresholds.items()},
+            "history": history,
+        }
+
+    # --- background task --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        interval = self.settings.metrics_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sample()
+            except Exception:  # never let one bad sample end the sampler
+                log.exception("metrics sample failed")
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="modeltrain-metrics")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+
+async def start(runtime) -> MetricsCollector:
+    """Lifespan hook: create the collector (the access middleware feeds it) and start sampling."""
+    collector = runtime.extras.get("metrics")
+    if collector is None:
+        collector = MetricsCollector(runtime.settings, runtime.extras)
+        runtime.extras["metrics"] = collector
+    if runtime.settings.metrics_enabled:
+        collector.start()
+    return collector
+
+
+async def stop(runtime) -> None:
+    collector = runtime.extras.get("metrics")
+    if collector is not None:
+        await collector.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# Prometheus text exposition
+# --------------------------------------------------------------------------------------------------
+
+_STATUS_VALUE = {"normal": 0, "warning": 1, "alert": 2}
+
+
+def render_prometheus(collector: MetricsCollector) -> str:
+    report = collector.report()
+    cur, status = report["current"], report["status"]
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {float(value):g}")
+
+    metric("modeltrain_cpu_percent", "gauge", "System CPU use in percent.", [("", cur["cpu_percent"])])
+    metric("modeltrain_memory_percent", "gauge", "System memory use in percent.", [("", cur["memory_percent"])])
+    metric("modeltrain_disk_percent", "gauge", "Use of the data directory's disk in percent.", [("", cur["disk_percent"])])
+    latency = []
+    rates = []
+    counts = []
+    for window, values in cur["windows"].items():
+        for q in ("p50", "p95", "p99"):
+            quantile = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[q]
+            latency.append((f'{{window="{window}",quantile="{quantile}"}}', values[f"{q}_ms"]))
+        rates.append((f'{{window="{window}"}}', values["error_rate"]))
+        counts.append((f'{{window="{window}"}}', values["requests"]))
+    metric("modeltrain_http_latency_ms", "gauge", "API time to response start, by window and quantile.", latency)
+    metric("modeltrain_http_error_rate_percent", "gauge", "Share of 5xx responses in the window.", rates)
+    metric("modeltrain_http_requests_window", "gauge", "Requests in the window.", counts)
+    stats = collector.requests
+    metric(
+        "modeltrain_http_requests_total",
+        "counter",
+        "Requests since start, by status class.",
+        [(f'{{code="{cls}"}}', n) for cls, n in sorted(stats.total_by_class.items())] or [('{code="2xx"}', 0)],
+    )
+    metric("modeltrain_active_streams", "gauge", "Chat streams in progress.", [("", cur["active_streams"])])
+    metric(
+        "modeltrain_ollama_up",
+        "gauge",
+        "1 when the local Ollama is running.",
+        [("", 1 if cur["ollama_state"] in OLLAMA_NORMAL else 0)],
+    )
+    metric(
+        "modeltrain_status",
+        "gauge",
+        "Status per metric: 0 normal, 1 warning, 2 alert.",
+        [(f'{{metric="{m}"}}', _STATUS_VALUE[s]) for m, s in status.items()],
+    )
+    metric("modeltrain_alerts_active", "gauge", "Active alerts.", [("", len(collector.alerts.active()))])
+    # Several instances behind nginx (issue 8): which process this is, for joins and sums across them.
+    from server import __version__
+    from server.services.cluster import instance_name
+
+    name = instance_name(collector.settings).replace("\\", "\\\\").replace('"', '\\"')
+    metric(
+        "modeltrain_instance_info",
+        "gauge",
+        "Always 1; labels name this server instance (MODELTRAIN_INSTANCE_NAME) and its version.",
+        [(f'{{modeltrain_instance="{name}",version="{__version__}"}}', 1)],
+    )
+    return "\n".join(lines) + "\n"
