@@ -74,13 +74,20 @@ class Timeouts:
 
 
 class ChatProvider(Protocol):
-    async def stream_chat(self, request: ChatRequest, timeouts: Timeouts = Timeouts()) -> AsyncIterator[ChatEvent]:
+    #: "ollama" or "openai", like ``Provider.kind``.
+    kind: str
+
+    # Implemented as an async generator: use ``async with contextlib.aclosing(p.stream_chat(...)) as it:
+    # async for event in it: ...`` so that leaving the loop early closes the upstream at once.
+    def stream_chat(self, request: ChatRequest, timeouts: Timeouts = Timeouts()) -> AsyncIterator[ChatEvent]:
         """Yield Delta events and exactly one final Done, or raise ProviderError.
 
         Cancelling the consuming task (or closing the iterator) must close the upstream request at once.
         """
         ...
 
-    async def list_models(self) -> list[ModelInfo]: ...
+    async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
+        """The upstream's models; ``timeout`` bounds the whole call (seconds)."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -1,0 +1,244 @@
+"""OpenAI-compatible chat completions (OpenAI, vLLM, llama.cpp server, LM Studio...): SSE streaming."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from server.providers.base import ChatEvent, ChatRequest, Delta, Done, ModelInfo, ProviderError, Timeouts
+from server.providers.streaming import (
+    MAX_LINE_BYTES,
+    MAX_SKIPPED,
+    LineReader,
+    TextSanitizer,
+    clean_message,
+    close_response,
+    get_json,
+    media_type,
+    open_stream,
+    raise_for_status,
+)
+
+log = logging.getLogger(__name__)
+
+WHAT = "the OpenAI-compatible server"
+DEFAULT_LIST_TIMEOUT = 10.0
+#: Our option names forwarded as request fields (``context_length`` has no OpenAI equivalent).
+OPTION_NAMES = ("temperature", "top_p", "seed", "stop", "max_tokens", "presence_penalty", "frequency_penalty")
+_BOM = b"\xef\xbb\xbf"
+_decode = json.JSONDecoder().decode
+
+
+class SSEParser:
+    """The WHATWG event-stream rules (protocols.md §E.6) over already-split lines: comments ignored,
+    ``data`` lines joined with LF, dispatch on a blank line, unknown fields ignored, events capped."""
+
+    __slots__ = ("_data", "_size", "_event", "_first")
+
+    def __init__(self) -> None:
+        self._data: list[bytes] = []
+        self._size = 0
+        self._event = b""
+        self._first = True
+
+    def feed(self, line: bytes) -> tuple[str, bytes] | None:
+        """Take one line; return ``(event type, data)`` when it completes an event."""
+        if self._first:
+            self._first = False
+            if line.startswith(_BOM):
+                line = line[len(_BOM) :]
+        if not line:
+            if not self._data:
+                self._event = b""
+                return None
+            data = b"\n".join(self._data)
+            event = self._event.decode("utf-8", "replace") or "message"
+            self._data, self._size, self._event = [], 0, b""
+            return event, data
+        if line[:1] == b":":
+            return None
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._size += len(value) + 1
+            if self._size > MAX_LINE_BYTES:
+                raise ProviderError("upstream_protocol", "the upstream sent an event larger than 1024 KiB")
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value
+        return None  # id, retry and unknown fields change nothing we use
+
+    def finish(self) -> tuple[str, bytes] | None:
+        """End of stream: an event still waiting for its blank line (lenient: servers that end on a
+        single LF after ``data: [DONE]``)."""
+        return self.feed(b"") if self._data else None
+
+
+class OpenAICompatProvider:
+    """Adapter for one OpenAI-compatible endpoint (``base_url`` ends where ``/chat/completions`` starts)."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        client: httpx.AsyncClient,
+        *,
+        api_key: str | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client
+        self._api_key = api_key or None
+        self._owns_client = owns_client
+        #: Counters for diagnostics (never content): unreadable events and unknown event types skipped.
+        self.skipped_events = 0
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept, "Accept-Encoding": "identity"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._api_key,) if self._api_key else ()
+
+    def build_body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for name in OPTION_NAMES:
+            value = request.options.get(name)
+            if value is not None:
+                body[name] = value
+        return body
+
+    def _error_from_event(self, payload: Any) -> ProviderError:
+        error = payload.get("error") if isinstance(payload, dict) else payload
+        text = clean_message(error, secrets=self._secrets) or "the upstream reported an error"
+        return ProviderError("upstream_error", text)
+
+    async def stream_chat(self, request: ChatRequest, timeouts: Timeouts = Timeouts()) -> AsyncIterator[ChatEvent]:
+        response, deadline = await open_stream(
+            self._client,
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json_body=self.build_body(request),
+            headers=self._headers("text/event-stream"),
+            timeouts=timeouts,
+        )
+        try:
+            await raise_for_status(response, secrets=self._secrets, what=WHAT)
+            if media_type(response) != "text/event-stream":
+                raise ProviderError(
+                    "upstream_protocol", f"{WHAT} did not answer with an event stream; is the URL right?"
+                )
+            reader = LineReader(response, timeouts, deadline, sse=True)
+            parser = SSEParser()
+            content, thinking = TextSanitizer(), TextSanitizer()
+            finish_reason = ""
+            usage: dict[str, int] = {}
+            skipped = 0
+            async for batch in reader:
+                for line in batch:
+                    event = parser.feed(line)
+                    if event is None:
+                        continue
+                    kind, data = event
+                    if kind == "error":
+                        try:
+                            payload = json.loads(data)
+                        except ValueError:
+                            payload = data.decode("utf-8", "replace")
+                        raise self._error_from_event(payload)
+                    if kind != "message":
+                        skipped += 1
+                        self.skipped_events += 1
+                        continue
+                    if data.strip() == b"[DONE]":
+                        content.flush()
+                        thinking.flush()
+                        yield Done(done_reason=finish_reason or "stop", usage=usage)
+                        return
+                    try:
+                        chunk = _decode(data.decode("utf-8", "replace"))
+                    except ValueError:
+                        chunk = None
+                    if not isinstance(chunk, dict):
+                        skipped += 1
+                        self.skipped_events += 1
+                        if skipped > MAX_SKIPPED:
+                            raise ProviderError("upstream_protocol", f"{WHAT} sent too many unreadable events")
+                        continue
+                    if chunk.get("error"):
+                        raise self._error_from_event(chunk)
+                    reader.got_token()
+                    if isinstance(chunk.get("usage"), dict):
+                        usage = _usage(chunk["usage"])
+                    choices = chunk.get("choices")
+                    if not isinstance(choices, list):
+                        continue
+                    for choice in choices:
+                        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                            continue
+                        delta = choice.get("delta")
+                        if isinstance(delta, dict):
+                            text = delta.get("content")
+                            thought = delta.get("reasoning_content") or delta.get("reasoning")
+                            text = content.feed(text) if isinstance(text, str) and text else ""
+                            thought = thinking.feed(thought) if isinstance(thought, str) and thought else ""
+                            if text or thought:
+                                yield Delta(content=text, thinking=thought)
+                        reason = choice.get("finish_reason")
+                        if isinstance(reason, str) and reason:
+                            finish_reason = clean_message(reason)[:32]
+            pending = parser.finish()
+            if pending is not None and pending[0] == "message" and pending[1].strip() == b"[DONE]":
+                yield Done(done_reason=finish_reason or "stop", usage=usage)
+                return
+            if skipped:
+                log.warning("OpenAI-compatible stream: skipped %d unreadable or unknown events", skipped)
+            raise ProviderError("upstream_error", f"{WHAT} closed the stream before it finished")
+        finally:
+            await close_response(response)
+
+    async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
+        data = await get_json(
+            self._client,
+            "GET",
+            f"{self.base_url}/models",
+            timeout=timeout or DEFAULT_LIST_TIMEOUT,
+            headers=self._headers("application/json"),
+            secrets=self._secrets,
+            what=WHAT,
+        )
+        entries = data.get("data") if isinstance(data, dict) else None
+        if entries is not None and not isinstance(entries, list):
+            raise ProviderError("upstream_protocol", f"{WHAT} sent a malformed model list")
+        names = sorted(
+            {e["id"] for e in entries or [] if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]},
+            key=str.lower,
+        )
+        return [ModelInfo(name=clean_message(n)) for n in names if clean_message(n)]
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def _usage(raw: dict[str, Any]) -> dict[str, int]:
+    usage = {}
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            usage[key] = value
+    return usage

@@ -1,0 +1,47 @@
+"""``GET /api/models``: what the signed-in user can chat with."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ModelProviderRef(BaseModel):
+    id: uuid.UUID
+    name: str
+    kind: Literal["ollama", "openai"]
+
+
+class ModelDefaults(BaseModel):
+    system_prompt: str = ""
+    temperature: float | None = None
+    top_p: float | None = None
+    context_length: int | None = None
+    max_tokens: int | None = None
+    options: dict[str, Any] = {}
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    #: Opaque and stable: "cfg:<config id>" or "ollama:<provider id>:<model name>". Pass it to /api/chat.
+    id: str
+    name: str
+    provider: ModelProviderRef
+    model: str
+    capabilities: list[str]
+    source: Literal["ollama", "config"]
+    defaults: ModelDefaults
+
+
+class ModelListError(BaseModel):
+    provider_id: uuid.UUID
+    code: str
+    message: str
+
+
+class ModelList(BaseModel):
+    items: list[ModelRead]
+    errors: list[ModelListError]

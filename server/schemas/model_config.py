@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.schemas.common import Page, StrictModel
+
+MAX_SYSTEM_PROMPT_CHARS = 100_000
+
+#: Extra generation options a configuration may carry, with their accepted types.
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "seed": (int,),
+    "stop": (str, list),
+    "top_k": (int,),
+    "min_p": (int, float),
+    "repeat_penalty": (int, float),
+    "presence_penalty": (int, float),
+    "frequency_penalty": (int, float),
+    "keep_alive": (str, int, float),
+}
+
+
+def check_options(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    for key, item in value.items():
+        types = OPTION_TYPES.get(key)
+        if types is None:
+            raise ValueError(f"unknown option {key!r}; known: {', '.join(sorted(OPTION_TYPES))}")
+        if isinstance(item, bool) or not isinstance(item, types):
+            raise ValueError(f"option {key!r} has the wrong type")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"option {key!r} must be a finite number")
+        if key == "stop":
+            stops = [item] if isinstance(item, str) else item
+            if len(stops) > 16 or not all(isinstance(s, str) and 0 < len(s) <= 100 for s in stops):
+                raise ValueError("option 'stop' takes up to 16 strings of 1-100 characters")
+        if key == "keep_alive" and isinstance(item, str) and len(item) > 20:
+            raise ValueError("option 'keep_alive' is too long")
+    return value
+
+
+def _clean_text(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValueError(f"{what} must not contain control characters")
+    return value
+
+
+class ModelConfigRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())
+
+    id: uuid.UUID
+    provider_id: uuid.UUID
+    name: str
+    model: str
+    system_prompt: str
+    temperature: float | None
+    top_p: float | None
+    context_length: int | None
+    max_tokens: int | None
+    options: dict[str, Any]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class _ModelConfigFields(StrictModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    system_prompt: str | None = Field(default=None, max_length=MAX_SYSTEM_PROMPT_CHARS)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    context_length: int | None = Field(default=None, ge=1, le=4_194_304)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_048_576)
+    options: dict[str, Any] | None = None
+    enabled: bool | None = None
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_options(value)
+
+
+class ModelConfigCreate(_ModelConfigFields):
+    provider_id: uuid.UUID
+    name: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=300)
+
+    @field_validator("name", "model")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _clean_text(value, "the value") or ""
+
+
+class ModelConfigUpdate(_ModelConfigFields):
+    """Omitted fields stay as they are; ``null`` clears a numeric default."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=300)
+
+    @field_validator("name", "model")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return _clean_text(value, "the value")
+
+
+ModelConfigPage = Page[ModelConfigRead]

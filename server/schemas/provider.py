@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from server.schemas.common import Page, StrictModel
+
+ProviderKind = Literal["ollama", "openai"]
+MAX_API_KEY_LENGTH = 4096
+
+
+def _clean_name(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("must not be empty")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _clean_key(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    raw = value.get_secret_value().strip()
+    if not raw:
+        raise ValueError("must not be empty (send null to remove the key)")
+    if any(ord(c) < 33 or ord(c) == 0x7F for c in raw):
+        raise ValueError("must not contain spaces or control characters")
+    return SecretStr(raw)
+
+
+class ProviderRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    kind: ProviderKind
+    base_url: str
+    has_api_key: bool
+    #: e.g. "…wxyz"; "" when there is no key. The key itself is write-only.
+    api_key_masked: str
+    is_default: bool
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> "ProviderRead":
+        masked = ""
+        if row.has_api_key:
+            masked = f"…{row.api_key_hint}" if row.api_key_hint else "…"
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            base_url=row.base_url,
+            has_api_key=row.has_api_key,
+            api_key_masked=masked,
+            is_default=row.is_default,
+            enabled=row.enabled,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class ProviderCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=100)
+    kind: ProviderKind
+    base_url: str = Field(min_length=1, max_length=2048)
+    api_key: SecretStr | None = Field(default=None, max_length=MAX_API_KEY_LENGTH)
+    is_default: bool = False
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _clean_name(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        return _clean_key(value)
+
+
+class ProviderUpdate(StrictModel):
+    """Omitted fields stay as they are. ``api_key``: a string replaces the key, ``null`` removes it.
+    Changing ``base_url`` drops the stored key unless a new ``api_key`` comes in the same request."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    base_url: str | None = Field(default=None, min_length=1, max_length=2048)
+    api_key: SecretStr | None = Field(default=None, max_length=MAX_API_KEY_LENGTH)
+    is_default: bool | None = None
+    enabled: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else _clean_name(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        return _clean_key(value)
+
+
+class ProviderTestError(BaseModel):
+    code: str
+    message: str
+
+
+class ProviderTestResult(BaseModel):
+    ok: bool
+    models: list[str]
+    error: ProviderTestError | None
+
+
+ProviderPage = Page[ProviderRead]

@@ -1,0 +1,306 @@
+"""What users can chat with: model configurations plus Ollama models discovered live, and
+:func:`resolve_model`, which turns an opaque model id into an adapter and defaults for the chat."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.db.models import ModelConfig, Provider
+from server.errors import NotFound
+from server.providers.base import ChatProvider, ModelInfo, ProviderError
+from server.providers.model_names import display_model_name, is_valid_model_name
+from server.providers.registry import ProviderRegistry, get_registry
+from server.schemas.model import ModelDefaults, ModelList, ModelListError, ModelProviderRef, ModelRead
+from server.services.providers import read_api_key
+
+if TYPE_CHECKING:
+    from server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CONFIG_PREFIX = "cfg:"
+OLLAMA_PREFIX = "ollama:"
+DISCOVERY_KEY = "model_discovery"
+#: Model names made only of these characters appear as they are in ids; others are base64url-encoded
+#: behind a "~" (a character the Ollama grammar never allows, so the two forms cannot collide).
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+# --- ids -------------------------------------------------------------------------------------------
+
+
+def config_model_id(config_id: uuid.UUID) -> str:
+    return f"{CONFIG_PREFIX}{config_id}"
+
+
+def ollama_model_id(provider_id: uuid.UUID, name: str) -> str:
+    if _PLAIN_NAME.match(name):
+        return f"{OLLAMA_PREFIX}{provider_id}:{name}"
+    encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+    return f"{OLLAMA_PREFIX}{provider_id}:~{encoded}"
+
+
+def _not_found() -> NotFound:
+    return NotFound("this model does not exist or is not available", code="model_not_found")
+
+
+def parse_model_id(model_id: str) -> tuple[str, uuid.UUID, str | None]:
+    """``("cfg", config id, None)`` or ``("ollama", provider id, model name)``; NotFound otherwise."""
+    if not isinstance(model_id, str) or len(model_id) > 1200:
+        raise _not_found()
+    try:
+        if model_id.startswith(CONFIG_PREFIX):
+            return "cfg", uuid.UUID(model_id[len(CONFIG_PREFIX) :]), None
+        if model_id.startswith(OLLAMA_PREFIX):
+            provider_part, sep, name = model_id[len(OLLAMA_PREFIX) :].partition(":")
+            if not sep:
+                raise ValueError
+            if name.startswith("~"):
+                padded = name[1:] + "=" * (-len(name[1:]) % 4)
+                name = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+            if not is_valid_model_name(name):
+                raise ValueError
+            return "ollama", uuid.UUID(provider_part), name
+    except (ValueError, UnicodeError, binascii.Error):
+        pass
+    raise _not_found()
+
+
+# --- resolve ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Everything the chat needs to call a model."""
+
+    provider: Provider
+    adapter: ChatProvider
+    #: The name the upstream knows the model by.
+    upstream_model: str
+    #: ``{"system_prompt": str, "options": {temperature, top_p, context_length, max_tokens, ...}}``
+    #: (options in our vocabulary, unset ones left out).
+    defaults: dict[str, Any]
+    model_id: str = ""
+    #: Display name (configuration name, or the Ollama model name).
+    name: str = ""
+
+
+def config_options(config: ModelConfig) -> dict[str, Any]:
+    options = {
+        key: value
+        for key, value in (
+            ("temperature", config.temperature),
+            ("top_p", config.top_p),
+            ("context_length", config.context_length),
+            ("max_tokens", config.max_tokens),
+        )
+        if value is not None
+    }
+    return {**(config.options or {}), **options}
+
+
+def resolve_model(session: Session, runtime: Runtime, model_id: str) -> ResolvedModel:
+    """Turn an id from ``GET /api/models`` into an adapter and defaults. Blocking (DB, keyring): call
+    it from a worker thread. Unknown or disabled model/provider -> ``NotFound(code="model_not_found")``."""
+    kind, object_id, name = parse_model_id(model_id)
+    if kind == "cfg":
+        config = session.get(ModelConfig, object_id)
+        if config is None or not config.enabled:
+            raise _not_found()
+        provider = session.get(Provider, config.provider_id)
+        upstream = config.model
+        defaults = {"system_prompt": config.system_prompt or "", "options": config_options(config)}
+        display = config.name
+    else:
+        provider = session.get(Provider, object_id)
+        if provider is not None and provider.kind != "ollama":
+            raise _not_found()
+        assert name is not None
+        upstream = name
+        defaults = {"system_prompt": "", "options": {}}
+        display = name
+    if provider is None or not provider.enabled:
+        raise _not_found()
+    adapter = get_registry(runtime).build(provider, read_api_key(provider))
+    return ResolvedModel(
+        provider=provider,
+        adapter=adapter,
+        upstream_model=upstream,
+        defaults=defaults,
+        model_id=model_id,
+        name=display,
+    )
+
+
+# --- discovery -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderSnapshot:
+    """The columns discovery needs, detached from the session (used on the event loop)."""
+
+    id: uuid.UUID
+    name: str
+    kind: str
+    base_url: str
+
+    @classmethod
+    def of(cls, row: Provider) -> ProviderSnapshot:
+        return cls(id=row.id, name=row.name, kind=row.kind, base_url=row.base_url)
+
+    def ref(self) -> ModelProviderRef:
+        return ModelProviderRef(id=self.id, name=self.name, kind=self.kind)  # type: ignore[arg-type]
+
+
+class ModelDiscovery:
+    """Lists of Ollama models per provider, cached for ``ttl`` seconds (errors too, so a provider that
+    is down is not asked again on every page load); concurrent callers share one upstream request."""
+
+    def __init__(self, ttl: float, timeout: float) -> None:
+        self.ttl = ttl
+        self.timeout = timeout
+        self._cache: dict[tuple[uuid.UUID, str], tuple[float, list[ModelInfo] | tuple[str, str]]] = {}
+        self._inflight: dict[tuple[uuid.UUID, str], asyncio.Future[list[ModelInfo] | tuple[str, str]]] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    async def models(self, registry: ProviderRegistry, provider: ProviderSnapshot) -> list[ModelInfo]:
+        key = (provider.id, provider.base_url)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            result = hit[1]
+        else:
+            task = self._inflight.get(key)
+            if task is None:
+                task = asyncio.ensure_future(self._fetch(registry, provider, key))
+                self._inflight[key] = task
+                task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            result = await asyncio.shield(task)
+        if isinstance(result, tuple):
+            code, message = result
+            raise ProviderError(code, message)
+        return result
+
+    async def _fetch(
+        self, registry: ProviderRegistry, provider: ProviderSnapshot, key: tuple[uuid.UUID, str]
+    ) -> list[ModelInfo] | tuple[str, str]:
+        adapter = registry.build_for("ollama", provider.base_url)
+        result: list[ModelInfo] | tuple[str, str]
+        try:
+            with anyio.fail_after(self.timeout):
+                result = await adapter.list_models(timeout=self.timeout)
+        except TimeoutError:
+            result = ("upstream_timeout", f"Ollama did not list its models within {self.timeout:g} s")
+        except ProviderError as exc:
+            result = (exc.code, exc.message)
+        except Exception:  # noqa: BLE001 - one broken provider must not break the list
+            log.exception("model discovery failed for provider %s", provider.id)
+            result = ("upstream_error", "listing the models failed")
+        self._cache[key] = (time.monotonic() + self.ttl, result)
+        return result
+
+
+def get_discovery(runtime: Runtime) -> ModelDiscovery:
+    discovery = runtime.extras.get(DISCOVERY_KEY)
+    if discovery is None:
+        settings = runtime.settings
+        discovery = runtime.extras.setdefault(
+            DISCOVERY_KEY, ModelDiscovery(settings.models_cache_seconds, settings.models_discovery_timeout)
+        )
+    return discovery
+
+
+def _load_catalog(session: Session) -> tuple[list[ProviderSnapshot], list[tuple[ModelConfig, ProviderSnapshot]]]:
+    providers = session.scalars(select(Provider).where(Provider.enabled.is_(True)).order_by(Provider.name)).all()
+    snapshots = {p.id: ProviderSnapshot.of(p) for p in providers}
+    configs = session.scalars(
+        select(ModelConfig).where(ModelConfig.enabled.is_(True)).order_by(ModelConfig.name, ModelConfig.id)
+    ).all()
+    pairs = [(c, snapshots[c.provider_id]) for c in configs if c.provider_id in snapshots]
+    for config, _ in pairs:
+        session.expunge(config)  # read on the event loop afterwards
+    return list(snapshots.values()), pairs
+
+
+def _chat_capable(info: ModelInfo) -> bool:
+    return "completion" in info.capabilities or "embedding" not in info.capabilities
+
+
+async def list_models(session: Session, runtime: Runtime) -> ModelList:
+    """Configurations plus live Ollama models; a provider that fails is reported in ``errors``."""
+    providers, configs = await anyio.to_thread.run_sync(_load_catalog, session)
+    registry = get_registry(runtime)
+    discovery = get_discovery(runtime)
+    ollama = [p for p in providers if p.kind == "ollama"]
+
+    async def one(provider: ProviderSnapshot) -> list[ModelInfo] | ProviderError:
+        try:
+            return await discovery.models(registry, provider)
+        except ProviderError as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(p) for p in ollama))
+    discovered: dict[uuid.UUID, list[ModelInfo]] = {}
+    errors: list[ModelListError] = []
+    for provider, result in zip(ollama, results):
+        if isinstance(result, ProviderError):
+            errors.append(ModelListError(provider_id=provider.id, code=result.code, message=result.message))
+        else:
+            discovered[provider.id] = result
+
+    items: list[ModelRead] = []
+    for config, provider in configs:
+        capabilities: tuple[str, ...] = ("completion",)
+        if provider.kind == "ollama":
+            wanted = display_model_name(config.model).lower()
+            for info in discovered.get(provider.id, []):
+                if display_model_name(info.name).lower() == wanted:
+                    capabilities = info.capabilities
+                    break
+        items.append(
+            ModelRead(
+                id=config_model_id(config.id),
+                name=config.name,
+                provider=provider.ref(),
+                model=config.model,
+                capabilities=list(capabilities),
+                source="config",
+                defaults=ModelDefaults(
+                    system_prompt=config.system_prompt or "",
+                    temperature=config.temperature,
+                    top_p=config.top_p,
+                    context_length=config.context_length,
+                    max_tokens=config.max_tokens,
+                    options=dict(config.options or {}),
+                ),
+            )
+        )
+    for provider in ollama:
+        for info in discovered.get(provider.id, []):
+            if not _chat_capable(info) or not is_valid_model_name(info.name):
+                continue
+            items.append(
+                ModelRead(
+                    id=ollama_model_id(provider.id, info.name),
+                    name=info.name,
+                    provider=provider.ref(),
+                    model=info.name,
+                    capabilities=list(info.capabilities),
+                    source="ollama",
+                    defaults=ModelDefaults(),
+                )
+            )
+    return ModelList(items=items, errors=errors)
