@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,10 +31,14 @@ def get_settings(runtime: RuntimeDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[Session]:
     """One session per request: committed when the route returns, rolled back on error.
 
     GET/HEAD requests read in DEFERRED transactions so they never wait on writers (SQLite WAL).
+    This dependency is ``async`` on purpose: the commit at the end runs on the event loop instead of
+    waiting for a free worker thread while the transaction still holds SQLite's write lock (a WAL
+    commit with synchronous=NORMAL does not fsync, so it is quick). Queries themselves run in the
+    sync route's worker thread.
     """
     readonly = request.method in ("GET", "HEAD") and runtime.read_session_factory is not None
     factory = runtime.read_session_factory if readonly else runtime.session_factory
@@ -77,6 +81,10 @@ def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -
         raise Unauthorized("this session is valid only in the desktop app", code="invalid_token")
     request.state.user_id = user.id
     request.state.session_id = session_id
+    # End the auth read here: on SQLite it holds the write lock (BEGIN IMMEDIATE), and FastAPI runs the
+    # next dependency/route in another worker thread; holding the lock while waiting for a free worker
+    # starves the pool under load ("database is locked" after busy_timeout).
+    session.commit()
     return user
 
 

@@ -11,7 +11,11 @@ from server.db.base import Base, IdMixin, TimestampMixin
 
 class Conversation(IdMixin, TimestampMixin, Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_user_id_updated_at", "user_id", "updated_at"),)
+    __table_args__ = (
+        Index("ix_conversations_user_id_updated_at", "user_id", "updated_at"),
+        # The list order (pinned first, newest first) read straight from the index: no sort of all rows.
+        Index("ix_conversations_user_id_pinned_updated_at", "user_id", "pinned", "updated_at"),
+    )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(String(300), default="")

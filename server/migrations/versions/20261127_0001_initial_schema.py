@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-27 18:34:48.019616
+Create Date: 2026-11-27 19:15:31.668524
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table('backup_leases',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('slot', sa.String(length=32), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('holder', sa.String(length=200), nullable=False),
+    sa.Column('lease_until', server.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', server.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_backup_leases'))
+    )
     op.create_table('login_throttles',
     sa.Column('key', sa.String(length=400), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
@@ -45,6 +54,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_providers')),
     sa.UniqueConstraint('name', name=op.f('uq_providers_name'))
     )
+    op.create_table('shared_pulls',
+    sa.Column('key', sa.String(length=1200), nullable=False),
+    sa.Column('instance', sa.String(length=128), nullable=False),
+    sa.Column('url', sa.String(length=1000), nullable=False),
+    sa.Column('name', sa.String(length=400), nullable=False),
+    sa.Column('summary', sa.JSON(), nullable=False),
+    sa.Column('updated_at', server.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_shared_pulls'))
+    )
+    with op.batch_alter_table('shared_pulls', schema=None) as batch_op:
+        batch_op.create_index('ix_shared_pulls_updated_at', ['updated_at'], unique=False)
+
     op.create_table('users',
     sa.Column('email', sa.String(length=320), nullable=False),
     sa.Column('display_name', sa.String(length=100), nullable=False),
@@ -77,6 +98,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_conversations'))
     )
     with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.create_index('ix_conversations_user_id_pinned_updated_at', ['user_id', 'pinned', 'updated_at'], unique=False)
         batch_op.create_index('ix_conversations_user_id_updated_at', ['user_id', 'updated_at'], unique=False)
 
     op.create_table('model_configs',
@@ -138,9 +160,16 @@ def upgrade() -> None:
         batch_op.create_index('ix_messages_conversation_id_created_at', ['conversation_id', 'created_at'], unique=False)
         batch_op.create_index('ix_messages_parent_id', ['parent_id'], unique=False)
 
+    op.create_table('stream_stops',
+    sa.Column('message_id', sa.Uuid(), nullable=False),
+    sa.Column('requested_at', server.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['message_id'], ['messages.id'], name=op.f('fk_stream_stops_message_id_messages'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('message_id', name=op.f('pk_stream_stops'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('stream_stops')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_parent_id')
         batch_op.drop_index('ix_messages_conversation_id_created_at')
@@ -153,8 +182,14 @@ def downgrade() -> None:
     op.drop_table('model_configs')
     with op.batch_alter_table('conversations', schema=None) as batch_op:
         batch_op.drop_index('ix_conversations_user_id_updated_at')
+        batch_op.drop_index('ix_conversations_user_id_pinned_updated_at')
 
     op.drop_table('conversations')
     op.drop_table('users')
+    with op.batch_alter_table('shared_pulls', schema=None) as batch_op:
+        batch_op.drop_index('ix_shared_pulls_updated_at')
+
+    op.drop_table('shared_pulls')
     op.drop_table('providers')
     op.drop_table('login_throttles')
+    op.drop_table('backup_leases')

@@ -1,0 +1,96 @@
+"""Chat streaming overhead: ModelTrain (real uvicorn server on loopback) vs the fake Ollama directly.
+
+For 1, 10 and 50 concurrent streams, with the upstream at 50 tok/s and at maximum speed, it measures
+time to first token (TTFT) and aggregate throughput (tokens/s) both ways in the same run, and prints
+the TTFT overhead (p50/p95 of ModelTrain minus direct) and the throughput ratio.
+
+    .venv/bin/python bench/chat_overhead.py [--rounds 3]
+
+Targets (issue 3): TTFT overhead p50 <= 5 ms at 1 stream, p95 <= 50 ms at 50 streams; throughput
+>= 90 % of direct at maximum speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.chat_common import (
+    StreamResult,
+    add_ollama_provider,
+    direct_stream,
+    model_ids,
+    modeltrain_stream,
+    pct,
+    start_fake,
+    start_modeltrain,
+)
+
+
+async def run_round(make, concurrency: int, rounds: int) -> tuple[list[StreamResult], float]:
+    results: list[StreamResult] = []
+    t0 = time.perf_counter()
+    for r in range(rounds):
+        batch = await asyncio.gather(*(make(f"bench prompt {r}-{i} {time.time_ns()}") for i in range(concurrency)))
+        results.extend(batch)
+    return results, time.perf_counter() - t0
+
+
+async def main_async(rounds: int) -> int:
+    slow_proc, slow_url = start_fake(0.02)  # 50 tok/s
+    fast_proc, fast_url = start_fake(0.0)  # as fast as the fake can go
+    mt = start_modeltrain(slow_url)
+    failures = 0
+    try:
+        add_ollama_provider(mt, "fast", fast_url)
+        ids = model_ids(mt)
+        limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            # warm-up (connections, model discovery, SQLite pages)
+            for url in (slow_url, fast_url):
+                await direct_stream(client, url, "warm")
+                await modeltrain_stream(client, mt, ids[url], "warm")
+            print(f"{'upstream':>10} {'streams':>7} | {'TTFT p50 direct':>15} {'via MT':>8} {'overhead':>8} | "
+                  f"{'TTFT p95 direct':>15} {'via MT':>8} {'overhead':>8} | {'tok/s direct':>12} {'via MT':>8} {'ratio':>6} | errors")
+            for label, url in (("50 tok/s", slow_url), ("max", fast_url)):
+                for n in (1, 10, 50):
+                    k = rounds * (10 if n == 1 else 1)
+                    direct, d_wall = await run_round(lambda p, u=url: direct_stream(client, u, p), n, k)
+                    via, v_wall = await run_round(lambda p, u=url: modeltrain_stream(client, mt, ids[u], p), n, k)
+                    errs = [r for r in via if not r.ok] + [r for r in direct if not r.ok]
+                    failures += len(errs)
+                    dt = [r.ttft * 1000 for r in direct if r.ok]
+                    vt = [r.ttft * 1000 for r in via if r.ok]
+                    d_tps = sum(r.tokens for r in direct) / d_wall
+                    v_tps = sum(r.tokens for r in via) / v_wall
+                    print(
+                        f"{label:>10} {n:>7} | {pct(dt, 50):13.1f}ms {pct(vt, 50):6.1f}ms {pct(vt, 50) - pct(dt, 50):+6.1f}ms | "
+                        f"{pct(dt, 95):13.1f}ms {pct(vt, 95):6.1f}ms {pct(vt, 95) - pct(dt, 95):+6.1f}ms | "
+                        f"{d_tps:12.0f} {v_tps:8.0f} {v_tps / d_tps:6.2f} | {len(errs)}"
+                        + (f" ({errs[0].error})" if errs else "")
+                    )
+    finally:
+        mt.stop()
+        for p in (slow_proc, fast_proc):
+            p.terminate()
+            p.wait(timeout=10)
+    print("targets: overhead p50 <= 5 ms @1, p95 <= 50 ms @50; throughput ratio >= 0.90 at max speed")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per cell (x10 for the 1-stream cells)")
+    args = parser.parse_args()
+    return asyncio.run(main_async(args.rounds))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Chat streaming: POST /api/chat, regenerate and stop. Responses are ``text/event-stream``."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from server.api.sse import EventStreamResponse, with_keepalive
+from server.deps import CurrentUser, RuntimeDep, SessionDep
+from server.schemas.message import ChatCreate, ChatRegenerate, ChatStopRead
+from server.services import chat as chat_service
+
+router = APIRouter(prefix="/api/chat", tags=["chat"])
+
+_SSE_DOC = {
+    200: {
+        "description": "Server-sent events: meta, delta (coalesced), then done or error; ': ping' comments.",
+        "content": {"text/event-stream": {}},
+    }
+}
+
+
+def _respond(stream: chat_service.ChatStream, runtime: RuntimeDep) -> EventStreamResponse:
+    return EventStreamResponse(
+        with_keepalive(stream.events(), runtime.settings.chat_ping_interval),
+        on_disconnect=lambda: stream.request_stop("disconnect"),
+    )
+
+
+@router.post("", response_class=EventStreamResponse, responses=_SSE_DOC, summary="Send a message, stream the reply")
+async def chat(body: ChatCreate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep) -> EventStreamResponse:
+    stream = await chat_service.start_chat(runtime, session, user, body)
+    return _respond(stream, runtime)
+
+
+@router.post(
+    "/{message_id}/regenerate",
+    response_class=EventStreamResponse,
+    responses=_SSE_DOC,
+    summary="A new sibling reply to the same prompt",
+)
+async def regenerate(
+    message_id: uuid.UUID, body: ChatRegenerate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep
+) -> EventStreamResponse:
+    stream = await chat_service.start_regenerate(runtime, session, user, message_id, body)
+    return _respond(stream, runtime)
+
+
+@router.post("/{message_id}/stop", response_model=ChatStopRead, summary="Stop a streaming reply")
+async def stop(message_id: uuid.UUID, user: CurrentUser, runtime: RuntimeDep, session: SessionDep) -> ChatStopRead:
+    return ChatStopRead.model_validate(await chat_service.stop_stream(runtime, session, user, message_id))

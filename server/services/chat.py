@@ -1,0 +1,783 @@
+"""Chat streaming, as a few small steps:
+
+1. ``prepare_*``      (thread) check ownership, resolve the model, commit the user message and an empty
+                      assistant message in status ``streaming`` -- all before any upstream call;
+2. ``ChatStream.run`` (event loop) stream from the provider, keep the growing reply in memory;
+3. ``ChatStream.events``  forward deltas, coalesced (~30 ms) so fast models do not flood the browser;
+4. ``_persist_*``     (thread) write the reply in batches (every 0.5 s or 2 KB, never per token) and
+                      finish it as complete / stopped / error.
+
+Active streams live in a :class:`StreamRegistry` (``runtime.extras["chat_streams"]``): the stop
+endpoint, the per-user cap, metrics and shutdown use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio import to_thread
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from server.api.sse import ServerSentEvent
+from server.db.base import utcnow
+from server.db.models import Conversation, Message, MessageStatus, User
+from server.db.session import session_scope
+from server.errors import DomainError, InvalidInput, NotFound, TooManyRequests
+from server.providers.base import ChatMessage, ChatProvider, ChatRequest, Delta, Done, ProviderError, Timeouts
+from server.runtime import Runtime
+from server.schemas.message import ChatCreate, ChatRegenerate
+from server.services import conversations as conversations_service
+
+log = logging.getLogger(__name__)
+
+REGISTRY_KEY = "chat_streams"
+#: The pipeline's own first-token/idle watchdog fires this much after the adapter's, as a safety net.
+WATCHDOG_GRACE = 1.0
+TITLE_MAX_CHARS = 80
+TITLE_PROMPT = (
+    "Write a short title (at most six words) for the conversation below, in the same language as the "
+    "user's message. Answer with the title only: no quotes, no punctuation at the end, no explanation."
+)
+
+
+# --- registry -------------------------------------------------------------------------------------------
+
+
+class StreamRegistry:
+    """The streams of this process. A multi-instance deployment would add a DB-backed stop flag that
+    :meth:`ChatStream.run` checks between chunks; the interface below stays the same."""
+
+    def __init__(self) -> None:
+        self._streams: dict[uuid.UUID, ChatStream] = {}
+        self._per_user: dict[uuid.UUID, int] = {}
+        self.background: set[asyncio.Task] = set()
+        self._write_limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self._streams)
+
+    def count_for(self, user_id: uuid.UUID) -> int:
+        return self._per_user.get(user_id, 0)
+
+    def try_reserve(self, user_id: uuid.UUID, limit: int) -> bool:
+        """Take one of the user's stream slots (synchronously, so concurrent requests cannot race)."""
+        if self._per_user.get(user_id, 0) >= limit:
+            return False
+        self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
+        return True
+
+    def release(self, user_id: uuid.UUID) -> None:
+        left = self._per_user.get(user_id, 0) - 1
+        if left > 0:
+            self._per_user[user_id] = left
+        else:
+            self._per_user.pop(user_id, None)
+
+    def add(self, stream: ChatStream) -> None:
+        self._streams[stream.plan.assistant_message_id] = stream
+
+    def remove(self, stream: ChatStream) -> None:
+        if self._streams.pop(stream.plan.assistant_message_id, None) is not None:
+            self.release(stream.plan.user_id)
+
+    def limiter(self, runtime: Runtime) -> anyio.CapacityLimiter:
+        """Threads writing chat data. SQLite has one writer at a time anyway; queueing writers here is
+        fair and prompt, whereas many threads contending for the lock fall into SQLite's busy handler,
+        which sleeps with growing back-off (up to 100 ms per retry) even once the lock is free."""
+        if self._write_limiter is None:
+            self._write_limiter = anyio.CapacityLimiter(1 if runtime.settings.is_sqlite else 8)
+        return self._write_limiter
+
+    def get(self, message_id: uuid.UUID) -> ChatStream | None:
+        return self._streams.get(message_id)
+
+    def all(self) -> list[ChatStream]:
+        return list(self._streams.values())
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+
+def registry(runtime: Runtime) -> StreamRegistry:
+    reg = runtime.extras.get(REGISTRY_KEY)
+    if reg is None:
+        reg = runtime.extras[REGISTRY_KEY] = StreamRegistry()
+    return reg
+
+
+# --- step 1: persist the prompt -------------------------------------------------------------------------
+
+
+@dataclass
+class ChatPlan:
+    user_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_message_id: uuid.UUID
+    assistant_message_id: uuid.UUID
+    assistant_created_at: Any
+    model_id: str
+    adapter: ChatProvider
+    request: ChatRequest
+    #: The first exchange of a conversation whose title the user has not set: generate a title after it.
+    wants_title: bool = False
+    first_user_text: str = ""
+
+
+def _resolve(session: Session, runtime: Runtime, model_id: str):
+    from server.services import models as models_service  # provided by the providers/models feature
+
+    return models_service.resolve_model(session, runtime, model_id)
+
+
+def _ancestors(messages: list[Message], leaf_id: uuid.UUID | None) -> list[Message]:
+    by_id = {m.id: m for m in messages}
+    path: list[Message] = []
+    seen: set[uuid.UUID] = set()
+    node = by_id.get(leaf_id) if leaf_id else None
+    while node is not None and node.id not in seen:
+        seen.add(node.id)
+        path.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    return list(reversed(path))
+
+
+def _history(path: list[Message]) -> list[ChatMessage]:
+    out: list[ChatMessage] = []
+    for m in path:
+        if m.role == "assistant" and not m.content:
+            continue  # an empty failed/stopped reply says nothing to the model
+        if m.role in ("user", "assistant", "system"):
+            out.append(ChatMessage(role=m.role, content=m.content))  # type: ignore[arg-type]
+    return out
+
+
+def _merged_options(defaults: dict[str, Any], conv: Conversation, request: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in ((defaults or {}).get("options") or {}, conv.options or {}, request):
+        merged.update({k: v for k, v in layer.items() if v is not None})
+    return merged
+
+
+def _build_request(
+    resolved: Any, conv: Conversation, history: list[ChatMessage], options: dict[str, Any]
+) -> ChatRequest:
+    defaults = getattr(resolved, "defaults", None) or {}
+    system = conv.system_prompt or defaults.get("system_prompt") or ""
+    messages = ([ChatMessage(role="system", content=system)] if system else []) + history
+    merged = _merged_options(defaults, conv, options)
+    think = merged.pop("think", None)
+    return ChatRequest(model=resolved.upstream_model, messages=messages, options=merged, think=think)
+
+
+def _new_assistant(conv: Conversation, parent_id: uuid.UUID, model_id: str) -> Message:
+    return Message(
+        id=uuid.uuid4(),
+        conversation_id=conv.id,
+        parent_id=parent_id,
+        role="assistant",
+        content="",
+        thinking="",
+        status=MessageStatus.STREAMING.value,
+        model=model_id,
+    )
+
+
+def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreate) -> ChatPlan:
+    """Check everything, then add the user message and the empty assistant reply (caller commits)."""
+    settings = runtime.settings
+    if len(body.content) > settings.chat_max_message_chars:
+        raise InvalidInput(
+            f"the message is too long ({len(body.content)} characters, at most "
+            f"{settings.chat_max_message_chars})",
+            code="message_too_long",
+        )
+    if not body.content.strip():
+        raise InvalidInput("the message is empty", code="message_empty")
+    conv: Conversation | None = None
+    parent: Message | None = None
+    explicit_parent = "parent_id" in body.model_fields_set
+    if body.conversation_id is not None:
+        conv = conversations_service.get_conversation(session, user, body.conversation_id)
+    if explicit_parent and body.parent_id is not None:
+        parent, parent_conv = conversations_service.get_message(session, user, body.parent_id)
+        if conv is None:
+            conv = parent_conv
+        elif parent_conv.id != conv.id:
+            raise NotFound("message not found", code="message_not_found")
+    resolved = _resolve(session, runtime, body.model)
+    now = utcnow()
+    is_new = conv is None
+    if conv is None:
+        conv = Conversation(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            title=conversations_service.fallback_title(body.content),
+            model=body.model,
+            options={},
+        )
+        session.add(conv)
+        session.flush()
+        existing: list[Message] = []
+    else:
+        existing = conversations_service.list_messages(session, conv.id)
+    if not explicit_parent and existing:
+        parent = conversations_service.current_branch(existing)[-1]
+    path = _ancestors(existing, parent.id if parent else None)
+    options = body.options.compact() if body.options else {}
+    history = _history(path) + [ChatMessage(role="user", content=body.content)]
+    request = _build_request(resolved, conv, history, options)
+
+    user_msg = Message(
+        id=uuid.uuid4(),
+        conversation_id=conv.id,
+        parent_id=parent.id if parent else None,
+        role="user",
+        content=body.content,
+        status=MessageStatus.COMPLETE.value,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user_msg)
+    session.flush()
+    reply = _new_assistant(conv, user_msg.id, body.model)
+    session.add(reply)
+    if not conv.title:
+        conv.title = conversations_service.fallback_title(body.content)
+    conv.model = body.model
+    conv.updated_at = now
+    session.flush()
+    return ChatPlan(
+        user_id=user.id,
+        conversation_id=conv.id,
+        user_message_id=user_msg.id,
+        assistant_message_id=reply.id,
+        assistant_created_at=reply.created_at,
+        model_id=body.model,
+        adapter=resolved.adapter,
+        request=request,
+        wants_title=(is_new or not existing) and not conv.title_edited,
+        first_user_text=body.content,
+    )
+
+
+def prepare_regenerate(
+    session: Session, runtime: Runtime, user: User, message_id: uuid.UUID, body: ChatRegenerate
+) -> ChatPlan:
+    """A new assistant reply as a sibling of ``message_id`` (or as a reply to it, if it is a user message)."""
+    target, conv = conversations_service.get_message(session, user, message_id)
+    if target.role == "assistant":
+        if target.parent_id is None:
+            raise InvalidInput("this reply has no prompt to answer", code="nothing_to_regenerate")
+        prompt_id = target.parent_id
+    elif target.role == "user":
+        prompt_id = target.id
+    else:
+        raise InvalidInput("a system message cannot be regenerated", code="nothing_to_regenerate")
+    model_id = body.model or (target.model if target.role == "assistant" else "") or conv.model
+    if not model_id:
+        raise InvalidInput("no model given and none recorded for this conversation", code="model_required")
+    resolved = _resolve(session, runtime, model_id)
+    existing = conversations_service.list_messages(session, conv.id)
+    path = _ancestors(existing, prompt_id)
+    options = body.options.compact() if body.options else {}
+    request = _build_request(resolved, conv, _history(path), options)
+    reply = _new_assistant(conv, prompt_id, model_id)
+    session.add(reply)
+    conv.updated_at = utcnow()
+    conv.model = model_id
+    session.flush()
+    return ChatPlan(
+        user_id=user.id,
+        conversation_id=conv.id,
+        user_message_id=prompt_id,
+        assistant_message_id=reply.id,
+        assistant_created_at=reply.created_at,
+        model_id=model_id,
+        adapter=resolved.adapter,
+        request=request,
+    )
+
+
+# --- step 4: persist the reply (runs in a worker thread) ------------------------------------------------
+
+
+def _persist_partial(runtime: Runtime, message_id: uuid.UUID, content: str, thinking: str) -> None:
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            update(Message.__table__)
+            .where(Message.__table__.c.id == message_id)
+            .values(content=content, thinking=thinking, updated_at=utcnow())
+        )
+
+
+def _persist_final(runtime: Runtime, plan: ChatPlan, values: dict[str, Any]) -> dict[str, Any]:
+    now = utcnow()
+    with session_scope(runtime.session_factory) as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == plan.assistant_message_id)
+            .values(**values, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Conversation)
+            .where(Conversation.id == plan.conversation_id)
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        msg = session.scalar(select(Message).where(Message.id == plan.assistant_message_id))
+        return message_dict(msg) if msg is not None else {}
+
+
+def message_dict(m: Message) -> dict[str, Any]:
+    from server.schemas.message import MessageRead
+
+    return MessageRead.model_validate(m).model_dump(mode="json")
+
+
+def recover_interrupted(runtime: Runtime) -> int:
+    """Mark replies left ``streaming`` by a crash as errors (security.md E5). Returns how many."""
+    with session_scope(runtime.session_factory) as session:
+        result = session.execute(
+            update(Message)
+            .where(Message.status == MessageStatus.STREAMING.value)
+            .values(
+                status=MessageStatus.ERROR.value,
+                error={"code": "interrupted", "message": "the server stopped while this reply was streaming"},
+            )
+            .execution_options(synchronize_session=False)
+        )
+        count = result.rowcount or 0
+    if count:
+        log.warning("marked %d interrupted replies as errors", count)
+    return count
+
+
+# --- steps 2 and 3: stream and forward ------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    status: str = MessageStatus.STREAMING.value
+    error: dict[str, Any] | None = None
+    provider_error: ProviderError | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    message: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatStream:
+    """One reply being generated. ``run`` is its producer task; ``events`` is what the SSE response sends."""
+
+    def __init__(self, runtime: Runtime, plan: ChatPlan) -> None:
+        self.runtime = runtime
+        self.plan = plan
+        s = runtime.settings
+        self.timeouts = Timeouts(
+            connect=s.chat_connect_timeout, first_token=s.chat_first_token_timeout, idle=s.chat_idle_timeout
+        )
+        self.coalesce = s.chat_coalesce_ms / 1000.0
+        self.persist_interval = s.chat_persist_interval
+        self.persist_bytes = s.chat_persist_bytes
+        self.content: list[str] = []
+        self.thinking: list[str] = []
+        self._pending_content: list[str] = []
+        self._pending_thinking: list[str] = []
+        self._unsaved_bytes = 0
+        # The first batch is written one interval after the start, not at the first token, so the
+        # write does not compete with sending that token.
+        self._last_persist = time.monotonic()
+        self._flush_task: asyncio.Task | None = None
+        self.changed = asyncio.Event()
+        self.started = asyncio.Event()  # first delta, or the end
+        self.finished = asyncio.Event()
+        self.outcome = _Outcome()
+        self.stop_reason: str | None = None
+        self.task: asyncio.Task | None = None
+        self.db_writes = 0
+
+    # -- control
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def request_stop(self, reason: str = "stop") -> None:
+        """Stop generating (idempotent, synchronous: usable from a disconnect callback)."""
+        if self.finished.is_set() or self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def wait_started(self, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.started.wait()), timeout)
+        except TimeoutError:
+            pass
+
+    # -- producer
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        first_token_at: float | None = None
+        outcome = self.outcome
+        try:
+            try:
+                async with asyncio.timeout(self.timeouts.first_token + WATCHDOG_GRACE) as watchdog:
+                    async with aclosing(self.plan.adapter.stream_chat(self.plan.request, self.timeouts)) as events:
+                        async for event in events:
+                            watchdog.reschedule(loop.time() + self.timeouts.idle + WATCHDOG_GRACE)
+                            if isinstance(event, Delta):
+                                if first_token_at is None:
+                                    first_token_at = loop.time()
+                                self._append(event)
+                            elif isinstance(event, Done):
+                                outcome.usage = dict(event.usage or {})
+                                outcome.timings = dict(event.timings or {})
+                                outcome.status = MessageStatus.COMPLETE.value
+                                break
+                if outcome.status != MessageStatus.COMPLETE.value:
+                    raise ProviderError("upstream_protocol", "the model's answer ended without a final chunk")
+            except TimeoutError:
+                which = "first_token" if first_token_at is None else "idle"
+                limit = self.timeouts.first_token if which == "first_token" else self.timeouts.idle
+                raise ProviderError(
+                    "upstream_timeout", f"the model sent nothing for {limit:g} s ({which} timeout)", status=504
+                ) from None
+        except asyncio.CancelledError:
+            # Stop, client disconnect or shutdown: keep the partial answer. The cancellation is consumed
+            # here so the final write below can still run.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            outcome.status = MessageStatus.STOPPED.value
+            if self.stop_reason is None:
+                self.stop_reason = "cancelled"
+        except ProviderError as exc:
+            outcome.status = MessageStatus.ERROR.value
+            outcome.provider_error = exc
+            outcome.error = {"code": exc.code, "message": exc.message}
+        except Exception:  # a bug in an adapter must not leave the reply "streaming"
+            log.exception("chat stream failed")
+            outcome.status = MessageStatus.ERROR.value
+            outcome.error = {"code": "internal_error", "message": "the reply failed; see the server log"}
+        end = loop.time()
+        if first_token_at is not None:
+            outcome.timings["first_token_ms"] = round((first_token_at - begin) * 1000, 1)
+        outcome.timings["total_ms"] = round((end - begin) * 1000, 1)
+        await self._finish()
+
+    def _append(self, event: Delta) -> None:
+        if event.content:
+            self.content.append(event.content)
+            self._pending_content.append(event.content)
+            self._unsaved_bytes += len(event.content)
+        if event.thinking:
+            self.thinking.append(event.thinking)
+            self._pending_thinking.append(event.thinking)
+            self._unsaved_bytes += len(event.thinking)
+        self.started.set()
+        self.changed.set()
+        now = time.monotonic()
+        if (
+            self._flush_task is None
+            and (self._unsaved_bytes >= self.persist_bytes or now - self._last_persist >= self.persist_interval)
+        ):
+            self._last_persist = now
+            self._unsaved_bytes = 0
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _to_thread(self, fn, *args):
+        return await to_thread.run_sync(fn, *args, limiter=registry(self.runtime).limiter(self.runtime))
+
+    async def _flush(self) -> None:
+        try:
+            self.db_writes += 1
+            await self._to_thread(
+                _persist_partial, self.runtime, self.plan.assistant_message_id, "".join(self.content),
+                "".join(self.thinking),
+            )
+        except Exception:  # the final write repeats everything; a failed batch loses nothing
+            log.warning("could not save a partial reply", exc_info=True)
+        finally:
+            self._flush_task = None
+
+    async def _finish(self) -> None:
+        outcome = self.outcome
+        try:
+            if self._flush_task is not None:
+                await asyncio.shield(self._flush_task)
+            values: dict[str, Any] = {
+                "content": "".join(self.content),
+                "thinking": "".join(self.thinking),
+                "status": outcome.status,
+                "error": outcome.error,
+                "usage": outcome.usage or None,
+                "timings": outcome.timings or None,
+            }
+            self.db_writes += 1
+            outcome.message = await asyncio.shield(
+                self._to_thread(_persist_final, self.runtime, self.plan, values)
+            )
+        except Exception:
+            log.exception("could not save the final reply")
+            outcome.message = {"id": str(self.plan.assistant_message_id), "status": outcome.status}
+        finally:
+            self.started.set()
+            self.finished.set()
+            self.changed.set()
+            registry(self.runtime).remove(self)
+        if (
+            outcome.status == MessageStatus.COMPLETE.value
+            and self.plan.wants_title
+            and self.runtime.settings.chat_title_generation
+        ):
+            registry(self.runtime).spawn(generate_title(self.runtime, self.plan, values["content"]))
+
+    # -- consumer
+
+    def _take_pending(self) -> tuple[str, str]:
+        content, thinking = "".join(self._pending_content), "".join(self._pending_thinking)
+        self._pending_content.clear()
+        self._pending_thinking.clear()
+        return content, thinking
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "conversation_id": str(self.plan.conversation_id),
+            "user_message_id": str(self.plan.user_message_id),
+            "assistant_message_id": str(self.plan.assistant_message_id),
+        }
+
+    def terminal_event(self) -> ServerSentEvent:
+        outcome = self.outcome
+        if outcome.status == MessageStatus.ERROR.value:
+            error = outcome.error or {"code": "upstream_error", "message": "the reply failed"}
+            return ServerSentEvent(
+                "error", {**error, "message_id": str(self.plan.assistant_message_id)}
+            )
+        return ServerSentEvent(
+            "done", {"message": outcome.message, "usage": outcome.usage, "timings": outcome.timings}
+        )
+
+    async def events(self) -> AsyncIterator[ServerSentEvent]:
+        """meta, then coalesced deltas, then done or error. Closing it early stops the reply."""
+        loop = asyncio.get_running_loop()
+        last_sent = -1e9
+        try:
+            yield ServerSentEvent("meta", self.meta())
+            while True:
+                await self.changed.wait()
+                self.changed.clear()
+                if not self.finished.is_set():
+                    wait = last_sent + self.coalesce - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                content, thinking = self._take_pending()
+                if content or thinking:
+                    delta: dict[str, str] = {}
+                    if content:
+                        delta["content"] = content
+                    if thinking:
+                        delta["thinking"] = thinking
+                    yield ServerSentEvent("delta", delta)
+                    last_sent = loop.time()
+                if self.finished.is_set():
+                    yield self.terminal_event()
+                    return
+        finally:
+            if not self.finished.is_set():
+                self.request_stop("disconnect")
+
+
+# --- entry points used by the routes --------------------------------------------------------------------
+
+
+def _provider_domain_error(exc: ProviderError, stream: ChatStream) -> DomainError:
+    headers = {"Retry-After": str(max(1, int(exc.retry_after)))} if exc.retry_after else None
+    err = DomainError(exc.message, code=exc.code, detail=stream.meta(), headers=headers)
+    err.status = exc.status if 400 <= exc.status < 600 else 502
+    return err
+
+
+def _release_request_transaction(session: Session) -> None:
+    """End the transaction the auth dependency opened, right here on the event loop.
+
+    On SQLite every transaction starts with BEGIN IMMEDIATE, so that read holds the write lock. Waiting
+    for a worker thread while holding it can starve the pool (the other workers block on the lock, and
+    the holder needs one of them to continue), so it is released before any await. Committing a
+    transaction that wrote nothing is a few microseconds."""
+    session.commit()
+
+
+def _commit(session: Session, prepare) -> ChatPlan:
+    try:
+        plan = prepare(session)
+        session.commit()
+        return plan
+    except BaseException:
+        session.rollback()
+        raise
+
+
+async def _launch(runtime: Runtime, session: Session, user: User, prepare) -> ChatStream:
+    """``session`` is the request's session (its transaction may hold SQLite's write lock, so no second
+    session may write before it commits): the prompt is committed on it, in a worker thread."""
+    settings = runtime.settings
+    _release_request_transaction(session)
+    reg = registry(runtime)
+    if not reg.try_reserve(user.id, settings.max_streams_per_user):
+        raise TooManyRequests(
+            f"you already have {settings.max_streams_per_user} replies streaming; wait for one to finish",
+            retry_after=2,
+            code="too_many_streams",
+        )
+    try:
+        plan = await to_thread.run_sync(_commit, session, prepare, limiter=reg.limiter(runtime))
+    except BaseException:
+        reg.release(user.id)
+        raise
+    stream = ChatStream(runtime, plan)
+    reg.add(stream)
+    stream.start()
+    # Errors the upstream reports at once (busy 503, rate limit 429, unknown model) become plain JSON.
+    try:
+        await stream.wait_started(settings.chat_preflight_timeout)
+    except BaseException:  # the client went away before the stream started
+        stream.request_stop("disconnect")
+        raise
+    if stream.finished.is_set() and stream.outcome.provider_error is not None and not stream.content:
+        raise _provider_domain_error(stream.outcome.provider_error, stream)
+    return stream
+
+
+async def start_chat(runtime: Runtime, session: Session, user: User, body: ChatCreate) -> ChatStream:
+    return await _launch(runtime, session, user, lambda s: prepare_chat(s, runtime, user, body))
+
+
+async def start_regenerate(
+    runtime: Runtime, session: Session, user: User, message_id: uuid.UUID, body: ChatRegenerate
+) -> ChatStream:
+    return await _launch(runtime, session, user, lambda s: prepare_regenerate(s, runtime, user, message_id, body))
+
+
+def _owned_message_status(session: Session, user: User, message_id: uuid.UUID) -> str:
+    message, _ = conversations_service.get_message(session, user, message_id)
+    status = message.status
+    session.commit()  # end the read transaction before waiting on anything else
+    return status
+
+
+async def stop_stream(
+    runtime: Runtime, session: Session, user: User, message_id: uuid.UUID, wait: float = 5.0
+) -> dict[str, Any]:
+    """Stop the owner's active reply ``message_id``. 404 for other users' and unknown ids."""
+    _release_request_transaction(session)
+    stream = registry(runtime).get(message_id)
+    if stream is not None and stream.plan.user_id == user.id:
+        stream.request_stop("stop")
+        try:
+            await asyncio.wait_for(asyncio.shield(stream.finished.wait()), wait)
+        except TimeoutError:
+            pass
+        return {"id": message_id, "status": stream.outcome.status, "stopped": stream.stop_reason == "stop"}
+    status = await to_thread.run_sync(_owned_message_status, session, user, message_id)
+    if status == MessageStatus.STREAMING.value:
+        # Streamed by another instance sharing the database: ask it through the database (issue 8).
+        from server.services import cluster
+
+        await to_thread.run_sync(cluster.request_remote_stop, runtime, message_id)
+        status = await cluster.wait_remote_stop(runtime, message_id, wait) or status
+        return {"id": message_id, "status": status, "stopped": status == MessageStatus.STOPPED.value}
+    return {"id": message_id, "status": status, "stopped": False}
+
+
+# --- titles ---------------------------------------------------------------------------------------------
+
+
+def clean_title(raw: str) -> str:
+    line = next((ln for ln in raw.strip().splitlines() if ln.strip()), "")
+    line = line.strip().strip("\"'`*#“”‘’「」«»").strip()
+    for prefix in ("Title:", "title:", "TITLE:"):
+        if line.startswith(prefix):
+            line = line[len(prefix) :].strip().strip("\"'`*“”")
+    line = " ".join(line.split()).rstrip(".。!！")
+    if len(line) > TITLE_MAX_CHARS:
+        line = line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return line
+
+
+async def generate_title(runtime: Runtime, plan: ChatPlan, reply: str) -> None:
+    """Ask the same model for a title. Never raises: on any failure the fallback title stays."""
+    request = ChatRequest(
+        model=plan.request.model,
+        messages=[
+            ChatMessage(role="system", content=TITLE_PROMPT),
+            ChatMessage(role="user", content=f"User: {plan.first_user_text[:2000]}\n\nAssistant: {reply[:1000]}"),
+        ],
+        options={"temperature": 0.2, "max_tokens": 32},
+    )
+    parts: list[str] = []
+    try:
+        async with asyncio.timeout(runtime.settings.chat_title_timeout):
+            async with aclosing(plan.adapter.stream_chat(request, Timeouts())) as events:
+                async for event in events:
+                    if isinstance(event, Delta) and event.content:
+                        parts.append(event.content)
+                        if sum(map(len, parts)) > 400:
+                            break
+                    elif isinstance(event, Done):
+                        break
+        title = clean_title("".join(parts))
+        if not title:
+            return
+
+        def store() -> None:
+            with session_scope(runtime.session_factory) as session:
+                conversations_service.set_generated_title(session, plan.conversation_id, title)
+
+        await to_thread.run_sync(store)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (titles are a nicety: log and keep the fallback)
+        log.info("title generation failed: %s", getattr(exc, "code", type(exc).__name__))
+
+
+# --- app lifecycle --------------------------------------------------------------------------------------
+
+
+def startup(runtime: Runtime) -> None:
+    """Create the registry and mark replies interrupted by a crash (call from the lifespan, in a thread)."""
+    registry(runtime)
+    recover_interrupted(runtime)
+
+
+async def shutdown(runtime: Runtime, timeout: float = 10.0) -> None:
+    """Stop every active reply, wait for their partial answers to be saved, cancel title tasks."""
+    reg = registry(runtime)
+    streams = reg.all()
+    for stream in streams:
+        stream.request_stop("shutdown")
+    tasks = [s.task for s in streams if s.task is not None]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    for task in list(reg.background):
+        task.cancel()
+    if reg.background:
+        await asyncio.wait(list(reg.background), timeout=2)

@@ -1,0 +1,480 @@
+"""POST /api/chat, regenerate, stop: streaming, batching, failures, timeouts, caps and recovery."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.db.models import Conversation, Message
+from server.settings import Settings
+from tests.fakes.fake_ollama import FakeOllama
+from tests.fakes.fake_openai import FakeOpenAI
+from tests.server.chat_support import (  # noqa: F401  (fixtures)
+    ChatModel,
+    chat_model,
+    count_message_writes,
+    fake_ollama,
+    install_fake_model,
+    live_server,
+    message_row,
+    parse_sse,
+    wait_for,
+)
+from tests.server.conftest import BASE_URL, USER_PASSWORD, bearer, login
+
+
+def chat(client: TestClient, token: str, body: dict) -> tuple[int, list, list, httpx.Response]:
+    r = client.post("/api/chat", json=body, headers=bearer(token))
+    if r.headers.get("content-type", "").startswith("text/event-stream"):
+        events, comments = parse_sse(r.text)
+        return r.status_code, events, comments, r
+    return r.status_code, [], [], r
+
+
+def by_name(events: list, name: str) -> list:
+    return [e for e in events if e.event == name]
+
+
+def db_counts(app) -> tuple[int, int]:
+    with app.state.runtime.session_factory() as s:
+        return s.query(Conversation).count(), s.query(Message).count()
+
+
+@pytest.fixture
+def no_titles(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(chat_title_generation=False)
+
+
+# --- the happy path ------------------------------------------------------------------------------------
+
+
+def test_stream_sends_meta_deltas_done_and_persists_the_reply(client, app, user_token, chat_model) -> None:
+    chat_model.fake.token_delay = 0.02  # 50 tok/s: several coalesced delta events
+    status, events, _, r = chat(client, user_token, {"model": chat_model.id, "content": "Tell me about rivers"})
+    assert status == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-accel-buffering"] == "no"
+    names = [e.event for e in events]
+    assert names[0] == "meta" and names[-1] == "done"
+    deltas = by_name(events, "delta")
+    assert len(deltas) >= 3
+    text = "".join(d.data.get("content", "") for d in deltas)
+    done = events[-1].data
+    assert text == done["message"]["content"]
+    assert "Tell me about rivers" in text
+    assert done["message"]["status"] == "complete"
+    assert done["usage"]["completion_tokens"] > len(deltas)  # coalesced: fewer events than tokens
+    assert done["timings"]["first_token_ms"] >= 0
+    meta = events[0].data
+    row = message_row(app, meta["assistant_message_id"])
+    assert row["status"] == "complete" and row["content"] == text
+    prompt = message_row(app, meta["user_message_id"])
+    assert prompt["role"] == "user" and prompt["content"] == "Tell me about rivers"
+    assert row["parent_id"] == uuid.UUID(meta["user_message_id"])
+
+
+def test_user_message_is_committed_before_the_upstream_is_called(client, app, user_token, chat_model) -> None:
+    seen: list[list[str]] = []
+
+    def reply(messages):  # runs inside the fake upstream when our request arrives
+        with app.state.runtime.session_factory() as s:
+            seen.append([m.content for m in s.query(Message).filter(Message.role == "user")])
+        return "ok"
+
+    chat_model.fake.reply = reply
+    status, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "persist me first"})
+    assert status == 200 and events[-1].event == "done"
+    assert seen[0] == ["persist me first"]  # (a later call is the title request)
+
+
+def test_reply_is_written_in_batches_not_per_token(make_settings, monkeypatch) -> None:
+    settings = make_settings(chat_title_generation=False, chat_persist_interval=0.05, chat_persist_bytes=10_000)
+    app = create_app(settings)
+    with FakeOllama(token_delay=0.005) as fake, TestClient(app, base_url=BASE_URL) as client:
+        model = install_fake_model(monkeypatch, fake)
+        token = _user(client)
+        with count_message_writes(app) as writes:
+            status, events, _, _ = chat(client, token, {"model": model.id, "content": "count the writes"})
+        assert status == 200
+        tokens = events[-1].data["usage"]["completion_tokens"]
+        assert tokens >= 30
+        # at least one intermediate batch plus the final write, but far fewer than one per token
+        assert 2 <= writes.message_updates < tokens / 2
+
+
+def _user(client: TestClient, email: str = "batch@example.com") -> str:
+    admin = login(client, "admin@example.com", "initial-Admin-pass-9")
+    r = client.post(
+        "/api/auth/password",
+        json={"current_password": "initial-Admin-pass-9", "new_password": "correct-horse-battery-staple"},
+        headers=bearer(admin),
+    )
+    admin = r.json()["access_token"]
+    r = client.post("/api/users", json={"email": email, "password": USER_PASSWORD}, headers=bearer(admin))
+    assert r.status_code == 201, r.text
+    return login(client, email, USER_PASSWORD)
+
+
+def test_thinking_deltas_are_forwarded_separately(client, app, user_token, monkeypatch, fake_ollama) -> None:
+    model = install_fake_model(monkeypatch, fake_ollama, "test-ollama/qwen3", upstream_model="qwen3:0.6b")
+    body = {"model": model.id, "content": "think first", "options": {"think": True}}
+    status, events, _, r = chat(client, user_token, body)
+    assert status == 200, r.text
+    deltas = by_name(events, "delta")
+    thinking = "".join(d.data.get("thinking", "") for d in deltas)
+    content = "".join(d.data.get("content", "") for d in deltas)
+    assert thinking and content
+    row = message_row(app, events[0].data["assistant_message_id"])
+    assert row["content"] == content
+    detail = client.get(f"/api/conversations/{events[0].data['conversation_id']}", headers=bearer(user_token)).json()
+    assert detail["messages"][-1]["thinking"] == thinking
+
+
+def test_upstream_refusal_before_streaming_is_json(client, user_token, chat_model) -> None:
+    # llama3.2 in the fake cannot think: Ollama's 400 comes back as JSON before any stream starts
+    body = {"model": chat_model.id, "content": "think first", "options": {"think": True}}
+    status, _, _, r = chat(client, user_token, body)
+    assert status == 400, r.text
+    assert set(r.json()) == {"code", "message", "detail"}
+
+
+def test_continuing_a_conversation_sends_the_history(client, user_token, chat_model) -> None:
+    captured: list[list[dict]] = []
+    chat_model.fake.reply = lambda messages: captured.append(messages) or "answer"
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "first"})
+    conv = events[0].data["conversation_id"]
+    _, events2, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "second", "conversation_id": conv})
+    assert events2[0].data["conversation_id"] == conv
+    assert [(m["role"], m["content"]) for m in captured[-1]] == [
+        ("user", "first"),
+        ("assistant", "answer"),
+        ("user", "second"),
+    ]
+    detail = client.get(f"/api/conversations/{conv}", headers=bearer(user_token)).json()
+    assert len(detail["messages"]) == 4
+
+
+# --- branches ----------------------------------------------------------------------------------------
+
+
+def test_regenerate_and_edit_create_siblings(client, user_token, chat_model) -> None:
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "original question"})
+    meta = events[0].data
+    conv, user_id, first_reply = meta["conversation_id"], meta["user_message_id"], meta["assistant_message_id"]
+
+    r = client.post(f"/api/chat/{first_reply}/regenerate", json={}, headers=bearer(user_token))
+    assert r.status_code == 200
+    regen, _ = parse_sse(r.text)
+    assert regen[0].data["user_message_id"] == user_id
+    second_reply = regen[0].data["assistant_message_id"]
+    assert second_reply != first_reply and regen[-1].event == "done"
+
+    # edit the first user message: same parent (none), new content -> a sibling user message
+    _, edited, _, _ = chat(
+        client, user_token, {"model": chat_model.id, "content": "edited question", "conversation_id": conv, "parent_id": None}
+    )
+    assert edited[0].data["conversation_id"] == conv
+    detail = client.get(f"/api/conversations/{conv}", headers=bearer(user_token)).json()
+    msgs = {m["id"]: m for m in detail["messages"]}
+    assert msgs[first_reply]["parent_id"] == msgs[second_reply]["parent_id"] == user_id
+    new_user = msgs[edited[0].data["user_message_id"]]
+    assert new_user["parent_id"] is None and msgs[user_id]["parent_id"] is None
+    assert len(detail["messages"]) == 5
+
+
+def test_regenerate_can_switch_model_and_unknown_model_is_404(client, user_token, chat_model) -> None:
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "q"})
+    reply = events[0].data["assistant_message_id"]
+    r = client.post(f"/api/chat/{reply}/regenerate", json={"model": "nope/none"}, headers=bearer(user_token))
+    assert r.status_code == 404 and r.json()["code"] == "model_not_found"
+    r = client.post("/api/chat", json={"model": "nope/none", "content": "x"}, headers=bearer(user_token))
+    assert r.status_code == 404 and r.json()["code"] == "model_not_found"
+
+
+# --- input limits --------------------------------------------------------------------------------------
+
+
+def test_too_long_message_is_422_and_nothing_is_stored(make_settings, monkeypatch, fake_ollama) -> None:
+    app = create_app(make_settings(chat_max_message_chars=100, chat_title_generation=False))
+    with TestClient(app, base_url=BASE_URL) as client:
+        model = install_fake_model(monkeypatch, fake_ollama)
+        token = _user(client)
+        before = db_counts(app)
+        r = client.post("/api/chat", json={"model": model.id, "content": "x" * 101}, headers=bearer(token))
+        assert r.status_code == 422 and r.json()["code"] == "message_too_long"
+        r = client.post("/api/chat", json={"model": model.id, "content": ""}, headers=bearer(token))
+        assert r.status_code == 422
+        r = client.post("/api/chat", json={"model": model.id, "content": "hi", "admin": True}, headers=bearer(token))
+        assert r.status_code == 422
+        assert db_counts(app) == before
+        assert ("POST", "/api/chat") not in fake_ollama.requests
+
+
+# --- upstream failures ---------------------------------------------------------------------------------
+
+
+def test_busy_upstream_503_is_passed_on_with_retry_after(client, app, user_token, chat_model) -> None:
+    chat_model.fake.busy = True
+    status, _, _, r = chat(client, user_token, {"model": chat_model.id, "content": "are you there"})
+    assert status == 503
+    assert r.json()["code"] == "upstream_busy"
+    assert int(r.headers["retry-after"]) >= 1
+    ids = r.json()["detail"]
+    assert message_row(app, ids["user_message_id"])["content"] == "are you there"
+    failed = message_row(app, ids["assistant_message_id"])
+    assert failed["status"] == "error" and failed["error"]["code"] == "upstream_busy"
+
+
+def test_rate_limited_openai_429_is_passed_on_with_retry_after(client, app, user_token, monkeypatch) -> None:
+    with FakeOpenAI(rate_limited=True, retry_after=7) as fake:
+        model = install_fake_model(monkeypatch, fake, "test-openai/gpt", kind="openai")
+        status, _, _, r = chat(client, user_token, {"model": model.id, "content": "hello"})
+    assert status == 429
+    assert r.json()["code"] == "upstream_rate_limited"
+    assert r.headers["retry-after"] == "7"
+
+
+def test_mid_stream_failure_sends_error_event_and_keeps_partial_text(client, app, user_token, chat_model) -> None:
+    chat_model.fake.fail_after_chunks = 5
+    status, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "break halfway"})
+    assert status == 200
+    assert events[-1].event == "error"
+    assert events[-1].data["code"] == "upstream_error"
+    partial = "".join(e.data.get("content", "") for e in by_name(events, "delta"))
+    assert partial
+    row = message_row(app, events[0].data["assistant_message_id"])
+    assert row["status"] == "error" and row["content"] == partial
+    assert row["error"]["code"] == "upstream_error"
+
+
+def test_first_token_timeout_becomes_an_error_event(make_settings, monkeypatch, fake_ollama) -> None:
+    settings = make_settings(
+        chat_first_token_timeout=0.4, chat_preflight_timeout=0.1, chat_ping_interval=0.05, chat_title_generation=False
+    )
+    app = create_app(settings)
+    with TestClient(app, base_url=BASE_URL) as client:
+        model = install_fake_model(monkeypatch, fake_ollama)
+        token = _user(client)
+        fake_ollama.hang = True
+        status, events, comments, _ = chat(client, token, {"model": model.id, "content": "anyone?"})
+        fake_ollama.hang = False
+    assert status == 200
+    assert [e.event for e in events] == ["meta", "error"]
+    assert events[-1].data["code"] == "upstream_timeout"
+    assert "ping" in comments  # keep-alive comments while waiting
+    row = message_row(app, events[0].data["assistant_message_id"])
+    assert row["status"] == "error" and row["error"]["code"] == "upstream_timeout"
+    assert wait_for(lambda: fake_ollama.active_streams == 0, timeout=2)
+
+
+def test_idle_timeout_keeps_partial_answer(make_settings, monkeypatch, fake_ollama) -> None:
+    settings = make_settings(chat_idle_timeout=0.3, chat_title_generation=False)
+    app = create_app(settings)
+    with TestClient(app, base_url=BASE_URL) as client:
+        model = install_fake_model(monkeypatch, fake_ollama)
+        token = _user(client)
+        fake_ollama.token_delay = 1.0  # the first token comes at once, the next after 1 s > idle timeout
+        status, events, _, _ = chat(client, token, {"model": model.id, "content": "slow"})
+    assert status == 200 and events[-1].event == "error"
+    assert events[-1].data["code"] == "upstream_timeout"
+    row = message_row(app, events[0].data["assistant_message_id"])
+    assert row["status"] == "error" and row["content"]
+
+
+# --- stop and disconnect (real server: the TestClient cannot disconnect mid-stream) ---------------------
+
+
+class SSEReader:
+    """Reads one streamed response incrementally. Keeps a single iterator alive: an abandoned httpx
+    iterator is closed when garbage-collected, which would close the connection (a disconnect)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._it = response.iter_text()
+        self.raw = ""
+
+    def until_delta(self) -> tuple[dict, str]:
+        for chunk in self._it:
+            self.raw += chunk
+            events, _ = parse_sse(self.raw)
+            metas, deltas = by_name(events, "meta"), by_name(events, "delta")
+            if metas and deltas:
+                return metas[0].data, "".join(d.data.get("content", "") for d in deltas)
+        raise AssertionError("stream ended before the first delta")
+
+    def rest(self) -> list:
+        for chunk in self._it:
+            self.raw += chunk
+        return parse_sse(self.raw)[0]
+
+
+def _read_until_delta(response: httpx.Response) -> tuple[dict, str, SSEReader]:
+    reader = SSEReader(response)
+    meta, seen = reader.until_delta()
+    return meta, seen, reader
+
+
+@pytest.fixture
+def slow_live(make_settings, monkeypatch):
+    settings = make_settings(chat_title_generation=False, chat_persist_interval=0.05)
+    app = create_app(settings)
+    with FakeOllama(token_delay=0.05) as fake:
+        model = install_fake_model(monkeypatch, fake)
+        with live_server(app) as live:
+            token = _live_user(live.url)
+            yield live, fake, model, token
+
+
+def _live_user(url: str) -> str:
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/api/auth/login", json={"email": "admin@example.com", "password": "initial-Admin-pass-9"})
+        admin = r.json()["access_token"]
+        r = c.post(
+            "/api/auth/password",
+            json={"current_password": "initial-Admin-pass-9", "new_password": "correct-horse-battery-staple"},
+            headers=bearer(admin),
+        )
+        admin = r.json()["access_token"]
+        c.post("/api/users", json={"email": "live@example.com", "password": USER_PASSWORD}, headers=bearer(admin))
+        r = c.post("/api/auth/login", json={"email": "live@example.com", "password": USER_PASSWORD})
+        return r.json()["access_token"]
+
+
+def test_stop_endpoint_closes_upstream_and_keeps_partial(slow_live) -> None:
+    live, fake, model, token = slow_live
+    with httpx.Client(base_url=live.url, timeout=10) as c:
+        with c.stream("POST", "/api/chat", json={"model": model.id, "content": "long story"}, headers=bearer(token)) as r:
+            assert r.status_code == 200
+            meta, _, reader = _read_until_delta(r)
+            assert fake.active_streams == 1
+            stopped_at = time.monotonic()
+            s = c.post(f"/api/chat/{meta['assistant_message_id']}/stop", headers=bearer(token))
+            assert s.status_code == 200, s.text
+            assert s.json() == {"id": meta["assistant_message_id"], "status": "stopped", "stopped": True}
+            events = reader.rest()
+        assert wait_for(lambda: fake.active_streams == 0, timeout=1.0)
+        assert time.monotonic() - stopped_at < 1.5
+    assert events and events[-1].event == "done" and events[-1].data["message"]["status"] == "stopped"
+    row = message_row(live.app, meta["assistant_message_id"])
+    assert row["status"] == "stopped" and row["content"]
+    full = 'You said: "long story". This answer comes from a fake server'
+    assert full.startswith(row["content"]) or row["content"].startswith(full[:10])
+    content = row["content"]
+    assert wait_for(lambda: message_row(live.app, meta["assistant_message_id"])["content"] == content, timeout=0.3)
+
+
+def test_client_disconnect_closes_upstream_within_one_second(slow_live) -> None:
+    live, fake, model, token = slow_live
+    with httpx.Client(base_url=live.url, timeout=10) as c:
+        with c.stream("POST", "/api/chat", json={"model": model.id, "content": "tell me"}, headers=bearer(token)) as r:
+            meta, seen, _reader = _read_until_delta(r)
+            assert fake.active_streams == 1
+        closed_at = time.monotonic()  # leaving the block closes the connection
+    assert wait_for(lambda: fake.active_streams == 0, timeout=1.0)
+    assert time.monotonic() - closed_at < 1.0
+    assert fake.disconnects >= 1
+    assert wait_for(lambda: message_row(live.app, meta["assistant_message_id"])["status"] == "stopped", timeout=2)
+    row = message_row(live.app, meta["assistant_message_id"])
+    assert row["content"].startswith(seen)
+    time_before = row["content"]
+    # nothing is appended after the stop
+    assert not wait_for(lambda: message_row(live.app, meta["assistant_message_id"])["content"] != time_before, 0.3)
+
+
+def test_per_user_stream_cap_answers_429_before_calling_upstream(make_settings, monkeypatch) -> None:
+    app = create_app(make_settings(max_streams_per_user=1, chat_title_generation=False))
+    with FakeOllama(token_delay=0.05) as fake:
+        model = install_fake_model(monkeypatch, fake)
+        with live_server(app) as live:
+            token = _live_user(live.url)
+            with httpx.Client(base_url=live.url, timeout=10) as c:
+                with c.stream("POST", "/api/chat", json={"model": model.id, "content": "one"}, headers=bearer(token)) as r:
+                    meta, _, _reader = _read_until_delta(r)
+                    chats_before = fake.requests.count(("POST", "/api/chat"))
+                    second = c.post("/api/chat", json={"model": model.id, "content": "two"}, headers=bearer(token))
+                    assert second.status_code == 429
+                    assert second.json()["code"] == "too_many_streams"
+                    assert int(second.headers["retry-after"]) >= 1
+                    assert fake.requests.count(("POST", "/api/chat")) == chats_before
+                    c.post(f"/api/chat/{meta['assistant_message_id']}/stop", headers=bearer(token))
+            assert wait_for(lambda: app.state.runtime.extras["chat_streams"].count == 0, timeout=2)
+
+
+def test_stop_of_unknown_or_finished_message(client, user_token, chat_model) -> None:
+    r = client.post(f"/api/chat/{uuid.uuid4()}/stop", headers=bearer(user_token))
+    assert r.status_code == 404
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "done already"})
+    mid = events[0].data["assistant_message_id"]
+    r = client.post(f"/api/chat/{mid}/stop", headers=bearer(user_token))
+    assert r.status_code == 200 and r.json() == {"id": mid, "status": "complete", "stopped": False}
+
+
+def test_active_stream_count_is_exposed(client, app, user_token, chat_model) -> None:
+    streams = app.state.runtime.extras["chat_streams"]
+    assert streams.count == 0
+    chat(client, user_token, {"model": chat_model.id, "content": "hi"})
+    assert streams.count == 0
+
+
+# --- titles --------------------------------------------------------------------------------------------
+
+
+def test_title_is_generated_after_first_exchange_and_never_overwrites_user_title(client, app, user_token, chat_model) -> None:
+    chat_model.fake.reply = lambda messages: (
+        "Rivers of Europe" if messages[0]["role"] == "system" else "Long answer about rivers and more."
+    )
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "Tell me about the big rivers of Europe please"})
+    conv = events[0].data["conversation_id"]
+
+    def title() -> str:
+        return client.get(f"/api/conversations/{conv}", headers=bearer(user_token)).json()["title"]
+
+    assert wait_for(lambda: title() == "Rivers of Europe", timeout=5)
+    r = client.patch(f"/api/conversations/{conv}", json={"title": "Mine"}, headers=bearer(user_token))
+    assert r.json()["title_edited"] is True
+    # a later conversation's title task must not touch this one; a re-run on this one is refused
+    from server.services.conversations import set_generated_title
+
+    with app.state.runtime.session_factory() as s:
+        assert set_generated_title(s, uuid.UUID(conv), "Machine title") is False
+        s.commit()
+    assert title() == "Mine"
+
+
+def test_title_failure_keeps_fallback_and_chat_succeeds(client, user_token, chat_model) -> None:
+    calls = {"n": 0}
+
+    def reply(messages):
+        calls["n"] += 1
+        return "fine" if messages[0]["role"] != "system" else ""
+
+    chat_model.fake.reply = reply
+    long_text = "Please explain how photosynthesis works in plants and algae, in detail"
+    status, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": long_text})
+    assert status == 200 and events[-1].event == "done"
+    conv = events[0].data["conversation_id"]
+    assert wait_for(lambda: calls["n"] >= 2, timeout=5)
+    title = client.get(f"/api/conversations/{conv}", headers=bearer(user_token)).json()["title"]
+    assert title.startswith("Please explain how photosynthesis") and len(title) <= 52
+
+
+# --- crash recovery ------------------------------------------------------------------------------------
+
+
+def test_replies_left_streaming_by_a_crash_are_marked_interrupted(make_settings, client, user_token, chat_model, app) -> None:
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "before the crash"})
+    mid = uuid.UUID(events[0].data["assistant_message_id"])
+    with app.state.runtime.session_factory() as s:  # simulate a kill -9 mid-stream
+        s.get(Message, mid).status = "streaming"
+        s.commit()
+    restarted = create_app(app.state.runtime.settings)
+    with TestClient(restarted, base_url=BASE_URL):
+        row = message_row(restarted, mid)
+    assert row["status"] == "error" and row["error"]["code"] == "interrupted"
+    assert row["content"]  # the partial text is kept
