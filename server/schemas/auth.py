@@ -23,3 +23,9 @@ class TokenRead(BaseModel):
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
     user: UserRead
+
+
+class DesktopPasswordSet(StrictModel):
+    """Desktop app: replace the initial password without knowing it (desktop sessions only)."""
+
+    new_password: str = Field(max_length=1024)

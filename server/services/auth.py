@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.db.models import LoginThrottle, RefreshToken, User
-from server.errors import Forbidden, TooManyRequests, Unauthorized
+from server.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from server.security.passwords import burn_verify_time, check_password_policy, hash_password, verify_password
 from server.security.tokens import TokenCodec, hash_refresh_token, invalid_token, new_refresh_token
 from server.services.users import forget_initial_password_file, revoke_all_sessions
@@ -67,10 +67,20 @@ def _check_throttle(session: Session, keys: list[str]) -> None:
 def _register_failure(session: Session, settings: Settings, keys: list[str]) -> None:
     now = _now()
     for key in keys:
-        row = session.get(LoginThrottle, key)
-        if row is None:
-            row = LoginThrottle(key=key, failures=0, strikes=0)
-            session.add(row)
+        if session.get_bind().dialect.name == "postgresql":
+            # Parallel failures (several instances, many workers) may create the same row at once:
+            # create it idempotently, then lock it, so every failure counts and none ends in a 500.
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            session.execute(
+                pg_insert(LoginThrottle).values(key=key, failures=0, strikes=0, updated_at=now).on_conflict_do_nothing()
+            )
+            row = session.scalars(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()).one()
+        else:  # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE)
+            row = session.get(LoginThrottle, key)
+            if row is None:
+                row = LoginThrottle(key=key, failures=0, strikes=0)
+                session.add(row)
         row.failures += 1
         if row.failures >= settings.login_max_failures:
             row.strikes += 1
@@ -254,3 +264,52 @@ def authenticate_access(session: Session, codec: TokenCodec, token: str) -> tupl
     ):
         raise invalid_token()
     return user, claims.session_id
+
+
+# --- desktop sign-in (issue 7; the token checks live in security/desktop_token.py) ---------------
+
+
+def desktop_owner(session: Session) -> User:
+    """The desktop owner: the first active administrator."""
+    owner = session.scalar(
+        select(User)
+        .where(User.role == "admin", User.is_active.is_(True))
+        .order_by(User.created_at, User.email)
+        .limit(1)
+    )
+    if owner is None:
+        raise Conflict("there is no active administrator to sign in", code="no_desktop_owner")
+    return owner
+
+
+def desktop_login(
+    session: Session, settings: Settings, codec: TokenCodec, *, user_agent: str = ""
+) -> tuple[AuthSession, str]:
+    """Open a normal session for the desktop owner; returns it and its family id (to mark it as a
+    desktop session). The caller has already checked the desktop token and the listener."""
+    user = desktop_owner(session)
+    family = uuid.uuid4()
+    user.last_login_at = _now()
+    opened = _open_session(session, settings, codec, user, family=family, user_agent=user_agent)
+    log.info("desktop owner %s signed in by the desktop app", user.id)
+    return opened, str(family)
+
+
+def set_initial_password(
+    session: Session, settings: Settings, codec: TokenCodec, user: User, new: str, *, user_agent: str = ""
+) -> AuthSession:
+    """Desktop sessions only: replace a still-initial password without the current one (the owner
+    proved local presence with the desktop token). Revokes every session and opens a fresh one."""
+    if not user.must_change_password:
+        raise Conflict(
+            "the password has already been set; change it with the current password", code="password_already_set"
+        )
+    check_password_policy(new, min_length=settings.password_min_length, email=user.email)
+    user.password_hash = hash_password(new)
+    user.must_change_password = False
+    user.password_expires_at = None
+    revoke_all_sessions(session, user)
+    session.flush()
+    forget_initial_password_file(settings)
+    log.info("desktop owner %s set the password; all sessions revoked", user.id)
+    return _open_session(session, settings, codec, user, user_agent=user_agent)

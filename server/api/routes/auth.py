@@ -3,9 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from server.deps import ClientIP, PendingUser, RuntimeDep, SessionDep, SettingsDep
-from server.schemas.auth import LoginRequest, PasswordChange, TokenRead
+from server.schemas.auth import DesktopPasswordSet, LoginRequest, PasswordChange, TokenRead
 from server.schemas.user import UserRead
 from server.services import auth as auth_service
+from server.security import desktop_token
+from server.security.network_guard import parse_host
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -72,6 +74,31 @@ def change_password(
 ) -> TokenRead:
     opened = auth_service.change_password(
         session, runtime.settings, runtime.require_codec(), user, body.current_password, body.new_password,
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    _set_refresh_cookie(response, request, opened)
+    return _token_read(opened)
+
+
+@router.post("/desktop", response_model=TokenRead, summary="Desktop app only: sign the owner in with the desktop token")
+def desktop_sign_in(request: Request, response: Response, session: SessionDep, runtime: RuntimeDep) -> TokenRead:
+    token = desktop_token.verify_request(runtime.extras, request.scope, parse_host(request.headers.get("host", "")))
+    opened, family = auth_service.desktop_login(
+        session, runtime.settings, runtime.require_codec(), user_agent=request.headers.get("user-agent", "")
+    )
+    token.remember(family)
+    _set_refresh_cookie(response, request, opened)
+    return _token_read(opened)
+
+
+@router.post("/desktop/password", response_model=TokenRead, summary="Desktop app only: set the initial password")
+def desktop_set_password(
+    body: DesktopPasswordSet, request: Request, response: Response, user: PendingUser, session: SessionDep,
+    runtime: RuntimeDep,
+) -> TokenRead:
+    desktop_token.require_desktop_session(runtime.extras, request.scope, request.state.session_id)
+    opened = auth_service.set_initial_password(
+        session, runtime.settings, runtime.require_codec(), user, body.new_password,
         user_agent=request.headers.get("user-agent", ""),
     )
     _set_refresh_cookie(response, request, opened)

@@ -1,0 +1,132 @@
+"""Desktop start-up benchmark: cold start to UI interactive and idle memory of the whole process tree.
+
+Runs ``python -m desktop --self-test`` several times (first run on a fresh data dir, then warm runs on
+the same data dir) and, in the same run, a *baseline*: a bare QWebEngineView in a fresh process that
+loads a static page and answers one JavaScript call. The ratio ours/baseline shows what the embedded
+server, migrations, the desktop sign-in and the real UI cost on top of Qt WebEngine itself, whatever
+the machine's load.
+
+    .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2]
+
+Targets (issue 7): interactive <= 1.5 s, idle RSS of the process tree <= 400 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_START_S = 1.5
+TARGET_RSS_MIB = 400.0
+
+_BASELINE = r"""
+import os, sys, time, psutil
+if os.geteuid() == 0:
+    os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+from PySide6.QtCore import QCoreApplication, Qt, QTimer
+from PySide6.QtWebEngineWidgets import QWebEngineView
+QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+from PySide6.QtWidgets import QApplication
+app = QApplication(sys.argv[:1])
+view = QWebEngineView(); view.resize(1200, 800); view.show()
+idle = float(sys.argv[1])
+def measure():
+    me = psutil.Process(); rss = pss = 0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            rss += p.memory_info().rss; pss += getattr(p.memory_full_info(), "pss", 0)
+        except psutil.Error:
+            pass
+    print(f"baseline ready {ready:.3f} cpu {cpu:.3f} rss {rss / 2**20:.1f} pss {pss / 2**20:.1f}", flush=True)
+    app.quit()
+def loaded(ok):
+    def answered(_value):
+        global ready
+        ready = time.time() - psutil.Process().create_time()
+        global cpu
+        t = psutil.Process().cpu_times(); cpu = t.user + t.system
+        QTimer.singleShot(int(idle * 1000), measure)
+    view.page().runJavaScript("document.title", 0, answered)
+view.loadFinished.connect(loaded)
+view.setHtml("<html><head><title>b</title></head><body><h1>baseline</h1></body></html>")
+app.exec()
+"""
+
+_OURS = re.compile(
+    r"self-test ok: ui (?P<ui>[\d.]+) s, interactive (?P<interactive>[\d.]+) s \(cpu (?P<cpu>[\d.]+) s\), .*?"
+    r"rss (?P<rss>[\d.]+) MiB \(pss (?P<pss>[\d.]+) MiB\)"
+)
+_BASE = re.compile(r"baseline ready (?P<ready>[\d.]+) cpu (?P<cpu>[\d.]+) rss (?P<rss>[\d.]+) pss (?P<pss>[\d.]+)")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    if sys.platform.startswith("linux") and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    return env
+
+
+def run_ours(data_dir: Path, idle: float) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "desktop", "--self-test", "--data-dir", str(data_dir), "--idle-seconds", str(idle)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180, check=False,
+    )
+    match = _OURS.search(out.stdout)
+    if out.returncode != 0 or match is None:
+        raise SystemExit(f"self-test failed (exit {out.returncode}): {out.stdout.strip()} {out.stderr[-500:]}")
+    return {k: float(v) for k, v in match.groupdict().items()}
+
+
+def run_baseline(idle: float) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _BASELINE, str(idle)], env=_env(), capture_output=True,
+                         text=True, timeout=180, check=False)
+    match = _BASE.search(out.stdout)
+    if match is None:
+        raise SystemExit(f"baseline failed (exit {out.returncode}): {out.stderr[-500:]}")
+    return {k: float(v) for k, v in match.groupdict().items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="warm runs (after one first run)")
+    parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before measuring memory")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
+        data = Path(tmp) / "data"
+        first = run_ours(data, args.idle)
+        warm, base = [], []
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
+            base.append(run_baseline(args.idle))
+            warm.append(run_ours(data, args.idle))
+
+    def med(rows: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    b_ready, b_cpu, b_rss, b_pss = med(base, "ready"), med(base, "cpu"), med(base, "rss"), med(base, "pss")
+    w_int, w_ui, w_cpu = med(warm, "interactive"), med(warm, "ui"), med(warm, "cpu")
+    w_rss, w_pss = med(warm, "rss"), med(warm, "pss")
+    print(f"runs: 1 first + {args.runs} warm, medians; idle {args.idle:g} s before memory; "
+          f"load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(f"baseline (bare QWebEngineView):  ready {b_ready:.2f} s (cpu {b_cpu:.2f} s)   "
+          f"tree RSS {b_rss:.0f} MiB   PSS {b_pss:.0f} MiB")
+    print(f"first start (fresh data dir):    interactive {first['interactive']:.2f} s (cpu {first['cpu']:.2f} s)   "
+          f"tree RSS {first['rss']:.0f} MiB   PSS {first['pss']:.0f} MiB")
+    print(f"warm start:                      UI loaded {w_ui:.2f} s   interactive {w_int:.2f} s (cpu {w_cpu:.2f} s)   "
+          f"tree RSS {w_rss:.0f} MiB   PSS {w_pss:.0f} MiB")
+    print(f"ratio vs baseline:               start x{w_int / b_ready:.2f}   cpu x{w_cpu / b_cpu:.2f}   "
+          f"RSS x{w_rss / b_rss:.2f}   PSS x{w_pss / b_pss:.2f}")
+    print(f"targets: interactive <= {TARGET_START_S} s -> {'met' if w_int <= TARGET_START_S else 'NOT met'}; "
+          f"idle tree RSS <= {TARGET_RSS_MIB:.0f} MiB -> {'met' if w_rss <= TARGET_RSS_MIB else 'NOT met'} "
+          f"(PSS, which counts shared pages once: {'met' if w_pss <= TARGET_RSS_MIB else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The main window: a QWebEngineView on our loopback origin, remembered geometry, close-to-tray."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QUrl, Signal
+from PySide6.QtGui import QCloseEvent, QDesktopServices
+from PySide6.QtWebEngineWidgets import QWebEngineView
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
+
+from desktop.i18n import error_text, tr
+from desktop.webview import (
+    DesktopTokenInterceptor,
+    DownloadHandler,
+    LockedPage,
+    dialog_save_path,
+    make_profile,
+    origin_of,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = (1200, 800)
+
+_STARTING_HTML = """<!doctype html><html><head><meta charset="utf-8"><style>
+body {{ font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif;
+        display: flex; align-items: center; justify-content: center; height: 95vh; color: #555; }}
+</style></head><body><p>{text}</p></body></html>"""
+
+
+class MainWindow(QMainWindow):
+    close_requested = Signal()  # the user closed the window and it should not go to the tray
+
+    def __init__(
+        self,
+        settings: QSettings,
+        close_to_tray: Callable[[], bool],
+        lang: str | None = None,
+        ask_save_path=None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.lang = lang
+        self._qsettings = settings
+        self._close_to_tray = close_to_tray
+        self._quitting = False
+        self.setWindowTitle(tr("app_name", lang))
+        self.profile = make_profile(None)
+        self.view = QWebEngineView(self)
+        self.page = LockedPage(self.profile, "", self.view)
+        self.view.setPage(self.page)
+        # Children are destroyed in creation order: parenting the profile last makes the page (a child
+        # of the view) go first, as QtWebEngine requires, even if the window is deleted abruptly.
+        self.profile.setParent(self)
+        self.setCentralWidget(self.view)
+        self.downloads = DownloadHandler(self.profile, ask_save_path or dialog_save_path(self), self)
+        self._interceptor: DesktopTokenInterceptor | None = None
+        self.restore_geometry()
+        self.page.show_builtin(_STARTING_HTML.format(text=html.escape(tr("starting", lang))))
+
+    # ---- content ------------------------------------------------------------------------------
+
+    def open_origin(self, url: str, desktop_token: str | None) -> None:
+        """Lock navigation to ``url``'s origin, install the token interceptor, and load the UI."""
+        origin = origin_of(url)
+        self.page.our_origin = origin
+        if desktop_token:
+            self._interceptor = DesktopTokenInterceptor(origin, desktop_token, self)
+            self.profile.setUrlRequestInterceptor(self._interceptor)
+        self.view.load(QUrl(url + "/"))
+
+    # ---- geometry -----------------------------------------------------------------------------
+
+    def restore_geometry(self) -> None:
+        geometry = self._qsettings.value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(*DEFAULT_SIZE)
+        state = self._qsettings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+
+    def save_geometry(self) -> None:
+        self._qsettings.setValue("window/geometry", self.saveGeometry())
+        self._qsettings.setValue("window/state", self.saveState())
+        self._qsettings.sync()
+
+    def bring_to_front(self) -> None:
+        if self.isMinimized():
+            self.showNormal()
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    # ---- closing ------------------------------------------------------------------------------
+
+    def mark_quitting(self) -> None:
+        self._quitting = True
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_geometry()
+        if self._quitting:
+            event.accept()
+            return
+        if self._close_to_tray():
+            event.ignore()
+            self.hide()
+            return
+        event.ignore()  # the app shuts down in order and closes us then
+        self.close_requested.emit()
+
+    def dispose(self) -> None:
+        """Release the web page before its profile (else QtWebEngine complains and may crash at exit)."""
+        self.profile.setUrlRequestInterceptor(None)
+        self.page.deleteLater()
+        self.view.deleteLater()
+        self.profile.deleteLater()
+
+
+def show_start_error(parent: QWidget | None, kind: str, message: str, log_dir: Path, lang: str | None = None,
+                     exec_dialog: bool = True) -> QMessageBox:
+    """The translated "could not start" dialog with an "Open logs folder" button."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Critical)
+    box.setWindowTitle(tr("start_failed_title", lang))
+    box.setText(f"{tr('start_failed_intro', lang)}\n\n{error_text(kind, lang)}")
+    box.setDetailedText(message)
+    logs = box.addButton(tr("open_logs", lang), QMessageBox.ButtonRole.ActionRole)
+    box.addButton(tr("close", lang), QMessageBox.ButtonRole.RejectRole)
+    logs.clicked.disconnect()  # keep the dialog open after opening the folder
+    logs.clicked.connect(lambda: open_folder(log_dir))
+    if exec_dialog:
+        box.exec()
+    return box
+
+
+def open_folder(path: Path) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
