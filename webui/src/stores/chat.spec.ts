@@ -27,7 +27,7 @@ describe('chat store streaming', () => {
     fetchMock = vi.fn()
     vi.stubGlobal('fetch', fetchMock)
     const models = useModelsStore()
-    models.items = [{ id: 'm1', name: 'Llama', provider: { id: 1, name: 'Ollama', kind: 'ollama' }, model: 'llama', capabilities: [], source: 'ollama' }]
+    models.items = [{ id: 'm1', name: 'Llama', provider: { id: '1', name: 'Ollama', kind: 'ollama' }, model: 'llama', capabilities: [], source: 'ollama', defaults: {} }]
     models.select('m1')
   })
   afterEach(() => vi.unstubAllGlobals())
