@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEBUI_STAMP := webui/node_modules/.installed
 
-.PHONY: run serve test test-python test-webui system-deps venv webui llama regen-migration bench clean
+.PHONY: run serve test test-python test-webui test-postgres test-package package system-deps venv webui llama regen-migration bench clean
 
 system-deps:
 	.ci/install-system-packages.sh
@@ -32,20 +32,41 @@ webui: $(WEBUI_STAMP)
 llama: venv
 	.ci/build-llama-wheel.sh
 
+# The desktop window when there is a display (X11/Wayland, Xvfb included); the headless server otherwise.
 run: system-deps venv webui
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then exec $(BIN)/modeltrain-desktop; else exec $(BIN)/modeltrain serve; fi
+
+serve: venv webui
 	$(BIN)/modeltrain serve
 
 test: system-deps venv webui llama
-	$(MAKE) test-webui test-python
+	$(MAKE) test-webui test-python test-postgres
 
 test-python:
 	$(BIN)/python -m pytest
 
+# The server suite again on a private PostgreSQL cluster the fixtures start (tests/server/pg_support.py).
+test-postgres:
+	MODELTRAIN_TEST_POSTGRES=1 $(BIN)/python -m pytest tests/server
+
+# Desktop package (PyInstaller onedir, web UI bundled) -> build/package/dist/ModelTrain/
+package: venv webui
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[package]'
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath build/package/dist \
+	  --workpath build/package/work packaging/pyinstaller/modeltrain.spec
+	@du -sh build/package/dist/ModelTrain
+
+# Slow (a PyInstaller build): not part of `make test`. Builds the package and runs its --self-test.
+test-package: venv webui
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[package]'
+	MODELTRAIN_TEST_PACKAGE=1 $(BIN)/python -m pytest tests/deploy/test_package.py -s
+
 test-webui:
-	cd webui && npm run --silent typecheck && npm run --silent test
+	cd webui && npm run --silent check:api && npm run --silent typecheck && npm run --silent test && npm run --silent e2e
 
 bench: venv
 	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	node bench/webui_budget.mjs
 
 # Pre-release only: rebuild the initial migration from the ORM models.
 regen-migration: venv

@@ -7,13 +7,15 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from typing import TYPE_CHECKING
 
-from server.db.session import sqlite_path
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+from server.db.session import read_only, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +23,19 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001
-    """Leave full-text-search tables (virtual tables and their shadow tables) out of autogenerate."""
-    return not (type_ == "table" and name and "_fts" in name)
+    """Leave full-text-search objects out of autogenerate: SQLite's FTS5 virtual tables (and their shadow
+    tables) and PostgreSQL's ``*_fts`` expression indexes (revision 0002)."""
+    return not (type_ in ("table", "index") and name and "_fts" in name)
+
+
+#: The newest revision in server/migrations/versions. Kept here so a start-up on an up-to-date
+#: database never imports Alembic (~0.3 s); tests/server/db/test_migrations.py checks it matches.
+SCHEMA_HEAD = "0002"
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -33,15 +43,28 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision() -> str:
+    return SCHEMA_HEAD
+
+
+def script_head() -> str:
+    """The head according to the migration scripts themselves (imports Alembic)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    """The database's schema revision, or None for an empty database."""
+    with read_only(engine).connect() as conn:
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except DBAPIError:
+            return None
 
 
 def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     return {rev.revision for rev in script.walk_revisions()}
 
@@ -87,6 +110,8 @@ def upgrade(engine: Engine, snapshot_dir: Path | None = None) -> Path | None:
     if db_path is not None and db_path.exists() and _has_tables(engine):
         snapshot = snapshot_sqlite(db_path, snapshot_dir or db_path.parent / "pre-migration", f"pre-{head}")
         log.info("snapshot before migration written to %s", snapshot)
+    from alembic import command
+
     with engine.begin() as conn:
         cfg = alembic_config(url)
         cfg.attributes["connection"] = conn
@@ -96,6 +121,8 @@ def upgrade(engine: Engine, snapshot_dir: Path | None = None) -> Path | None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
     url = engine.url.render_as_string(hide_password=False)
     with engine.begin() as conn:
         cfg = alembic_config(url)

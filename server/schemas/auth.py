@@ -23,6 +23,8 @@ class TokenRead(BaseModel):
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
     user: UserRead
+    #: True for the desktop owner's session inside the desktop app (the initial-password rule is relaxed).
+    desktop: bool = False
 
 
 class DesktopPasswordSet(StrictModel):

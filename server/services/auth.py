@@ -32,6 +32,7 @@ class AuthSession:
     expires_in: int
     refresh_token: str
     refresh_expires_at: datetime
+    family_id: str = ""
 
 
 def _now() -> datetime:
@@ -116,7 +117,7 @@ def _open_session(
         )
     )
     access, ttl = codec.issue_access(user.id, user.token_version, str(family))
-    return AuthSession(user, access, ttl, raw, expires_at)
+    return AuthSession(user, access, ttl, raw, expires_at, str(family))
 
 
 def login(

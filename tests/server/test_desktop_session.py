@@ -42,6 +42,7 @@ def test_desktop_token_signs_the_owner_in(desktop: EmbeddedServer, http: httpx.C
     body = r.json()
     assert body["user"]["email"] == ADMIN_EMAIL and body["user"]["role"] == "admin"
     assert body["user"]["must_change_password"] is True
+    assert body["desktop"] is True  # the UI offers (rather than forces) the password change
     cookie = r.headers["set-cookie"]
     assert "modeltrain_refresh=" in cookie and "HttpOnly" in cookie and "Path=/api/auth" in cookie
     # The owner is not blocked by the initial-password rule in this session (admin route works)...
@@ -49,12 +50,13 @@ def test_desktop_token_signs_the_owner_in(desktop: EmbeddedServer, http: httpx.C
     # ...and the refreshed session is still a desktop session.
     refreshed = http.post("/api/auth/refresh", json={})
     assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["desktop"] is True
     assert http.get("/api/users", headers=bearer(refreshed.json()["access_token"])).status_code == 200
 
 
 def test_password_sign_in_of_the_owner_is_still_blocked(desktop: EmbeddedServer, http: httpx.Client) -> None:
     r = http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": INITIAL_PASSWORD})
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.json()["desktop"] is False
     denied = http.get("/api/users", headers=bearer(r.json()["access_token"]))
     assert denied.status_code == 403 and denied.json()["code"] == "password_change_required"
 

@@ -35,8 +35,13 @@ def _clear_refresh_cookie(response: Response, request: Request) -> None:
     response.delete_cookie(REFRESH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict", secure=_secure(request))
 
 
-def _token_read(opened: auth_service.AuthSession) -> TokenRead:
-    return TokenRead(access_token=opened.access_token, expires_in=opened.expires_in, user=UserRead.model_validate(opened.user))
+def _token_read(opened: auth_service.AuthSession, *, desktop: bool = False) -> TokenRead:
+    return TokenRead(
+        access_token=opened.access_token,
+        expires_in=opened.expires_in,
+        user=UserRead.model_validate(opened.user),
+        desktop=desktop,
+    )
 
 
 @router.post("/login", response_model=TokenRead, summary="Sign in with e-mail and password")
@@ -56,7 +61,9 @@ def login(
 def refresh(request: Request, response: Response, session: SessionDep, runtime: RuntimeDep) -> TokenRead:
     opened = auth_service.refresh(session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE))
     _set_refresh_cookie(response, request, opened)
-    return _token_read(opened)
+    return _token_read(
+        opened, desktop=desktop_token.desktop_session_allowed(runtime.extras, request.scope, opened.family_id)
+    )
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End this session")
@@ -88,7 +95,7 @@ def desktop_sign_in(request: Request, response: Response, session: SessionDep, r
     )
     token.remember(family)
     _set_refresh_cookie(response, request, opened)
-    return _token_read(opened)
+    return _token_read(opened, desktop=True)
 
 
 @router.post("/desktop/password", response_model=TokenRead, summary="Desktop app only: set the initial password")

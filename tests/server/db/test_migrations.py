@@ -5,22 +5,29 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 import server.db.models  # noqa: F401
 from server.db import migrate
 from server.db.base import Base
 from server.db.session import create_db_engine, read_only
+from tests.server.conftest import database_url
 
 
 def _engine(tmp_path: Path):  # noqa: ANN202
     return create_db_engine(f"sqlite:///{tmp_path / 'm.db'}")
 
 
+def _suite_engine(tmp_path: Path):  # noqa: ANN202
+    """SQLite, or a fresh PostgreSQL database on the PostgreSQL run (MODELTRAIN_TEST_POSTGRES=1)."""
+    return create_db_engine(database_url(tmp_path))
+
+
 def test_upgrade_head_yields_exactly_the_models_schema(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+    engine = _suite_engine(tmp_path)
     migrate.upgrade(engine)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(
@@ -31,19 +38,19 @@ def test_upgrade_head_yields_exactly_the_models_schema(tmp_path: Path) -> None:
 
 
 def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+    engine = _suite_engine(tmp_path)
     migrate.upgrade(engine)
     head = migrate.current_revision(engine)
     migrate.downgrade(engine, "base")
     assert migrate.current_revision(engine) is None
-    with engine.connect() as conn:
-        tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    tables = set(inspect(engine).get_table_names())
     assert tables <= {"alembic_version"}
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == head == migrate.head_revision()
     engine.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_existing_database_is_snapshotted_before_upgrade(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     with sqlite3.connect(db) as conn:
@@ -59,6 +66,7 @@ def test_existing_database_is_snapshotted_before_upgrade(tmp_path: Path) -> None
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+@pytest.mark.sqlite_only
 def test_fresh_database_is_not_snapshotted(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     assert migrate.upgrade(engine, tmp_path / "snapshots") is None
@@ -68,11 +76,9 @@ def test_fresh_database_is_not_snapshotted(tmp_path: Path) -> None:
 
 
 def test_a_schema_newer_than_the_app_is_refused(tmp_path: Path) -> None:
-    import pytest
-
     from server.errors import Conflict
 
-    engine = _engine(tmp_path)
+    engine = _suite_engine(tmp_path)
     migrate.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
@@ -82,6 +88,7 @@ def test_a_schema_newer_than_the_app_is_refused(tmp_path: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_every_pooled_connection_has_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     migrate.upgrade(engine)
@@ -96,3 +103,7 @@ def test_every_pooled_connection_has_wal_busy_timeout_and_foreign_keys(tmp_path:
         for conn in conns:
             conn.close()
         engine.dispose()
+
+
+def test_schema_head_constant_matches_the_migration_scripts() -> None:
+    assert migrate.SCHEMA_HEAD == migrate.script_head()

@@ -15,7 +15,10 @@ export const authApi = {
   desktop: () => http.post<TokenResponse>('/api/auth/desktop', {}, { ...noRefresh, anonymous: true }),
   logout: () => http.post<void>('/api/auth/logout', {}, noRefresh),
   changePassword: (current_password: string, new_password: string) =>
-    http.post<void>('/api/auth/password', { current_password, new_password }),
+    http.post<TokenResponse>('/api/auth/password', { current_password, new_password }),
+  /** Desktop app only: the owner sets the still-initial password without knowing it. */
+  desktopSetPassword: (new_password: string) =>
+    http.post<TokenResponse>('/api/auth/desktop/password', { new_password }),
 }
 
 export const usersApi = {

@@ -2147,6 +2147,11 @@ export interface components {
             /** Expires In */
             expires_in: number;
             user: components["schemas"]["UserRead"];
+            /**
+             * Desktop
+             * @default false
+             */
+            desktop?: boolean;
         };
         /** UserCreate */
         UserCreate: {

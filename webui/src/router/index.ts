@@ -46,7 +46,7 @@ export function createAppRouter(): Router {
     if (!auth.isAuthenticated) {
       return { name: 'login', query: to.fullPath !== '/' ? { redirect: to.fullPath } : {} }
     }
-    if (auth.mustChangePassword && to.name !== 'change-password') {
+    if (auth.passwordChangeForced && to.name !== 'change-password') {
       return { name: 'change-password', query: to.fullPath !== '/' ? { redirect: to.fullPath } : {} }
     }
     if (!auth.mustChangePassword && to.name === 'change-password') return { name: 'chat' }

@@ -3,7 +3,7 @@ import { createPinia, setActivePinia } from 'pinia'
 import { useAuthStore } from './auth'
 
 const user = { id: 1, email: 'admin@example.com', display_name: 'Admin', role: 'admin', is_active: true, must_change_password: true, created_at: '', last_login_at: null }
-const tokens = (access: string, u = user) => new Response(JSON.stringify({ access_token: access, token_type: 'bearer', expires_in: 1800, user: u }), { status: 200, headers: { 'Content-Type': 'application/json' } })
+const tokens = (access: string, u = user, desktop = false) => new Response(JSON.stringify({ access_token: access, token_type: 'bearer', expires_in: 1800, user: u, desktop }), { status: 200, headers: { 'Content-Type': 'application/json' } })
 const status = (s: number) => new Response(s === 204 ? null : JSON.stringify({ code: 'x', message: 'x' }), { status: s, headers: { 'Content-Type': 'application/json' } })
 
 describe('auth store', () => {
@@ -57,16 +57,34 @@ describe('auth store', () => {
     expect(again.isAuthenticated).toBe(false)
   })
 
-  it('after a password change, signs in again with the new password', async () => {
+  it('a password change continues with the fresh session the server returns', async () => {
     fetchMock.mockResolvedValueOnce(tokens('first'))
     const auth = useAuthStore()
     await auth.login('admin@example.com', 'initial')
-    fetchMock.mockResolvedValueOnce(status(204)).mockResolvedValueOnce(tokens('second', { ...user, must_change_password: false }))
+    expect(auth.passwordChangeForced).toBe(true)
+    fetchMock.mockResolvedValueOnce(tokens('second', { ...user, must_change_password: false }))
     await auth.changePassword('initial', 'new-password-1')
+    expect(fetchMock.mock.calls[1][0]).toBe('/api/auth/password')
     expect(JSON.parse(fetchMock.mock.calls[1][1].body)).toEqual({ current_password: 'initial', new_password: 'new-password-1' })
-    expect(fetchMock.mock.calls[2][0]).toBe('/api/auth/login')
-    expect(JSON.parse(fetchMock.mock.calls[2][1].body)).toEqual({ email: 'admin@example.com', password: 'new-password-1' })
+    expect(fetchMock).toHaveBeenCalledTimes(2)
     expect(auth.accessToken).toBe('second')
+    expect(auth.mustChangePassword).toBe(false)
+    expect(auth.passwordChangeForced).toBe(false)
+  })
+
+  it('the desktop owner is offered, not forced, the password change and sets it without the old one', async () => {
+    fetchMock.mockResolvedValueOnce(status(401)).mockResolvedValueOnce(tokens('desk', user, true))
+    const auth = useAuthStore()
+    await auth.bootstrap()
+    expect(auth.desktopSession).toBe(true)
+    expect(auth.mustChangePassword).toBe(true)
+    expect(auth.passwordChangeForced).toBe(false)
+    fetchMock.mockResolvedValueOnce(tokens('after', { ...user, must_change_password: false }))
+    await auth.setDesktopPassword('my-new-password-1')
+    expect(fetchMock.mock.calls[2][0]).toBe('/api/auth/desktop/password')
+    expect(JSON.parse(fetchMock.mock.calls[2][1].body)).toEqual({ new_password: 'my-new-password-1' })
+    expect(auth.accessToken).toBe('after')
+    expect(auth.desktopSession).toBe(false)
     expect(auth.mustChangePassword).toBe(false)
   })
 

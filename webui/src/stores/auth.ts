@@ -16,12 +16,16 @@ export const useAuthStore = defineStore('auth', () => {
   const accessToken = ref<string | null>(null)
   const user = ref<User | null>(null)
   const expiresAt = ref<number>(0)
+  /** The desktop owner's session inside the desktop app: the initial password is offered, not forced. */
+  const desktopSession = ref(false)
   let bootstrapPromise: Promise<void> | null = null
   let refreshTimer: ReturnType<typeof setTimeout> | null = null
 
   const isAuthenticated = computed(() => !!accessToken.value && !!user.value)
   const isAdmin = computed(() => user.value?.role === 'admin')
   const mustChangePassword = computed(() => !!user.value?.must_change_password)
+  /** The password change blocks everything else, except for the desktop owner (who is offered it). */
+  const passwordChangeForced = computed(() => mustChangePassword.value && !desktopSession.value)
 
   function scheduleRefresh(expiresIn: number) {
     if (refreshTimer) clearTimeout(refreshTimer)
@@ -39,6 +43,7 @@ export const useAuthStore = defineStore('auth', () => {
     accessToken.value = t.access_token
     user.value = t.user
     expiresAt.value = Date.now() + (t.expires_in || 0) * 1000
+    desktopSession.value = !!t.desktop
     scheduleRefresh(t.expires_in)
   }
 
@@ -46,6 +51,7 @@ export const useAuthStore = defineStore('auth', () => {
     accessToken.value = null
     user.value = null
     expiresAt.value = 0
+    desktopSession.value = false
     if (refreshTimer) clearTimeout(refreshTimer)
     refreshTimer = null
   }
@@ -98,12 +104,14 @@ export const useAuthStore = defineStore('auth', () => {
     clear()
   }
 
-  /** Changes the password; the server then revokes every token, so sign in again with the new one. */
+  /** Changes the password. The server revokes every other session and answers with a fresh one. */
   async function changePassword(current: string, next: string) {
-    const email = user.value?.email
-    await authApi.changePassword(current, next)
-    clear()
-    if (email) await login(email, next)
+    apply(await authApi.changePassword(current, next))
+  }
+
+  /** Desktop owner only: set the initial password without knowing it (the server checks the session). */
+  async function setDesktopPassword(next: string) {
+    apply(await authApi.desktopSetPassword(next))
   }
 
   async function reloadMe() {
@@ -119,7 +127,7 @@ export const useAuthStore = defineStore('auth', () => {
   }
 
   return {
-    accessToken, user, expiresAt, isAuthenticated, isAdmin, mustChangePassword,
-    login, refresh, bootstrap, logout, changePassword, reloadMe, updateDisplayName, clear, markPasswordChangeRequired,
+    accessToken, user, expiresAt, isAuthenticated, isAdmin, mustChangePassword, desktopSession, passwordChangeForced,
+    login, refresh, bootstrap, logout, changePassword, setDesktopPassword, reloadMe, updateDisplayName, clear, markPasswordChangeRequired,
   }
 })

@@ -57,6 +57,12 @@ export default {
     confirmPassword: 'Confirm new password',
     changeSubmit: 'Change password',
     changed: 'Password changed.',
+    desktopSetTitle: 'Set the administrator password',
+    desktopSetSubtitle:
+      'You are signed in by the desktop app. Set a password to sign in from a browser and to turn on LAN access.',
+    desktopLater: 'Later',
+    desktopBanner: 'The administrator account still has its initial password. Set your own to use LAN access.',
+    desktopBannerAction: 'Set password',
     mismatch: 'The passwords do not match.',
     tooShort: 'At least {n} characters.',
     sameAsOld: 'Choose a password different from the current one.',
