@@ -207,17 +207,22 @@ class MetricsCollector:
         self._latest: dict[str, Any] | None = None
         self._task: asyncio.Task | None = None
         self._lock = threading.Lock()
+        # psutil measures CPU use since its previous call (process-wide). Only sample() reads it, so the
+        # interval is always the sampling interval; reports reuse the last sampled value.
         psutil.cpu_percent(interval=None)  # prime: the first reading is relative to this call
+        self._cpu_percent = 0.0
 
     # --- fed by the access middleware -------------------------------------------------------------
     def record_request(self, status: int, latency_ms: float) -> None:
         self.requests.record(status, latency_ms)
 
     # --- sampling ---------------------------------------------------------------------------------
-    def current(self) -> dict[str, Any]:
+    def current(self, *, measure_cpu: bool = False) -> dict[str, Any]:
         one, fifteen = self.requests.window(WINDOWS["1m"]), self.requests.window(WINDOWS["15m"])
+        if measure_cpu:
+            self._cpu_percent = float(psutil.cpu_percent(interval=None))
         return {
-            "cpu_percent": float(psutil.cpu_percent(interval=None)),
+            "cpu_percent": self._cpu_percent,
             "memory_percent": float(psutil.virtual_memory().percent),
             "disk_percent": float(psutil.disk_usage(str(_disk_path(self.settings.data_dir))).percent),
             "latency_p50_ms": one["p50_ms"],
@@ -245,7 +250,7 @@ class MetricsCollector:
 
     def sample(self) -> dict[str, Any]:
         """Take one sample: append it to the history and update the alerts. Cheap (a few syscalls)."""
-        current = self.current()
+        current = self.current(measure_cpu=True)
         status = self.statuses(current)
         now = datetime.now(timezone.utc)
         entry = {k: v for k, v in current.items() if k != "windows"}

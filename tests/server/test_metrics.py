@@ -231,3 +231,21 @@ def test_responses_carry_a_request_id_even_when_refused(client: TestClient) -> N
     r = client.get("/api/health", headers={"Host": "evil.example"})
     assert r.status_code == 403
     assert len(r.headers["x-request-id"]) == 32
+
+
+def test_reports_show_the_sampled_cpu_and_never_reset_the_sampling_interval(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = _collector(settings, monkeypatch, cpu=77.0, mem=10, disk=10)
+    c.sample()
+    calls: list[float | None] = []
+
+    def counting(interval=None):  # noqa: ANN001, ANN202
+        calls.append(interval)
+        return 0.0  # what a second psutil call right after the first would say
+
+    monkeypatch.setattr(psutil, "cpu_percent", counting)
+    for _ in range(3):
+        report = c.report()
+        assert report["current"]["cpu_percent"] == 77.0 and report["status"]["cpu"] == "warning"
+    assert calls == []  # only the sampler measures CPU
