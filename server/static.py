@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import gzip
 import mimetypes
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -18,6 +20,10 @@ from starlette.types import Receive, Scope, Send
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
+#: Text types worth compressing (fonts like woff2 and images are compressed already).
+COMPRESSIBLE = frozenset({".js", ".mjs", ".css", ".html", ".svg", ".json", ".map", ".txt", ".ttf"})
+MIN_COMPRESS_BYTES = 1024
+MAX_COMPRESS_BYTES = 8 * 1024 * 1024
 
 _NOT_BUILT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ModelTrain</title></head>
 <body style="font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif; margin: 3rem">
@@ -39,6 +45,33 @@ class StaticUI:
 
     def __init__(self, dist_dir: Path) -> None:
         self.root = dist_dir.resolve()
+        # (path, mtime_ns, size) -> gzip bytes; the build is small, so every compressed file stays cached.
+        self._gzip_cache: dict[tuple[Path, int, int], bytes] = {}
+        self._gzip_lock = threading.Lock()
+
+    def _gzipped(self, path: Path) -> bytes | None:
+        stat = path.stat()
+        if path.suffix not in COMPRESSIBLE or not MIN_COMPRESS_BYTES <= stat.st_size <= MAX_COMPRESS_BYTES:
+            return None
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        with self._gzip_lock:
+            cached = self._gzip_cache.get(key)
+        if cached is None:
+            cached = gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)
+            with self._gzip_lock:
+                self._gzip_cache = {k: v for k, v in self._gzip_cache.items() if k[0] != path}
+                self._gzip_cache[key] = cached
+        return cached
+
+    def _file(self, request: Request, path: Path, media_type: str, cache: str) -> Response:
+        headers = {"Cache-Control": cache, "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            body = self._gzipped(path)
+            if body is not None:
+                headers["Content-Encoding"] = "gzip"
+                return Response(body if request.method == "GET" else b"", media_type=media_type, headers={
+                    **headers, "Content-Length": str(len(body))})
+        return FileResponse(path, media_type=media_type, headers=headers)
 
     def _resolve(self, url_path: str) -> Path | None:
         # Decode repeatedly so %252e%252e cannot sneak a '..' past the check.
@@ -76,9 +109,9 @@ class StaticUI:
         if target.is_file():
             cache = IMMUTABLE if target.parent == self.root / "assets" else NO_CACHE
             media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-            return FileResponse(target, media_type=media_type, headers={"Cache-Control": cache})
+            return self._file(request, target, media_type, cache)
         last = raw.rsplit("/", 1)[-1]
         if "." in last or raw.startswith("/assets/"):
             # A missing file (e.g. a stale hashed asset) is a 404, not the SPA shell.
             return JSONResponse({"code": "not_found", "message": "not found", "detail": None}, 404)
-        return FileResponse(index, media_type="text/html", headers={"Cache-Control": NO_CACHE})
+        return self._file(request, index, "text/html", NO_CACHE)

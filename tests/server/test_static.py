@@ -99,3 +99,19 @@ def test_without_a_build_the_server_explains(make_settings, tmp_path: Path) -> N
     with TestClient(create_app(make_settings(webui_dist=tmp_path / "nothing")), base_url=BASE_URL) as c:
         r = c.get("/")
         assert r.status_code == 200 and "has not been built" in r.text
+
+
+def test_text_assets_are_gzipped_when_the_browser_accepts_it(ui: TestClient, dist: Path) -> None:
+    big = "export const data = " + repr("modeltrain " * 2000) + ";\n"
+    (dist / "assets" / "big-1a2b3c.js").write_text(big)
+    r = ui.get("/assets/big-1a2b3c.js", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert r.text == big  # the client decodes it: same bytes
+    assert int(r.headers["content-length"]) < len(big) // 5
+    assert "immutable" in r.headers["cache-control"] and r.headers["vary"] == "Accept-Encoding"
+    raw = ui.get("/assets/big-1a2b3c.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in raw.headers and raw.text == big
+    # A rebuilt file is served fresh, not from the cache.
+    (dist / "assets" / "big-1a2b3c.js").write_text(big + "// v2\n")
+    again = ui.get("/assets/big-1a2b3c.js", headers={"Accept-Encoding": "gzip"})
+    assert again.text.endswith("// v2\n")
