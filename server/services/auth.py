@@ -129,6 +129,9 @@ def login(
     keys = _throttle_keys(email, client)
     _check_throttle(session, keys)
     user = session.scalar(select(User).where(User.email == email))
+    # End the read before the deliberately slow hash: on SQLite the transaction holds the write lock,
+    # and concurrent sign-ins would otherwise queue behind each other's Argon2 runs.
+    session.commit()
     if user is None:
         burn_verify_time(password)
         ok, new_hash = False, None

@@ -46,12 +46,13 @@ def list_users(session: Session, page: int, size: int) -> tuple[list[User], int]
 
 def create_user(session: Session, settings: Settings, data: UserCreate) -> User:
     check_password_policy(data.password, min_length=settings.password_min_length, email=data.email)
+    password_hash = hash_password(data.password)  # before the first query: no lock held while hashing
     if find_by_email(session, data.email) is not None:
         raise Conflict("a user with this e-mail already exists", code="email_taken")
     user = User(
         email=data.email,
         display_name=data.display_name,
-        password_hash=hash_password(data.password),
+        password_hash=password_hash,
         role=data.role,
         must_change_password=False,
     )
@@ -108,9 +109,11 @@ def set_display_name(session: Session, user: User, display_name: str) -> User:
 def reset_password(
     session: Session, settings: Settings, user_id: uuid.UUID, new_password: str, *, must_change: bool = True
 ) -> User:
+    check_password_policy(new_password, min_length=settings.password_min_length)
+    password_hash = hash_password(new_password)  # before the first query: no lock held while hashing
     user = get_user(session, user_id)
     check_password_policy(new_password, min_length=settings.password_min_length, email=user.email)
-    user.password_hash = hash_password(new_password)
+    user.password_hash = password_hash
     user.must_change_password = must_change
     user.password_expires_at = None
     revoke_all_sessions(session, user)
