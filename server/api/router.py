@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.api.routes import auth, health, users
+from server.api.routes import auth, chat, conversations, health, lan, ollama, users
+from server.api.routes import model_configs, models, providers
+from server.api.routes import alerts, backups, logs, metrics  # operations (issue 5)
 
 #: (method, path) pairs reachable without a bearer token. Everything else must depend on auth.
 PUBLIC_ROUTES = frozenset(
@@ -12,6 +14,7 @@ PUBLIC_ROUTES = frozenset(
         ("POST", "/api/auth/login"),
         ("POST", "/api/auth/refresh"),
         ("POST", "/api/auth/logout"),
+        ("POST", "/api/auth/desktop"),
         ("GET", "/api/health"),
         ("GET", "/api/health/ready"),
     }
@@ -20,6 +23,7 @@ PUBLIC_ROUTES = frozenset(
 
 def build_api_router() -> APIRouter:
     router = APIRouter()
-    for module in (health, auth, users):
+    for module in (health, auth, users, lan, conversations, chat, ollama, providers, model_configs, models,
+                   backups, logs, metrics, alerts):
         router.include_router(module.router)
     return router

@@ -21,8 +21,73 @@ BASE_URL = "http://127.0.0.1:8000"
 
 
 def database_url(tmp_path: Path) -> str:
-    """SQLite in ``tmp_path`` unless MODELTRAIN_TEST_DATABASE_URL names a PostgreSQL server."""
-    return os.environ.get("MODELTRAIN_TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'data' / 'modeltrain.db'}"
+    """SQLite in ``tmp_path`` unless MODELTRAIN_TEST_DATABASE_URL names a PostgreSQL server.
+
+    With MODELTRAIN_TEST_POSTGRES=1 (``make test-postgres``) each test gets a fresh database on a
+    private PostgreSQL cluster the fixtures start (tests/server/pg_support.py); the same ``tmp_path``
+    always maps to the same database, so a test can restart an app on "the same data".
+    """
+    explicit = os.environ.get("MODELTRAIN_TEST_DATABASE_URL")
+    if explicit:
+        return explicit
+    if postgres_mode():
+        return _pg_database_for(tmp_path)
+    return f"sqlite:///{tmp_path / 'data' / 'modeltrain.db'}"
+
+
+# --- PostgreSQL mode (deployment issue 8) ---------------------------------------------------------------
+
+_PG: dict = {"cluster": None, "databases": {}}
+
+
+def postgres_mode() -> bool:
+    return os.environ.get("MODELTRAIN_TEST_POSTGRES", "") not in ("", "0")
+
+
+def postgres_cluster():  # noqa: ANN201
+    """The session's private PostgreSQL cluster, started on first use (stopped at session end)."""
+    if _PG["cluster"] is None:
+        from tests.server.pg_support import PostgresCluster
+
+        _PG["cluster"] = PostgresCluster().start()
+    return _PG["cluster"]
+
+
+def _pg_database_for(tmp_path: Path) -> str:
+    key = str(tmp_path)
+    if key not in _PG["databases"]:
+        _PG["databases"][key] = postgres_cluster().new_database()
+    return _PG["databases"][key]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL run, leave out tests about SQLite itself (marked ``sqlite_only``)."""
+    if not postgres_mode():
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("sqlite_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_session() -> Iterator[None]:
+    yield
+    cluster = _PG["cluster"]
+    if cluster is not None:
+        _PG["cluster"] = None
+        cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _postgres_drop_databases() -> Iterator[None]:
+    yield
+    if _PG["databases"]:
+        created, _PG["databases"] = _PG["databases"], {}
+        for url in created.values():
+            _PG["cluster"].drop_database(url)
 
 
 @pytest.fixture

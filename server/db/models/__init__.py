@@ -7,6 +7,8 @@ from server.db.models.message import Message, MessageStatus
 from server.db.models.model_config import ModelConfig
 from server.db.models.provider import Provider
 from server.db.models.refresh_token import RefreshToken
+from server.db.models.shared_pull import SharedPull
+from server.db.models.stream_stop import StreamStop
 from server.db.models.user import User
 
 __all__ = [
@@ -18,5 +20,7 @@ __all__ = [
     "ModelConfig",
     "Provider",
     "RefreshToken",
+    "SharedPull",
+    "StreamStop",
     "User",
 ]

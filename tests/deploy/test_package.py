@@ -1,0 +1,80 @@
+"""The desktop package: build it with packaging/pyinstaller/modeltrain.spec and run the binary's self-test
+headless. Slow (a PyInstaller build), so only `make test-package` collects it (tests/deploy/conftest.py).
+Prints the bundle size, build time and packaged start-up figures."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.support import PACKAGING, REPO
+
+SPEC = PACKAGING / "pyinstaller" / "modeltrain.spec"
+
+
+def _size_mib(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()) / 2**20
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.timeout(1800)
+def test_build_and_self_test(tmp_path: Path) -> None:
+    assert (REPO / "webui" / "dist" / "index.html").is_file(), "build the web UI first (make webui)"
+    pyinstaller = Path(sys.executable).parent / "pyinstaller"
+    started = time.monotonic()
+    build = subprocess.run(
+        [str(pyinstaller), "--noconfirm", "--log-level", "WARN", "--distpath", str(tmp_path / "dist"),
+         "--workpath", str(tmp_path / "work"), str(SPEC)],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=1500,
+    )
+    build_s = time.monotonic() - started
+    assert build.returncode == 0, build.stderr[-5000:]
+    bundle = tmp_path / "dist" / "ModelTrain"
+    binary = bundle / "ModelTrain"
+    assert binary.is_file() and os.access(binary, os.X_OK)
+    internal = bundle / "_internal"
+    # The web UI and the migrations are inside; unused Qt modules are not.
+    assert (internal / "webui" / "dist" / "index.html").is_file()
+    assert any((internal / "server" / "migrations" / "versions").glob("*_0001_initial_schema.py"))
+    pyside = internal / "PySide6"
+    for unused in ("QtQml", "QtQuick", "QtQuickWidgets", "QtMultimedia", "QtCharts", "Qt3DCore"):
+        assert not list(pyside.glob(f"{unused}.*")), unused
+    assert list(pyside.glob("QtWebEngineWidgets.*"))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELTRAIN_", "QT_"))}
+    env.update({"QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path / "home")})
+    if os.geteuid() == 0:
+        env["QTWEBENGINE_DISABLE_SANDBOX"] = "1"  # QtWebEngine refuses root without it (never for users)
+    shot = tmp_path / "shot.png"
+    started = time.monotonic()
+    run = subprocess.run(
+        [str(binary), "--self-test", "--screenshot", str(shot), "--data-dir", str(tmp_path / "data")],
+        env=env, capture_output=True, text=True, check=False, timeout=300, cwd=tmp_path,
+    )
+    wall_s = time.monotonic() - started
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-5000:]
+    result = re.search(r"self-test ok: .*", output)
+    assert result, output[-3000:]
+    width, height = _png_size(shot)
+    assert width >= 400 and height >= 300
+    ui = re.search(r"ui ([\d.]+) s", result.group(0))
+    print(
+        f"\npackage: {_size_mib(bundle):.0f} MiB onedir ({sum(1 for _ in bundle.rglob('*'))} files), "
+        f"built in {build_s:.0f} s; packaged self-test: UI loaded {ui.group(1) if ui else '?'} s after start, "
+        f"whole run {wall_s:.1f} s; {result.group(0)}"
+    )
+    shutil.rmtree(tmp_path / "work", ignore_errors=True)
