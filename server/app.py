@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         initial = await run_in_threadpool(prepare_database, settings, engine, runtime.session_factory)
         app.state.initial_admin = initial
         await run_in_threadpool(chat_service.startup, runtime)  # stream registry; mark crashed replies (E5)
+        chat_service.start_heartbeat(runtime)  # keep live replies fresh, sweep other instances' orphans
         await metrics_service.start(runtime)  # runtime.extras["metrics"/"alerts"] (issue 5)
         await backups_service.start(runtime)  # scheduler, upload-restore body limit (issue 5)
         log.info("ModelTrain %s ready", __version__)

@@ -17,9 +17,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -40,6 +41,11 @@ from server.services import conversations as conversations_service
 log = logging.getLogger(__name__)
 
 REGISTRY_KEY = "chat_streams"
+#: While a reply streams, its row is touched at least this often (even during a long model load)...
+HEARTBEAT_SECONDS = 10.0
+#: ...so a ``streaming`` row untouched for this long has no live owner in any instance sharing the
+#: database: it was interrupted by a crash (security.md E5) and is marked as an error.
+ORPHAN_AFTER_SECONDS = 45.0
 #: The pipeline's own first-token/idle watchdog fires this much after the adapter's, as a safety net.
 WATCHDOG_GRACE = 1.0
 TITLE_MAX_CHARS = 80
@@ -61,6 +67,7 @@ class StreamRegistry:
         self._per_user: dict[uuid.UUID, int] = {}
         self.background: set[asyncio.Task] = set()
         self._write_limiter: anyio.CapacityLimiter | None = None
+        self.heartbeat: asyncio.Task | None = None
 
     @property
     def count(self) -> int:
@@ -348,12 +355,25 @@ def message_dict(m: Message) -> dict[str, Any]:
     return MessageRead.model_validate(m).model_dump(mode="json")
 
 
-def recover_interrupted(runtime: Runtime) -> int:
-    """Mark replies left ``streaming`` by a crash as errors (security.md E5). Returns how many."""
+def recover_interrupted(runtime: Runtime, *, live: Iterable[uuid.UUID] = (), now: datetime | None = None) -> int:
+    """Mark replies left ``streaming`` by a crash as errors (security.md E5), keeping their text.
+
+    Only rows untouched for ORPHAN_AFTER_SECONDS count: live streams (of this or any other instance
+    sharing the database) are touched every HEARTBEAT_SECONDS, so they are never mistaken for orphans.
+    Returns how many were marked.
+    """
+    now = now or utcnow()
+    live = list(live)
+    conditions = [
+        Message.status == MessageStatus.STREAMING.value,
+        Message.updated_at < now - timedelta(seconds=ORPHAN_AFTER_SECONDS),
+    ]
+    if live:
+        conditions.append(Message.id.not_in(live))
     with session_scope(runtime.session_factory) as session:
         result = session.execute(
             update(Message)
-            .where(Message.status == MessageStatus.STREAMING.value)
+            .where(*conditions)
             .values(
                 status=MessageStatus.ERROR.value,
                 error={"code": "interrupted", "message": "the server stopped while this reply was streaming"},
@@ -364,6 +384,32 @@ def recover_interrupted(runtime: Runtime) -> int:
     if count:
         log.warning("marked %d interrupted replies as errors", count)
     return count
+
+
+def _touch_streaming(runtime: Runtime, ids: list[uuid.UUID]) -> None:
+    with session_scope(runtime.session_factory) as session:
+        session.execute(
+            update(Message)
+            .where(Message.id.in_(ids), Message.status == MessageStatus.STREAMING.value)
+            .values(updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def _heartbeat(runtime: Runtime) -> None:
+    """Touch this instance's streaming rows, then sweep orphans left by crashed instances."""
+    reg = registry(runtime)
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        ids = [s.plan.assistant_message_id for s in reg.all()]
+        try:
+            if ids:
+                await to_thread.run_sync(_touch_streaming, runtime, ids, limiter=reg.limiter(runtime))
+            await to_thread.run_sync(
+                lambda: recover_interrupted(runtime, live=ids), limiter=reg.limiter(runtime)
+            )
+        except Exception:  # a busy or briefly unreachable database: try again next beat
+            log.warning("chat heartbeat failed", exc_info=True)
 
 
 # --- steps 2 and 3: stream and forward ------------------------------------------------------------------
@@ -768,9 +814,19 @@ def startup(runtime: Runtime) -> None:
     recover_interrupted(runtime)
 
 
+def start_heartbeat(runtime: Runtime) -> None:
+    """Start touching live rows and sweeping orphans (call from the lifespan, on the event loop)."""
+    reg = registry(runtime)
+    if reg.heartbeat is None:
+        reg.heartbeat = asyncio.get_running_loop().create_task(_heartbeat(runtime))
+
+
 async def shutdown(runtime: Runtime, timeout: float = 10.0) -> None:
     """Stop every active reply, wait for their partial answers to be saved, cancel title tasks."""
     reg = registry(runtime)
+    if reg.heartbeat is not None:
+        reg.heartbeat.cancel()
+        reg.heartbeat = None
     streams = reg.all()
     for stream in streams:
         stream.request_stop("shutdown")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from server.app import create_app
 from server.db.models import Conversation, Message
+from server.services import chat as chat_service
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 from tests.fakes.fake_openai import FakeOpenAI
@@ -470,11 +473,37 @@ def test_title_failure_keeps_fallback_and_chat_succeeds(client, user_token, chat
 def test_replies_left_streaming_by_a_crash_are_marked_interrupted(make_settings, client, user_token, chat_model, app) -> None:
     _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "before the crash"})
     mid = uuid.UUID(events[0].data["assistant_message_id"])
-    with app.state.runtime.session_factory() as s:  # simulate a kill -9 mid-stream
-        s.get(Message, mid).status = "streaming"
+    with app.state.runtime.session_factory() as s:  # simulate a kill -9 mid-stream, a minute ago
+        msg = s.get(Message, mid)
+        msg.status = "streaming"
+        s.commit()
+        s.execute(update(Message).where(Message.id == mid).values(
+            updated_at=datetime.now(timezone.utc) - timedelta(seconds=chat_service.ORPHAN_AFTER_SECONDS + 15)))
         s.commit()
     restarted = create_app(app.state.runtime.settings)
     with TestClient(restarted, base_url=BASE_URL):
         row = message_row(restarted, mid)
     assert row["status"] == "error" and row["error"]["code"] == "interrupted"
     assert row["content"]  # the partial text is kept
+
+
+def test_a_live_reply_of_another_instance_is_not_taken_for_a_crash(
+    make_settings, client, user_token, chat_model, app
+) -> None:
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "streamed elsewhere"})
+    mid = uuid.UUID(events[0].data["assistant_message_id"])
+    runtime = app.state.runtime
+    with runtime.session_factory() as s:  # a sibling instance is streaming this reply right now
+        s.get(Message, mid).status = "streaming"
+        s.commit()
+    restarted = create_app(runtime.settings)  # another instance starting on the same database
+    with TestClient(restarted, base_url=BASE_URL):
+        assert message_row(restarted, mid)["status"] == "streaming"
+    # The owner's heartbeat keeps it fresh; once the beats stop, the sweep marks it.
+    before = message_row(app, mid)["updated_at"]
+    chat_service._touch_streaming(runtime, [mid])
+    assert message_row(app, mid)["updated_at"] != before
+    later = datetime.now(timezone.utc) + timedelta(seconds=chat_service.ORPHAN_AFTER_SECONDS + 1)
+    assert chat_service.recover_interrupted(runtime, live=[mid], now=later) == 0  # still ours: kept
+    assert chat_service.recover_interrupted(runtime, now=later) == 1
+    assert message_row(app, mid)["status"] == "error"
