@@ -8,6 +8,7 @@
 | data safety (数据备份)                | ``backups`` (recent and verified)                   |
 | API timeouts / model errors          | ``ollama`` (found and running)                       |
 | 分析日志信息                           | ``logs`` (log directory writable)                   |
+| deployed setup (部署)                  | ``deploy`` (bind address, proxies, pg tools, rotation) |
 
 Nginx and TLS-certificate rows belong to the reverse proxy, not to this program.
 """
@@ -249,6 +250,53 @@ def check_logs(settings: Settings) -> Check:
     return Check("logs", True, f"{log_dir} is writable")
 
 
+LOGROTATE_CONFIG = Path("/etc/logrotate.d/modeltrain")
+
+
+def check_deployment(settings: Settings, *, which: Callable[[str], str | None] | None = None,
+                     logrotate_config: Path = LOGROTATE_CONFIG) -> Check:
+    """The deployed setup: what the bind address exposes, proxies, backup tools and log rotation."""
+    import ipaddress
+    import shutil
+
+    which = which or shutil.which
+    problems: list[tuple[str, str]] = []
+    notes: list[str] = []
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if loopback:
+        notes.append(f"bound to {settings.host} (a reverse proxy or the desktop app reaches it)")
+    elif not settings.allowed_hosts:
+        problems.append((
+            f"bound to {settings.host}, but no MODELTRAIN_ALLOWED_HOSTS: browsers on other machines get 403",
+            "list the server's names/addresses in MODELTRAIN_ALLOWED_HOSTS, or bind 127.0.0.1 behind nginx",
+        ))
+    else:
+        notes.append(f"bound to {settings.host} for {', '.join(settings.allowed_hosts)}")
+    if settings.trusted_proxies:
+        notes.append(f"client addresses taken from X-Forwarded-For of {', '.join(settings.trusted_proxies)}")
+    if not settings.is_sqlite:
+        missing = [tool for tool in ("pg_dump", "pg_restore") if which(tool) is None]
+        if missing:
+            problems.append((
+                f"{' and '.join(missing)} not found: PostgreSQL backups and restores cannot run",
+                "install the PostgreSQL client tools matching the server version (Debian: postgresql-client)",
+            ))
+    if settings.log_rotation == "external":
+        if logrotate_config.exists():
+            notes.append(f"logs rotated by logrotate ({logrotate_config})")
+        else:
+            problems.append((
+                f"MODELTRAIN_LOG_ROTATION=external but {logrotate_config} does not exist: logs grow forever",
+                "install packaging/logrotate/modeltrain there, or unset MODELTRAIN_LOG_ROTATION",
+            ))
+    if problems:
+        return Check("deploy", False, "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
+    return Check("deploy", True, "; ".join(notes))
+
+
 CHECKS: list[tuple[str, Callable[[Settings], Check]]] = [
     ("port", check_port),
     ("database", check_database),
@@ -257,6 +305,7 @@ CHECKS: list[tuple[str, Callable[[Settings], Check]]] = [
     ("backups", check_backups),
     ("ollama", check_ollama),
     ("logs", check_logs),
+    ("deploy", check_deployment),
 ]
 
 

@@ -66,7 +66,7 @@ def test_a_good_setup_passes_every_check(ollama: FakeOllama, capsys: pytest.Capt
     assert cli_main(["doctor"]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("[")]
-    assert [line.split()[1] for line in lines] == ["config", "port", "database", "disk", "memory", "backups", "ollama", "logs"]
+    assert [line.split()[1] for line in lines] == ["config", "port", "database", "disk", "memory", "backups", "ollama", "logs", "deploy"]
     assert all(line.startswith("[PASS]") for line in lines), out
     assert "all checks passed" in out
 
@@ -78,7 +78,7 @@ def test_bad_config_fails_with_the_fix_and_skips_the_rest(
     assert cli_main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] config" in out and "DATABASE_URL" in out and "fix: use sqlite:///PATH" in out
-    assert out.count("[SKIP]") == 7
+    assert out.count("[SKIP]") == 8
 
 
 def test_port_taken_by_another_program(ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch,
@@ -167,3 +167,24 @@ def test_unwritable_log_dir_fails(ollama: FakeOllama, env: Path, monkeypatch: py
     check = results()["logs"]
     assert not check.ok and "not writable" in check.detail and "MODELTRAIN_LOG_DIR" in check.fix
     assert cli_main(["doctor"]) == 1
+
+
+def test_deployed_setup_checks(make_settings, tmp_path: Path) -> None:  # noqa: ANN001
+    ok = doctor.check_deployment(make_settings(), which=lambda tool: f"/usr/bin/{tool}")
+    assert ok.ok and "127.0.0.1" in ok.detail
+
+    exposed = doctor.check_deployment(make_settings(host="0.0.0.0"), which=lambda tool: None)
+    assert not exposed.ok and "MODELTRAIN_ALLOWED_HOSTS" in exposed.fix
+    named = doctor.check_deployment(make_settings(host="0.0.0.0", allowed_hosts="mt.example.org"))
+    assert named.ok and "mt.example.org" in named.detail
+
+    pg = make_settings(database_url="postgresql://mt@127.0.0.1/mt")
+    no_tools = doctor.check_deployment(pg, which=lambda tool: None)
+    assert not no_tools.ok and "pg_dump and pg_restore not found" in no_tools.detail
+    assert doctor.check_deployment(pg, which=lambda tool: f"/usr/bin/{tool}").ok
+
+    external = make_settings(log_rotation="external")
+    missing = doctor.check_deployment(external, logrotate_config=tmp_path / "absent")
+    assert not missing.ok and "logrotate" in missing.fix
+    (tmp_path / "modeltrain").write_text("/var/log/modeltrain/*.log { daily }\n")
+    assert doctor.check_deployment(external, logrotate_config=tmp_path / "modeltrain").ok
