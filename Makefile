@@ -40,7 +40,7 @@ serve: venv webui
 	$(BIN)/modeltrain serve
 
 test: system-deps venv webui llama
-	$(MAKE) test-webui test-python test-postgres
+	$(MAKE) test-webui test-python test-postgres test-package
 
 test-python:
 	$(BIN)/python -m pytest
@@ -56,7 +56,7 @@ package: venv webui
 	  --workpath build/package/work packaging/pyinstaller/modeltrain.spec
 	@du -sh build/package/dist/ModelTrain
 
-# Slow (a PyInstaller build): not part of `make test`. Builds the package and runs its --self-test.
+# Builds the desktop package (about a minute) and runs the packaged binary's --self-test.
 test-package: venv webui
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[package]'
 	MODELTRAIN_TEST_PACKAGE=1 $(BIN)/python -m pytest tests/deploy/test_package.py -s
