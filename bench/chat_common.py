@@ -50,11 +50,11 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 60) -> N
     raise SystemExit(f"{what} did not start")
 
 
-def start_fake(token_delay: float) -> tuple[subprocess.Popen, str]:
+def start_fake(token_delay: float, reply_tokens: int = 0) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.fake_ollama", "--host", "127.0.0.1", "--port", str(port),
-         "--token-delay", str(token_delay)],
+         "--token-delay", str(token_delay), "--reply-tokens", str(reply_tokens)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

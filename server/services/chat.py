@@ -46,6 +46,8 @@ HEARTBEAT_SECONDS = 10.0
 #: ...so a ``streaming`` row untouched for this long has no live owner in any instance sharing the
 #: database: it was interrupted by a crash (security.md E5) and is marked as an error.
 ORPHAN_AFTER_SECONDS = 45.0
+#: A stream parsing buffered upstream lines gives the event loop back at least this often (seconds).
+YIELD_EVERY = 0.002
 #: The pipeline's own first-token/idle watchdog fires this much after the adapter's, as a safety net.
 WATCHDOG_GRACE = 1.0
 TITLE_MAX_CHARS = 80
@@ -482,6 +484,7 @@ class ChatStream:
         loop = asyncio.get_running_loop()
         begin = loop.time()
         first_token_at: float | None = None
+        last_yield = begin
         outcome = self.outcome
         try:
             try:
@@ -490,9 +493,15 @@ class ChatStream:
                         async for event in events:
                             watchdog.reschedule(loop.time() + self.timeouts.idle + WATCHDOG_GRACE)
                             if isinstance(event, Delta):
-                                if first_token_at is None:
-                                    first_token_at = loop.time()
                                 self._append(event)
+                                now = loop.time()
+                                if first_token_at is None or now - last_yield > YIELD_EVERY:
+                                    # Reading lines already buffered never waits, so a fast upstream
+                                    # would keep the loop until its answer ends: let the SSE writer
+                                    # (first token at once) and the other streams run.
+                                    first_token_at = first_token_at or now
+                                    await asyncio.sleep(0)
+                                    last_yield = loop.time()
                             elif isinstance(event, Done):
                                 outcome.usage = dict(event.usage or {})
                                 outcome.timings = dict(event.timings or {})

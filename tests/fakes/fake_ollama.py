@@ -1064,8 +1064,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=11434)
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--load-delay", type=float, default=0.0, help="seconds before the first chunk")
+    parser.add_argument("--reply-tokens", type=int, default=0,
+                        help="answer every chat with this many tokens (0: the default, prompt-derived reply)")
     args = parser.parse_args(argv)
-    fake = FakeOllama(args.host, args.port, token_delay=args.token_delay, load_delay=args.load_delay)
+    reply = None
+    if args.reply_tokens > 0:
+        text = " ".join(f"word{i % 97}" for i in range(args.reply_tokens))
+        reply = text
+    fake = FakeOllama(args.host, args.port, token_delay=args.token_delay, load_delay=args.load_delay, reply=reply)
 
     def announce() -> None:
         print(f"fake Ollama {fake.version} listening on {fake.url}", file=sys.stderr, flush=True)
