@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from server.db.models import User
 from server.errors import Forbidden, Unauthorized
+from server.db.session import session_scope
 from server.runtime import Runtime
 from server.security import desktop_token
 from server.security.network_guard import client_address
@@ -41,16 +42,8 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[Se
     sync route's worker thread.
     """
     readonly = request.method in ("GET", "HEAD") and runtime.read_session_factory is not None
-    factory = runtime.read_session_factory if readonly else runtime.session_factory
-    session = factory()
-    try:
+    with session_scope(runtime.read_session_factory if readonly else runtime.session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
