@@ -235,10 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Feature modules add sub-commands here (backup, restore, doctor...): each is ``fn(subparsers)``.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
