@@ -212,13 +212,9 @@ def logout(session: Session, raw_token: str | None, family_from_access: str | No
         _revoke_family(session, family)
 
 
-def session_alive(session: Session, user_id: uuid.UUID, session_id: str) -> bool:
-    """True while the sign-in behind an access token has not been logged out, revoked or expired."""
-    try:
-        family = uuid.UUID(session_id)
-    except ValueError:
-        return False
-    found = session.scalar(
+def _live_session(family: uuid.UUID, user_id: uuid.UUID):  # noqa: ANN202
+    """SQL condition: the sign-in ``family`` of ``user_id`` is not logged out, revoked or expired."""
+    return (
         select(RefreshToken.id)
         .where(
             RefreshToken.family_id == family,
@@ -226,9 +222,8 @@ def session_alive(session: Session, user_id: uuid.UUID, session_id: str) -> bool
             RefreshToken.revoked_at.is_(None),
             RefreshToken.expires_at > _now(),
         )
-        .limit(1)
+        .exists()
     )
-    return found is not None
 
 
 def change_password(
@@ -259,13 +254,15 @@ def change_password(
 def authenticate_access(session: Session, codec: TokenCodec, token: str) -> tuple[User, str]:
     """Resolve a bearer token to its user, checking status, token version and session liveness."""
     claims = codec.verify_access(token)
-    user = session.get(User, claims.user_id)
-    if (
-        user is None
-        or not user.is_active
-        or user.token_version != claims.token_version
-        or not session_alive(session, user.id, claims.session_id)
-    ):
+    try:
+        family = uuid.UUID(claims.session_id)
+    except ValueError:
+        raise invalid_token() from None
+    # One query: the user, only while the token's sign-in is still alive.
+    user = session.scalar(
+        select(User).where(User.id == claims.user_id, _live_session(family, claims.user_id))
+    )
+    if user is None or not user.is_active or user.token_version != claims.token_version:
         raise invalid_token()
     return user, claims.session_id
 
