@@ -238,7 +238,6 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
             options={},
         )
         session.add(conv)
-        session.flush()
         existing: list[Message] = []
     else:
         existing = conversations_service.list_messages(session, conv.id)
@@ -260,7 +259,6 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         updated_at=now,
     )
     session.add(user_msg)
-    session.flush()
     reply = _new_assistant(conv, user_msg.id, body.model)
     session.add(reply)
     if not conv.title:
