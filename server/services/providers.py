@@ -7,6 +7,7 @@ characters. With no usable keyring backend, saving a key fails (no plaintext fal
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -276,10 +277,23 @@ def delete_provider(session: Session, provider_id: uuid.UUID) -> None:
     log.info("provider %s deleted", provider_id)
 
 
+def _follow_configured_url(session: Session, url: str) -> None:
+    default = session.scalar(select(Provider).where(Provider.kind == "ollama", Provider.is_default.is_(True)))
+    if default is not None and default.base_url != url:
+        log.info("default Ollama provider moved from %s to the configured %s", default.base_url, url)
+        default.base_url = url
+        session.flush()
+
+
 def ensure_default_provider(session: Session, settings: Settings) -> Provider | None:
     """A fresh install gets one default Ollama provider at ``settings.default_ollama_url``
-    (MODELTRAIN_OLLAMA_URL, else OLLAMA_HOST, else http://127.0.0.1:11434). Returns it when created."""
+    (MODELTRAIN_OLLAMA_URL, else OLLAMA_HOST, else http://127.0.0.1:11434). Returns it when created.
+
+    Later starts keep the default Ollama provider on an explicitly configured URL, so chat goes to the
+    same Ollama that the daemon supervisor manages."""
     if session.scalar(select(func.count()).select_from(Provider)):
+        if settings.ollama_url or os.environ.get("OLLAMA_HOST", "").strip():
+            _follow_configured_url(session, settings.default_ollama_url.rstrip("/"))
         return None
     provider = Provider(
         name=DEFAULT_PROVIDER_NAME,

@@ -109,6 +109,24 @@ def test_restart_does_not_add_a_second_default(make_settings: Callable[..., Sett
                 assert providers_service.list_providers(session)[1] == 1
 
 
+def test_default_provider_follows_a_changed_configured_url(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    monkeypatch.delenv("MODELTRAIN_OLLAMA_URL", raising=False)
+    for url in ("http://127.0.0.1:11500", "http://127.0.0.1:11600"):
+        app = create_app(make_settings(ollama_url=url))
+        with TestClient(app, base_url=BASE_URL):
+            with app.state.runtime.session_factory() as session:
+                rows, total = providers_service.list_providers(session)
+        assert total == 1 and rows[0].base_url == url and rows[0].is_default
+    # Without an explicit setting, an administrator's own URL for it is left alone.
+    app = create_app(make_settings())
+    with TestClient(app, base_url=BASE_URL):
+        with app.state.runtime.session_factory() as session:
+            assert providers_service.list_providers(session)[0][0].base_url == "http://127.0.0.1:11600"
+
+
 # --- authorisation ---------------------------------------------------------------------------------
 
 
