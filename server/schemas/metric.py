@@ -14,7 +14,9 @@ class WindowStats(BaseModel):
     p99_ms: float
 
 
-class MetricsCurrent(BaseModel):
+class _MetricValues(BaseModel):
+    """The values of one moment: current figures and each history sample share them."""
+
     cpu_percent: float
     memory_percent: float
     disk_percent: float
@@ -27,22 +29,14 @@ class MetricsCurrent(BaseModel):
     requests_15m: int
     active_streams: int
     ollama_state: str
+
+
+class MetricsCurrent(_MetricValues):
     windows: dict[str, WindowStats]
 
 
-class MetricsSample(BaseModel):
+class MetricsSample(_MetricValues):
     ts: datetime
-    cpu_percent: float
-    memory_percent: float
-    disk_percent: float
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float
-    error_rate: float
-    requests_1m: int
-    requests_15m: int
-    active_streams: int
-    ollama_state: str
 
 
 class Threshold(BaseModel):

@@ -125,6 +125,15 @@ def get_daemon(runtime: Runtime) -> OllamaDaemon:
     return daemon
 
 
+#: States the daemon settles in after a start or restart (success or a clear failure).
+SETTLED_STATES = ("running", "external", "failed", "stopped", "not_installed")
+
+
+def wait_settled(daemon: OllamaDaemon, settings: Settings) -> None:
+    """Block until a start/restart has an outcome (or the start timeout passes)."""
+    daemon.wait_for(SETTLED_STATES, settings.ollama_start_timeout + 5)
+
+
 def get_pulls(runtime: Runtime) -> PullManager:
     pulls = runtime.extras.get(PULLS_KEY)
     if pulls is None:

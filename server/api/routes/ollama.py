@@ -73,10 +73,7 @@ def start_daemon(
     daemon = ollama_models.get_daemon(runtime)
     daemon.start()
     if wait:
-        daemon.wait_for(
-            ("running", "external", "failed", "stopped", "not_installed"),
-            runtime.settings.ollama_start_timeout + 5,
-        )
+        ollama_models.wait_settled(daemon, runtime.settings)
     return OllamaStatusRead.model_validate(daemon.status().as_dict())
 
 
@@ -98,10 +95,7 @@ def restart_daemon(
     daemon = ollama_models.get_daemon(runtime)
     daemon.restart()
     if wait:
-        daemon.wait_for(
-            ("running", "external", "failed", "stopped", "not_installed"),
-            runtime.settings.ollama_start_timeout + 5,
-        )
+        ollama_models.wait_settled(daemon, runtime.settings)
     return OllamaStatusRead.model_validate(daemon.status().as_dict())
 
 

@@ -1445,11 +1445,6 @@ export interface components {
         };
         /** MetricsSample */
         MetricsSample: {
-            /**
-             * Ts
-             * Format: date-time
-             */
-            ts: string;
             /** Cpu Percent */
             cpu_percent: number;
             /** Memory Percent */
@@ -1472,6 +1467,11 @@ export interface components {
             active_streams: number;
             /** Ollama State */
             ollama_state: string;
+            /**
+             * Ts
+             * Format: date-time
+             */
+            ts: string;
         };
         /** ModelConfigCreate */
         ModelConfigCreate: {
