@@ -7,7 +7,7 @@
  */
 import type { Page } from '@playwright/test'
 import { HOSTILE_LINE, HOSTILE_NAME, HOSTILE_OUTPUTS, RAW_ACTIVE_HTML } from './fixtures/hostile'
-import { apiToken, expect, lastAssistant, newChat, scrollToLatest, send, signIn, test, waitIdle } from './fixtures/test'
+import { apiToken, expect, lastAssistant, newChat, scrollToLatest, scrollToTop, send, signIn, test, waitIdle } from './fixtures/test'
 
 /** Everything in rendered markdown that could run code or fetch something on its own. */
 async function activeContent(page: Page): Promise<string[]> {
@@ -59,7 +59,7 @@ test('hostile model output renders inert', async ({ page, guard }) => {
   await scrollToLatest(page)
   await expect(page.locator('.msg-assistant .md').last()).toContainText(`case-${HOSTILE_OUTPUTS.length - 1}`)
   expect(await activeContent(page)).toEqual([])
-  await page.locator('.scroller').evaluate((el) => (el.scrollTop = 0))
+  await scrollToTop(page)
   await expect(page.locator('.msg-assistant .md').first()).toContainText('case-0')
   expect(await activeContent(page)).toEqual([])
   // the sanitiser removed everything: the CSP had nothing left to block, nothing was even attempted
