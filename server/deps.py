@@ -81,12 +81,12 @@ def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -
     return user
 
 
-def user_pending_password(user: Annotated[User, Depends(_authenticated)]) -> User:
+async def user_pending_password(user: Annotated[User, Depends(_authenticated)]) -> User:
     """A signed-in user, even one who still has to replace the initial password."""
     return user
 
 
-def current_user(request: Request, user: Annotated[User, Depends(_authenticated)], runtime: RuntimeDep) -> User:
+async def current_user(request: Request, user: Annotated[User, Depends(_authenticated)], runtime: RuntimeDep) -> User:
     # The desktop owner (desktop session on the loopback listener) is not blocked by the initial password.
     if user.must_change_password and not desktop_token.desktop_session_allowed(
         runtime.extras, request.scope, getattr(request.state, "session_id", None)
@@ -97,7 +97,7 @@ def current_user(request: Request, user: Annotated[User, Depends(_authenticated)
     return user
 
 
-def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
+async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     if user.role != "admin":
         raise Forbidden("administrator rights are required", code="admin_required")
     return user

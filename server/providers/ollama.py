@@ -17,7 +17,7 @@ from server.providers.streaming import (
     LineReader,
     TextSanitizer,
     clean_message,
-    close_response,
+    end_stream,
     get_json,
     media_type,
     open_stream,
@@ -143,6 +143,8 @@ class OllamaProvider:
             headers={"Accept": "application/x-ndjson", "Accept-Encoding": "identity"},
             timeouts=timeouts,
         )
+        reader: LineReader | None = None
+        complete = False
         try:
             await raise_for_status(response, what=WHAT)
             if media_type(response) not in _STREAM_TYPES:
@@ -178,13 +180,14 @@ class OllamaProvider:
                         if text or thought:
                             yield Delta(content=text, thinking=thought)
                     if line.get("done") is True:
+                        complete = True
                         yield done_event(line)
                         return
             if skipped:
                 log.warning("Ollama stream: skipped %d unreadable lines", skipped)
             raise ProviderError("upstream_error", "the Ollama stream ended before the answer was complete")
         finally:
-            await close_response(response)
+            await end_stream(response, reader, complete=complete)
 
     async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         timeout = timeout or DEFAULT_LIST_TIMEOUT

@@ -16,7 +16,7 @@ from server.providers.streaming import (
     LineReader,
     TextSanitizer,
     clean_message,
-    close_response,
+    end_stream,
     get_json,
     media_type,
     open_stream,
@@ -136,6 +136,8 @@ class OpenAICompatProvider:
             headers=self._headers("text/event-stream"),
             timeouts=timeouts,
         )
+        reader: LineReader | None = None
+        complete = False
         try:
             await raise_for_status(response, secrets=self._secrets, what=WHAT)
             if media_type(response) != "text/event-stream":
@@ -167,6 +169,7 @@ class OpenAICompatProvider:
                     if data.strip() == b"[DONE]":
                         content.flush()
                         thinking.flush()
+                        complete = True
                         yield Done(done_reason=finish_reason or "stop", usage=usage)
                         return
                     try:
@@ -203,13 +206,14 @@ class OpenAICompatProvider:
                             finish_reason = clean_message(reason)[:32]
             pending = parser.finish()
             if pending is not None and pending[0] == "message" and pending[1].strip() == b"[DONE]":
+                complete = True
                 yield Done(done_reason=finish_reason or "stop", usage=usage)
                 return
             if skipped:
                 log.warning("OpenAI-compatible stream: skipped %d unreadable or unknown events", skipped)
             raise ProviderError("upstream_error", f"{WHAT} closed the stream before it finished")
         finally:
-            await close_response(response)
+            await end_stream(response, reader, complete=complete)
 
     async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         data = await get_json(

@@ -6,6 +6,7 @@ Nothing here knows a wire protocol; ``ollama.py`` (NDJSON) and ``openai_compat.p
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import math
@@ -35,6 +36,8 @@ MAX_SKIPPED = 1000
 #: Retry-After we pass on when an overloaded upstream gives none (seconds).
 DEFAULT_RETRY_AFTER = 5
 MAX_RETRY_AFTER = 3600
+#: After the final event, how long we wait for the end of the body to keep the connection (seconds).
+DRAIN_SECONDS = 0.25
 #: Longest upstream error text we relay.
 MAX_MESSAGE_CHARS = 300
 
@@ -163,7 +166,12 @@ class LineReader:
     """Async iterator over the lines of a streamed response, in batches (the complete lines of one
     network read, so the per-line cost stays low), with the first-token and idle timeouts enforced per
     read (never as a total). The adapter calls :meth:`got_token` once real content has arrived; until
-    then the first-token deadline applies."""
+    then the first-token deadline applies.
+
+    The timeouts cost one float store per read: a single timer, re-armed only when it comes due, cancels
+    the read in progress once its deadline has really passed (a fast upstream delivers thousands of
+    chunks a second, and a timeout context per read would cost more than reading the chunk).
+    """
 
     def __init__(self, response: httpx.Response, timeouts: Timeouts, deadline: float, *, sse: bool) -> None:
         self._chunks = response.aiter_bytes()
@@ -171,33 +179,102 @@ class LineReader:
         self._deadline = deadline  # monotonic time the first token must arrive by
         self._first = True
         self._splitter = LineSplitter(sse=sse)
+        self._due = 0.0  # loop time the current read must end by
+        self._reading = False
+        self._fired = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.finished = False  # the body was read to its end (the connection can be reused)
 
     def got_token(self) -> None:
         self._first = False
 
+    def _on_timer(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        if not self._reading:  # between two reads: the next read arms it again
+            self._timer = None
+        elif now >= self._due and self._task is not None:
+            self._fired = True
+            self._timer = None
+            self._task.cancel()
+        else:  # the read in progress started after the timer was set: look again when it is due
+            self._timer = loop.call_at(self._due, self._on_timer)
+
+    def _arm(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        if self._first:
+            self._due = loop.time() + max(0.0, self._deadline - time.monotonic())
+        else:
+            self._due = loop.time() + self._timeouts.idle
+        timer = self._timer
+        if timer is None or self._due < timer.when():  # e.g. the first-token deadline became an idle one
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(self._due, self._on_timer)
+
+    async def _read(self) -> bytes | None:
+        """The next chunk, or None at the end of the body."""
+        self._arm()
+        self._reading = True
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self.finished = True
+            return None
+        except asyncio.CancelledError:
+            if not self._fired:
+                raise
+            self._fired = False
+            task = self._task
+            if task is not None and hasattr(task, "uncancel") and task.uncancel() > 0:
+                raise  # cancelled from outside as well: that wins
+            raise timeout_error("first_token" if self._first else "idle", self._timeouts) from None
+        except httpx.TransportError as exc:
+            raise transport_error(exc) from None
+        finally:
+            self._reading = False
+
     async def __aiter__(self) -> AsyncIterator[list[bytes]]:
-        while True:
-            if self._first:
-                budget = self._deadline - time.monotonic()
-            else:
-                budget = self._timeouts.idle
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        try:
+            while True:
+                chunk = await self._read()
+                if chunk is None:
+                    break
+                lines = self._splitter.feed(chunk)
+                if lines:
+                    yield lines
+            tail = self._splitter.close()
+            if tail:
+                yield [tail]
+        finally:
+            self.close()
+
+    async def drain(self, limit: int = 64 * 1024, timeout: float = 1.0) -> None:
+        """After the last event: read what is left of the body (normally just the end of the chunked
+        encoding), so the connection goes back to the pool instead of being closed."""
+        if self.finished:
+            return
+        with anyio.move_on_after(timeout):
+            size = 0
             try:
-                if budget <= 0:
-                    raise TimeoutError
-                async with _deadline_after(budget):
-                    chunk = await self._chunks.__anext__()
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise timeout_error("first_token" if self._first else "idle", self._timeouts) from None
-            except httpx.TransportError as exc:
-                raise transport_error(exc) from None
-            lines = self._splitter.feed(chunk)
-            if lines:
-                yield lines
-        tail = self._splitter.close()
-        if tail:
-            yield [tail]
+                async for chunk in self._chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        return
+            except httpx.TransportError:
+                return
+            self.finished = True
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 # --- requests and errors ---------------------------------------------------------------------------
@@ -264,6 +341,16 @@ async def close_response(response: httpx.Response) -> None:
     """Close the upstream response now, even from a cancelled task (the close itself is shielded)."""
     with anyio.move_on_after(5, shield=True):
         await response.aclose()
+
+
+async def end_stream(response: httpx.Response, reader: LineReader | None, *, complete: bool) -> None:
+    """Close a streamed chat response. After a complete answer the rest of the body is read first (a
+    short, bounded read), so the upstream connection is reused rather than closed and opened anew."""
+    if reader is not None:
+        reader.close()
+        if complete:
+            await reader.drain(timeout=DRAIN_SECONDS)
+    await close_response(response)
 
 
 async def read_capped(response: httpx.Response, limit: int, *, truncate: bool) -> bytes:

@@ -486,13 +486,20 @@ class ChatStream:
         outcome = self.outcome
         try:
             try:
-                async with asyncio.timeout(self.timeouts.first_token + WATCHDOG_GRACE) as watchdog:
+                idle_limit = self.timeouts.idle + WATCHDOG_GRACE
+                watchdog_at = loop.time() + self.timeouts.first_token + WATCHDOG_GRACE
+                async with asyncio.timeout_at(watchdog_at) as watchdog:
                     async with aclosing(self.plan.adapter.stream_chat(self.plan.request, self.timeouts)) as events:
                         async for event in events:
-                            watchdog.reschedule(loop.time() + self.timeouts.idle + WATCHDOG_GRACE)
+                            now = loop.time()
+                            if watchdog_at - now < idle_limit:
+                                # A safety net behind the adapter's own exact timeouts: moved at most
+                                # about once per idle period, so it fires between one and two idle
+                                # periods after the last event, never before the adapter's timeout.
+                                watchdog_at = now + 2 * idle_limit
+                                watchdog.reschedule(watchdog_at)
                             if isinstance(event, Delta):
                                 self._append(event)
-                                now = loop.time()
                                 if first_token_at is None or now - last_yield > YIELD_EVERY:
                                     # Reading lines already buffered never waits, so a fast upstream
                                     # would keep the loop until its answer ends: let the SSE writer

@@ -50,7 +50,8 @@ class HTTPError(Exception):
 class FakeServer:
     """Base class: owns the socket, the uvicorn thread and the bookkeeping every fake exposes.
 
-    Attributes for tests: ``requests`` (``(method, path)`` pairs in arrival order), ``active_streams``
+    Attributes for tests: ``requests`` (``(method, path)`` pairs in arrival order), ``peers`` (their
+    client addresses), ``active_streams``
     (streamed or generating requests currently open), ``disconnects`` (those that ended because the
     client went away) and the ``hang`` knob (accept requests but send nothing until cleared or stopped).
     """
@@ -60,6 +61,8 @@ class FakeServer:
         self.port = port
         self.hang = hang
         self.requests: list[tuple[str, str]] = []
+        #: The client address of each request, in the same order: one address = one reused connection.
+        self.peers: list[tuple[str, int]] = []
         self.active_streams = 0
         self.disconnects = 0
         self._stopping = threading.Event()
@@ -146,6 +149,7 @@ class FakeServer:
         async def record(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":
                 self.requests.append((scope["method"], scope["path"]))
+                self.peers.append(tuple(scope["client"] or ("", 0)))
             await app(scope, receive, send)
 
         return record

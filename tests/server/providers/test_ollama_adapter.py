@@ -31,6 +31,16 @@ async def test_streams_deltas_then_one_done_with_usage_and_timings(registry: Pro
     assert done.timings["total_ms"] >= done.timings["generate_ms"] >= 0
 
 
+async def test_consecutive_answers_reuse_one_upstream_connection(registry: ProviderRegistry) -> None:
+    with FakeOllama(reply=REPLY) as fake:
+        adapter = registry.build_for("ollama", fake.url)
+        for _ in range(3):
+            assert text_of(await collect(adapter, request("llama3.2"), FAST)) == REPLY
+        chats = [peer for (method, path), peer in zip(fake.requests, fake.peers) if path == "/api/chat"]
+    assert len(chats) == 3
+    assert len(set(chats)) == 1, "each answer opened a new connection"
+
+
 async def test_thinking_arrives_as_thinking_deltas(registry: ProviderRegistry) -> None:
     with FakeOllama(reply=REPLY) as fake:
         adapter = registry.build_for("ollama", fake.url)

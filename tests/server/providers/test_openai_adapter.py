@@ -39,6 +39,16 @@ async def test_streams_deltas_and_usage(registry: ProviderRegistry) -> None:
     assert done.usage["prompt_tokens"] > 0
 
 
+async def test_consecutive_answers_reuse_one_upstream_connection(registry: ProviderRegistry) -> None:
+    with FakeOpenAI(reply=REPLY) as fake:
+        adapter = adapter_for(registry, fake)
+        for _ in range(3):
+            assert text_of(await collect(adapter, request("gpt-4o-mini"), FAST)) == REPLY
+        chats = [peer for (method, path), peer in zip(fake.requests, fake.peers) if path.endswith("/chat/completions")]
+    assert len(chats) == 3
+    assert len(set(chats)) == 1, "each answer opened a new connection"
+
+
 async def test_max_tokens_is_sent_and_finish_reason_kept(registry: ProviderRegistry) -> None:
     with FakeOpenAI(reply=REPLY) as fake:
         events = await collect(adapter_for(registry, fake), request("gpt-4o-mini", max_tokens=2), FAST)
