@@ -69,6 +69,10 @@ def _bearer(request: Request) -> str:
 
 
 def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> User:
+    # Authentication only reads: on SQLite its transaction is DEFERRED even in a write request, so
+    # signing a request in never queues behind the writers (streams saving their replies) for the
+    # write lock. The route's own transaction, after the commit below, is IMMEDIATE again.
+    session.connection(execution_options={"sqlite_begin": "DEFERRED"})
     user, session_id = auth_service.authenticate_access(session, runtime.require_codec(), _bearer(request))
     if desktop_token.desktop_session_misused(runtime.extras, request.scope, session_id):
         raise Unauthorized("this session is valid only in the desktop app", code="invalid_token")

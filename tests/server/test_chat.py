@@ -57,6 +57,26 @@ def no_titles(make_settings: Callable[..., Settings]) -> Settings:
 # --- the happy path ------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
+def test_signing_a_request_in_does_not_wait_for_the_write_lock(client, app, user_token) -> None:
+    """Authentication only reads, so it never queues behind a writer (e.g. streams saving their
+    replies): with another connection holding SQLite's write lock, a chat request with a bad body is
+    still signed in and refused with 422 at once, instead of waiting out busy_timeout for the lock."""
+    import sqlite3
+
+    from server.db.session import sqlite_path
+
+    holder = sqlite3.connect(sqlite_path(app.state.runtime.settings.database_url), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = client.post("/api/chat", json={"model": "m", "content": ""}, headers=bearer(user_token))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_input"
+
+
 def test_stream_sends_meta_deltas_done_and_persists_the_reply(client, app, user_token, chat_model) -> None:
     chat_model.fake.token_delay = 0.02  # 50 tok/s: several coalesced delta events
     status, events, _, r = chat(client, user_token, {"model": chat_model.id, "content": "Tell me about rivers"})
