@@ -55,6 +55,22 @@ def encode_event(event: str | None, data: Any, id: str | None = None) -> bytes:
     return "".join(parts).encode("utf-8")
 
 
+#: Yielded by an event source to send a ``: ping`` comment (see :func:`encode_events`).
+KEEPALIVE = ServerSentEvent(None, None)
+
+
+async def encode_events(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
+    """Encode a source that does its own keep-alive (it yields :data:`KEEPALIVE` when idle): no task
+    per event, unlike :func:`with_keepalive`, which suits any source."""
+    try:
+        async for item in events:
+            yield PING if item is KEEPALIVE else encode_event(item.event, item.data, item.id)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 def encode_comment(text: str = "ping") -> bytes:
     return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode("utf-8") + b"\n"
 

@@ -28,7 +28,7 @@ from anyio import to_thread
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from server.api.sse import ServerSentEvent
+from server.api.sse import KEEPALIVE, ServerSentEvent
 from server.db.base import utcnow
 from server.db.models import Conversation, Message, MessageStatus, User
 from server.db.session import session_scope
@@ -469,10 +469,11 @@ class ChatStream:
             self.task.cancel()
 
     async def wait_started(self, timeout: float) -> None:
-        if timeout <= 0:
+        if timeout <= 0 or self.started.is_set():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self.started.wait()), timeout)
+            async with asyncio.timeout(timeout):
+                await self.started.wait()
         except TimeoutError:
             pass
 
@@ -636,14 +637,21 @@ class ChatStream:
             "done", {"message": outcome.message, "usage": outcome.usage, "timings": outcome.timings}
         )
 
-    async def events(self) -> AsyncIterator[ServerSentEvent]:
-        """meta, then coalesced deltas, then done or error. Closing it early stops the reply."""
+    async def events(self, ping_interval: float) -> AsyncIterator[ServerSentEvent]:
+        """meta, then coalesced deltas, then done or error; :data:`KEEPALIVE` after ``ping_interval``
+        seconds without an event. Closing it early stops the reply."""
         loop = asyncio.get_running_loop()
         last_sent = -1e9
         try:
             yield ServerSentEvent("meta", self.meta())
             while True:
-                await self.changed.wait()
+                if not self.changed.is_set():
+                    try:
+                        async with asyncio.timeout(ping_interval):
+                            await self.changed.wait()
+                    except TimeoutError:
+                        yield KEEPALIVE
+                        continue
                 self.changed.clear()
                 if not self.finished.is_set():
                     wait = last_sent + self.coalesce - loop.time()

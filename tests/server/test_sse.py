@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from server.api.sse import PING, ServerSentEvent, encode_comment, encode_event, with_keepalive
+from server.api.sse import (
+    KEEPALIVE,
+    PING,
+    ServerSentEvent,
+    encode_comment,
+    encode_event,
+    encode_events,
+    with_keepalive,
+)
 from tests.server.chat_support import parse_sse
 
 
@@ -79,4 +87,27 @@ def test_keepalive_closing_early_closes_the_source() -> None:
         await stream.aclose()
 
     asyncio.run(asyncio.wait_for(scenario(), 5))
+    assert closed.is_set()
+
+
+def test_encode_events_turns_keepalive_into_a_ping_and_closes_the_source() -> None:
+    closed = asyncio.Event()
+
+    async def scenario() -> list[bytes]:
+        async def source():
+            try:
+                yield ServerSentEvent("meta", {"id": 1})
+                yield KEEPALIVE
+                yield ServerSentEvent("delta", {"content": "x"})
+                yield ServerSentEvent("delta", {"content": "never read"})
+            finally:
+                closed.set()
+
+        stream = encode_events(source())
+        out = [await stream.__anext__() for _ in range(3)]
+        await stream.aclose()
+        return out
+
+    out = asyncio.run(asyncio.wait_for(scenario(), 5))
+    assert out == [encode_event("meta", {"id": 1}), PING, encode_event("delta", {"content": "x"})]
     assert closed.is_set()

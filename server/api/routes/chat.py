@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter
 
-from server.api.sse import EventStreamResponse, with_keepalive
+from server.api.sse import EventStreamResponse, encode_events
 from server.deps import CurrentUser, RuntimeDep, SessionDep
 from server.schemas.message import ChatCreate, ChatRegenerate, ChatStopRead
 from server.services import chat as chat_service
@@ -23,7 +23,7 @@ _SSE_DOC = {
 
 def _respond(stream: chat_service.ChatStream, runtime: RuntimeDep) -> EventStreamResponse:
     return EventStreamResponse(
-        with_keepalive(stream.events(), runtime.settings.chat_ping_interval),
+        encode_events(stream.events(runtime.settings.chat_ping_interval)),
         on_disconnect=lambda: stream.request_stop("disconnect"),
     )
 
