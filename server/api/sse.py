@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,13 @@ class ServerSentEvent:
     event: str | None
     data: Any
     id: str | None = None
+    #: Nothing follows: the response ends with this event (sent in the same write as the end).
+    last: bool = False
+
+
+class LastChunk(bytes):
+    """The final piece of a response body: :class:`EventStreamResponse` sends it together with the end
+    of the response (one write instead of two)."""
 
 
 def _single_line(value: str, what: str) -> str:
@@ -59,14 +66,17 @@ def encode_event(event: str | None, data: Any, id: str | None = None) -> bytes:
 KEEPALIVE = ServerSentEvent(None, None)
 
 
-async def encode_events(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
-    """Encode a source that does its own keep-alive (it yields :data:`KEEPALIVE` when idle): no task
-    per event, unlike :func:`with_keepalive`, which suits any source."""
+async def encode_events(batches: AsyncIterator[Sequence[ServerSentEvent]]) -> AsyncIterator[bytes]:
+    """Encode a source of event batches that does its own keep-alive (a batch ``[KEEPALIVE]`` when
+    idle). Each batch becomes one chunk, so events produced together (meta and the first delta, the
+    last delta and done) leave in one write; a batch ending with a ``last`` event ends the response.
+    No task per event, unlike :func:`with_keepalive`, which suits any source."""
     try:
-        async for item in events:
-            yield PING if item is KEEPALIVE else encode_event(item.event, item.data, item.id)
+        async for batch in batches:
+            chunk = b"".join(PING if e is KEEPALIVE else encode_event(e.event, e.data, e.id) for e in batch)
+            yield LastChunk(chunk) if batch and batch[-1].last else chunk
     finally:
-        aclose = getattr(events, "aclose", None)
+        aclose = getattr(batches, "aclose", None)
         if aclose is not None:
             await aclose()
 
@@ -137,6 +147,9 @@ class EventStreamResponse(Response):
             try:
                 await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
                 async for chunk in self.body_iterator:
+                    if isinstance(chunk, LastChunk):
+                        await send({"type": "http.response.body", "body": bytes(chunk), "more_body": False})
+                        return
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:

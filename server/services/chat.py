@@ -631,44 +631,54 @@ class ChatStream:
         if outcome.status == MessageStatus.ERROR.value:
             error = outcome.error or {"code": "upstream_error", "message": "the reply failed"}
             return ServerSentEvent(
-                "error", {**error, "message_id": str(self.plan.assistant_message_id)}
+                "error", {**error, "message_id": str(self.plan.assistant_message_id)}, last=True
             )
         return ServerSentEvent(
-            "done", {"message": outcome.message, "usage": outcome.usage, "timings": outcome.timings}
+            "done", {"message": outcome.message, "usage": outcome.usage, "timings": outcome.timings}, last=True
         )
 
-    async def events(self, ping_interval: float) -> AsyncIterator[ServerSentEvent]:
-        """meta, then coalesced deltas, then done or error; :data:`KEEPALIVE` after ``ping_interval``
-        seconds without an event. Closing it early stops the reply."""
+    def _pending_delta(self) -> list[ServerSentEvent]:
+        content, thinking = self._take_pending()
+        delta: dict[str, str] = {}
+        if content:
+            delta["content"] = content
+        if thinking:
+            delta["thinking"] = thinking
+        return [ServerSentEvent("delta", delta)] if delta else []
+
+    async def events(self, ping_interval: float) -> AsyncIterator[list[ServerSentEvent]]:
+        """Batches of events, each sent in one write: meta (with the first delta when it is already
+        there), coalesced deltas, and the last delta with done or error. ``[KEEPALIVE]`` after
+        ``ping_interval`` seconds without an event. Closing it early stops the reply."""
         loop = asyncio.get_running_loop()
         last_sent = -1e9
         try:
-            yield ServerSentEvent("meta", self.meta())
+            batch = [ServerSentEvent("meta", self.meta())]
             while True:
-                if not self.changed.is_set():
+                if not batch and not self.changed.is_set():
                     try:
                         async with asyncio.timeout(ping_interval):
                             await self.changed.wait()
                     except TimeoutError:
-                        yield KEEPALIVE
+                        yield [KEEPALIVE]
                         continue
                 self.changed.clear()
-                if not self.finished.is_set():
+                if not batch and not self.finished.is_set():
                     wait = last_sent + self.coalesce - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                content, thinking = self._take_pending()
-                if content or thinking:
-                    delta: dict[str, str] = {}
-                    if content:
-                        delta["content"] = content
-                    if thinking:
-                        delta["thinking"] = thinking
-                    yield ServerSentEvent("delta", delta)
+                delta = self._pending_delta()
+                if delta:
                     last_sent = loop.time()
+                batch += delta
                 if self.finished.is_set():
-                    yield self.terminal_event()
+                    batch += self._pending_delta()
+                    batch.append(self.terminal_event())
+                    yield batch
                     return
+                if batch:
+                    yield batch
+                    batch = []
         finally:
             if not self.finished.is_set():
                 self.request_stop("disconnect")

@@ -9,6 +9,8 @@ import pytest
 from server.api.sse import (
     KEEPALIVE,
     PING,
+    EventStreamResponse,
+    LastChunk,
     ServerSentEvent,
     encode_comment,
     encode_event,
@@ -90,16 +92,18 @@ def test_keepalive_closing_early_closes_the_source() -> None:
     assert closed.is_set()
 
 
-def test_encode_events_turns_keepalive_into_a_ping_and_closes_the_source() -> None:
+def test_encode_events_sends_each_batch_as_one_chunk_and_closes_the_source() -> None:
     closed = asyncio.Event()
+    meta, delta = ServerSentEvent("meta", {"id": 1}), ServerSentEvent("delta", {"content": "x"})
+    done = ServerSentEvent("done", {"ok": True}, last=True)
 
     async def scenario() -> list[bytes]:
         async def source():
             try:
-                yield ServerSentEvent("meta", {"id": 1})
-                yield KEEPALIVE
-                yield ServerSentEvent("delta", {"content": "x"})
-                yield ServerSentEvent("delta", {"content": "never read"})
+                yield [meta, delta]
+                yield [KEEPALIVE]
+                yield [delta, done]
+                yield [ServerSentEvent("delta", {"content": "never read"})]
             finally:
                 closed.set()
 
@@ -109,5 +113,30 @@ def test_encode_events_turns_keepalive_into_a_ping_and_closes_the_source() -> No
         return out
 
     out = asyncio.run(asyncio.wait_for(scenario(), 5))
-    assert out == [encode_event("meta", {"id": 1}), PING, encode_event("delta", {"content": "x"})]
+    assert out == [encode_event("meta", {"id": 1}) + encode_event("delta", {"content": "x"}), PING,
+                   encode_event("delta", {"content": "x"}) + encode_event("done", {"ok": True})]
+    assert [isinstance(chunk, LastChunk) for chunk in out] == [False, False, True]
     assert closed.is_set()
+
+
+def test_a_last_chunk_ends_the_response_in_the_same_write() -> None:
+    sent: list[dict] = []
+
+    async def scenario() -> None:
+        async def body():
+            yield b"event: meta\ndata: 1\n\n"
+            yield LastChunk(b"event: done\ndata: 2\n\n")
+            raise AssertionError("nothing is read after the last chunk")
+
+        async def receive():
+            await asyncio.Event().wait()  # the client stays connected
+            return {}
+
+        async def send(message):
+            sent.append(message)
+
+        await EventStreamResponse(body())({"type": "http"}, receive, send)
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+    bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+    assert bodies == [(b"event: meta\ndata: 1\n\n", True), (b"event: done\ndata: 2\n\n", False)]
