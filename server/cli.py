@@ -89,8 +89,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     app = create_app(settings)
+    from server.http_protocol import CoalescingHttpToolsProtocol
+
     config = uvicorn.Config(
         app,
+        http=CoalescingHttpToolsProtocol,
         log_config=None,
         access_log=False,
         proxy_headers=False,

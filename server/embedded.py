@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server.app import create_app
 from server.db.session import sqlite_path
 from server.errors import Conflict, InvalidInput
+from server.http_protocol import CoalescingHttpToolsProtocol
 from server.log_setup import configure_logging
 from server.runtime import Runtime
 from server.security import desktop_token
@@ -159,6 +160,7 @@ class _Server(uvicorn.Server):
 def _config(app: ASGIApp, settings: Settings, *, lifespan: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        http=CoalescingHttpToolsProtocol,
         lifespan=lifespan,
         log_config=None,
         access_log=False,

@@ -23,7 +23,7 @@ def _int(name: str, default: int) -> int:
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
 workers = _int("GUNICORN_WORKERS", 2 * multiprocessing.cpu_count() + 1)
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "server.gunicorn_worker.Worker"  # uvicorn_worker.UvicornWorker + write coalescing
 # A chat reply is an SSE stream that can last minutes; uvicorn workers keep heartbeating while
 # streaming, so this only kills a worker whose event loop is stuck.
 timeout = _int("GUNICORN_TIMEOUT", 120)
