@@ -18,12 +18,9 @@ from typing import Any
 import anyio
 import httpx
 
+from server import aio
 from server.providers.base import ProviderError, Timeouts
 
-try:  # Python >= 3.11: no extra task per read
-    from asyncio import timeout as _deadline_after
-except ImportError:  # pragma: no cover - Python 3.10
-    from anyio import fail_after as _deadline_after
 
 #: Largest single upstream line or SSE event we accept. Bigger -> ``upstream_protocol``, connection closed.
 MAX_LINE_BYTES = 1024 * 1024
@@ -229,8 +226,7 @@ class LineReader:
             if not self._fired:
                 raise
             self._fired = False
-            task = self._task
-            if task is not None and hasattr(task, "uncancel") and task.uncancel() > 0:
+            if aio.uncancel(self._task) > 0:
                 raise  # cancelled from outside as well: that wins
             raise timeout_error("first_token" if self._first else "idle", self._timeouts) from None
         except httpx.TransportError as exc:
@@ -328,9 +324,9 @@ async def open_stream(
     request = client.build_request(method, url, json=json_body, headers=headers, timeout=client_timeout(timeouts))
     deadline = time.monotonic() + timeouts.connect + timeouts.first_token
     try:
-        async with _deadline_after(timeouts.connect + timeouts.first_token):
+        async with aio.timeout(timeouts.connect + timeouts.first_token):
             response = await client.send(request, stream=True)
-    except TimeoutError:
+    except aio.TIMEOUT_ERRORS:
         raise timeout_error("first_token", timeouts) from None
     except httpx.TransportError as exc:
         raise transport_error(exc) from None
@@ -479,7 +475,7 @@ async def get_json(
         timeout=httpx.Timeout(timeout),
     )
     try:
-        async with _deadline_after(timeout):
+        async with aio.timeout(timeout):
             response = await client.send(request, stream=True)
             try:
                 await raise_for_status(response, secrets=secrets, what=what)
@@ -490,7 +486,7 @@ async def get_json(
                 body = await read_capped(response, MAX_JSON_BODY_BYTES, truncate=False)
             finally:
                 await close_response(response)
-    except TimeoutError:
+    except aio.TIMEOUT_ERRORS:
         raise ProviderError("upstream_timeout", f"{what} did not answer within {timeout:g} s", status=504) from None
     except httpx.TransportError as exc:
         raise transport_error(exc) from None

@@ -28,6 +28,7 @@ from anyio import to_thread
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from server import aio
 from server.api.sse import KEEPALIVE, ServerSentEvent
 from server.db.base import utcnow
 from server.db.models import Conversation, Message, MessageStatus, User
@@ -472,9 +473,9 @@ class ChatStream:
         if timeout <= 0 or self.started.is_set():
             return
         try:
-            async with asyncio.timeout(timeout):
+            async with aio.timeout(timeout):
                 await self.started.wait()
-        except TimeoutError:
+        except aio.TIMEOUT_ERRORS:
             pass
 
     # -- producer
@@ -489,7 +490,7 @@ class ChatStream:
             try:
                 idle_limit = self.timeouts.idle + WATCHDOG_GRACE
                 watchdog_at = loop.time() + self.timeouts.first_token + WATCHDOG_GRACE
-                async with asyncio.timeout_at(watchdog_at) as watchdog:
+                async with aio.timeout_at(watchdog_at) as watchdog:
                     async with aclosing(self.plan.adapter.stream_chat(self.plan.request, self.timeouts)) as events:
                         async for event in events:
                             now = loop.time()
@@ -515,7 +516,7 @@ class ChatStream:
                                 break
                 if outcome.status != MessageStatus.COMPLETE.value:
                     raise ProviderError("upstream_protocol", "the model's answer ended without a final chunk")
-            except TimeoutError:
+            except aio.TIMEOUT_ERRORS:
                 which = "first_token" if first_token_at is None else "idle"
                 limit = self.timeouts.first_token if which == "first_token" else self.timeouts.idle
                 raise ProviderError(
@@ -524,9 +525,7 @@ class ChatStream:
         except asyncio.CancelledError:
             # Stop, client disconnect or shutdown: keep the partial answer. The cancellation is consumed
             # here so the final write below can still run.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
+            aio.uncancel(asyncio.current_task())
             outcome.status = MessageStatus.STOPPED.value
             if self.stop_reason is None:
                 self.stop_reason = "cancelled"
@@ -657,9 +656,9 @@ class ChatStream:
             while True:
                 if not batch and not self.changed.is_set():
                     try:
-                        async with asyncio.timeout(ping_interval):
+                        async with aio.timeout(ping_interval):
                             await self.changed.wait()
-                    except TimeoutError:
+                    except aio.TIMEOUT_ERRORS:
                         yield [KEEPALIVE]
                         continue
                 self.changed.clear()
@@ -772,7 +771,7 @@ async def stop_stream(
         stream.request_stop("stop")
         try:
             await asyncio.wait_for(asyncio.shield(stream.finished.wait()), wait)
-        except TimeoutError:
+        except aio.TIMEOUT_ERRORS:
             pass
         return {"id": message_id, "status": stream.outcome.status, "stopped": stream.stop_reason == "stop"}
     status = await to_thread.run_sync(_owned_message_status, session, user, message_id)
@@ -813,7 +812,7 @@ async def generate_title(runtime: Runtime, plan: ChatPlan, reply: str) -> None:
     )
     parts: list[str] = []
     try:
-        async with asyncio.timeout(runtime.settings.chat_title_timeout):
+        async with aio.timeout(runtime.settings.chat_title_timeout):
             async with aclosing(plan.adapter.stream_chat(request, Timeouts())) as events:
                 async for event in events:
                     if isinstance(event, Delta) and event.content:

@@ -1,0 +1,29 @@
+"""The asyncio features of Python 3.11 the server uses, also on Python 3.10 (``requires-python``).
+
+* :func:`timeout` / :func:`timeout_at`: ``asyncio.timeout`` (3.11) or the ``async-timeout`` backport
+  it was taken from (a dependency on 3.10 only); both have ``reschedule``.
+* :data:`TIMEOUT_ERRORS`: what they raise. From 3.11 on ``asyncio.TimeoutError is TimeoutError``;
+  on 3.10 they are different classes.
+* :func:`uncancel`: ``Task.uncancel`` (3.11), which 3.10 does not need (no cancel counting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout, timeout_at
+else:  # pragma: no cover - exercised on Python 3.10 only
+    from async_timeout import timeout, timeout_at
+
+TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
+
+__all__ = ["TIMEOUT_ERRORS", "timeout", "timeout_at", "uncancel"]
+
+
+def uncancel(task: asyncio.Task | None) -> int:
+    """Undo one pending cancellation request of ``task``; returns how many are left."""
+    if task is None or not hasattr(task, "uncancel"):
+        return 0
+    return task.uncancel()
