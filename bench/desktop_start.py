@@ -4,7 +4,9 @@ Runs ``python -m desktop --self-test`` several times (first run on a fresh data 
 the same data dir) and, in the same run, a *baseline*: a bare QWebEngineView in a fresh process that
 loads a static page and answers one JavaScript call. The ratio ours/baseline shows what the embedded
 server, migrations, the desktop sign-in and the real UI cost on top of Qt WebEngine itself, whatever
-the machine's load.
+the machine's load. A second baseline gets the Chromium switches the app adds (desktop/memory.py): the
+memory floor of Qt WebEngine as the app configures it. The app's own figures are also split by process
+(app = Qt browser process + embedded server; zygote; renderer).
 
     .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2]
 
@@ -35,6 +37,10 @@ from PySide6.QtWebEngineWidgets import QWebEngineView
 QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
 from PySide6.QtWidgets import QApplication
 app = QApplication(sys.argv[:1])
+if sys.argv[2] == "app-switches":
+    sys.path.insert(0, os.getcwd())
+    from desktop.memory import apply_chromium_flags
+    apply_chromium_flags(app.platformName())
 view = QWebEngineView(); view.resize(1200, 800); view.show()
 idle = float(sys.argv[1])
 def measure():
@@ -63,6 +69,7 @@ _OURS = re.compile(
     r"self-test ok: ui (?P<ui>[\d.]+) s, interactive (?P<interactive>[\d.]+) s \(cpu (?P<cpu>[\d.]+) s\), .*?"
     r"rss (?P<rss>[\d.]+) MiB \(pss (?P<pss>[\d.]+) MiB\)"
 )
+_BREAKDOWN = re.compile(r"memory by process \(MiB RSS/PSS\): (?P<rows>.*)")
 _BASE = re.compile(r"baseline ready (?P<ready>[\d.]+) cpu (?P<cpu>[\d.]+) rss (?P<rss>[\d.]+) pss (?P<pss>[\d.]+)")
 
 
@@ -81,12 +88,18 @@ def run_ours(data_dir: Path, idle: float) -> dict[str, float]:
     match = _OURS.search(out.stdout)
     if out.returncode != 0 or match is None:
         raise SystemExit(f"self-test failed (exit {out.returncode}): {out.stdout.strip()} {out.stderr[-500:]}")
-    return {k: float(v) for k, v in match.groupdict().items()}
+    result = {k: float(v) for k, v in match.groupdict().items()}
+    rows = _BREAKDOWN.search(out.stderr)
+    for row in rows.group("rows").split(", ") if rows else []:
+        role, figures = row.rsplit(" ", 1)
+        rss, pss = figures.split("/")
+        result[f"{role} rss"], result[f"{role} pss"] = float(rss), float(pss)
+    return result
 
 
-def run_baseline(idle: float) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _BASELINE, str(idle)], env=_env(), capture_output=True,
-                         text=True, timeout=180, check=False)
+def run_baseline(idle: float, switches: str = "defaults") -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _BASELINE, str(idle), switches], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=180, check=False)
     match = _BASE.search(out.stdout)
     if match is None:
         raise SystemExit(f"baseline failed (exit {out.returncode}): {out.stderr[-500:]}")
@@ -101,9 +114,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         data = Path(tmp) / "data"
         first = run_ours(data, args.idle)
-        warm, base = [], []
-        for _ in range(args.runs):  # interleaved, so both see the same machine load
+        warm, base, floor = [], [], []
+        for _ in range(args.runs):  # interleaved, so all see the same machine load
             base.append(run_baseline(args.idle))
+            floor.append(run_baseline(args.idle, "app-switches"))
             warm.append(run_ours(data, args.idle))
 
     def med(rows: list[dict[str, float]], key: str) -> float:
@@ -116,10 +130,16 @@ def main() -> int:
           f"load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"baseline (bare QWebEngineView):  ready {b_ready:.2f} s (cpu {b_cpu:.2f} s)   "
           f"tree RSS {b_rss:.0f} MiB   PSS {b_pss:.0f} MiB")
+    print(f"  same, with the app's switches:  ready {med(floor, 'ready'):.2f} s (cpu {med(floor, 'cpu'):.2f} s)   "
+          f"tree RSS {med(floor, 'rss'):.0f} MiB   PSS {med(floor, 'pss'):.0f} MiB")
     print(f"first start (fresh data dir):    interactive {first['interactive']:.2f} s (cpu {first['cpu']:.2f} s)   "
           f"tree RSS {first['rss']:.0f} MiB   PSS {first['pss']:.0f} MiB")
     print(f"warm start:                      UI loaded {w_ui:.2f} s   interactive {w_int:.2f} s (cpu {w_cpu:.2f} s)   "
           f"tree RSS {w_rss:.0f} MiB   PSS {w_pss:.0f} MiB")
+    roles = [key[:-4] for key in warm[0] if key.endswith(" rss") and all(key in row for row in warm)]
+    if roles:
+        print("warm start by process (RSS/PSS MiB): "
+              + ", ".join(f"{role} {med(warm, role + ' rss'):.0f}/{med(warm, role + ' pss'):.0f}" for role in roles))
     print(f"ratio vs baseline:               start x{w_int / b_ready:.2f}   cpu x{w_cpu / b_cpu:.2f}   "
           f"RSS x{w_rss / b_rss:.2f}   PSS x{w_pss / b_pss:.2f}")
     print(f"targets: interactive <= {TARGET_START_S} s -> {'met' if w_int <= TARGET_START_S else 'NOT met'}; "

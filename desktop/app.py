@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 5.0
 SELF_TEST_TIMEOUT_S = 60.0
 STARTUP_GC_PAUSE_MAX_MS = 15_000
+#: After the UI has loaded, the page signs in and fetches its first data; then start-up caches and the
+#: heap freed during start-up are handed back to the OS (see desktop.memory.release_startup_memory).
+HEAP_TRIM_DELAY_MS = 1_000
 
 #: Runs in the page (our origin) during --self-test: the desktop sign-in the web UI also does, then
 #: /api/users/me. The desktop token itself is added by the request interceptor; the page never sees it.
@@ -77,22 +80,32 @@ def build_settings(data: Path):
     return load_settings(data_dir=data, desktop_mode=True, webui_dist=dist if (dist / "index.html").is_file() else None)
 
 
-def process_tree_memory() -> tuple[float, float]:
-    """(RSS sum, PSS sum) in MiB of this process and all its descendants (QtWebEngine helpers)."""
+def process_tree_breakdown() -> list[tuple[str, float, float]]:
+    """(role, RSS MiB, PSS MiB) of this process ("app": Qt browser process + server) and each descendant.
+    A renderer is forked by a zygote and keeps the zygote's command line, so it is named by its parent."""
     import psutil
 
     me = psutil.Process()
-    rss = pss = 0
+    rows = []
     for proc in [me, *me.children(recursive=True)]:
         try:
-            rss += proc.memory_info().rss
+            rss = proc.memory_info().rss
             try:
-                pss += getattr(proc.memory_full_info(), "pss", 0)
+                pss = getattr(proc.memory_full_info(), "pss", 0)
             except (psutil.AccessDenied, AttributeError):
-                pass
+                pss = 0
+            role = "app" if proc.pid == me.pid else _helper_role(proc.cmdline(), proc.ppid() != me.pid)
         except psutil.NoSuchProcess:
             continue
-    return rss / 2**20, pss / 2**20
+        rows.append((role, rss / 2**20, pss / 2**20))
+    return rows
+
+
+def _helper_role(cmdline: list[str], forked_by_helper: bool) -> str:
+    kind = next((arg.split("=", 1)[1] for arg in cmdline if arg.startswith("--type=")), "helper")
+    if kind == "zygote" and forked_by_helper:
+        return "renderer"
+    return kind
 
 
 def process_cpu_seconds() -> float:
@@ -229,6 +242,11 @@ class DesktopApp(QObject):
         self._load_ok = ok
         self.mark("ui loaded")
         _end_startup_gc_pause()
+        from PySide6.QtCore import QTimer
+
+        from desktop.memory import release_startup_memory
+
+        QTimer.singleShot(HEAP_TRIM_DELAY_MS, release_startup_memory)
         if self.args.self_test:
             if not ok:
                 self.fail("the UI did not load")
@@ -380,8 +398,9 @@ class DesktopApp(QObject):
         from PySide6.QtCore import QTimer
 
         def measure() -> None:
-            rss, pss = process_tree_memory()
-            self.metrics["rss_mib"], self.metrics["pss_mib"] = rss, pss
+            rows = process_tree_breakdown()
+            self.metrics["rss_mib"], self.metrics["pss_mib"] = sum(r[1] for r in rows), sum(r[2] for r in rows)
+            self.metrics["processes"] = rows
             self.succeed()
 
         QTimer.singleShot(int(self.args.idle_seconds * 1000), measure)
@@ -487,6 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
+    from desktop.memory import skip_pyside_source_scan
+
+    skip_pyside_source_scan()  # PySide6 is imported (above): before the server stack's imports
     args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.screenshot and not args.self_test:
         print("modeltrain-desktop: --screenshot needs --self-test", file=sys.stderr)
@@ -518,6 +540,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     qapp = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
     t_qapp = seconds_since_process_start()
+    from desktop.memory import apply_chromium_flags
+
+    apply_chromium_flags(qapp.platformName())  # the web engine starts with the window's profile, below
     qapp.setApplicationName("ModelTrain")
     qapp.setOrganizationName("ModelTrain")
     qapp.setQuitOnLastWindowClosed(False)
@@ -544,6 +569,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.self_test:
         timeline = ", ".join(f"{name} {at:.2f}" for name, at in sorted(app.phases.items(), key=lambda kv: kv[1]))
         sys.stderr.write(f"start-up timeline (s since process start): qapp {t_qapp:.2f}, {timeline}\n")
+        if app.metrics.get("processes"):
+            rows = ", ".join(f"{role} {rss:.0f}/{pss:.0f}" for role, rss, pss in app.metrics["processes"])
+            sys.stderr.write(f"memory by process (MiB RSS/PSS): {rows}\n")
         line = app.result_line or "self-test failed: no result"
         if code == 0 and app.shutdown_seconds is not None:
             line += f", shutdown {app.shutdown_seconds:.2f} s"

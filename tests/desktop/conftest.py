@@ -2,7 +2,7 @@
 
 The Qt environment is prepared here, before any QApplication exists: offscreen platform, no sandbox
 only when running as root (QtWebEngine refuses otherwise), QtWebEngine imported and OpenGL contexts
-shared before the application object is created.
+shared before the application object is created, and the app's Chromium switches (desktop/memory.py).
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ import PySide6.QtWebEngineWidgets  # noqa: F401  (must come before the QApplicat
 import pytest
 from PySide6.QtCore import QCoreApplication, QEvent, Qt
 
+from desktop.memory import apply_chromium_flags
 from server.embedded import EmbeddedServer
 from server.settings import Settings
 
 QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+# The web engine runs with the app's Chromium switches (read when the first profile is created).
+apply_chromium_flags(os.environ["QT_QPA_PLATFORM"])
 
 INITIAL_PASSWORD = "initial-Admin-pass-9"
 ADMIN_PASSWORD = "correct-horse-battery-staple"

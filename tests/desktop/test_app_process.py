@@ -37,12 +37,15 @@ class Tree:
     def __init__(self, proc: psutil.Popen) -> None:
         self.proc = proc
         self.seen: dict[int, float] = {}
+        self.cmdlines: dict[int, list[str]] = {}
 
     def sample(self) -> None:
         try:
             for child in self.proc.children(recursive=True):
                 try:
                     self.seen.setdefault(child.pid, child.create_time())
+                    if child.pid not in self.cmdlines:
+                        self.cmdlines[child.pid] = child.cmdline()
                 except psutil.NoSuchProcess:
                     pass
         except psutil.NoSuchProcess:
@@ -92,6 +95,12 @@ def test_self_test_passes_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert tree.seen, "QtWebEngine helper processes were observed"
     assert tree.leftovers() == []
     assert "threads still running" not in out
+    # The Chromium switches of desktop/memory.py reached the web engine: only the (sandboxed) zygote
+    # that forks renderers was started, not the unsandboxed one; the sandbox handling is unchanged.
+    zygotes = [c for c in tree.cmdlines.values() if "--type=zygote" in c]
+    assert zygotes, tree.cmdlines
+    assert not any("--no-zygote-sandbox" in c for c in zygotes), zygotes
+    assert "memory by process (MiB RSS/PSS): app " in err
 
 
 def test_self_test_fails_with_a_one_line_reason(tmp_path: Path) -> None:

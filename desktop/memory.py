@@ -1,0 +1,122 @@
+"""Idle memory of the desktop process tree: Chromium switches for the web engine, and handing freed heap
+back to the operating system once start-up has settled.
+
+* ``--no-unsandboxed-zygote``: Chromium starts two zygotes (fork servers) on Linux; the unsandboxed one
+  only serves child processes that run without a sandbox, and QtWebEngine runs the GPU and network
+  services inside the browser process, so it never forks anything. Chromium launches such a child
+  directly when this zygote is off (``GetUnsandboxedZygote()`` returns null). The sandbox and the
+  sandboxed zygote, which forks the renderers, are untouched. Saves one ~50 MiB (RSS) process.
+* ``--disable-gpu`` only on headless Qt platforms (offscreen, minimal): Qt has no OpenGL there and
+  composites the page in software anyway, while Chromium's in-process GPU thread would load Mesa's
+  llvmpipe (libLLVM, ~50 MiB) to emulate a GPU on the CPU. With a display, the GPU stays on.
+* :func:`skip_pyside_source_scan`: once PySide6 is imported, shiboken's ``__feature__`` support looks at
+  every module imported afterwards with ``inspect.getsource`` (does the source mention "PySide6"?),
+  which leaves each whole source file in ``linecache`` for good. With the server stack imported after
+  Qt that was up to ~800 files: 12-35 MiB of Python strings (depending on how the server thread's
+  imports interleave with Qt's) and up to 0.15 s of start-up CPU. The same question is answered from a
+  plain read that caches nothing.
+* :func:`release_startup_memory`: once start-up has settled, drop ``linecache`` (refilled on demand by
+  tracebacks) and hand freed heap back to the OS: glibc keeps freed memory mapped, ``malloc_trim(0)``
+  returns the free pages of every arena. No-op on other C libraries and platforms.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import linecache
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "QTWEBENGINE_CHROMIUM_FLAGS"
+#: Qt platform plugins without a GPU surface: the page is composited in software there.
+HEADLESS_PLATFORMS = frozenset({"offscreen", "minimal"})
+
+
+def chromium_flags(platform_name: str, system: str | None = None) -> list[str]:
+    """The switches we add for this Qt platform (``QGuiApplication.platformName()``)."""
+    system = sys.platform if system is None else system
+    flags: list[str] = []
+    if system.startswith("linux"):
+        flags.append("--no-unsandboxed-zygote")
+    if platform_name in HEADLESS_PLATFORMS:
+        flags.append("--disable-gpu")
+    return flags
+
+
+def apply_chromium_flags(platform_name: str, environ: MutableMapping[str, str] | None = None,
+                         system: str | None = None) -> str:
+    """Append our switches to ``QTWEBENGINE_CHROMIUM_FLAGS`` (read when the web engine starts, i.e. when
+    the first profile is created), keeping whatever the user set; a switch the user already gave is not
+    repeated. Returns the resulting value."""
+    environ = os.environ if environ is None else environ
+    existing = environ.get(ENV_VAR, "").split()
+    given = {flag.split("=", 1)[0] for flag in existing}
+    added = [flag for flag in chromium_flags(platform_name, system) if flag.split("=", 1)[0] not in given]
+    value = " ".join([*existing, *added])
+    if value:
+        environ[ENV_VAR] = value
+    if added:
+        log.info("web engine switches: %s", " ".join(added))
+    return value
+
+
+def _source_mentions_pyside(module: object) -> bool:
+    """shiboken's ``_mod_uses_pyside`` without ``inspect.getsource``/``linecache``. Modules without a
+    ``.py`` source file (built-in, extension, frozen, bundled) answer False, as they do there."""
+    spec = getattr(module, "__spec__", None)
+    origin = getattr(spec, "origin", None) or getattr(module, "__file__", None)
+    if not isinstance(origin, str) or not origin.endswith(".py"):
+        return False
+    try:
+        with open(origin, "rb") as source:
+            return b"PySide6" in source.read()
+    except OSError:
+        return False
+
+
+_source_mentions_pyside.modeltrain = True  # type: ignore[attr-defined]
+
+
+def skip_pyside_source_scan() -> bool:
+    """Replace the source check of PySide6's ``__feature__`` support (see the module docstring). Call it
+    right after PySide6 is imported, before the big imports. False if PySide6 (or that check) is absent."""
+    feature = sys.modules.get("shibokensupport.feature")
+    current = getattr(feature, "_mod_uses_pyside", None)
+    if current is None:
+        return False
+    if not getattr(current, "modeltrain", False):
+        feature._mod_uses_pyside = _source_mentions_pyside  # type: ignore[union-attr]
+    return True
+
+
+def release_startup_memory() -> bool:
+    """Drop the source-line cache and trim the heap; True if the heap was trimmed."""
+    linecache.clearcache()
+    return trim_heap()
+
+
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim  # glibc only (musl has none)
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def trim_heap() -> bool:
+    """Return free heap pages of every malloc arena to the OS. True if glibc's malloc_trim ran."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True

@@ -1,0 +1,102 @@
+"""Idle memory helpers: the Chromium switches we add, PySide6's source scan without linecache, and the
+post-start-up release (linecache, malloc_trim)."""
+
+from __future__ import annotations
+
+import linecache
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from desktop import memory
+
+
+def test_switches_per_platform() -> None:
+    assert memory.chromium_flags("xcb", "linux") == ["--no-unsandboxed-zygote"]
+    assert memory.chromium_flags("wayland", "linux") == ["--no-unsandboxed-zygote"]
+    assert memory.chromium_flags("offscreen", "linux") == ["--no-unsandboxed-zygote", "--disable-gpu"]
+    assert memory.chromium_flags("minimal", "linux") == ["--no-unsandboxed-zygote", "--disable-gpu"]
+    # Zygotes are Linux-only; with a display the GPU is never turned off.
+    assert memory.chromium_flags("windows", "win32") == []
+    assert memory.chromium_flags("cocoa", "darwin") == []
+    assert memory.chromium_flags("offscreen", "darwin") == ["--disable-gpu"]
+    # Never the sandbox or the single-process model.
+    for flags in (memory.chromium_flags(p, s) for p in ("xcb", "offscreen") for s in ("linux", "win32")):
+        assert not any(f.startswith(("--no-sandbox", "--single-process", "--no-zygote")) for f in flags)
+
+
+def test_switches_are_appended_to_the_users_own() -> None:
+    env: dict[str, str] = {}
+    assert memory.apply_chromium_flags("xcb", env, "linux") == "--no-unsandboxed-zygote"
+    assert env[memory.ENV_VAR] == "--no-unsandboxed-zygote"
+
+    env = {memory.ENV_VAR: "--enable-logging --v=1"}
+    memory.apply_chromium_flags("offscreen", env, "linux")
+    assert env[memory.ENV_VAR] == "--enable-logging --v=1 --no-unsandboxed-zygote --disable-gpu"
+
+    # Applying twice, or over a switch the user already gave, repeats nothing.
+    memory.apply_chromium_flags("offscreen", env, "linux")
+    assert env[memory.ENV_VAR].split().count("--disable-gpu") == 1
+    env = {memory.ENV_VAR: "--disable-gpu=0"}
+    memory.apply_chromium_flags("offscreen", env, "linux")
+    assert env[memory.ENV_VAR] == "--disable-gpu=0 --no-unsandboxed-zygote"
+
+    env = {}
+    assert memory.apply_chromium_flags("windows", env, "win32") == ""
+    assert memory.ENV_VAR not in env
+
+
+def _module_from(path: Path) -> types.ModuleType:
+    module = types.ModuleType(path.stem)
+    module.__file__ = str(path)
+    module.__spec__ = None
+    return module
+
+
+def test_pyside_source_scan_answers_the_same_without_linecache(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import PySide6.QtCore  # noqa: F401  (registers shibokensupport.feature)
+
+    feature = sys.modules["shibokensupport.feature"]
+    monkeypatch.setattr(feature, "_mod_uses_pyside", feature._mod_uses_pyside)  # restored afterwards
+    original = feature._mod_uses_pyside
+
+    uses = tmp_path / "uses_qt.py"
+    uses.write_text("from PySide6.QtCore import QObject\n")
+    plain = tmp_path / "plain.py"
+    plain.write_text("VALUE = 1\n")
+    modules = [_module_from(uses), _module_from(plain), sys, _module_from(tmp_path / "missing.py")]
+    expected = [original(m) for m in modules]
+    assert expected == [True, False, False, False]
+    linecache.clearcache()
+
+    assert memory.skip_pyside_source_scan() is True
+    assert memory.skip_pyside_source_scan() is True  # idempotent
+    assert feature._mod_uses_pyside is memory._source_mentions_pyside
+    assert [feature._mod_uses_pyside(m) for m in modules] == expected
+    assert str(uses) not in linecache.cache and str(plain) not in linecache.cache
+    # The hook PySide6 runs after each import goes through the replacement.
+    feature.pyside_feature_dict.pop("plain", None)
+    feature.feature_imported(_module_from(plain))
+    assert feature.pyside_feature_dict.pop("plain") == -1
+    assert str(plain) not in linecache.cache
+
+
+def test_pyside_source_scan_needs_pyside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "shibokensupport.feature", raising=False)
+    assert memory.skip_pyside_source_scan() is False
+
+
+def test_release_startup_memory_drops_linecache_and_trims(tmp_path: Path) -> None:
+    source = tmp_path / "cached.py"
+    source.write_text("x = 1\n")
+    assert linecache.getline(str(source), 1) == "x = 1\n"
+    assert str(source) in linecache.cache
+    trimmed = memory.release_startup_memory()
+    assert str(source) not in linecache.cache
+    if sys.platform.startswith("linux") and memory._malloc_trim() is not None:
+        assert trimmed is True
+    else:
+        assert trimmed is False
