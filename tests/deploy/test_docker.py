@@ -123,7 +123,7 @@ def test_backend_entry_command_serves_health(tmp_path: Path, pg_url: str) -> Non
         r = httpx.get(f"{url}/api/health")
         assert r.json() == {"status": "ok"}
         output = proc.output()
-        assert "uvicorn_worker.UvicornWorker" in output and output.count("Booting worker") == 2
+        assert "Using worker: server.gunicorn_worker.Worker" in output and output.count("Booting worker") == 2
         assert (Path(env["MODELTRAIN_LOG_DIR"]) / "app.log").is_file()
     finally:
         assert proc.stop() == 0, proc.output()[-3000:]
