@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from server.db.models import User
-from server.errors import Forbidden, Unauthorized
 from server.db.session import session_scope
+from server.errors import Forbidden, Unauthorized
 from server.runtime import Runtime
 from server.security import desktop_token
 from server.security.network_guard import client_address

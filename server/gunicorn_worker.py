@@ -3,10 +3,12 @@ HTTP protocol as ``modeltrain serve`` (:mod:`server.http_protocol`). Imported by
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from uvicorn_worker import UvicornWorker
 
 from server.http_protocol import CoalescingHttpToolsProtocol
 
 
 class Worker(UvicornWorker):
-    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": CoalescingHttpToolsProtocol}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {**UvicornWorker.CONFIG_KWARGS, "http": CoalescingHttpToolsProtocol}

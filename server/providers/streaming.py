@@ -21,7 +21,6 @@ import httpx
 from server import aio
 from server.providers.base import ProviderError, Timeouts
 
-
 #: Largest single upstream line or SSE event we accept. Bigger -> ``upstream_protocol``, connection closed.
 MAX_LINE_BYTES = 1024 * 1024
 #: Largest error body we read to find a message (the rest is not read).
@@ -117,7 +116,7 @@ class LineSplitter:
     Memory stays bounded: a line (or an unterminated tail) over ``max_bytes`` raises ``upstream_protocol``.
     """
 
-    __slots__ = ("_buf", "_max", "_sse", "_skip_lf")
+    __slots__ = ("_buf", "_max", "_skip_lf", "_sse")
 
     def __init__(self, max_bytes: int = MAX_LINE_BYTES, *, sse: bool = False) -> None:
         self._buf = b""

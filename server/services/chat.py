@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from server import aio
@@ -332,22 +332,28 @@ def _persist_partial(runtime: Runtime, message_id: uuid.UUID, content: str, thin
 
 
 def _persist_final(runtime: Runtime, plan: ChatPlan, values: dict[str, Any]) -> dict[str, Any]:
+    """The final state of the reply, in one short transaction; returns the message as the API shows it
+    (built from what was written, not read back), or ``{}`` if it was deleted meanwhile."""
     now = utcnow()
-    with session_scope(runtime.session_factory) as session:
-        session.execute(
-            update(Message)
-            .where(Message.id == plan.assistant_message_id)
-            .values(**values, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(
-            update(Conversation)
-            .where(Conversation.id == plan.conversation_id)
-            .values(updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        msg = session.scalar(select(Message).where(Message.id == plan.assistant_message_id))
-        return message_dict(msg) if msg is not None else {}
+    messages, conversations = Message.__table__, Conversation.__table__
+    with runtime.engine.begin() as conn:
+        written = conn.execute(
+            update(messages).where(messages.c.id == plan.assistant_message_id).values(**values, updated_at=now)
+        ).rowcount
+        conn.execute(update(conversations).where(conversations.c.id == plan.conversation_id).values(updated_at=now))
+    if not written:
+        return {}
+    from server.schemas.message import MessageRead
+
+    return MessageRead(
+        id=plan.assistant_message_id,
+        parent_id=plan.user_message_id,
+        role="assistant",
+        model=plan.model_id,
+        created_at=plan.assistant_created_at,
+        updated_at=now,
+        **values,
+    ).model_dump(mode="json")
 
 
 def message_dict(m: Message) -> dict[str, Any]:
