@@ -38,6 +38,8 @@ class ModelRead(BaseModel):
 
 class ModelListError(BaseModel):
     provider_id: uuid.UUID
+    #: The provider itself, as in a model's ``provider``: the UI names it in the warning.
+    provider: ModelProviderRef
     code: str
     message: str
 

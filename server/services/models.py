@@ -257,7 +257,9 @@ async def list_models(session: Session, runtime: Runtime) -> ModelList:
     errors: list[ModelListError] = []
     for provider, result in zip(ollama, results):
         if isinstance(result, ProviderError):
-            errors.append(ModelListError(provider_id=provider.id, code=result.code, message=result.message))
+            errors.append(
+                ModelListError(provider_id=provider.id, provider=provider.ref(), code=result.code, message=result.message)
+            )
         else:
             discovered[provider.id] = result
 

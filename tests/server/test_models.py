@@ -110,6 +110,7 @@ def test_a_provider_that_is_down_is_reported_and_the_rest_still_listed(
     assert set(errors) == {dead["id"], slow["id"]}
     assert errors[dead["id"]]["code"] == "upstream_unreachable"
     assert errors[slow["id"]]["code"] == "upstream_timeout"
+    assert errors[dead["id"]]["provider"] == {"id": dead["id"], "name": "Dead box", "kind": "ollama"}
     assert elapsed < 3  # concurrently, each bounded by the discovery timeout (0.5 s)
     assert {m["model"] for m in body["items"] if m["source"] == "ollama"} == {"llama3.2:latest", "qwen3:0.6b"}
     assert any(m["name"] == "On the dead box" for m in body["items"])

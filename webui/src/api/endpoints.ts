@@ -1,7 +1,7 @@
 /** Thin typed wrappers over the server routes. */
 import { http, rawRequest, downloadFile, type RequestOptions } from './http'
 import type {
-  Alert, Backup, ChatModel, Conversation, ConversationSummary, LanInfo, LogLine, Metrics,
+  Alert, Backup, ChatModel, Conversation, ConversationSummary, LanInfo, LogLine, Metrics, ModelListError,
   OllamaModel, OllamaStatus, Page, Provider, PullProgress, Readiness, RunningModel, TokenResponse, User,
 } from './types'
 
@@ -40,7 +40,7 @@ export const healthApi = {
 }
 
 export const modelsApi = {
-  list: () => http.get<{ items: ChatModel[]; errors?: Array<{ provider_id: string; code: string; message: string }> }>('/api/models'),
+  list: () => http.get<{ items: ChatModel[]; errors?: ModelListError[] }>('/api/models'),
 }
 
 export interface ChatRequest {

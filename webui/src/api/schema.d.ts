@@ -1607,6 +1607,7 @@ export interface components {
              * Format: uuid
              */
             provider_id: string;
+            provider: components["schemas"]["ModelProviderRef"];
             /** Code */
             code: string;
             /** Message */

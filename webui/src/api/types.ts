@@ -24,6 +24,7 @@ export type Page<T> = Omit<S['Page_UserRead_'], 'items'> & { items: T[] }
 
 export type ProviderRef = S['ModelProviderRef']
 export type ChatModel = S['ModelRead']
+export type ModelListError = S['ModelListError']
 
 /** A conversation in the sidebar; search results (`SearchHit`) add a snippet with highlights. */
 export type ConversationSummary = Adjust<

@@ -1,7 +1,7 @@
 import { defineStore } from 'pinia'
 import { computed, ref } from 'vue'
 import { modelsApi } from '@/api/endpoints'
-import type { ChatModel } from '@/api/types'
+import type { ChatModel, ModelListError } from '@/api/types'
 
 const KEY = 'modeltrain.model'
 
@@ -12,7 +12,7 @@ export const useModelsStore = defineStore('models', () => {
   const loaded = ref(false)
   const error = ref<unknown>(null)
   /** Providers that could not list their models (e.g. Ollama not running). */
-  const providerErrors = ref<Array<{ provider_id: string; code: string; message: string }>>([])
+  const providerErrors = ref<ModelListError[]>([])
   const selectedId = ref<string | null>(localStorage.getItem(KEY))
 
   const selected = computed(() => items.value.find((m) => m.id === selectedId.value) ?? null)

@@ -117,7 +117,7 @@ export default {
     goToModels: 'Open Models',
     notFoundTitle: 'Conversation not found',
     notFound: 'It may have been deleted, or it belongs to another account.',
-    providerError: 'A provider could not list its models: {message}',
+    providerError: '“{name}” could not list its models: {message}',
     emptyTitle: 'What can I help with?',
     emptySubtitle: 'Your conversation stays on this server.',
     keySend: 'send',

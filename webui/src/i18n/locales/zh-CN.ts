@@ -116,7 +116,7 @@ export default {
     goToModels: '打开模型页面',
     notFoundTitle: '找不到该对话',
     notFound: '它可能已被删除，或属于其他账户。',
-    providerError: '有一个服务提供方无法列出模型：{message}',
+    providerError: '服务提供方“{name}”无法列出模型：{message}',
     emptyTitle: '有什么可以帮你？',
     emptySubtitle: '你的对话只保存在这台服务器上。',
     keySend: '发送',
