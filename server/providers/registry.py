@@ -46,6 +46,49 @@ class _NoCookies(CookieJar):
         return None
 
 
+class _BatchedWrites(httpcore.AsyncNetworkStream):
+    """A connection whose writes wait for the next read: httpcore writes a request's head and then its
+    body, and only then reads the answer, so both leave in one write (one wake-up of the upstream)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._timeout: float | None = None
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        self._pending.append(buffer)
+        self._size += len(buffer)
+        self._timeout = timeout
+        if self._size >= 65536:  # a large body is streamed, not collected
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+            await self._inner.write(data, timeout=self._timeout)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        await self._flush()
+        return await self._inner.read(max_bytes, timeout=timeout)
+
+    async def aclose(self) -> None:
+        self._pending.clear()
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        await self._flush()
+        return _BatchedWrites(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves the host itself, refuses blocked addresses, then connects to a checked address."""
 
@@ -81,9 +124,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
+                return _BatchedWrites(await self._inner.connect_tcp(
                     str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
+                ))
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
         assert last is not None
