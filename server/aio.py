@@ -4,6 +4,8 @@
   it was taken from (a dependency on 3.10 only); both have ``reschedule``.
 * :data:`TIMEOUT_ERRORS`: what they raise. From 3.11 on ``asyncio.TimeoutError is TimeoutError``;
   on 3.10 they are different classes.
+* :func:`reschedule`: move such a timeout's deadline (``reschedule`` in asyncio, ``update`` in the
+  backport).
 * :func:`uncancel`: ``Task.uncancel`` (3.11), which 3.10 does not need (no cancel counting).
 """
 
@@ -19,7 +21,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
 
-__all__ = ["TIMEOUT_ERRORS", "timeout", "timeout_at", "uncancel"]
+__all__ = ["TIMEOUT_ERRORS", "reschedule", "timeout", "timeout_at", "uncancel"]
+
+
+def reschedule(cm: object, when: float) -> None:
+    """Move the deadline of a :func:`timeout`/:func:`timeout_at` context to loop time ``when``."""
+    move = getattr(cm, "reschedule", None) or cm.update  # type: ignore[attr-defined]
+    move(when)
 
 
 def uncancel(task: asyncio.Task | None) -> int:

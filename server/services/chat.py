@@ -505,7 +505,7 @@ class ChatStream:
                                 # about once per idle period, so it fires between one and two idle
                                 # periods after the last event, never before the adapter's timeout.
                                 watchdog_at = now + 2 * idle_limit
-                                watchdog.reschedule(watchdog_at)
+                                aio.reschedule(watchdog, watchdog_at)
                             if isinstance(event, Delta):
                                 self._append(event)
                                 if first_token_at is None or now - last_yield > YIELD_EVERY:

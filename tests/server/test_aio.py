@@ -1,0 +1,54 @@
+"""server/aio.py: the asyncio features of Python 3.11 the server relies on, on every supported Python."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server import aio
+
+
+def test_timeout_raises_a_timeout_error_and_can_be_moved() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        timed_out = False
+        try:
+            async with aio.timeout(0.01):
+                await asyncio.sleep(5)
+        except aio.TIMEOUT_ERRORS:
+            timed_out = True
+        # a deadline moved further away lets the work finish
+        async with aio.timeout_at(loop.time() + 0.01) as cm:
+            aio.reschedule(cm, loop.time() + 5)
+            await asyncio.sleep(0.05)
+        return timed_out, True
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_uncancel_after_a_cancellation_was_handled() -> None:
+    """A task that caught its cancellation (to save a partial reply) is no longer "being cancelled",
+    so timeouts it enters afterwards work normally."""
+
+    async def scenario() -> tuple[int, bool]:
+        async def worker() -> tuple[int, bool]:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                left = aio.uncancel(asyncio.current_task())
+            task = asyncio.current_task()
+            assert getattr(task, "cancelling", lambda: 0)() == 0  # 3.11+: no longer "being cancelled"
+            timed_out = False
+            try:
+                async with aio.timeout(0.01):
+                    await asyncio.sleep(5)
+            except aio.TIMEOUT_ERRORS:
+                timed_out = True
+            return left, timed_out
+
+        task = asyncio.ensure_future(worker())
+        await asyncio.sleep(0)
+        task.cancel()
+        return await task
+
+    assert asyncio.run(scenario()) == (0, True)
+    assert aio.uncancel(None) == 0
