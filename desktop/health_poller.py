@@ -22,14 +22,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop.api_client import ApiClient
 from desktop.i18n import tr
+from server.health_levels import DEFAULT_THRESHOLDS, classify, ollama_status
 
-THRESHOLDS: dict[str, tuple[float, float]] = {
-    "cpu": (70.0, 90.0),
-    "memory": (80.0, 95.0),
-    "disk": (80.0, 90.0),
-    "latency": (500.0, 2000.0),
-    "error_rate": (1.0, 5.0),
-}
 #: check -> key of its value in /api/metrics "current", and its unit
 METRIC_VALUES = {
     "cpu": ("cpu_percent", "%"),
@@ -40,9 +34,6 @@ METRIC_VALUES = {
 }
 CHECK_ORDER = ("server", "database", "ollama", "cpu", "memory", "disk", "latency", "error_rate")
 RANK = {"normal": 0, "warning": 1, "alert": 2}
-OLLAMA_NORMAL = {"running", "external", "ready"}
-OLLAMA_ALERT = {"crashed", "failed", "error"}
-OLLAMA_QUIET = {"unknown", "disabled", "not_managed"}
 
 
 @dataclass(frozen=True)
@@ -66,23 +57,6 @@ class HealthState:
             value = f" {check.text}" if check.text else ""
             lines.append(f"{tr('check_' + name, lang)}:{value} ({tr('level_' + check.level, lang)})")
         return "\n".join(lines)
-
-
-def classify(value: float, thresholds: tuple[float, float]) -> str:
-    warning, alert = thresholds
-    if value > alert:
-        return "alert"
-    if value >= warning:
-        return "warning"
-    return "normal"
-
-
-def ollama_level(state: str) -> str:
-    if state in OLLAMA_NORMAL or state in OLLAMA_QUIET:
-        return "normal"
-    if state in OLLAMA_ALERT:
-        return "alert"
-    return "warning"
 
 
 def _number(value: Any) -> float | None:
@@ -117,7 +91,7 @@ def evaluate(snapshot: dict[str, Any]) -> HealthState:
     metrics = snapshot.get("metrics") if live is not False else None
     current = metrics.get("current") if isinstance(metrics, dict) else None
     status = metrics.get("status") if isinstance(metrics, dict) else None
-    thresholds = dict(THRESHOLDS)
+    thresholds = dict(DEFAULT_THRESHOLDS)
     if isinstance(metrics, dict) and isinstance(metrics.get("thresholds"), dict):
         for key, pair in metrics["thresholds"].items():
             if key in thresholds and isinstance(pair, dict):
@@ -148,7 +122,7 @@ def evaluate(snapshot: dict[str, Any]) -> HealthState:
         checks["ollama"] = Check("ollama", "unknown")
     else:
         server_level = status.get("ollama") if isinstance(status, dict) and not isinstance(ollama, dict) else None
-        checks["ollama"] = Check("ollama", server_level if server_level in RANK else ollama_level(state), state)
+        checks["ollama"] = Check("ollama", server_level if server_level in RANK else ollama_status(state), state)
 
     known = [c.level for c in checks.values() if c.level in RANK]
     level = max(known, key=RANK.__getitem__) if known else "unknown"

@@ -29,45 +29,18 @@ from typing import Any
 
 import psutil
 
+from server.health_levels import DEFAULT_THRESHOLDS, OLLAMA_NORMAL, classify, ollama_status
 from server.services.alerts import AlertCenter, get_alert_center
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
-    "cpu": (70.0, 90.0),
-    "memory": (80.0, 95.0),
-    "disk": (80.0, 90.0),
-    "latency": (500.0, 2000.0),
-    "error_rate": (1.0, 5.0),
-}
 UNITS = {"cpu": "%", "memory": "%", "disk": "%", "latency": " ms", "error_rate": "%"}
 WINDOWS = {"1m": 60, "15m": 900}
 MIN_REQUESTS = 20
 ALERT_AFTER_SAMPLES = 2
 #: Histogram bucket upper bounds in ms: 0.25 ms .. ~10 min, 10 % apart.
 _BOUNDS = [0.25 * 1.1**i for i in range(int(math.log(600_000 / 0.25, 1.1)) + 2)]
-OLLAMA_NORMAL = {"running", "external", "ready"}
-OLLAMA_ALERT = {"crashed", "failed", "error"}
-OLLAMA_QUIET = {"unknown", "disabled", "not_managed"}
-
-
-def classify(value: float, thresholds: tuple[float, float]) -> str:
-    """normal below the warning threshold, alert above the alert threshold, warning in between."""
-    warning, alert = thresholds
-    if value > alert:
-        return "alert"
-    if value >= warning:
-        return "warning"
-    return "normal"
-
-
-def ollama_status(state: str) -> str:
-    if state in OLLAMA_NORMAL or state in OLLAMA_QUIET:
-        return "normal"
-    if state in OLLAMA_ALERT:
-        return "alert"
-    return "warning"  # starting, stopped, not_installed...
 
 
 def resolve_thresholds(settings: Settings) -> dict[str, tuple[float, float]]:
