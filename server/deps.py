@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from server.db.models import User
@@ -18,14 +19,18 @@ from server.services import auth as auth_service
 from server.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+# The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread,
+# a round trip through the thread pool for one attribute read.
+
+
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
@@ -49,7 +54,7 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[Se
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def client_ip(request: Request, runtime: RuntimeDep) -> str:
+async def client_ip(request: Request, runtime: RuntimeDep) -> str:
     return client_address(request.scope, runtime.settings.trusted_proxies)
 
 
@@ -68,21 +73,26 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> User:
+def _authenticate(request: Request, runtime: Runtime, session: Session, token: str) -> User:
     # Authentication only reads: on SQLite its transaction is DEFERRED even in a write request, so
     # signing a request in never queues behind the writers (streams saving their replies) for the
     # write lock. The route's own transaction, after the commit below, is IMMEDIATE again.
     session.connection(execution_options={"sqlite_begin": "DEFERRED"})
-    user, session_id = auth_service.authenticate_access(session, runtime.require_codec(), _bearer(request))
+    user, session_id = auth_service.authenticate_access(session, runtime.require_codec(), token)
     if desktop_token.desktop_session_misused(runtime.extras, request.scope, session_id):
         raise Unauthorized("this session is valid only in the desktop app", code="invalid_token")
     request.state.user_id = user.id
     request.state.session_id = session_id
-    # End the auth read here: on SQLite it holds the write lock (BEGIN IMMEDIATE), and FastAPI runs the
-    # next dependency/route in another worker thread; holding the lock while waiting for a free worker
-    # starves the pool under load ("database is locked" after busy_timeout).
+    # End the auth read here, before the route's work (often in a worker thread) begins.
     session.commit()
     return user
+
+
+async def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> User:
+    token = _bearer(request)
+    if runtime.can_read_inline():  # SQLite: cheaper on the loop than a round trip through a worker thread
+        return _authenticate(request, runtime, session, token)
+    return await run_in_threadpool(_authenticate, request, runtime, session, token)
 
 
 async def user_pending_password(user: Annotated[User, Depends(_authenticated)]) -> User:

@@ -258,7 +258,10 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Seconds between writes of a growing reply to the database."
     )
     chat_persist_bytes: int = Field(
-        default=2048, ge=1, description="Unsaved reply bytes that trigger a database write earlier."
+        default=65536,
+        ge=1,
+        description="Unsaved reply bytes that trigger a database write before the interval is up (a very "
+        "fast model; each write rewrites the whole reply and its search index).",
     )
     chat_connect_timeout: float = Field(default=5.0, gt=0, description="Upstream connect timeout (s).")
     chat_first_token_timeout: float = Field(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, MutableMapping
@@ -17,6 +16,7 @@ from server.providers.streaming import (
     LineReader,
     TextSanitizer,
     clean_message,
+    decode_json,
     end_stream,
     get_json,
     media_type,
@@ -44,7 +44,6 @@ OPTION_NAMES = {
 }
 _DURATION = re.compile(r"^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)$")
 _STREAM_TYPES = ("application/x-ndjson", "application/ndjson", "application/json")
-_decode = json.JSONDecoder().decode
 
 
 def map_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -155,9 +154,14 @@ class OllamaProvider:
             content, thinking = TextSanitizer(), TextSanitizer()
             skipped = 0
             async for batch in reader:
+                # One Delta per network read (the tokens that arrived together), not one per line.
+                texts: list[str] = []
+                thoughts: list[str] = []
+                failure: ProviderError | None = None
+                final: Done | None = None
                 for raw in batch:
                     try:
-                        line = _decode(raw.decode("utf-8", "replace"))
+                        line = decode_json(raw)
                     except ValueError:
                         if not raw.strip():
                             continue
@@ -165,24 +169,35 @@ class OllamaProvider:
                     if not isinstance(line, dict):
                         skipped += 1
                         if skipped > MAX_SKIPPED:
-                            raise ProviderError("upstream_protocol", "Ollama sent too many unreadable lines")
+                            failure = ProviderError("upstream_protocol", "Ollama sent too many unreadable lines")
+                            break
                         continue
                     error = line.get("error")
                     if error:  # checked before anything else in the line (protocols.md §A.6)
-                        raise ProviderError("upstream_error", clean_message(error) or "Ollama reported an error")
+                        failure = ProviderError("upstream_error", clean_message(error) or "Ollama reported an error")
+                        break
                     reader.got_token()
                     message = line.get("message")
                     if isinstance(message, dict):
                         text = message.get("content")
                         thought = message.get("thinking")
-                        text = content.feed(text) if isinstance(text, str) and text else ""
-                        thought = thinking.feed(thought) if isinstance(thought, str) and thought else ""
-                        if text or thought:
-                            yield Delta(content=text, thinking=thought)
+                        if isinstance(text, str) and text:
+                            texts.append(text)
+                        if isinstance(thought, str) and thought:
+                            thoughts.append(thought)
                     if line.get("done") is True:
-                        complete = True
-                        yield done_event(line)
-                        return
+                        final = done_event(line)
+                        break
+                text = content.feed("".join(texts)) if texts else ""
+                thought = thinking.feed("".join(thoughts)) if thoughts else ""
+                if text or thought:
+                    yield Delta(content=text, thinking=thought)
+                if failure is not None:
+                    raise failure
+                if final is not None:
+                    complete = True
+                    yield final
+                    return
             if skipped:
                 log.warning("Ollama stream: skipped %d unreadable lines", skipped)
             raise ProviderError("upstream_error", "the Ollama stream ended before the answer was complete")

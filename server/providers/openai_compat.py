@@ -16,6 +16,7 @@ from server.providers.streaming import (
     LineReader,
     TextSanitizer,
     clean_message,
+    decode_json,
     end_stream,
     get_json,
     media_type,
@@ -30,7 +31,6 @@ DEFAULT_LIST_TIMEOUT = 10.0
 #: Our option names forwarded as request fields (``context_length`` has no OpenAI equivalent).
 OPTION_NAMES = ("temperature", "top_p", "seed", "stop", "max_tokens", "presence_penalty", "frequency_penalty")
 _BOM = b"\xef\xbb\xbf"
-_decode = json.JSONDecoder().decode
 
 
 class SSEParser:
@@ -151,6 +151,11 @@ class OpenAICompatProvider:
             usage: dict[str, int] = {}
             skipped = 0
             async for batch in reader:
+                # One Delta per network read (the tokens that arrived together), not one per event.
+                texts: list[str] = []
+                thoughts: list[str] = []
+                failure: ProviderError | None = None
+                finished = False
                 for line in batch:
                     event = parser.feed(line)
                     if event is None:
@@ -161,29 +166,29 @@ class OpenAICompatProvider:
                             payload = json.loads(data)
                         except ValueError:
                             payload = data.decode("utf-8", "replace")
-                        raise self._error_from_event(payload)
+                        failure = self._error_from_event(payload)
+                        break
                     if kind != "message":
                         skipped += 1
                         self.skipped_events += 1
                         continue
                     if data.strip() == b"[DONE]":
-                        content.flush()
-                        thinking.flush()
-                        complete = True
-                        yield Done(done_reason=finish_reason or "stop", usage=usage)
-                        return
+                        finished = True
+                        break
                     try:
-                        chunk = _decode(data.decode("utf-8", "replace"))
+                        chunk = decode_json(data)
                     except ValueError:
                         chunk = None
                     if not isinstance(chunk, dict):
                         skipped += 1
                         self.skipped_events += 1
                         if skipped > MAX_SKIPPED:
-                            raise ProviderError("upstream_protocol", f"{WHAT} sent too many unreadable events")
+                            failure = ProviderError("upstream_protocol", f"{WHAT} sent too many unreadable events")
+                            break
                         continue
                     if chunk.get("error"):
-                        raise self._error_from_event(chunk)
+                        failure = self._error_from_event(chunk)
+                        break
                     reader.got_token()
                     if isinstance(chunk.get("usage"), dict):
                         usage = _usage(chunk["usage"])
@@ -197,13 +202,25 @@ class OpenAICompatProvider:
                         if isinstance(delta, dict):
                             text = delta.get("content")
                             thought = delta.get("reasoning_content") or delta.get("reasoning")
-                            text = content.feed(text) if isinstance(text, str) and text else ""
-                            thought = thinking.feed(thought) if isinstance(thought, str) and thought else ""
-                            if text or thought:
-                                yield Delta(content=text, thinking=thought)
+                            if isinstance(text, str) and text:
+                                texts.append(text)
+                            if isinstance(thought, str) and thought:
+                                thoughts.append(thought)
                         reason = choice.get("finish_reason")
                         if isinstance(reason, str) and reason:
                             finish_reason = clean_message(reason)[:32]
+                text = content.feed("".join(texts)) if texts else ""
+                thought = thinking.feed("".join(thoughts)) if thoughts else ""
+                if text or thought:
+                    yield Delta(content=text, thinking=thought)
+                if failure is not None:
+                    raise failure
+                if finished:
+                    content.flush()
+                    thinking.flush()
+                    complete = True
+                    yield Done(done_reason=finish_reason or "stop", usage=usage)
+                    return
             pending = parser.finish()
             if pending is not None and pending[0] == "message" and pending[1].strip() == b"[DONE]":
                 complete = True

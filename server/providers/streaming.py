@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 
 from server import aio
 from server.providers.base import ProviderError, Timeouts
@@ -100,6 +101,20 @@ def clean_message(value: Any, *, secrets: tuple[str, ...] = ()) -> str:
 
 
 # --- lines -----------------------------------------------------------------------------------------
+
+_stdlib_decode = json.JSONDecoder().decode
+
+
+def decode_json(raw: bytes) -> Any:
+    """One streamed JSON value (an NDJSON line, an SSE ``data`` field). orjson reads the usual line in
+    under a microsecond; what it refuses (invalid UTF-8, NaN, integers over 64 bits) goes through the
+    standard library, which reads invalid UTF-8 as U+FFFD rather than losing the token. Raises
+    ``ValueError`` for text that is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _stdlib_decode(raw.decode("utf-8", "replace"))
+
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 

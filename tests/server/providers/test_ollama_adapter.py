@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import anyio
+import httpx
 import pytest
 
 from server.providers.base import Delta, Done, ProviderError, Timeouts
@@ -19,11 +21,39 @@ REPLY = "The quick brown fox jumps over the lazy dog."
 FAST = Timeouts(connect=1.0, first_token=5.0, idle=5.0)
 
 
+async def test_tokens_that_arrive_together_become_one_delta_and_an_error_after_them_keeps_them() -> None:
+    lines = [{"model": "m", "message": {"role": "assistant", "content": w}, "done": False} for w in ("a ", "b ", "c")]
+
+    def body(*tail: dict) -> bytes:  # the whole answer in one network read
+        return b"".join(json.dumps(x).encode() + b"\n" for x in (*lines, *tail))
+
+    answers = iter([
+        body({"model": "m", "done": True, "done_reason": "stop", "eval_count": 3}),
+        body({"error": "model crashed"}),
+    ])
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=next(answers), headers={"content-type": "application/x-ndjson"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        adapter = OllamaProvider("http://127.0.0.1:1", client)
+        events = await collect(adapter, request("m"), FAST)
+        assert events[0] == Delta(content="a b c", thinking="")
+        assert isinstance(events[1], Done) and len(events) == 2
+        got: list = []
+        with pytest.raises(ProviderError) as info:
+            async for event in adapter.stream_chat(request("m"), FAST):
+                got.append(event)
+    assert got == [Delta(content="a b c", thinking="")]  # passed on before the error
+    assert info.value.code == "upstream_error" and "model crashed" in info.value.message
+
+
 async def test_streams_deltas_then_one_done_with_usage_and_timings(registry: ProviderRegistry) -> None:
-    with FakeOllama(reply=REPLY) as fake:
+    with FakeOllama(reply=REPLY, token_delay=0.01) as fake:
         events = await collect(registry.build_for("ollama", fake.url), request("llama3.2"), FAST)
     assert text_of(events) == REPLY
-    assert len([e for e in events if isinstance(e, Delta)]) > 1  # really streamed, not one blob
+    # Tokens that arrive apart are passed on apart: really streamed, not one blob at the end.
+    assert len([e for e in events if isinstance(e, Delta)]) > 1
     done = final(events)
     assert done.done_reason == "stop"
     assert done.usage["completion_tokens"] == len(REPLY.split())
