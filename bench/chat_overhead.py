@@ -53,22 +53,31 @@ async def run_burst(make, concurrency: int, rounds: int) -> tuple[list[StreamRes
 async def run_steady(make, concurrency: int, per_client: int) -> tuple[list[StreamResult], float]:
     """Steady: ``concurrency`` clients in a closed loop, ``per_client`` counted chats each after one
     uncounted ramp chat, first starts spread over the duration of one chat measured just before.
-    Returns the counted results and the aggregate tokens/s (the sum of each client's own rate)."""
+    Returns the counted results and the tokens/s while all clients were in their counted part (each
+    chat's tokens are spread evenly over its duration to share them out at the window's edges)."""
     probe = await make(f"bench probe {time.time_ns()}")
     spacing = probe.total / concurrency
     counted: list[StreamResult] = []
-    rates: list[float] = []
+    spans: list[tuple[float, float, int]] = []  # start, end, tokens of each counted chat
+    phases: list[tuple[float, float]] = []  # each client's counted part
 
     async def client(i: int) -> None:
         await asyncio.sleep(i * spacing)
         await make(f"bench ramp {i} {time.time_ns()}")
-        start = time.perf_counter()
-        mine = [await make(f"bench prompt {i}-{k} {time.time_ns()}") for k in range(per_client)]
-        rates.append(sum(r.tokens for r in mine) / (time.perf_counter() - start))
-        counted.extend(mine)
+        begin = time.perf_counter()
+        for k in range(per_client):
+            start = time.perf_counter()
+            result = await make(f"bench prompt {i}-{k} {time.time_ns()}")
+            spans.append((start, time.perf_counter(), result.tokens))
+            counted.append(result)
+        phases.append((begin, time.perf_counter()))
 
     await asyncio.gather(*(client(i) for i in range(concurrency)))
-    return counted, sum(rates)
+    lo, hi = max(a for a, _ in phases), min(b for _, b in phases)
+    if hi <= lo:  # clients never all in their counted part at once: use the whole counted time
+        lo, hi = min(a for a, _ in phases), max(b for _, b in phases)
+    tokens = sum(n * max(0.0, min(end, hi) - max(start, lo)) / max(end - start, 1e-9) for start, end, n in spans)
+    return counted, tokens / (hi - lo)
 
 
 async def main_async(rounds: int, shapes: tuple[str, ...]) -> int:

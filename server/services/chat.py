@@ -670,8 +670,12 @@ class ChatStream:
                 self.changed.clear()
                 if not batch and not self.finished.is_set():
                     wait = last_sent + self.coalesce - loop.time()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                    if wait > 0:  # coalesce deltas, but the end of the reply goes out at once
+                        try:
+                            async with aio.timeout(wait):
+                                await self.finished.wait()
+                        except aio.TIMEOUT_ERRORS:
+                            pass
                 delta = self._pending_delta()
                 if delta:
                     last_sent = loop.time()

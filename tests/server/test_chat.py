@@ -132,6 +132,21 @@ def test_reply_is_written_in_batches_not_per_token(make_settings, monkeypatch) -
         assert 2 <= writes.message_updates < tokens / 2
 
 
+@pytest.mark.timeout(20)
+def test_the_end_of_a_reply_is_sent_at_once_not_after_the_coalescing_interval(make_settings, monkeypatch) -> None:
+    # Deltas are held for chat_coalesce_ms; the last one and "done" must not wait for it. With a
+    # 60 s interval, a stream that waited would hit this test's timeout.
+    settings = make_settings(chat_title_generation=False, chat_coalesce_ms=60_000)
+    app = create_app(settings)
+    with FakeOllama(token_delay=0.005) as fake, TestClient(app, base_url=BASE_URL) as client:
+        model = install_fake_model(monkeypatch, fake)
+        token = _user(client)
+        status, events, _, _ = chat(client, token, {"model": model.id, "content": "finish promptly"})
+    assert status == 200
+    assert [e.event for e in events][0] == "meta" and events[-1].event == "done"
+    assert "".join(d.data.get("content", "") for d in by_name(events, "delta")) == events[-1].data["message"]["content"]
+
+
 def _user(client: TestClient, email: str = "batch@example.com") -> str:
     admin = login(client, "admin@example.com", "initial-Admin-pass-9")
     r = client.post(

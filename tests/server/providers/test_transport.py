@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
+import anyio
 import httpx
 import pytest
 
@@ -104,3 +106,30 @@ async def test_a_body_read_to_its_end_returns_its_connection_and_an_abandoned_on
             assert chats[4] != chats[3]  # the abandoned one was closed, not reused mid-body
         finally:
             await client.aclose()
+
+
+async def test_a_fast_stream_of_small_pieces_is_read_in_paced_batches_and_arrives_whole() -> None:
+    from server.providers.transport import PACE
+
+    with FakeOllama(reply=" ".join(f"w{i}" for i in range(600))) as fake:  # as fast as the fake can write
+        client = new_http_client()
+        try:
+            body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+            arrivals: list[tuple[float, int]] = []
+            data = b""
+            async with client.stream("POST", f"{fake.url}/api/chat", json=body) as response:
+                async for chunk in response.aiter_bytes():
+                    arrivals.append((anyio.current_time(), len(chunk)))
+                    data += chunk
+        finally:
+            await client.aclose()
+    lines = [json.loads(line) for line in data.splitlines()]
+    assert "".join(line["message"]["content"] for line in lines if not line["done"]).split() == [
+        f"w{i}" for i in range(600)
+    ]
+    assert lines[-1]["done"] is True
+    # Once small pieces follow each other closely, each read waits until PACE has passed since the
+    # last one: never one wake-up per token. (The first two reads are not held back.)
+    gaps = [b[0] - a[0] for a, b in zip(arrivals[1:], arrivals[2:]) if a[1] < 16 * 1024]
+    assert all(gap >= PACE * 0.9 for gap in gaps)
+    assert len(arrivals) < len(lines)
