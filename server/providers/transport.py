@@ -84,8 +84,8 @@ def _mapped(exc: BaseException) -> Exception:
 
 _ERRORS = (aiohttp.ClientError, BlockedConnection)
 
-#: Small pieces (a streamed token or a few) closer together than PACE seconds: the next read waits
-#: until PACE has passed, so what arrives meanwhile is read in one go. Chat deltas are coalesced for
+#: After a small piece (a streamed token or a few), the next read starts no sooner than PACE seconds
+#: after the last one started, so what arrives meanwhile is read in one go. Chat deltas are coalesced for
 #: 30 ms before they reach the browser, so a 2 ms pace delays nothing a user sees; bulk bodies come in
 #: large pieces and are never paced.
 PACE = 0.002
@@ -101,19 +101,19 @@ class _Body(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
         loop = asyncio.get_running_loop()
-        last = 0.0
         try:
             while True:
+                started = loop.time()
                 chunk = await content.readany()
                 if not chunk:
                     return
                 yield chunk
                 if len(chunk) < PACE_BELOW and not content.is_eof():
-                    now = loop.time()
-                    if now - last < PACE:
-                        await self._collect(PACE - (now - last))
-                        now = loop.time()
-                    last = now
+                    # The next read starts PACE after this one started: a slow stream (a token every
+                    # few ms or more) is read as it comes; a fast one in batches.
+                    wait = started + PACE - loop.time()
+                    if wait > 0:
+                        await self._collect(wait)
         except _ERRORS as exc:
             raise _mapped(exc) from None
 
