@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -212,12 +213,33 @@ def _plain_highlights(text_: str, terms: list[str], width: int = 160) -> tuple[s
     return snippet, spans
 
 
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def _fold(text_: str) -> str:
+    """Case and diacritics folded, as the index's tokenizer does (unicode61, remove_diacritics 2)."""
+    if text_.isascii():
+        return text_.lower()
+    decomposed = unicodedata.normalize("NFKD", text_.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _has_all_prefixes(content: str, folded_terms: list[str]) -> bool:
+    """Whether every term starts a word of ``content`` (the FTS5 query ``"a"* "b"*``)."""
+    folded = _fold(content)
+    if not all(term in folded for term in folded_terms):  # cheap rejection first
+        return False
+    words = _TOKEN.findall(folded)
+    return all(any(word.startswith(term) for word in words) for term in folded_terms)
+
+
 #: Above this many matching messages, conversations are tested one by one (newest first, stopping at
 #: the page) instead of collecting the conversations of every matching message.
 _FREQUENT_MATCHES = 3000
 
 
 def _matching_conversations_sqlite(session: Session, terms: list[str]):  # noqa: ANN202
+    """The condition on conversations, its parameters, and whether the words are frequent."""
     match = fts5_query(terms)
     title_rowids = text("SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q").columns(
         column("rowid", Integer)
@@ -225,7 +247,11 @@ def _matching_conversations_sqlite(session: Session, terms: list[str]):  # noqa:
     message_rowids = text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q").columns(
         column("rowid", Integer)
     )
-    hits = session.scalar(text("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH :q"), {"q": match}) or 0
+    # Only whether there are more than _FREQUENT_MATCHES matters: the count stops there.
+    hits = session.scalar(
+        text("SELECT count(*) FROM (SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q LIMIT :cap)"),
+        {"q": match, "cap": _FREQUENT_MATCHES + 1},
+    ) or 0
     if hits > _FREQUENT_MATCHES:
         # A frequent word: probe each conversation's messages against the (materialised) match set.
         in_messages = (
@@ -241,7 +267,7 @@ def _matching_conversations_sqlite(session: Session, terms: list[str]):  # noqa:
             select(Message.conversation_id).where(literal_column("messages.rowid").in_(message_rowids))
         )
     cond = or_(literal_column("conversations.rowid").in_(title_rowids), in_messages)
-    return cond, {"q": match}
+    return cond, {"q": match}, hits > _FREQUENT_MATCHES
 
 
 def _tsvector(col):
@@ -286,23 +312,29 @@ def search_conversations(
         return [], 0
     dialect = session.get_bind().dialect.name
     use_like = bool(_CJK.search(query)) or dialect not in ("sqlite", "postgresql")
+    frequent = False
     if use_like:
         cond, params = _matching_conversations_like(terms)
     elif dialect == "sqlite":
-        cond, params = _matching_conversations_sqlite(session, terms)
+        cond, params, frequent = _matching_conversations_sqlite(session, terms)
     else:
         cond, params = _matching_conversations_postgres(" ".join(terms))
-    base = select(Conversation).where(Conversation.user_id == user.id, cond)
-    total = session.scalar(select(func.count()).select_from(base.subquery()), params) or 0
-    convs = list(
-        session.scalars(
-            base.order_by(Conversation.updated_at.desc(), Conversation.id).offset((page - 1) * size).limit(size),
-            params,
-        )
-    )
-    if not convs:
-        return [], total
-    snippets = _message_snippets(session, dialect, use_like, terms, query, [c.id for c in convs])
+    where = (Conversation.user_id == user.id, cond)
+    # The page and the total in one pass over the matches (a window count), not two.
+    rows = session.execute(
+        select(Conversation, func.count().over().label("total"))
+        .where(*where)
+        .order_by(Conversation.updated_at.desc(), Conversation.id)
+        .offset((page - 1) * size)
+        .limit(size),
+        params,
+    ).all()
+    if not rows:
+        total = 0 if page == 1 else session.scalar(select(func.count()).select_from(Conversation).where(*where), params)
+        return [], total or 0
+    convs = [row[0] for row in rows]
+    total = rows[0][1]
+    snippets = _message_snippets(session, dialect, use_like, terms, query, [c.id for c in convs], frequent=frequent)
     hits = []
     for conv in convs:
         found = snippets.get(conv.id)
@@ -329,7 +361,14 @@ def search_conversations(
 
 
 def _message_snippets(
-    session: Session, dialect: str, use_like: bool, terms: list[str], query: str, conv_ids: list[uuid.UUID]
+    session: Session,
+    dialect: str,
+    use_like: bool,
+    terms: list[str],
+    query: str,
+    conv_ids: list[uuid.UUID],
+    *,
+    frequent: bool = False,
 ) -> dict[uuid.UUID, tuple[uuid.UUID, str, list[tuple[int, int]]]]:
     """Best matching message (and its snippet) for each conversation of one result page."""
     out: dict[uuid.UUID, tuple[uuid.UUID, str, list[tuple[int, int]]]] = {}
@@ -343,6 +382,24 @@ def _message_snippets(
         for cid, mid, content in rows:
             if cid not in out:
                 out[cid] = (mid, *_plain_highlights(content, terms))
+        return out
+    if dialect == "sqlite" and frequent:
+        # A frequent word is in most messages: reading every match (tens of thousands of rowids) costs
+        # more than the whole search. The page's messages are checked here instead, the way the index
+        # tokenizes (unicode61, diacritics removed, every term a word prefix); the conversations
+        # themselves were chosen by the index.
+        wanted = [_fold(t) for t in terms]
+        # Ids as stored (32 hex digits): only the chosen message's is turned into a UUID.
+        by_hex = {cid.hex: cid for cid in conv_ids}
+        page_rows = session.execute(
+            select(literal_column("messages.conversation_id"), literal_column("messages.id"), Message.content)
+            .where(Message.conversation_id.in_(conv_ids))
+            .order_by(Message.created_at)
+        ).all()
+        for cid_hex, mid_hex, content in page_rows:
+            cid = by_hex.get(cid_hex)
+            if cid is not None and cid not in out and _has_all_prefixes(content, wanted):
+                out[cid] = (uuid.UUID(mid_hex), *_plain_highlights(content, terms))
         return out
     if dialect == "sqlite":
         # One MATCH for the matching rowids, intersected here with the page's messages: asking FTS5 for

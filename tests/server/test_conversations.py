@@ -198,6 +198,46 @@ def test_search_cjk_text(client: TestClient, user_token: str) -> None:
     assert client.get("/api/conversations/search?q=计划", headers=bearer(user_token)).json()["total"] == 1
 
 
+@pytest.mark.sqlite_only
+def test_frequent_word_snippets_match_the_exact_ones(client: TestClient, user_token: str, monkeypatch) -> None:
+    # For a frequent word the page's messages are checked in Python instead of reading every match from
+    # the index: the hits (message, snippet, highlights) must be the same, also for diacritics,
+    # prefixes, several words and words that only appear inside other words.
+    from server.services import conversations as conversations_service
+
+    texts = ["Un café crème, s'il vous plaît", "CAFE au lait and a croissant", "Decaffeinated coffee only",
+             "Rivers: the Rhône and the Rhine", "the river is wide; cafés line it", "nothing to see"]
+    convs = []
+    for i, text in enumerate(texts):
+        c = branched_conversation(title=f"t{i}", words="x")
+        c["id"] = f"c{i}"
+        c["messages"][1]["content"] = f"Answer {i}: {text}"
+        convs.append(c)
+    do_import(client, user_token, convs)
+
+    def search(q: str) -> dict:
+        return client.get("/api/conversations/search", params={"q": q}, headers=bearer(user_token)).json()
+
+    queries = ["cafe", "CAFÉ", "caf", "rhone", "riv", "cafe river", "affein", "see"]
+    exact = {q: search(q) for q in queries}
+    monkeypatch.setattr(conversations_service, "_FREQUENT_MATCHES", 0)
+    assert {q: search(q) for q in queries} == exact
+    assert exact["cafe"]["total"] == 3 and exact["affein"]["total"] == 0 and exact["riv"]["total"] == 2
+
+
+def test_search_page_past_the_end_still_counts(client: TestClient, user_token: str) -> None:
+    convs = []
+    for i in range(3):
+        c = branched_conversation(title=f"t{i}", words="fjords")
+        c["id"] = f"c{i}"
+        convs.append(c)
+    do_import(client, user_token, convs)
+    r = client.get("/api/conversations/search?q=fjords&size=2&page=3", headers=bearer(user_token)).json()
+    assert r["items"] == [] and r["total"] == 3
+    r = client.get("/api/conversations/search?q=nowhere&size=2", headers=bearer(user_token)).json()
+    assert r["items"] == [] and r["total"] == 0
+
+
 def test_search_paging(client: TestClient, user_token: str) -> None:
     convs = []
     for i in range(7):
