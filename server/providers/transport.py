@@ -180,11 +180,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if reason:
                 raise httpx.ConnectError(f"blocked address: the host is {reason}")
         timeout: dict[str, Any] = request.extensions.get("timeout", {})
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() != b"host"]
+        # aiohttp writes Host (from the URL) and the framing itself.
+        skip = {b"host", b"transfer-encoding"}
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() not in skip]
         try:
             body = request.content or None
-        except httpx.RequestNotRead:
-            body = request.stream  # streamed uploads are not used by the providers, but work
+        except httpx.RequestNotRead:  # a streamed upload (the providers send none): aiohttp chunks it
+            body = request.stream
         try:
             response = await self._session().request(
                 request.method,

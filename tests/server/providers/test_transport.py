@@ -135,3 +135,18 @@ async def test_a_fast_stream_of_small_pieces_is_read_in_paced_batches_and_arrive
     spans = [c[0] - a[0] for a, b, c in zip(body_part, body_part[1:], body_part[2:]) if b[1] < 16 * 1024]
     assert spans and all(span >= PACE * 0.95 for span in spans), spans
     assert len(arrivals) < len(lines)
+
+
+async def test_a_streamed_upload_is_sent_chunked() -> None:
+    with FakeOllama() as fake:
+        client = new_http_client()
+        try:
+            async def parts():
+                yield b'{"model": "llama3.2", '
+                yield b'"messages": [{"role": "user", "content": "hi"}], "stream": false}'
+
+            response = await client.post(f"{fake.url}/api/chat", content=parts())
+            assert response.status_code == 200
+            assert response.json()["done"] is True
+        finally:
+            await client.aclose()
