@@ -106,6 +106,18 @@ def run_baseline(idle: float, switches: str = "defaults") -> dict[str, float]:
     return {k: float(v) for k, v in match.groupdict().items()}
 
 
+def uncached_modules() -> int:
+    """How many of ModelTrain's own modules have no bytecode cache while writing one is switched off
+    (``PYTHONDONTWRITEBYTECODE``): each start then compiles them again, which an installed app (wheel,
+    PyInstaller bundle) never does. 0 when bytecode is written or cached."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return 0
+    import importlib.util
+
+    sources = [*ROOT.glob("server/**/*.py"), *ROOT.glob("desktop/*.py")]
+    return sum(not Path(importlib.util.cache_from_source(str(src))).exists() for src in sources)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="warm runs (after one first run)")
@@ -142,6 +154,10 @@ def main() -> int:
               + ", ".join(f"{role} {med(warm, role + ' rss'):.0f}/{med(warm, role + ' pss'):.0f}" for role in roles))
     print(f"ratio vs baseline:               start x{w_int / b_ready:.2f}   cpu x{w_cpu / b_cpu:.2f}   "
           f"RSS x{w_rss / b_rss:.2f}   PSS x{w_pss / b_pss:.2f}")
+    uncached = uncached_modules()
+    if uncached:
+        print(f"note: PYTHONDONTWRITEBYTECODE is set and {uncached} of ModelTrain's modules have no bytecode cache: "
+              "each start above compiled those it imports from source (an installed app has its bytecode)")
     print(f"targets: interactive <= {TARGET_START_S} s -> {'met' if w_int <= TARGET_START_S else 'NOT met'}; "
           f"idle tree RSS <= {TARGET_RSS_MIB:.0f} MiB -> {'met' if w_rss <= TARGET_RSS_MIB else 'NOT met'} "
           f"(PSS, which counts shared pages once: {'met' if w_pss <= TARGET_RSS_MIB else 'NOT met'})")

@@ -159,7 +159,7 @@ class DesktopApp(QObject):
         self.poller = None
         self._lan_dialog = None
         self.window.close_requested.connect(lambda: self.quit(0))
-        self.window.page.loadFinished.connect(self._on_load_finished)
+        self.window.ui_loaded.connect(self._on_load_finished)
         self.tray.open_requested.connect(self.window.bring_to_front)
         self.tray.quit_requested.connect(lambda: self.quit(0))
         self.tray.open_logs_requested.connect(self.open_logs)
@@ -174,6 +174,7 @@ class DesktopApp(QObject):
         self._signal_timer.timeout.connect(lambda: None)
         self._url: str | None = None
         self._load_ok: bool | None = None
+        self._signing_in = False
 
     # ---- preferences --------------------------------------------------------------------------
 
@@ -195,6 +196,11 @@ class DesktopApp(QObject):
         self.window.show()
         self.tray.show()
         self.mark("window shown")
+        early = self.server.early_url
+        if early is not None:
+            # The page starts loading while the server is still starting (see desktop.server_host).
+            self._url = early
+            self.window.open_origin(early, lambda: self.server.desktop_token)
         self.server.attach()
         from PySide6.QtCore import QTimer
 
@@ -214,9 +220,11 @@ class DesktopApp(QObject):
         from desktop.api_client import ApiClient
         from desktop.health_poller import HealthPoller
 
-        self._url = url
         token = self.server.desktop_token
-        self.window.open_origin(url, token)
+        if url != self._url or self._load_ok is False:
+            # Not opened early (or elsewhere), or that early load failed: (re)load the UI now.
+            self._url, self._load_ok = url, None
+            self.window.open_origin(url, token)
         self.api = ApiClient(url, token)
         self.poller = HealthPoller(self.api)
         self.poller.updated.connect(self.tray.apply_health)
@@ -224,6 +232,7 @@ class DesktopApp(QObject):
         self.poller.lan_status.connect(self.tray.set_lan)
         if not self.args.self_test:
             self.poller.start()
+        self._continue_self_test()
 
     @Slot(str, str)
     def _on_failed(self, kind: str, message: str) -> None:
@@ -236,22 +245,33 @@ class DesktopApp(QObject):
         show_start_error(None, kind, message, self.settings.resolved_log_dir, self.lang)
         self.quit(1)
 
+    @Slot(bool)
     def _on_load_finished(self, ok: bool) -> None:
-        if self._url is None or self._load_ok is not None:
-            return  # the built-in "starting" page
+        if self._load_ok is not None:
+            return  # only the first load of the UI counts
         self._load_ok = ok
+        if not ok and self.api is None:
+            return  # opened before the server had started, which then failed (or _on_started reloads)
         self.mark("ui loaded")
+        self.metrics["ui_loaded_s"] = seconds_since_process_start()
         _end_startup_gc_pause()
         from PySide6.QtCore import QTimer
 
         from desktop.memory import release_startup_memory
 
         QTimer.singleShot(HEAP_TRIM_DELAY_MS, release_startup_memory)
-        if self.args.self_test:
-            if not ok:
-                self.fail("the UI did not load")
-                return
-            self._self_test_sign_in()
+        self._continue_self_test()
+
+    def _continue_self_test(self) -> None:
+        """With --self-test: sign in through the page once both the UI has loaded and the server has
+        reported its start (the UI may load first, as the page opens before the server has started)."""
+        if not self.args.self_test or self.api is None or self._load_ok is None or self._signing_in:
+            return
+        if not self._load_ok:
+            self.fail("the UI did not load")
+            return
+        self._signing_in = True
+        self._self_test_sign_in()
 
     @Slot()
     def activate_from_second_launch(self) -> None:
@@ -318,7 +338,6 @@ class DesktopApp(QObject):
     def _self_test_sign_in(self) -> None:
         from PySide6.QtCore import QTimer
 
-        self.metrics["ui_loaded_s"] = seconds_since_process_start()
         page = self.window.page
         page.runJavaScript(_SIGN_IN_JS, 0, lambda _result: None)
         deadline = time.monotonic() + 15

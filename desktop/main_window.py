@@ -17,6 +17,7 @@ from desktop.webview import (
     DesktopTokenInterceptor,
     DownloadHandler,
     LockedPage,
+    TokenSource,
     dialog_save_path,
     make_profile,
     origin_of,
@@ -34,6 +35,7 @@ body {{ font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK
 
 class MainWindow(QMainWindow):
     close_requested = Signal()  # the user closed the window and it should not go to the tray
+    ui_loaded = Signal(bool)  # a load of our origin (see open_origin) finished; False if it failed
 
     def __init__(
         self,
@@ -59,19 +61,46 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.view)
         self.downloads = DownloadHandler(self.profile, ask_save_path or dialog_save_path(self), self)
         self._interceptor: DesktopTokenInterceptor | None = None
+        self._pending_ui: QUrl | None = None  # asked for while the "starting" page was still loading
+        self._ui_loading = False
+        self.page.loadFinished.connect(self._on_load_finished)
         self.restore_geometry()
+        self._starting_page_loading = True
         self.page.show_builtin(_STARTING_HTML.format(text=html.escape(tr("starting", lang))))
 
     # ---- content ------------------------------------------------------------------------------
 
-    def open_origin(self, url: str, desktop_token: str | None) -> None:
-        """Lock navigation to ``url``'s origin, install the token interceptor, and load the UI."""
+    def open_origin(self, url: str, desktop_token: str | TokenSource | None) -> None:
+        """Lock navigation to ``url``'s origin, install the token interceptor, and load the UI; ``ui_loaded``
+        tells when that load has finished. ``desktop_token`` may be a function returning the token (see
+        DesktopTokenInterceptor). If the built-in "starting" page is still loading, the UI is loaded right
+        after it (loading now would cancel it); the "starting" page stays on screen until the UI's first
+        answer arrives, so the URL may be opened before its server answers."""
         origin = origin_of(url)
         self.page.our_origin = origin
         if desktop_token:
             self._interceptor = DesktopTokenInterceptor(origin, desktop_token, self)
             self.profile.setUrlRequestInterceptor(self._interceptor)
-        self.view.load(QUrl(url + "/"))
+        target = QUrl(url + "/")
+        if self._starting_page_loading:
+            self._pending_ui = target
+        else:
+            self._load_ui(target)
+
+    def _load_ui(self, url: QUrl) -> None:
+        self._ui_loading = True
+        self.view.load(url)
+
+    def _on_load_finished(self, ok: bool) -> None:
+        if self._starting_page_loading:
+            self._starting_page_loading = False
+            if self._pending_ui is not None:
+                url, self._pending_ui = self._pending_ui, None
+                self._load_ui(url)
+            return
+        if self._ui_loading:
+            self._ui_loading = False
+            self.ui_loaded.emit(ok)
 
     # ---- geometry -----------------------------------------------------------------------------
 

@@ -59,15 +59,25 @@ def should_add_token(request_url: QUrl | str, initiator: QUrl | str, our_origin:
     return origin_of(initiator_url) == our_origin
 
 
+TokenSource = Callable[[], "str | None"]
+
+
 class DesktopTokenInterceptor(QWebEngineUrlRequestInterceptor):
-    def __init__(self, our_origin: str, token: str, parent: QObject | None = None) -> None:
+    """Adds the desktop token where :func:`should_add_token` says so. ``token`` is the token, or a
+    function returning it (None while it does not exist yet): the window starts loading our origin
+    before the server is up, and the token exists before the server answers anything, so before the
+    page can ask for a sign-in."""
+
+    def __init__(self, our_origin: str, token: str | TokenSource, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._origin = our_origin
-        self._token = token.encode("ascii")
+        self._token: TokenSource = token if callable(token) else (lambda value=token: value)
 
     def interceptRequest(self, info: QWebEngineUrlRequestInfo) -> None:
         if should_add_token(info.requestUrl(), info.initiator(), self._origin):
-            info.setHttpHeader(HEADER, self._token)
+            token = self._token()
+            if token:
+                info.setHttpHeader(HEADER, token.encode("ascii"))
 
 
 def open_externally(url: QUrl) -> bool:

@@ -1,9 +1,9 @@
 """EmbeddedServer: the FastAPI app served by uvicorn in a daemon thread of a host process (the desktop).
 
-* ``start(timeout) -> url`` binds ``host:port`` itself (port 0: a free port), runs uvicorn in a thread
-  and waits for the app's start-up to finish; a failure raises :class:`EmbeddedServerError` whose
-  ``kind`` names the cause (``port_in_use``, ``database_locked``, ``disk_full``...) and whose message is
-  one line a person can act on.
+* ``start(timeout) -> url`` binds ``host:port`` itself (port 0: a free port) unless given a socket the
+  host bound beforehand, runs uvicorn in a thread and waits for the app's start-up to finish; a failure
+  raises :class:`EmbeddedServerError` whose ``kind`` names the cause (``port_in_use``,
+  ``database_locked``, ``disk_full``...) and whose message is one line a person can act on.
 * ``stop(timeout)`` stops accepting, lets open requests finish for ``shutdown_grace_seconds`` and then
   cancels them (so an open SSE stream cannot hang shutdown), runs the app's shutdown, stops an Ollama
   we started and checkpoints the SQLite WAL.
@@ -158,9 +158,13 @@ class _Server(uvicorn.Server):
 
 
 def _config(app: ASGIApp, settings: Settings, *, lifespan: str) -> uvicorn.Config:
+    """uvicorn's settings for both listeners: our HTTP protocol, and no WebSocket protocol (the app has
+    no WebSocket routes; ``ws="auto"`` would import the ``websockets`` package into the desktop process,
+    ~15 ms and ~1 MiB at start-up)."""
     return uvicorn.Config(
         app,
         http=CoalescingHttpToolsProtocol,
+        ws="none",
         lifespan=lifespan,
         log_config=None,
         access_log=False,
@@ -257,13 +261,21 @@ class EmbeddedServer:
             self.runtime.extras[LAN_EXTRAS_KEY] = self._lan
         return self._lan
 
-    def start(self, timeout: float = 30.0, *, restore_lan: bool = True) -> str:
+    def start(self, timeout: float = 30.0, *, restore_lan: bool = True, sock: socket.socket | None = None) -> str:
+        """Serve and wait until the app has started; return the URL. ``sock``: a listening socket the
+        host bound beforehand (the desktop binds it before importing the server, so its web view can
+        connect while the server is still starting; the connection waits in the listen backlog). It is
+        used instead of binding ``host:port``, and closed if the start fails."""
         if self._thread is not None:
             raise RuntimeError("the embedded server was already started")
-        try:
-            self._sock = bind_listener(self.host, self.port)
-        except OSError as exc:
-            raise classify_start_error(exc, host=self.host, port=self.port) from None
+        if sock is not None:
+            self._sock = sock
+            self.host = sock.getsockname()[0]
+        else:
+            try:
+                self._sock = bind_listener(self.host, self.port)
+            except OSError as exc:
+                raise classify_start_error(exc, host=self.host, port=self.port) from None
         port = self._sock.getsockname()[1]
         self._server = _Server(_config(self._asgi, self.settings, lifespan="on"))
         self._thread = threading.Thread(target=self._run, name="modeltrain-server", daemon=True)

@@ -13,9 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
-import keyring
-import keyring.backend
-import keyring.errors
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +24,8 @@ from server.schemas.provider import ProviderCreate, ProviderTestError, ProviderT
 from server.settings import Settings
 
 if TYPE_CHECKING:
+    import keyring.backend
+
     from server.providers.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,20 @@ def _unavailable(reason: str) -> Unavailable:
     )
 
 
+def _keyring():
+    """The ``keyring`` package, imported on first use: only providers with an API key need it, and
+    importing it (with ``importlib_metadata`` for its backend entry points) costs ~15 ms and ~2 MiB at
+    start-up otherwise."""
+    import keyring
+    import keyring.errors
+
+    return keyring
+
+
 def usable_keyring() -> keyring.backend.KeyringBackend:
     """The active keyring backend, or ``Unavailable(keyring_unavailable)`` when it cannot keep a
     secret safely (no backend, the fail backend, a plaintext or null backend)."""
+    keyring = _keyring()
     try:
         backend = keyring.get_keyring()
     except keyring.errors.KeyringError as exc:  # pragma: no cover - defensive
@@ -74,6 +84,7 @@ def usable_keyring() -> keyring.backend.KeyringBackend:
 
 
 def store_api_key(provider_id: uuid.UUID, api_key: str) -> None:
+    keyring = _keyring()
     backend = usable_keyring()
     try:
         backend.set_password(KEYRING_SERVICE, keyring_username(provider_id), api_key)
@@ -86,6 +97,7 @@ def read_api_key(provider: Provider) -> str | None:
     """The provider's key from the keyring (None when it has none)."""
     if not provider.has_api_key:
         return None
+    keyring = _keyring()
     try:
         key = keyring.get_password(KEYRING_SERVICE, keyring_username(provider.id))
     except keyring.errors.KeyringError as exc:
@@ -99,6 +111,7 @@ def read_api_key(provider: Provider) -> str | None:
 
 
 def delete_api_key(provider_id: uuid.UUID) -> None:
+    keyring = _keyring()
     try:
         keyring.delete_password(KEYRING_SERVICE, keyring_username(provider_id))
     except keyring.errors.PasswordDeleteError:

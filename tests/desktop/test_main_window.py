@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QMessageBox
 from desktop.app import _SIGN_IN_JS
 from desktop.i18n import error_text, tr
 from desktop.main_window import MainWindow, show_start_error
+from desktop.server_host import begin_start, bind_loopback
 from server.embedded import EmbeddedServer
 
 
@@ -37,7 +38,7 @@ def test_window_loads_the_ui_and_signs_the_owner_in(qtbot, embedded: EmbeddedSer
     window = _window(tmp_path)
     qtbot.addWidget(window)
     window.show()
-    with qtbot.waitSignal(window.page.loadFinished, timeout=30000) as loaded:
+    with qtbot.waitSignal(window.ui_loaded, timeout=30000) as loaded:
         window.open_origin(embedded.url, embedded.desktop_token)
     assert loaded.args == [True]
     assert window.page.url().toString().startswith(embedded.url)
@@ -60,10 +61,53 @@ def test_window_loads_the_ui_and_signs_the_owner_in(qtbot, embedded: EmbeddedSer
 def test_without_the_interceptor_the_page_cannot_sign_in(qtbot, embedded: EmbeddedServer, tmp_path: Path) -> None:
     window = _window(tmp_path)
     qtbot.addWidget(window)
-    with qtbot.waitSignal(window.page.loadFinished, timeout=30000):
+    with qtbot.waitSignal(window.ui_loaded, timeout=30000):
         window.open_origin(embedded.url, None)  # no token: like any other browser on this machine
     result = _run_sign_in(qtbot, window)
     assert result["ok"] is False and "401" in result["error"]
+    window.dispose()
+
+
+def test_the_ui_opens_before_its_server_answers_and_signs_in_once_it_does(
+    qtbot, desktop_settings, tmp_path: Path
+) -> None:
+    """The desktop's start-up: the window opens the URL of a socket bound before the server exists, with
+    a token source that has no token yet; the "starting" page stays until the server answers."""
+    socket = bind_loopback()
+    assert socket is not None and socket.getsockname()[0] == "127.0.0.1"
+    url = f"http://127.0.0.1:{socket.getsockname()[1]}"
+    box: dict = {}
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.show()
+    loads: list[bool] = []
+    window.ui_loaded.connect(loads.append)
+    window.open_origin(url, lambda: box["server"].desktop_token if "server" in box else None)
+    qtbot.waitUntil(lambda: window._ui_loading, timeout=20000)  # the UI's request waits in the backlog
+    assert loads == []
+    box["server"] = server = EmbeddedServer(desktop_settings)
+    try:
+        with qtbot.waitSignal(window.ui_loaded, timeout=30000) as loaded:
+            assert server.start(timeout=60, sock=socket) == url
+        assert loaded.args == [True] and loads == [True]
+        assert window.page.url().toString().startswith(url)
+        assert _run_sign_in(qtbot, window) == {"ok": True, "email": "admin@example.com", "role": "admin"}
+    finally:
+        window.dispose()
+        server.stop()
+
+
+def test_a_server_that_fails_to_start_closes_the_waiting_page(qtbot, make_desktop_settings, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the data folder should be")
+    job = begin_start(make_desktop_settings(data_dir=blocked), lan=False, log_to_console=False)
+    assert job.url is not None
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.ui_loaded, timeout=30000) as loaded:
+        window.open_origin(job.url, None)
+    assert loaded.args == [False]
+    assert job.future.exception(timeout=30) is not None
     window.dispose()
 
 

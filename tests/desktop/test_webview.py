@@ -71,21 +71,43 @@ def test_real_requests_carry_the_header_only_to_our_origin(qtbot, qapp, recordin
     assert all("x-modeltrain-desktop" not in h for h in ours.headers_for("/api/users/me"))
 
 
+def test_a_token_source_is_asked_per_request_and_no_token_means_no_header(qtbot, qapp, recording_server) -> None:
+    """The window may open our origin before the server (and so the token) exists: the interceptor asks
+    its source on each sign-in request and sends nothing while there is no token yet."""
+    ours = recording_server()
+    current: dict[str, str | None] = {"token": None}
+    profile = QWebEngineProfile(qapp)
+    interceptor = DesktopTokenInterceptor(origin_of(ours.url), lambda: current["token"], profile)
+    profile.setUrlRequestInterceptor(interceptor)  # the profile does not keep it alive: we do
+    page = QWebEnginePage(profile, profile)
+    try:
+        _load(qtbot, page, ours.url + "/api/auth/desktop")
+        current["token"] = "tok-456"
+        _load(qtbot, page, ours.url + "/api/auth/desktop?again")
+    finally:
+        profile.setUrlRequestInterceptor(None)
+        page.deleteLater()
+    assert [h.get("x-modeltrain-desktop") for h in ours.headers_for("/api/auth/desktop")] == [None, "tok-456"]
+
+
 def test_page_script_cannot_send_the_token_to_another_origin(qtbot, qapp, recording_server) -> None:
     """A script on our page that calls another loopback server's sign-in path: no header goes there."""
     ours, other = recording_server(), recording_server()
     ours.pages["/"] = (200, "text/html", b"<html><body>ours</body></html>", {})
     profile = QWebEngineProfile(qapp)
-    profile.setUrlRequestInterceptor(DesktopTokenInterceptor(origin_of(ours.url), "tok-123", profile))
+    interceptor = DesktopTokenInterceptor(origin_of(ours.url), "tok-123", profile)
+    profile.setUrlRequestInterceptor(interceptor)  # the profile does not keep it alive: we do
     page = QWebEnginePage(profile, profile)
     try:
         _load(qtbot, page, ours.url + "/")
         page.runJavaScript(f"fetch('{other.url}/api/auth/desktop', {{mode: 'no-cors'}}); true", 0, lambda _v: None)
         qtbot.waitUntil(lambda: bool(other.headers_for("/api/auth/desktop")), timeout=10000)
+        _load(qtbot, page, ours.url + "/api/auth/desktop")  # the interceptor was live all along
     finally:
         profile.setUrlRequestInterceptor(None)
         page.deleteLater()
     assert all("x-modeltrain-desktop" not in h for h in other.headers_for("/api/auth/desktop"))
+    assert [h.get("x-modeltrain-desktop") for h in ours.headers_for("/api/auth/desktop")] == ["tok-123"]
 
 
 def test_navigation_is_locked_to_our_origin(qtbot, qapp, recording_server) -> None:
