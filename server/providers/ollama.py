@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 
-from server.providers.base import ChatEvent, ChatRequest, Delta, Done, ModelInfo, ProviderError, Timeouts
+from server.providers.base import ChatEvent, ChatRequest, Done, ModelInfo, ProviderError, Timeouts
 from server.providers.streaming import (
     MAX_SKIPPED,
     LineReader,
     TextSanitizer,
+    batch_delta,
     clean_message,
     decode_json,
     end_stream,
@@ -188,10 +189,9 @@ class OllamaProvider:
                     if line.get("done") is True:
                         final = done_event(line)
                         break
-                text = content.feed("".join(texts)) if texts else ""
-                thought = thinking.feed("".join(thoughts)) if thoughts else ""
-                if text or thought:
-                    yield Delta(content=text, thinking=thought)
+                delta = batch_delta(content, thinking, texts, thoughts)
+                if delta is not None:
+                    yield delta
                 if failure is not None:
                     raise failure
                 if final is not None:

@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 
-from server.providers.base import ChatEvent, ChatRequest, Delta, Done, ModelInfo, ProviderError, Timeouts
+from server.providers.base import ChatEvent, ChatRequest, Done, ModelInfo, ProviderError, Timeouts
 from server.providers.streaming import (
     MAX_LINE_BYTES,
     MAX_SKIPPED,
     LineReader,
     TextSanitizer,
+    batch_delta,
     clean_message,
     decode_json,
     end_stream,
@@ -209,10 +210,9 @@ class OpenAICompatProvider:
                         reason = choice.get("finish_reason")
                         if isinstance(reason, str) and reason:
                             finish_reason = clean_message(reason)[:32]
-                text = content.feed("".join(texts)) if texts else ""
-                thought = thinking.feed("".join(thoughts)) if thoughts else ""
-                if text or thought:
-                    yield Delta(content=text, thinking=thought)
+                delta = batch_delta(content, thinking, texts, thoughts)
+                if delta is not None:
+                    yield delta
                 if failure is not None:
                     raise failure
                 if finished:

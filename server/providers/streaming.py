@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from server import aio
-from server.providers.base import ProviderError, Timeouts
+from server.providers.base import Delta, ProviderError, Timeouts
 
 #: Largest single upstream line or SSE event we accept. Bigger -> ``upstream_protocol``, connection closed.
 MAX_LINE_BYTES = 1024 * 1024
@@ -98,6 +98,13 @@ def clean_message(value: Any, *, secrets: tuple[str, ...] = ()) -> str:
     if len(value) > MAX_MESSAGE_CHARS:
         value = value[: MAX_MESSAGE_CHARS - 1] + "…"
     return value
+
+
+def batch_delta(content: TextSanitizer, thinking: TextSanitizer, texts: list[str], thoughts: list[str]) -> Delta | None:
+    """The Delta for the tokens of one network read (sanitised), or None when they carried no text."""
+    text = content.feed("".join(texts)) if texts else ""
+    thought = thinking.feed("".join(thoughts)) if thoughts else ""
+    return Delta(content=text, thinking=thought) if text or thought else None
 
 
 # --- lines -----------------------------------------------------------------------------------------

@@ -59,6 +59,16 @@ def branched_conversation(title: str = "Trip planning", words: str = "mountains"
     }
 
 
+def numbered(count: int, words: str) -> list[dict[str, Any]]:
+    """``count`` conversations t0, t1... with ids c0, c1..., each mentioning ``words``."""
+    convs = []
+    for i in range(count):
+        c = branched_conversation(title=f"t{i}", words=words)
+        c["id"] = f"c{i}"
+        convs.append(c)
+    return convs
+
+
 def do_import(client: TestClient, token: str, convs: list[dict[str, Any]]) -> dict[str, Any]:
     r = client.post("/api/conversations/import", json=export_doc(convs), headers=bearer(token))
     assert r.status_code == 201, r.text
@@ -226,12 +236,7 @@ def test_frequent_word_snippets_match_the_exact_ones(client: TestClient, user_to
 
 
 def test_search_page_past_the_end_still_counts(client: TestClient, user_token: str) -> None:
-    convs = []
-    for i in range(3):
-        c = branched_conversation(title=f"t{i}", words="fjords")
-        c["id"] = f"c{i}"
-        convs.append(c)
-    do_import(client, user_token, convs)
+    do_import(client, user_token, numbered(3, "fjords"))
     r = client.get("/api/conversations/search?q=fjords&size=2&page=3", headers=bearer(user_token)).json()
     assert r["items"] == [] and r["total"] == 3
     r = client.get("/api/conversations/search?q=nowhere&size=2", headers=bearer(user_token)).json()
@@ -239,12 +244,7 @@ def test_search_page_past_the_end_still_counts(client: TestClient, user_token: s
 
 
 def test_search_paging(client: TestClient, user_token: str) -> None:
-    convs = []
-    for i in range(7):
-        c = branched_conversation(title=f"t{i}", words="dunes")
-        c["id"] = f"c{i}"
-        convs.append(c)
-    do_import(client, user_token, convs)
+    do_import(client, user_token, numbered(7, "dunes"))
     p1 = client.get("/api/conversations/search?q=dunes&size=5", headers=bearer(user_token)).json()
     p2 = client.get("/api/conversations/search?q=dunes&size=5&page=2", headers=bearer(user_token)).json()
     assert p1["total"] == 7 and len(p1["items"]) == 5 and len(p2["items"]) == 2
