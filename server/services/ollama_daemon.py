@@ -307,6 +307,18 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
+def _group_has_live_members(pgid: int) -> bool:
+    """Whether a process of the group is still running (zombies, ended but not yet reaped by their new
+    parent, do not count)."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
+
+
 def _signal_group(pid: int, pgid: int | None, sig: int) -> None:
     try:
         if os.name != "nt" and pgid:
@@ -658,10 +670,12 @@ class OllamaDaemon:
             try:
                 proc.wait(self.settings.ollama_stop_grace)
             except subprocess.TimeoutExpired:
-                log.warning("Ollama did not stop within %.0f s; killing it", self.settings.ollama_stop_grace)
-            # Runners (or a leader that ignored SIGTERM) left in the group are killed.
+                log.warning("Ollama did not stop within %g s; killing it", self.settings.ollama_stop_grace)
+            # Runners (or a leader that ignored SIGTERM) left in the group are killed, and waited for:
+            # a killed process takes a moment to end, and "stopped" means nothing of it is left.
             if pgid and _group_alive(pgid):
                 _signal_group(proc.pid, pgid, signal.SIGKILL)
+                _wait_until(lambda: not _group_has_live_members(pgid), 5)
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
