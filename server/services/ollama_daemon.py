@@ -55,6 +55,8 @@ READY_INTERVAL = 0.1
 READY_ATTEMPT_TIMEOUT = 1.0
 #: A child that stayed up this long resets the consecutive-failure counter.
 STABLE_AFTER = 30.0
+#: Longest wait for a killed process group to end.
+KILL_WAIT = 5.0
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -296,20 +298,10 @@ def _stale_process(path: Path) -> psutil.Process | None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group is still running. Zombies (ended, not yet reaped by their new
+    parent) do not count: nothing of them runs any more."""
     if os.name == "nt":
         return False
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _group_has_live_members(pgid: int) -> bool:
-    """Whether a process of the group is still running (zombies, ended but not yet reaped by their new
-    parent, do not count)."""
     for proc in psutil.process_iter(["status"]):
         try:
             if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
@@ -317,6 +309,13 @@ def _group_has_live_members(pgid: int) -> bool:
         except (OSError, psutil.Error):
             continue
     return False
+
+
+def _kill_group(pid: int, pgid: int) -> None:
+    """SIGKILL the group, then wait (up to KILL_WAIT s) until none of it is still running: a killed
+    process takes a moment to end, and the callers report the group as gone."""
+    _signal_group(pid, pgid, signal.SIGKILL)
+    _wait_until(lambda: not _group_alive(pgid), KILL_WAIT)
 
 
 def _signal_group(pid: int, pgid: int | None, sig: int) -> None:
@@ -372,7 +371,7 @@ def terminate_process_tree(proc: psutil.Process, grace: float) -> None:
     _signal_group(pid, target, signal.SIGTERM)
     gone = _wait_until(lambda: _gone(proc), grace)
     if target is not None and _group_alive(target):
-        _signal_group(pid, target, signal.SIGKILL)
+        _kill_group(pid, target)
     elif not gone:
         _signal_group(pid, None, signal.SIGKILL)
 
@@ -671,11 +670,9 @@ class OllamaDaemon:
                 proc.wait(self.settings.ollama_stop_grace)
             except subprocess.TimeoutExpired:
                 log.warning("Ollama did not stop within %g s; killing it", self.settings.ollama_stop_grace)
-            # Runners (or a leader that ignored SIGTERM) left in the group are killed, and waited for:
-            # a killed process takes a moment to end, and "stopped" means nothing of it is left.
+            # Runners (or a leader that ignored SIGTERM) left in the group are killed.
             if pgid and _group_alive(pgid):
-                _signal_group(proc.pid, pgid, signal.SIGKILL)
-                _wait_until(lambda: not _group_has_live_members(pgid), 5)
+                _kill_group(proc.pid, pgid)
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -790,7 +787,7 @@ class OllamaDaemon:
         """After the leader died, kill whatever remains of its process group (orphaned runners)."""
         pgid = self._pgid
         if pgid and _group_alive(pgid):
-            _signal_group(pgid, pgid, signal.SIGKILL)
+            _kill_group(pgid, pgid)
         if self._proc is not None:
             try:
                 self._proc.wait(2)
