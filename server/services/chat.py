@@ -680,8 +680,7 @@ class ChatStream:
                 if delta:
                     last_sent = loop.time()
                 batch += delta
-                if self.finished.is_set():
-                    batch += self._pending_delta()
+                if self.finished.is_set():  # the delta above already holds everything (no await since)
                     batch.append(self.terminal_event())
                     yield batch
                     return
