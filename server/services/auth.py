@@ -213,23 +213,10 @@ def logout(session: Session, raw_token: str | None, family_from_access: str | No
         _revoke_family(session, family)
 
 
-def _live_session(family: uuid.UUID, user_id: uuid.UUID):  # noqa: ANN202
-    """SQL condition: the sign-in ``family`` of ``user_id`` is not logged out, revoked or expired."""
-    return (
-        select(RefreshToken.id)
-        .where(
-            RefreshToken.family_id == family,
-            RefreshToken.user_id == user_id,
-            RefreshToken.revoked_at.is_(None),
-            RefreshToken.expires_at > _now(),
-        )
-        .exists()
-    )
-
-
 @functools.cache
 def _access_query():
-    """The statement of :func:`authenticate_access`, built once (it runs on every API request)."""
+    """The statement of :func:`authenticate_access`, built once (it runs on every API request): the user,
+    only while the sign-in ``family`` is not logged out, revoked or expired."""
     alive = (
         select(RefreshToken.id)
         .where(
