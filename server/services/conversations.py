@@ -383,41 +383,46 @@ def _message_snippets(
             if cid not in out:
                 out[cid] = (mid, *_plain_highlights(content, terms))
         return out
-    if dialect == "sqlite" and frequent:
-        # A frequent word is in most messages: reading every match (tens of thousands of rowids) costs
-        # more than the whole search. The page's messages are checked here instead, the way the index
-        # tokenizes (unicode61, diacritics removed, every term a word prefix); the conversations
-        # themselves were chosen by the index.
-        wanted = [_fold(t) for t in terms]
-        # Ids as stored (32 hex digits): only the chosen message's is turned into a UUID.
+    if dialect == "sqlite":
+        if frequent:
+            # A frequent word is in most messages: reading every match (tens of thousands of rowids)
+            # costs more than the whole search. The page's messages are checked here instead, the way
+            # the index tokenizes (unicode61, diacritics removed, every term a word prefix); the
+            # conversations themselves were chosen by the index.
+            wanted = [_fold(t) for t in terms]
+
+            def matches(_rowid: int, content: str) -> bool:
+                return _has_all_prefixes(content, wanted)
+        else:
+            # One MATCH for the matching rowids, intersected here with the page's messages: asking
+            # FTS5 for "MATCH ... AND rowid IN (page)" re-runs the full-text query once per rowid
+            # (seconds for a frequent word).
+            matching = set(
+                session.execute(
+                    text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q"), {"q": fts5_query(terms)}
+                ).scalars()
+            )
+
+            def matches(rowid: int, _content: str) -> bool:
+                return rowid in matching
+
+        # Snippets are cut in Python from the first matching message. Ids are read as stored (32 hex
+        # digits): only the chosen message's becomes a UUID.
         by_hex = {cid.hex: cid for cid in conv_ids}
         page_rows = session.execute(
-            select(literal_column("messages.conversation_id"), literal_column("messages.id"), Message.content)
+            select(
+                literal_column("messages.rowid"),
+                literal_column("messages.conversation_id"),
+                literal_column("messages.id"),
+                Message.content,
+            )
             .where(Message.conversation_id.in_(conv_ids))
             .order_by(Message.created_at)
         ).all()
-        for cid_hex, mid_hex, content in page_rows:
-            cid = by_hex.get(cid_hex)
-            if cid is not None and cid not in out and _has_all_prefixes(content, wanted):
+        for rowid, cid_hex, mid_hex, content in page_rows:
+            cid = by_hex[cid_hex]
+            if cid not in out and matches(rowid, content):
                 out[cid] = (uuid.UUID(mid_hex), *_plain_highlights(content, terms))
-        return out
-    if dialect == "sqlite":
-        # One MATCH for the matching rowids, intersected here with the page's messages: asking FTS5 for
-        # "MATCH ... AND rowid IN (page)" re-runs the full-text query once per rowid (seconds for a
-        # frequent word). Snippets are then cut in Python from the first matching message.
-        matching = set(
-            session.execute(
-                text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q"), {"q": fts5_query(terms)}
-            ).scalars()
-        )
-        page_rows = session.execute(
-            select(literal_column("messages.rowid"), Message.conversation_id, Message.id, Message.content)
-            .where(Message.conversation_id.in_(conv_ids))
-            .order_by(Message.created_at)
-        ).all()
-        for rowid, cid, mid, content in page_rows:
-            if cid not in out and rowid in matching:
-                out[cid] = (mid, *_plain_highlights(content, terms))
         return out
     tsq = _pg_tsquery(" ".join(terms))
     options = f"StartSel={_HL_START}, StopSel={_HL_END}, MaxWords=30, MinWords=10"
