@@ -6,6 +6,12 @@ back to the operating system once start-up has settled.
   services inside the browser process, so it never forks anything. Chromium launches such a child
   directly when this zygote is off (``GetUnsandboxedZygote()`` returns null). The sandbox and the
   sandboxed zygote, which forks the renderers, are untouched. Saves one ~50 MiB (RSS) process.
+* ``--no-zygote`` only where the sandbox is already off (QtWebEngine refuses to run sandboxed as root,
+  so ``desktop.app`` turns it off there, and a user may turn it off): the remaining zygote exists to set
+  up the sandbox and to fork renderers from a pre-initialised image. Without a sandbox the browser
+  process starts the one renderer itself, and the ~50 MiB zygote process is gone (the renderer then
+  loads the pages it would have shared with the zygote: ~20 MiB net on the tree's RSS). Chromium
+  refuses ``--no-zygote`` while the sandbox is on, so it is never added then.
 * ``--disable-gpu`` only on headless Qt platforms (offscreen, minimal): Qt has no OpenGL there and
   composites the page in software anyway, while Chromium's in-process GPU thread would load Mesa's
   llvmpipe (libLLVM, ~50 MiB) to emulate a GPU on the CPU. With a display, the GPU stays on.
@@ -28,35 +34,50 @@ import linecache
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 log = logging.getLogger(__name__)
 
 ENV_VAR = "QTWEBENGINE_CHROMIUM_FLAGS"
+#: QtWebEngine's own switch for running without Chromium's sandbox (documented value: 1).
+SANDBOX_OFF_VAR = "QTWEBENGINE_DISABLE_SANDBOX"
 #: Qt platform plugins without a GPU surface: the page is composited in software there.
 HEADLESS_PLATFORMS = frozenset({"offscreen", "minimal"})
 
 
-def chromium_flags(platform_name: str, system: str | None = None) -> list[str]:
-    """The switches we add for this Qt platform (``QGuiApplication.platformName()``)."""
+def chromium_flags(platform_name: str, system: str | None = None, *, sandbox_off: bool = False) -> list[str]:
+    """The switches we add for this Qt platform (``QGuiApplication.platformName()``); ``sandbox_off``:
+    Chromium's sandbox is already disabled (see :func:`sandbox_disabled`)."""
     system = sys.platform if system is None else system
     flags: list[str] = []
     if system.startswith("linux"):
         flags.append("--no-unsandboxed-zygote")
+        if sandbox_off:
+            flags.append("--no-zygote")
     if platform_name in HEADLESS_PLATFORMS:
         flags.append("--disable-gpu")
     return flags
+
+
+def sandbox_disabled(environ: Mapping[str, str]) -> bool:
+    """True only when Chromium's sandbox is certainly off: ``QTWEBENGINE_DISABLE_SANDBOX=1`` or
+    ``--no-sandbox`` among the user's switches. Anything else counts as on (a wrong guess the other way
+    would make Chromium refuse to start)."""
+    switches = environ.get(ENV_VAR, "").split()
+    return environ.get(SANDBOX_OFF_VAR, "").strip() == "1" or "--no-sandbox" in switches
 
 
 def apply_chromium_flags(platform_name: str, environ: MutableMapping[str, str] | None = None,
                          system: str | None = None) -> str:
     """Append our switches to ``QTWEBENGINE_CHROMIUM_FLAGS`` (read when the web engine starts, i.e. when
     the first profile is created), keeping whatever the user set; a switch the user already gave is not
-    repeated. Returns the resulting value."""
+    repeated. Call it after the sandbox decision (``QTWEBENGINE_DISABLE_SANDBOX``) is made. Returns the
+    resulting value."""
     environ = os.environ if environ is None else environ
     existing = environ.get(ENV_VAR, "").split()
     given = {flag.split("=", 1)[0] for flag in existing}
-    added = [flag for flag in chromium_flags(platform_name, system) if flag.split("=", 1)[0] not in given]
+    wanted = chromium_flags(platform_name, system, sandbox_off=sandbox_disabled(environ))
+    added = [flag for flag in wanted if flag.split("=", 1)[0] not in given]
     value = " ".join([*existing, *added])
     if value:
         environ[ENV_VAR] = value

@@ -22,9 +22,38 @@ def test_switches_per_platform() -> None:
     assert memory.chromium_flags("windows", "win32") == []
     assert memory.chromium_flags("cocoa", "darwin") == []
     assert memory.chromium_flags("offscreen", "darwin") == ["--disable-gpu"]
-    # Never the sandbox or the single-process model.
+    # Never the sandbox or the single-process model; the zygote only where the sandbox is already off.
     for flags in (memory.chromium_flags(p, s) for p in ("xcb", "offscreen") for s in ("linux", "win32")):
         assert not any(f.startswith(("--no-sandbox", "--single-process", "--no-zygote")) for f in flags)
+    without_sandbox = memory.chromium_flags("xcb", "linux", sandbox_off=True)
+    assert without_sandbox == ["--no-unsandboxed-zygote", "--no-zygote"]
+    assert memory.chromium_flags("windows", "win32", sandbox_off=True) == []
+    for p, s in (("xcb", "linux"), ("offscreen", "linux"), ("offscreen", "win32")):
+        flags = memory.chromium_flags(p, s, sandbox_off=True)
+        assert not any(f.startswith(("--no-sandbox", "--single-process")) for f in flags)
+
+
+@pytest.mark.parametrize(("environ", "off"), [
+    ({}, False),
+    ({"QTWEBENGINE_DISABLE_SANDBOX": "1"}, True),
+    ({"QTWEBENGINE_DISABLE_SANDBOX": " 1 "}, True),
+    ({"QTWEBENGINE_DISABLE_SANDBOX": "0"}, False),  # not the documented value: counted as on
+    ({"QTWEBENGINE_DISABLE_SANDBOX": ""}, False),
+    ({memory.ENV_VAR: "--enable-logging --no-sandbox"}, True),
+    ({memory.ENV_VAR: "--no-sandboxing"}, False),
+])
+def test_sandbox_counts_as_off_only_when_certainly_off(environ: dict[str, str], off: bool) -> None:
+    assert memory.sandbox_disabled(environ) is off
+
+
+def test_zygote_is_dropped_only_without_the_sandbox() -> None:
+    env = {"QTWEBENGINE_DISABLE_SANDBOX": "1"}
+    assert memory.apply_chromium_flags("xcb", env, "linux") == "--no-unsandboxed-zygote --no-zygote"
+    env = {memory.ENV_VAR: "--no-sandbox"}
+    added = memory.apply_chromium_flags("xcb", env, "linux")
+    assert added == "--no-sandbox --no-unsandboxed-zygote --no-zygote"
+    env = {}
+    assert "--no-zygote" not in memory.apply_chromium_flags("xcb", env, "linux").split()
 
 
 def test_switches_are_appended_to_the_users_own() -> None:
