@@ -6,7 +6,8 @@ loads a static page and answers one JavaScript call. The ratio ours/baseline sho
 server, migrations, the desktop sign-in and the real UI cost on top of Qt WebEngine itself, whatever
 the machine's load. A second baseline gets the Chromium switches the app adds (desktop/memory.py): the
 memory floor of Qt WebEngine as the app configures it. The app's own figures are also split by process
-(app = Qt browser process + embedded server; zygote; renderer).
+(app = Qt browser process + embedded server; zygote, where there is one; renderer), and the embedded
+server's own share is measured alone in a process that has loaded Qt WebEngine's modules.
 
     .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2]
 
@@ -65,11 +66,38 @@ view.setHtml("<html><head><title>b</title></head><body><h1>baseline</h1></body><
 app.exec()
 """
 
+#: The embedded server's own share of the app process: RSS of a process that has loaded Qt WebEngine's
+#: modules (as the app has), before and after importing the server, starting it on the bench's data dir
+#: and answering the requests the UI makes first, then releasing start-up memory as the app does.
+_SERVER_STACK = r"""
+import sys, psutil
+from pathlib import Path
+import PySide6.QtWebEngineWidgets
+from desktop.memory import release_startup_memory, skip_pyside_source_scan
+skip_pyside_source_scan()
+me = psutil.Process(); before = me.memory_info().rss
+import httpx
+from server.embedded import EmbeddedServer
+from server.settings import load_settings
+from desktop.paths import webui_dist
+server = EmbeddedServer(load_settings(data_dir=Path(sys.argv[1]), desktop_mode=True, webui_dist=webui_dist()))
+url = server.start()
+with httpx.Client(base_url=url) as client:
+    token = client.post("/api/auth/desktop", json={}, headers={"X-ModelTrain-Desktop": server.desktop_token})
+    auth = {"Authorization": "Bearer " + token.json()["access_token"]}
+    for path in ("/", "/api/users/me", "/api/conversations?page=1&size=50", "/api/models", "/api/health"):
+        client.get(path, headers=auth)
+release_startup_memory()
+print(f"server stack rss {(me.memory_info().rss - before) / 2**20:.1f}", flush=True)
+server.stop()
+"""
+
 _OURS = re.compile(
     r"self-test ok: ui (?P<ui>[\d.]+) s, interactive (?P<interactive>[\d.]+) s \(cpu (?P<cpu>[\d.]+) s\), .*?"
     r"rss (?P<rss>[\d.]+) MiB \(pss (?P<pss>[\d.]+) MiB\)"
 )
 _BREAKDOWN = re.compile(r"memory by process \(MiB RSS/PSS\): (?P<rows>.*)")
+_STACK = re.compile(r"server stack rss (?P<rss>[\d.]+)")
 _BASE = re.compile(r"baseline ready (?P<ready>[\d.]+) cpu (?P<cpu>[\d.]+) rss (?P<rss>[\d.]+) pss (?P<pss>[\d.]+)")
 
 
@@ -106,6 +134,15 @@ def run_baseline(idle: float, switches: str = "defaults") -> dict[str, float]:
     return {k: float(v) for k, v in match.groupdict().items()}
 
 
+def run_server_stack(data_dir: Path) -> float:
+    out = subprocess.run([sys.executable, "-c", _SERVER_STACK, str(data_dir)], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=180, check=False)
+    match = _STACK.search(out.stdout)
+    if match is None:
+        raise SystemExit(f"server stack measurement failed (exit {out.returncode}): {out.stderr[-500:]}")
+    return float(match.group("rss"))
+
+
 def uncached_modules() -> int:
     """How many of ModelTrain's own modules have no bytecode cache while writing one is switched off
     (``PYTHONDONTWRITEBYTECODE``): each start then compiles them again, which an installed app (wheel,
@@ -126,11 +163,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         data = Path(tmp) / "data"
         first = run_ours(data, args.idle)
-        warm, base, floor = [], [], []
+        warm, base, floor, stack = [], [], [], []
         for _ in range(args.runs):  # interleaved, so all see the same machine load
             base.append(run_baseline(args.idle))
             floor.append(run_baseline(args.idle, "app-switches"))
             warm.append(run_ours(data, args.idle))
+            stack.append(run_server_stack(data))
 
     def med(rows: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in rows)
@@ -152,6 +190,10 @@ def main() -> int:
     if roles:
         print("warm start by process (RSS/PSS MiB): "
               + ", ".join(f"{role} {med(warm, role + ' rss'):.0f}/{med(warm, role + ' pss'):.0f}" for role in roles))
+    f_rss, s_rss = med(floor, "rss"), statistics.median(stack)
+    print(f"embedded server's share of the app process: RSS +{s_rss:.0f} MiB (measured alone, same data dir); "
+          f"floor = switched baseline + server = {f_rss + s_rss:.0f} MiB, the UI and the rest add "
+          f"{w_rss - f_rss - s_rss:.0f} MiB")
     print(f"ratio vs baseline:               start x{w_int / b_ready:.2f}   cpu x{w_cpu / b_cpu:.2f}   "
           f"RSS x{w_rss / b_rss:.2f}   PSS x{w_pss / b_pss:.2f}")
     uncached = uncached_modules()
