@@ -37,10 +37,12 @@ from PySide6.QtCore import QCoreApplication, Qt, QTimer
 from PySide6.QtWebEngineWidgets import QWebEngineView
 QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
 from PySide6.QtWidgets import QApplication
-app = QApplication(sys.argv[:1])
 if sys.argv[2] == "app-switches":
     sys.path.insert(0, os.getcwd())
-    from desktop.memory import apply_chromium_flags
+    from desktop.memory import apply_chromium_flags, apply_qt_rendering
+    apply_qt_rendering()
+app = QApplication(sys.argv[:1])
+if sys.argv[2] == "app-switches":
     apply_chromium_flags(app.platformName())
 view = QWebEngineView(); view.resize(1200, 800); view.show()
 idle = float(sys.argv[1])

@@ -66,6 +66,9 @@ def prepare_qt_environment(self_test: bool) -> None:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
     ):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from desktop.memory import apply_qt_rendering
+
+    apply_qt_rendering()
     import PySide6.QtWebEngineWidgets  # noqa: F401  (must be imported before QApplication)
     from PySide6.QtCore import QCoreApplication, Qt
 

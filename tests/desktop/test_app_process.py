@@ -111,6 +111,33 @@ def test_self_test_passes_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "memory by process (MiB RSS/PSS): app " in err
 
 
+def test_on_an_x_server_without_a_gpu_qt_and_chromium_stay_off_opengl(tmp_path: Path) -> None:
+    """Under a real X server (Xvfb) the window loads the UI and shuts down cleanly; without a GPU device
+    OpenGL could only be llvmpipe, so neither Qt nor Chromium may load it (desktop/memory.py)."""
+    data = tmp_path / "data"
+    env = _env()
+    env.pop("QT_QPA_PLATFORM")
+    for name in memory.SOFTWARE_RENDERING_ENV:
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "desktop", "--self-test", "--data-dir", str(data), "--idle-seconds", "30"]
+    proc = psutil.Popen(["xvfb-run", "-a", *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+    tree = Tree(proc)
+    try:
+        _wait_for_log(data, "start-up: ui loaded", proc, tree)
+        app = next(p for p in proc.children(recursive=True) if p.cmdline()[1:3] == ["-m", "desktop"])
+        maps = Path(f"/proc/{app.pid}/maps").read_text()
+        llvmpipe = [lib for lib in ("libLLVM", "swrast_dri", "libgallium") if lib in maps]
+        # With a GPU device the GPU stays on (and Xvfb, having no DRI, would give it llvmpipe).
+        assert llvmpipe == [] or memory.gpu_device_present(), llvmpipe
+        app.send_signal(signal.SIGTERM)
+        assert _wait(proc, tree, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert tree.leftovers() == []
+
+
 def test_self_test_fails_with_a_one_line_reason(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the data directory should be")

@@ -46,30 +46,86 @@ def test_sandbox_counts_as_off_only_when_certainly_off(environ: dict[str, str], 
     assert memory.sandbox_disabled(environ) is off
 
 
-def test_zygote_is_dropped_only_without_the_sandbox() -> None:
+def test_zygote_is_dropped_only_without_the_sandbox(gpu_dev: Path) -> None:
     env = {"QTWEBENGINE_DISABLE_SANDBOX": "1"}
-    assert memory.apply_chromium_flags("xcb", env, "linux") == "--no-unsandboxed-zygote --no-zygote"
+    without_zygotes = memory.apply_chromium_flags("xcb", env, "linux", gpu_dev)
+    assert without_zygotes == "--no-unsandboxed-zygote --no-zygote"
     env = {memory.ENV_VAR: "--no-sandbox"}
-    added = memory.apply_chromium_flags("xcb", env, "linux")
+    added = memory.apply_chromium_flags("xcb", env, "linux", gpu_dev)
     assert added == "--no-sandbox --no-unsandboxed-zygote --no-zygote"
     env = {}
-    assert "--no-zygote" not in memory.apply_chromium_flags("xcb", env, "linux").split()
+    assert "--no-zygote" not in memory.apply_chromium_flags("xcb", env, "linux", gpu_dev).split()
 
 
-def test_switches_are_appended_to_the_users_own() -> None:
+@pytest.fixture
+def gpu_dev(tmp_path: Path) -> Path:
+    """A /dev with a DRM render node."""
+    dev = tmp_path / "gpu"
+    (dev / "dri").mkdir(parents=True)
+    (dev / "dri" / "renderD128").touch()
+    return dev
+
+
+@pytest.fixture
+def no_gpu_dev(tmp_path: Path) -> Path:
+    """A /dev of a virtual machine without a GPU: a DRM card node at most, no render node."""
+    dev = tmp_path / "no-gpu"
+    (dev / "dri").mkdir(parents=True)
+    (dev / "dri" / "card0").touch()
+    (dev / "null").touch()
+    return dev
+
+
+def test_gpu_device_is_a_render_node_or_an_nvidia_device(gpu_dev: Path, no_gpu_dev: Path,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert memory.gpu_device_present("linux", gpu_dev) is True
+    assert memory.gpu_device_present("linux", no_gpu_dev) is False
+    nvidia = tmp_path_factory.mktemp("nvidia")
+    (nvidia / "nvidiactl").touch()
+    assert memory.gpu_device_present("linux", nvidia) is False  # the control node alone is no GPU
+    (nvidia / "nvidia0").touch()
+    assert memory.gpu_device_present("linux", nvidia) is True
+    # Elsewhere the OS's graphics API decides; nothing is switched off.
+    assert memory.gpu_device_present("win32", no_gpu_dev) is True
+    assert memory.gpu_device_present("darwin", no_gpu_dev) is True
+
+
+def test_without_a_gpu_device_both_qt_and_chromium_render_in_software(gpu_dev: Path,
+                                                                      no_gpu_dev: Path) -> None:
+    software = ["--no-unsandboxed-zygote", "--disable-gpu"]
+    assert memory.chromium_flags("xcb", "linux", gpu_device=False) == software
     env: dict[str, str] = {}
-    assert memory.apply_chromium_flags("xcb", env, "linux") == "--no-unsandboxed-zygote"
+    assert memory.apply_chromium_flags("xcb", env, "linux", no_gpu_dev) == " ".join(software)
+    env = {}
+    assert memory.apply_qt_rendering(env, "linux", no_gpu_dev) == list(memory.SOFTWARE_RENDERING_ENV)
+    assert env == {"QT_QUICK_BACKEND": "software", "QT_XCB_GL_INTEGRATION": "none"}
+
+    # With a GPU nothing changes.
+    env = {}
+    assert memory.apply_chromium_flags("xcb", env, "linux", gpu_dev) == "--no-unsandboxed-zygote"
+    env = {}
+    assert memory.apply_qt_rendering(env, "linux", gpu_dev) == []
+    assert env == {}
+    # The user's own choices stand.
+    env = {"QT_QUICK_BACKEND": "opengl"}
+    assert memory.apply_qt_rendering(env, "linux", no_gpu_dev) == ["QT_XCB_GL_INTEGRATION"]
+    assert env == {"QT_QUICK_BACKEND": "opengl", "QT_XCB_GL_INTEGRATION": "none"}
+
+
+def test_switches_are_appended_to_the_users_own(gpu_dev: Path) -> None:
+    env: dict[str, str] = {}
+    assert memory.apply_chromium_flags("xcb", env, "linux", gpu_dev) == "--no-unsandboxed-zygote"
     assert env[memory.ENV_VAR] == "--no-unsandboxed-zygote"
 
     env = {memory.ENV_VAR: "--enable-logging --v=1"}
-    memory.apply_chromium_flags("offscreen", env, "linux")
+    memory.apply_chromium_flags("offscreen", env, "linux", gpu_dev)
     assert env[memory.ENV_VAR] == "--enable-logging --v=1 --no-unsandboxed-zygote --disable-gpu"
 
     # Applying twice, or over a switch the user already gave, repeats nothing.
-    memory.apply_chromium_flags("offscreen", env, "linux")
+    memory.apply_chromium_flags("offscreen", env, "linux", gpu_dev)
     assert env[memory.ENV_VAR].split().count("--disable-gpu") == 1
     env = {memory.ENV_VAR: "--disable-gpu=0"}
-    memory.apply_chromium_flags("offscreen", env, "linux")
+    memory.apply_chromium_flags("offscreen", env, "linux", gpu_dev)
     assert env[memory.ENV_VAR] == "--disable-gpu=0 --no-unsandboxed-zygote"
 
     env = {}
