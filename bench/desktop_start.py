@@ -9,7 +9,7 @@ memory floor of Qt WebEngine as the app configures it. The app's own figures are
 (app = Qt browser process + embedded server; zygote, where there is one; renderer), and the embedded
 server's own share is measured alone in a process that has loaded Qt WebEngine's modules.
 
-    .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2]
+    .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2] [--app build/package/dist/ModelTrain/ModelTrain]
 
 Targets (issue 7): interactive <= 1.5 s, idle RSS of the process tree <= 400 MiB.
 """
@@ -110,9 +110,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_ours(data_dir: Path, idle: float) -> dict[str, float]:
+def run_ours(data_dir: Path, idle: float, app: list[str]) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-m", "desktop", "--self-test", "--data-dir", str(data_dir), "--idle-seconds", str(idle)],
+        [*app, "--self-test", "--data-dir", str(data_dir), "--idle-seconds", str(idle)],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180, check=False,
     )
     match = _OURS.search(out.stdout)
@@ -161,15 +161,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="warm runs (after one first run)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before measuring memory")
+    parser.add_argument("--app", type=Path, help="measure this executable (e.g. the packaged app, "
+                        "build/package/dist/ModelTrain/ModelTrain) instead of python -m desktop")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         data = Path(tmp) / "data"
-        first = run_ours(data, args.idle)
+        app = [str(args.app.resolve())] if args.app else [sys.executable, "-m", "desktop"]
+        first = run_ours(data, args.idle, app)
         warm, base, floor, stack = [], [], [], []
         for _ in range(args.runs):  # interleaved, so all see the same machine load
             base.append(run_baseline(args.idle))
             floor.append(run_baseline(args.idle, "app-switches"))
-            warm.append(run_ours(data, args.idle))
+            warm.append(run_ours(data, args.idle, app))
             stack.append(run_server_stack(data))
 
     def med(rows: list[dict[str, float]], key: str) -> float:
@@ -178,6 +181,7 @@ def main() -> int:
     b_ready, b_cpu, b_rss, b_pss = med(base, "ready"), med(base, "cpu"), med(base, "rss"), med(base, "pss")
     w_int, w_ui, w_cpu = med(warm, "interactive"), med(warm, "ui"), med(warm, "cpu")
     w_rss, w_pss = med(warm, "rss"), med(warm, "pss")
+    print(f"app: {' '.join(app)}")
     print(f"runs: 1 first + {args.runs} warm, medians; idle {args.idle:g} s before memory; "
           f"load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"baseline (bare QWebEngineView):  ready {b_ready:.2f} s (cpu {b_cpu:.2f} s)   "
@@ -198,7 +202,7 @@ def main() -> int:
           f"{w_rss - f_rss - s_rss:.0f} MiB")
     print(f"ratio vs baseline:               start x{w_int / b_ready:.2f}   cpu x{w_cpu / b_cpu:.2f}   "
           f"RSS x{w_rss / b_rss:.2f}   PSS x{w_pss / b_pss:.2f}")
-    uncached = uncached_modules()
+    uncached = 0 if args.app else uncached_modules()
     if uncached:
         print(f"note: PYTHONDONTWRITEBYTECODE is set and {uncached} of ModelTrain's modules have no bytecode cache: "
               "each start above compiled those it imports from source (an installed app has its bytecode)")
