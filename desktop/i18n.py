@@ -11,6 +11,11 @@ _STRINGS: dict[str, tuple[str, str]] = {
     # key: (en, zh-CN)
     "app_name": ("ModelTrain", "ModelTrain"),
     "starting": ("Starting ModelTrain…", "正在启动 ModelTrain…"),
+    "page_crashed": (
+        "The window's page stopped unexpectedly several times in a row. The logs folder has the details.",
+        "窗口页面接连多次意外停止。详细信息见日志文件夹。",
+    ),
+    "reload": ("Reload", "重新加载"),
     "start_failed_title": ("ModelTrain could not start", "ModelTrain 无法启动"),
     "start_failed_intro": ("The built-in server could not start.", "内置服务器无法启动。"),
     "err_port_in_use": ("A network port is already in use by another program.", "网络端口已被其他程序占用。"),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QUrl, Signal
+from PySide6.QtCore import QSettings, QTimer, QUrl, Signal
 from PySide6.QtGui import QCloseEvent, QDesktopServices
+from PySide6.QtWebEngineCore import QWebEnginePage
 from PySide6.QtWebEngineWidgets import QWebEngineView
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
 
@@ -26,11 +28,22 @@ from desktop.webview import (
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = (1200, 800)
+#: When the page's renderer process dies (crash, out of memory, killed), the page is reloaded where it
+#: was; after this many deaths within RENDERER_DEATH_WINDOW_S it is not, and the window says so instead
+#: (with a link to try again), so a page that kills its renderer cannot loop.
+MAX_RENDERER_RESTARTS = 3
+RENDERER_DEATH_WINDOW_S = 60.0
 
 _STARTING_HTML = """<!doctype html><html><head><meta charset="utf-8"><style>
 body {{ font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif;
         display: flex; align-items: center; justify-content: center; height: 95vh; color: #555; }}
 </style></head><body><p>{text}</p></body></html>"""
+
+_PAGE_CRASHED_HTML = """<!doctype html><html><head><meta charset="utf-8"><style>
+body {{ font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif;
+        display: flex; flex-direction: column; align-items: center; justify-content: center;
+        height: 95vh; color: #555; }}
+</style></head><body><p>{text}</p><p><a href="{url}">{reload}</a></p></body></html>"""
 
 
 class MainWindow(QMainWindow):
@@ -64,6 +77,8 @@ class MainWindow(QMainWindow):
         self._pending_ui: QUrl | None = None  # asked for while the "starting" page was still loading
         self._ui_loading = False
         self.page.loadFinished.connect(self._on_load_finished)
+        self.page.renderProcessTerminated.connect(self._on_renderer_gone)
+        self._renderer_deaths: list[float] = []  # time.monotonic() of each, within the window
         self.restore_geometry()
         self._starting_page_loading = True
         self.page.show_builtin(_STARTING_HTML.format(text=html.escape(tr("starting", lang))))
@@ -101,6 +116,32 @@ class MainWindow(QMainWindow):
         if self._ui_loading:
             self._ui_loading = False
             self.ui_loaded.emit(ok)
+
+    def _on_renderer_gone(self, status: QWebEnginePage.RenderProcessTerminationStatus,
+                          exit_code: int) -> None:
+        if self._quitting or status == QWebEnginePage.RenderProcessTerminationStatus.NormalTerminationStatus:
+            return
+        now = time.monotonic()
+        self._renderer_deaths = [t for t in self._renderer_deaths if now - t < RENDERER_DEATH_WINDOW_S]
+        self._renderer_deaths.append(now)
+        log.warning("the page's renderer process ended (%s, exit code %d)", status.name, exit_code)
+        current = self.page.url()
+        if not self.page.our_origin:
+            return  # the "starting" page: the UI replaces it once open_origin is called
+        if not (self.page.allows(current) and current.toString() != "about:blank"):
+            current = QUrl(self.page.our_origin + "/")
+        if len(self._renderer_deaths) > MAX_RENDERER_RESTARTS:
+            log.error("not reloading the page: its renderer ended %d times within %.0f s",
+                      len(self._renderer_deaths), RENDERER_DEATH_WINDOW_S)
+            self.page.show_builtin(_PAGE_CRASHED_HTML.format(
+                text=html.escape(tr("page_crashed", self.lang)),
+                url=html.escape(self.page.our_origin + "/", quote=True),
+                reload=html.escape(tr("reload", self.lang)),
+            ))
+            return
+        log.info("reloading the page")
+        # After the event loop has delivered the dead page's own signals (its load ends as failed).
+        QTimer.singleShot(0, lambda: self._load_ui(current))
 
     # ---- geometry -----------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, QUrl, Slot
@@ -11,7 +13,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from desktop.app import _SIGN_IN_JS
 from desktop.i18n import error_text, tr
-from desktop.main_window import MainWindow, show_start_error
+from desktop.main_window import MAX_RENDERER_RESTARTS, MainWindow, show_start_error
 from desktop.server_host import begin_start, bind_loopback
 from server.embedded import EmbeddedServer
 
@@ -173,3 +175,37 @@ def test_start_error_dialog_is_translated_and_opens_logs(qtbot, tmp_path: Path) 
     finally:
         QDesktopServices.unsetUrlHandler("file")
     assert isinstance(box, QMessageBox)
+
+
+def test_a_page_whose_renderer_dies_is_reloaded_but_never_in_a_loop(
+    qtbot, embedded: EmbeddedServer, tmp_path: Path
+) -> None:
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.ui_loaded, timeout=30000):
+        window.open_origin(embedded.url, embedded.desktop_token)
+    window.view.load(QUrl(embedded.url + "/settings"))
+    qtbot.waitUntil(lambda: window.page.url().path() == "/settings", timeout=10000)
+    for _ in range(MAX_RENDERER_RESTARTS):
+        pid = window.page.renderProcessPid()
+        assert pid > 0
+        with qtbot.waitSignal(window.ui_loaded, timeout=30000) as reloaded:
+            os.kill(pid, signal.SIGKILL)
+        assert reloaded.args == [True]
+        # A new renderer shows the page the user was on.
+        assert window.page.renderProcessPid() not in (0, pid)
+        assert window.page.url().toString() == embedded.url + "/settings"
+
+    # One death more within the window: no reload, the page says so and links to the UI.
+    pid = window.page.renderProcessPid()
+    with qtbot.waitSignal(window.page.loadFinished, timeout=30000):
+        os.kill(pid, signal.SIGKILL)
+    box: dict = {}
+    window.page.toHtml(lambda text: box.update(html=text))
+    qtbot.waitUntil(lambda: "html" in box, timeout=10000)
+    assert tr("page_crashed", "en") in box["html"]
+    assert f'href="{embedded.url}/"' in box["html"]
+    window.mark_quitting()
+    window.close()
+    window.dispose()
