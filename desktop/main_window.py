@@ -34,16 +34,12 @@ DEFAULT_SIZE = (1200, 800)
 MAX_RENDERER_RESTARTS = 3
 RENDERER_DEATH_WINDOW_S = 60.0
 
-_STARTING_HTML = """<!doctype html><html><head><meta charset="utf-8"><style>
-body {{ font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif;
-        display: flex; align-items: center; justify-content: center; height: 95vh; color: #555; }}
-</style></head><body><p>{text}</p></body></html>"""
-
-_PAGE_CRASHED_HTML = """<!doctype html><html><head><meta charset="utf-8"><style>
+#: The window's own pages (shown before the UI has loaded, or instead of it); ``body`` is HTML.
+_BUILTIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><style>
 body {{ font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif;
         display: flex; flex-direction: column; align-items: center; justify-content: center;
         height: 95vh; color: #555; }}
-</style></head><body><p>{text}</p><p><a href="{url}">{reload}</a></p></body></html>"""
+</style></head><body>{body}</body></html>"""
 
 
 class MainWindow(QMainWindow):
@@ -81,7 +77,7 @@ class MainWindow(QMainWindow):
         self._renderer_deaths: list[float] = []  # time.monotonic() of each, within the window
         self.restore_geometry()
         self._starting_page_loading = True
-        self.page.show_builtin(_STARTING_HTML.format(text=html.escape(tr("starting", lang))))
+        self.page.show_builtin(_BUILTIN_PAGE.format(body=f"<p>{html.escape(tr('starting', lang))}</p>"))
 
     # ---- content ------------------------------------------------------------------------------
 
@@ -133,15 +129,14 @@ class MainWindow(QMainWindow):
         if len(self._renderer_deaths) > MAX_RENDERER_RESTARTS:
             log.error("not reloading the page: its renderer ended %d times within %.0f s",
                       len(self._renderer_deaths), RENDERER_DEATH_WINDOW_S)
-            self.page.show_builtin(_PAGE_CRASHED_HTML.format(
-                text=html.escape(tr("page_crashed", self.lang)),
-                url=html.escape(self.page.our_origin + "/", quote=True),
-                reload=html.escape(tr("reload", self.lang)),
-            ))
+            href, label = html.escape(self.page.our_origin + "/"), html.escape(tr("reload", self.lang))
+            link = f'<a href="{href}">{label}</a>'
+            self.page.show_builtin(_BUILTIN_PAGE.format(
+                body=f"<p>{html.escape(tr('page_crashed', self.lang))}</p><p>{link}</p>"))
             return
         log.info("reloading the page")
         # After the event loop has delivered the dead page's own signals (its load ends as failed).
-        QTimer.singleShot(0, lambda: self._load_ui(current))
+        QTimer.singleShot(0, self, lambda: self._load_ui(current))
 
     # ---- geometry -----------------------------------------------------------------------------
 
