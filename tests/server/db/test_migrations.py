@@ -107,3 +107,66 @@ def test_every_pooled_connection_has_wal_busy_timeout_and_foreign_keys(tmp_path:
 
 def test_schema_head_constant_matches_the_migration_scripts() -> None:
     assert migrate.SCHEMA_HEAD == migrate.script_head()
+
+
+# --- a new SQLite database gets the schema file (server/migrations/sqlite_schema.sql) ---------------
+
+
+@pytest.mark.sqlite_only
+def test_the_schema_file_is_what_the_migrations_produce(tmp_path: Path) -> None:
+    generated = migrate.write_sqlite_schema(tmp_path / "schema.sql")
+    assert migrate.SQLITE_SCHEMA_FILE.read_text(encoding="utf-8") == generated, (
+        "server/migrations/sqlite_schema.sql is out of date: run `make regen-schema`"
+    )
+
+
+@pytest.mark.sqlite_only
+def test_a_new_sqlite_database_gets_the_schema_file_without_alembic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_alembic(_url: str):  # noqa: ANN202
+        raise AssertionError("Alembic was used for a new database")
+
+    monkeypatch.setattr(migrate, "alembic_config", no_alembic)
+    engine = _engine(tmp_path)
+    assert migrate.upgrade(engine, tmp_path / "snapshots") is None
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
+    assert not (tmp_path / "snapshots").exists()
+    # The same schema, full-text tables and triggers included, as the migrations give.
+    schema_file = migrate.SQLITE_SCHEMA_FILE.read_text(encoding="utf-8")
+    assert migrate.dump_sqlite_schema(tmp_path / "m.db") == schema_file
+    with sqlite3.connect(tmp_path / "m.db") as conn:  # the full-text index and its tokenizer work
+        conn.execute("INSERT INTO conversations_fts(rowid, title) VALUES (1, 'héllo wörld')")
+        hits = conn.execute("SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH 'hello'")
+        assert hits.fetchall() == [(1,)]
+
+
+@pytest.mark.sqlite_only
+def test_a_schema_file_of_another_revision_is_not_used(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = tmp_path / "stale.sql"
+    stale.write_text("-- revision: 0001\nCREATE TABLE wrong (x);\n", encoding="utf-8")
+    monkeypatch.setattr(migrate, "SQLITE_SCHEMA_FILE", stale)
+    engine = _engine(tmp_path)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert "wrong" not in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_sql_statements_split_as_sqlite_parses() -> None:
+    script = (
+        "-- a comment\n"
+        "CREATE TABLE t (x TEXT DEFAULT 'a;b');\n"
+        "\n"
+        "CREATE TRIGGER t_ai AFTER INSERT ON t BEGIN INSERT INTO t VALUES ('x'); DELETE FROM t; END;\n"
+        "INSERT INTO t VALUES ('--not a comment');\n"
+    )
+    assert migrate.sql_statements(script) == [
+        "CREATE TABLE t (x TEXT DEFAULT 'a;b');",
+        "CREATE TRIGGER t_ai AFTER INSERT ON t BEGIN INSERT INTO t VALUES ('x'); DELETE FROM t; END;",
+        "INSERT INTO t VALUES ('--not a comment');",
+    ]
+    with pytest.raises(ValueError, match="incomplete"):
+        migrate.sql_statements("CREATE TABLE t (x\n")
