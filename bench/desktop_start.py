@@ -159,7 +159,7 @@ def uncached_modules() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="warm runs (after the first first run)")
+    parser.add_argument("--runs", type=int, default=5, help="warm runs (on the data dir the first first start created)")
     parser.add_argument("--first-runs", type=int, default=3,
                         help="first starts, each on a fresh data dir (the first one prepares the warm runs' dir)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before measuring memory")
