@@ -121,9 +121,9 @@ class MainWindow(QMainWindow):
         self._renderer_deaths = [t for t in self._renderer_deaths if now - t < RENDERER_DEATH_WINDOW_S]
         self._renderer_deaths.append(now)
         log.warning("the page's renderer process ended (%s, exit code %d)", status.name, exit_code)
-        current = self.page.url()
         if not self.page.our_origin:
             return  # the "starting" page: the UI replaces it once open_origin is called
+        current = self.page.url()
         if not (self.page.allows(current) and current.toString() != "about:blank"):
             current = QUrl(self.page.our_origin + "/")
         if len(self._renderer_deaths) > MAX_RENDERER_RESTARTS:

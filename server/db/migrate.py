@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-from server.db.session import read_only, sqlite_path
+from server.db.session import create_db_engine, read_only, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +220,6 @@ def dump_sqlite_schema(db_path: Path) -> str:
 
 def write_sqlite_schema(path: Path = SQLITE_SCHEMA_FILE) -> str:
     """Migrate a new temporary SQLite database with Alembic and write its dump to ``path``."""
-    import tempfile
-
-    from server.db.session import create_db_engine
-
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "schema.db"
         engine = create_db_engine(f"sqlite:///{db}")
