@@ -1,6 +1,8 @@
 # ModelTrain — two commands for a new Debian/Ubuntu machine:
 #   make run    set everything up, build the web UI and start the app
-#   make test   set everything up (apt packages too when run as root) and run every test suite
+#   make test   set everything up (apt packages too when run as root), run `make check`, then every suite
+# Day to day: `make check` (lint, format, types), `make test-fast` (server unit tests, under a minute),
+# `make fix` (apply the formatters and the safe lint fixes).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -8,7 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEBUI_STAMP := webui/node_modules/.installed
 
-.PHONY: run serve test test-python test-webui test-postgres test-package package system-deps venv webui llama regen-migration regen-schema bench clean
+.PHONY: run serve test test-fast test-python test-webui test-postgres test-package check check-python check-webui fix \
+	package system-deps venv webui webui-deps llama regen-migration regen-schema bench clean
+STAGE := .ci/stage
 
 system-deps:
 	.ci/install-system-packages.sh
@@ -16,7 +20,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[desktop,test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[desktop,test,dev]'
 	touch $(STAMP)
 
 # Our sources' bytecode, as an installed app has it (a no-op when current). Where PYTHONDONTWRITEBYTECODE
@@ -27,6 +31,8 @@ venv: $(STAMP)
 $(WEBUI_STAMP): webui/package.json webui/package-lock.json
 	cd webui && npm ci --no-audit --no-fund --loglevel=error
 	touch $(WEBUI_STAMP)
+
+webui-deps: $(WEBUI_STAMP)
 
 webui: $(WEBUI_STAMP)
 	cd webui && npm run build --silent
@@ -42,11 +48,39 @@ run: system-deps venv webui
 serve: venv webui
 	$(BIN)/modeltrain serve
 
-test: system-deps venv webui llama
-	$(MAKE) test-webui test-python test-postgres test-package
+test:
+	$(STAGE) setup $(MAKE) --no-print-directory system-deps venv webui llama
+	$(STAGE) check $(MAKE) --no-print-directory check
+	$(STAGE) webui $(MAKE) --no-print-directory test-webui
+	$(STAGE) python $(MAKE) --no-print-directory test-python
+	$(STAGE) postgres $(MAKE) --no-print-directory test-postgres
+	$(STAGE) package $(MAKE) --no-print-directory test-package
 
+# Lint, formatting and types, Python and web UI; zero findings is the bar. Versions are pinned
+# (pyproject's dev extra, webui/package.json), so every machine reports the same.
+check: check-python check-webui
+
+check-python: venv
+	$(BIN)/ruff check server desktop tests bench
+	$(BIN)/ruff format --check server desktop tests bench
+	$(BIN)/mypy
+
+check-webui: webui-deps
+	cd webui && npm run --silent lint && npm run --silent format:check
+
+# Apply the formatters and ruff's safe fixes (then read the diff).
+fix: venv webui-deps
+	$(BIN)/ruff check --fix server desktop tests bench
+	$(BIN)/ruff format server desktop tests bench
+	cd webui && npm run --silent format
+
+# Every Python suite (system tests included: PostgreSQL, nginx, Qt/Chromium, packaging files, a real model).
 test-python:
 	$(BIN)/python -m pytest
+
+# The server's unit and integration tests without any system component: the quick loop while coding.
+test-fast: venv
+	$(BIN)/python -m pytest tests/server tests/test_import_graph.py -m "not system" -q
 
 # The server suite again on a private PostgreSQL cluster the fixtures start (tests/server/pg_support.py).
 test-postgres:
@@ -89,3 +123,9 @@ regen-schema: venv
 
 clean:
 	rm -rf $(VENV) webui/node_modules webui/dist
+
+# The settings reference, generated from the Field descriptions in server/settings.py. Run it after changing a
+# setting; tests/server/test_settings_doc.py fails while docs/settings.md is stale.
+.PHONY: regen-settings-doc
+regen-settings-doc: venv
+	$(BIN)/python -m server.settings_doc > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md

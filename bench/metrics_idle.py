@@ -28,13 +28,14 @@ logging.disable(logging.CRITICAL)
 sys.path.insert(0, sys.argv[1])
 mode, seconds, interval, data_dir = sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 from server.settings import Settings
+from server.services.alerts import AlertCenter
 from server.services.metrics import MetricsCollector
 
 async def main():
     collector = None
     if mode == "metrics":
         settings = Settings(_env_file=None, data_dir=data_dir, metrics_interval_seconds=interval)
-        collector = MetricsCollector(settings, {})
+        collector = MetricsCollector(settings, alerts=AlertCenter())
         collector.start()
     t0 = time.process_time()
     await asyncio.sleep(seconds)
@@ -65,12 +66,13 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import logging
 
-    from server.services.metrics import MetricsCollector
+    from server.services.alerts import AlertCenter
+from server.services.metrics import MetricsCollector
     from server.settings import Settings
 
     logging.disable(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="mt-bench-metrics-") as data_dir:
-        collector = MetricsCollector(Settings(_env_file=None, data_dir=data_dir), {})
+        collector = MetricsCollector(Settings(_env_file=None, data_dir=data_dir), alerts=AlertCenter())
         for _ in range(200):
             collector.record_request(200, 12.0)
         n = 500

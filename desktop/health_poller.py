@@ -1,10 +1,10 @@
 """Health for the tray: poll the server's health/metrics/alerts API, judge it, and say when it changes.
 
 * :func:`evaluate` turns one snapshot of API answers into levels per check (normal / warning / alert /
-  unknown) with the spec's thresholds (CPU 70/90 %, memory 80/95 %, disk 80/90 %, latency 500/2000 ms,
-  error rate 1/5 %). The server's own judgement (``/api/metrics`` ``status``) wins when it is there,
-  because it knows the configured thresholds and request counts; otherwise the values are classified here.
-  Endpoints that are missing (404) or refused just leave their checks ``unknown``.
+  unknown). The levels of the resources, latency, error rate and Ollama are the server's own judgement
+  (``/api/metrics`` ``status``): it alone knows the configured thresholds and the request counts, so the
+  threshold table exists once, in ``server/health_levels.py``. Endpoints that are missing (404) or refused
+  just leave their checks ``unknown``.
 * :class:`Notifier` decides which changes deserve a notification: a check got worse, or recovered to
   normal; at most one per check per ``min_interval`` seconds, merged into one message per update.
 * :class:`HealthPoller` polls on a QTimer with :class:`desktop.api_client.ApiClient` and emits
@@ -22,7 +22,6 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop.api_client import ApiClient
 from desktop.i18n import tr
-from server.health_levels import DEFAULT_THRESHOLDS, classify, ollama_status
 
 #: check -> key of its value in /api/metrics "current", and its unit
 METRIC_VALUES = {
@@ -91,22 +90,10 @@ def evaluate(snapshot: dict[str, Any]) -> HealthState:
     metrics = snapshot.get("metrics") if live is not False else None
     current = metrics.get("current") if isinstance(metrics, dict) else None
     status = metrics.get("status") if isinstance(metrics, dict) else None
-    thresholds = dict(DEFAULT_THRESHOLDS)
-    if isinstance(metrics, dict) and isinstance(metrics.get("thresholds"), dict):
-        for key, pair in metrics["thresholds"].items():
-            if key in thresholds and isinstance(pair, dict):
-                warn, alert = _number(pair.get("warning")), _number(pair.get("alert"))
-                if warn is not None and alert is not None:
-                    thresholds[key] = (warn, alert)
     for name, (key, unit) in METRIC_VALUES.items():
         value = _number(current.get(key)) if isinstance(current, dict) else None
         server_level = status.get(name) if isinstance(status, dict) else None
-        if server_level in RANK:
-            level = server_level
-        elif value is not None:
-            level = classify(value, thresholds[name])
-        else:
-            level = "unknown"
+        level = server_level if server_level in RANK else "unknown"
         text = f"{value:.0f}{unit}" if value is not None and name != "error_rate" else (
             f"{value:.1f}{unit}" if value is not None else ""
         )
@@ -121,8 +108,8 @@ def evaluate(snapshot: dict[str, Any]) -> HealthState:
     if state is None:
         checks["ollama"] = Check("ollama", "unknown")
     else:
-        server_level = status.get("ollama") if isinstance(status, dict) and not isinstance(ollama, dict) else None
-        checks["ollama"] = Check("ollama", server_level if server_level in RANK else ollama_status(state), state)
+        server_level = status.get("ollama") if isinstance(status, dict) else None
+        checks["ollama"] = Check("ollama", server_level if server_level in RANK else "unknown", state)
 
     known = [c.level for c in checks.values() if c.level in RANK]
     level = max(known, key=RANK.__getitem__) if known else "unknown"

@@ -20,12 +20,13 @@ from server.providers.registry import close_registry
 from server.runtime import Runtime
 from server.security.forwarded import ForwardedProtoMiddleware
 from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
+from server.security.desktop_token import DesktopToken
+from server.services import backups as backups_service
 from server.services import chat as chat_service
 from server.services import cluster as cluster_service
-from server.services import ollama_models
-from server.services import backups as backups_service
 from server.services import metrics as metrics_service
-from server.security import desktop_token
+from server.services import ollama_runtime
+from server.services.alerts import AlertCenter
 from server.security.secret_store import load_or_create_secret
 from server.security.tokens import TokenCodec
 from server.settings import Settings
@@ -43,9 +44,13 @@ def create_app(settings: Settings) -> FastAPI:
         session_factory=create_session_factory(engine),
         read_session_factory=create_session_factory(engine, readonly=True),
         guard=guard,
+        streams=chat_service.StreamRegistry(),
+        alerts=AlertCenter(),
+        # The desktop host's per-process secret, added by its web view to every request.
+        desktop_token=DesktopToken() if settings.desktop_mode else None,
     )
     guard.body_limit_overrides.setdefault("/api/conversations/import", settings.conversation_import_max_bytes)
-    desktop_token.install(runtime.extras, settings.desktop_mode)  # desktop host only (issue 7)
+    streams = runtime.streams
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,22 +58,27 @@ def create_app(settings: Settings) -> FastAPI:
         runtime.codec = TokenCodec(secret, settings.access_token_expire)
         initial = await run_in_threadpool(prepare_database, settings, engine, runtime.session_factory)
         app.state.initial_admin = initial
-        await run_in_threadpool(chat_service.startup, runtime)  # stream registry; mark crashed replies (E5)
+        await run_in_threadpool(chat_service.startup, runtime)  # mark replies a crash left streaming
         chat_service.start_heartbeat(runtime)  # keep live replies fresh, sweep other instances' orphans
-        await metrics_service.start(runtime)  # runtime.extras["metrics"/"alerts"] (issue 5)
-        await backups_service.start(runtime)  # scheduler, upload-restore body limit (issue 5)
+        await metrics_service.start(runtime)  # runtime.metrics: sampler, fed by the access middleware
+        await backups_service.start(runtime)  # runtime.backup_scheduler, upload-restore body limit
         log.info("ModelTrain %s ready", __version__)
-        await ollama_models.start_ollama(runtime)  # runtime.extras["ollama_daemon"/"ollama_pulls"] (issue 4)
-        await cluster_service.start(runtime)  # cross-instance stop requests and pull listing (issue 8)
+        await ollama_runtime.start_ollama(runtime)  # runtime.ollama_daemon, runtime.ollama_pulls
+        await cluster_service.start(  # cross-instance stop requests and pull listing: runtime.cluster
+            runtime,
+            active_streams=streams.ids,
+            stop_stream=streams.stop,
+            local_pulls=lambda: runtime.ollama_pulls.list() if runtime.ollama_pulls is not None else [],
+        )
         try:
             yield
         finally:
             await cluster_service.stop(runtime)
-            await ollama_models.stop_ollama(runtime)
+            await ollama_runtime.stop_ollama(runtime)
             await backups_service.stop(runtime)
             await metrics_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
-            await close_registry(runtime)  # the shared upstream HTTP client (issue 3)
+            await close_registry(runtime)  # the shared upstream HTTP client
             engine.dispose()
 
     app = FastAPI(
@@ -93,9 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
     # Added last, so it runs first: nothing is routed before the Host check.
     app.add_middleware(NetworkGuardMiddleware, policy=guard)
-    if settings.trusted_proxies:  # the browser's scheme behind a TLS-terminating proxy (issue 8)
+    if settings.trusted_proxies:  # the browser's scheme behind a TLS-terminating proxy
         app.add_middleware(ForwardedProtoMiddleware, trusted_proxies=settings.trusted_proxies)
     # Outermost: every request, even one the guard refuses, gets a request id, an access-log line and
-    # a place in the metrics (issue 5).
+    # a place in the metrics.
     app.add_middleware(AccessLogMiddleware, runtime=runtime)
     return app

@@ -13,24 +13,11 @@ from collections.abc import Callable, Sequence
 
 from server import __version__
 from server.errors import DomainError
-from server.settings import Settings, SettingsError, load_settings
+from server.cli_ops import add_commands as add_operations_commands
+from server.cli_support import fail, settings_from_args
+from server.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"modeltrain: error: {message}", file=sys.stderr)
-    return code
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
-    for name in ("host", "port", "data_dir"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    overrides["desktop_mode"] = False  # the desktop sign-in token exists only inside the desktop host
-    return load_settings(**overrides)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -71,18 +58,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.db.session import create_db_engine, create_session_factory
     from server.log_setup import configure_logging
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     configure_logging(settings)
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            return _fail(
+            return fail(
                 f"port {settings.port} on {settings.host} is already in use; stop the other program "
                 "or choose another port with --port or MODELTRAIN_PORT",
                 1,
             )
-        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", 1)
+        return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", 1)
     engine = create_db_engine(settings.resolved_database_url)
     try:
         announce_initial_admin(prepare_database(settings, engine, create_session_factory(engine)))
@@ -112,7 +99,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from server.db.session import create_db_engine
     from server.log_setup import configure_logging
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     configure_logging(settings)
     engine = create_db_engine(settings.resolved_database_url)
     try:
@@ -153,7 +140,7 @@ def _with_session(settings: Settings, work: Callable) -> object:
 def cmd_create_admin(args: argparse.Namespace) -> int:
     from server.services import users
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     password = _read_password(args)
     user = _with_session(settings, lambda s: users.create_admin(s, settings, args.email, password))
     print(f"administrator {user.email} is ready")  # type: ignore[attr-defined]
@@ -163,7 +150,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 def cmd_reset_password(args: argparse.Namespace) -> int:
     from server.services import users
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     user, password = _with_session(settings, lambda s: users.operator_reset_password(s, settings, args.email))  # type: ignore[misc]
     print(f"new temporary password for {user.email}: {password}")
     print(f"it expires in {settings.initial_password_ttl_hours} h and must be changed at the next sign-in")
@@ -177,7 +164,7 @@ def cmd_migrate_db(args: argparse.Namespace) -> int:
     source = args.source or os.environ.get("MODELTRAIN_MIGRATE_FROM", "")
     target = args.target or os.environ.get("MODELTRAIN_MIGRATE_TO", "")
     if not source or not target:
-        return _fail("give both --from URL and --to URL (or MODELTRAIN_MIGRATE_FROM / MODELTRAIN_MIGRATE_TO)")
+        return fail("give both --from URL and --to URL (or MODELTRAIN_MIGRATE_FROM / MODELTRAIN_MIGRATE_TO)")
     report = db_transfer.transfer(
         source, target, force=args.force, progress=lambda table, n: print(f"  {table}: {n} rows", flush=True)
     )
@@ -232,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     mdb.add_argument("--force", action="store_true", help="delete the rows a non-empty target holds first")
     mdb.set_defaults(func=cmd_migrate_db)
 
-    from server.cli_ops import add_commands as add_operations_commands  # backup, restore, doctor (issue 5)
-
-    add_operations_commands(sub, common)
+    add_operations_commands(sub, common)  # backup, restore, verify-backup, doctor
     return parser
 
 
@@ -244,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SettingsError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except DomainError as exc:
-        return _fail(exc.message, 1)
+        return fail(exc.message, 1)
     except KeyboardInterrupt:
         return 130

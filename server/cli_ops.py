@@ -1,4 +1,4 @@
-"""Operations sub-commands of ``modeltrain``: backup, restore, verify-backup, doctor (issue 5).
+"""Operations sub-commands of ``modeltrain``: backup, restore, verify-backup, doctor.
 
 Registered by :func:`server.cli.build_parser`; exit codes: 0 success, 1 refused/failed (with the
 reason on stderr), 2 bad configuration or usage.
@@ -12,11 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-
-def _settings(args: argparse.Namespace):
-    from server.cli import _settings as cli_settings
-
-    return cli_settings(args)
+from server.cli_support import settings_from_args
 
 
 def _log_to_file(settings) -> None:
@@ -31,7 +27,7 @@ def _log_to_file(settings) -> None:
 def cmd_backup(args: argparse.Namespace) -> int:
     from server.services import backups
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     _log_to_file(settings)
     dest = Path(args.dest).expanduser() if args.dest else None
     info = backups.create_backup(settings, dest=dest, keep=args.keep, lock_wait=30.0)
@@ -61,7 +57,7 @@ def _resolve_source(settings, value: str) -> Path:
 def cmd_restore(args: argparse.Namespace) -> int:
     from server.services import backups
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     _log_to_file(settings)
     source = _resolve_source(settings, args.file)
     if not args.yes:
@@ -86,7 +82,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_verify_backup(args: argparse.Namespace) -> int:
     from server.services import backups
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     report = backups.verify_backup_file(settings, _resolve_source(settings, args.file))
     for key in ("file", "database", "schema_revision", "app_version", "created_at", "checksum", "sha256"):
         if report.get(key) is not None:

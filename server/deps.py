@@ -63,7 +63,7 @@ ClientIP = Annotated[str, Depends(client_ip)]
 
 def _bearer(request: Request) -> str:
     """The one credential channel: ``Authorization: Bearer``. Cookies, query strings and other headers
-    never authenticate API calls (security.md B5, B8)."""
+    never authenticate API calls (docs/security.md, B5 and B8)."""
     values = request.headers.getlist("authorization")
     if len(values) != 1:
         raise Unauthorized("authentication required", code="not_authenticated")
@@ -79,7 +79,7 @@ def _authenticate(request: Request, runtime: Runtime, session: Session, token: s
     # write lock. The route's own transaction, after the commit below, is IMMEDIATE again.
     session.connection(execution_options={"sqlite_begin": "DEFERRED"})
     user, session_id = auth_service.authenticate_access(session, runtime.require_codec(), token)
-    if desktop_token.desktop_session_misused(runtime.extras, request.scope, session_id):
+    if desktop_token.desktop_session_misused(runtime.desktop_token, request.scope, session_id):
         raise Unauthorized("this session is valid only in the desktop app", code="invalid_token")
     request.state.user_id = user.id
     request.state.session_id = session_id
@@ -103,7 +103,7 @@ async def user_pending_password(user: Annotated[User, Depends(_authenticated)]) 
 async def current_user(request: Request, user: Annotated[User, Depends(_authenticated)], runtime: RuntimeDep) -> User:
     # The desktop owner (desktop session on the loopback listener) is not blocked by the initial password.
     if user.must_change_password and not desktop_token.desktop_session_allowed(
-        runtime.extras, request.scope, getattr(request.state, "session_id", None)
+        runtime.desktop_token, request.scope, getattr(request.state, "session_id", None)
     ):
         raise Forbidden(
             "change the initial password before doing anything else", code="password_change_required"
@@ -115,6 +115,13 @@ async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     if user.role != "admin":
         raise Forbidden("administrator rights are required", code="admin_required")
     return user
+
+
+async def authenticate_admin(request: Request, runtime: Runtime, session: Session) -> User:
+    """The check behind :data:`AdminUser` as a plain call, for a route whose authentication is conditional
+    (``/metrics`` lets a plainly local scrape in without any). Same rules, desktop owner included."""
+    user = await _authenticated(request, runtime, session)
+    return await admin_user(await current_user(request, user, runtime))
 
 
 PendingUser = Annotated[User, Depends(user_pending_password)]

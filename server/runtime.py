@@ -1,9 +1,15 @@
-"""Runtime: what one app instance owns (settings, engine, sessions, token codec). Built by ``create_app``."""
+"""Runtime: what one app instance owns. ``create_app`` builds it; the lifespan fills in the services.
+
+Every service an app instance owns has its own typed field here (no string-keyed lookup). Fields that
+stay ``None`` mean "not started" (tests that build a bare runtime) or "not offered by this host" (``lan``
+and ``desktop_token`` exist only in the desktop app). The service types are imported for type checking
+only: the modules that define them import this one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,8 +18,21 @@ from server.security.network_guard import GuardPolicy
 from server.security.tokens import TokenCodec
 from server.settings import Settings
 
+if TYPE_CHECKING:
+    from server.providers.registry import ProviderRegistry
+    from server.security.desktop_token import DesktopToken
+    from server.services.alerts import AlertCenter
+    from server.services.backups import BackupScheduler
+    from server.services.chat import StreamRegistry
+    from server.services.cluster import ClusterWatcher
+    from server.services.lan import LanControl
+    from server.services.metrics import MetricsCollector
+    from server.services.models import ModelDiscovery
+    from server.services.ollama_daemon import OllamaDaemon
+    from server.services.ollama_pulls import PullManager
 
-@dataclass
+
+@dataclass(eq=False)
 class Runtime:
     settings: Settings
     engine: Engine
@@ -22,8 +41,25 @@ class Runtime:
     #: Sessions for requests that only read (GET/HEAD): DEFERRED transactions on SQLite.
     read_session_factory: sessionmaker[Session] | None = None
     codec: TokenCodec | None = None
-    #: Extra per-app services registered by feature modules at start-up (ollama daemon, metrics...).
-    extras: dict[str, Any] = field(default_factory=dict)
+
+    # --- services, wired by ``create_app`` and its lifespan ---------------------------------------------
+    #: The shared upstream HTTP client and adapters (created on first use, closed at shutdown).
+    provider_registry: ProviderRegistry | None = None
+    #: This process's live chat replies.
+    streams: StreamRegistry | None = None
+    metrics: MetricsCollector | None = None
+    alerts: AlertCenter | None = None
+    backup_scheduler: BackupScheduler | None = None
+    #: The supervised ``ollama serve`` (when this instance manages one) and this process's pulls.
+    ollama_daemon: OllamaDaemon | None = None
+    ollama_pulls: PullManager | None = None
+    #: Stop requests and pull listings shared with the other instances on the same database.
+    cluster: ClusterWatcher | None = None
+    #: The cached model lists of the enabled providers.
+    model_discovery: ModelDiscovery | None = None
+    #: Desktop host only: the LAN listener switch and the per-process desktop token.
+    lan: LanControl | None = None
+    desktop_token: DesktopToken | None = None
 
     def can_read_inline(self) -> bool:
         """Whether a short read may run on the event loop itself. On SQLite (a local file in WAL mode) a

@@ -118,8 +118,11 @@ class Settings(BaseSettings):
     )
 
     # --- MODELTRAIN_* ---
-    data_dir: Path = Field(default_factory=default_data_dir, description="Data directory.")
-    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Data directory: the SQLite database, the generated secret key, logs and LAN state.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the headless server (`serve`) binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind (0: any free port).")
     allowed_hosts: CsvList = Field(
         default_factory=list,
@@ -136,8 +139,12 @@ class Settings(BaseSettings):
         default=4 * 1024**3, ge=1024, description="Largest accepted upload (backup restore), bytes."
     )
     log_dir: Path | None = Field(default=None, description="Log directory. Default: <data dir>/logs.")
-    login_max_failures: int = Field(default=5, ge=1, description="Failed logins before back-off.")
-    login_lockout_seconds: int = Field(default=30, ge=1, description="First back-off; it doubles.")
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed sign-ins (per account and per client address) before a back-off."
+    )
+    login_lockout_seconds: int = Field(
+        default=30, ge=1, description="Length of the first back-off in seconds; each further one doubles it."
+    )
     password_min_length: int = Field(default=8, ge=8, le=64, description="Minimum password length.")
     initial_password_ttl_hours: int = Field(
         default=24, ge=1, description="Hours the random initial admin password stays valid."
@@ -146,9 +153,26 @@ class Settings(BaseSettings):
         default=None,
         description="URL of the default Ollama provider. Default: OLLAMA_HOST, else http://127.0.0.1:11434.",
     )
-    ollama_bin: Path | None = Field(default=None, description="Path of the ollama executable.")
-    ollama_autostart: bool = Field(default=False, description="Start `ollama serve` with the app.")
-    ollama_models_dir: Path | None = Field(default=None, description="OLLAMA_MODELS for a managed daemon.")
+    ollama_bin: Path | None = Field(
+        default=None,
+        description="Path of the ollama executable. Default: from PATH, else the usual install places.",
+    )
+    ollama_autostart: bool = Field(
+        default=False, description="Start `ollama serve` with the app (an Ollama already running is adopted)."
+    )
+    ollama_models_dir: Path | None = Field(
+        default=None,
+        # Ollama's own variable counts too (also from .env): the model store a local Ollama fills.
+        validation_alias=AliasChoices("MODELTRAIN_OLLAMA_MODELS_DIR", "OLLAMA_MODELS", "ollama_models_dir"),
+        description="Model store (OLLAMA_MODELS) of an Ollama that ModelTrain starts, and whose free space "
+        "a pull checks. Default: OLLAMA_MODELS, else ~/.ollama/models.",
+    )
+    ollama_host: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OLLAMA_HOST", "ollama_host"),
+        description="Ollama's own OLLAMA_HOST (host, host:port or URL), read from the environment or .env: "
+        "the default Ollama provider's address when MODELTRAIN_OLLAMA_URL is not set.",
+    )
     # --- Ollama daemon supervision and model management (issue 4; services/ollama_daemon.py,
     #     services/ollama_models.py) ---
     ollama_start_timeout: float = Field(
@@ -186,7 +210,10 @@ class Settings(BaseSettings):
         return [str(v).strip().lower() for v in value] if isinstance(value, list) else value
     migrate_on_start: bool = Field(default=True, description="Upgrade the database schema at start.")
     api_docs: bool = Field(default=False, description="Serve interactive API docs at /api/docs.")
-    webui_dist: Path | None = Field(default=None, description="Built web UI directory (webui/dist).")
+    webui_dist: Path | None = Field(
+        default=None,
+        description="Built web UI directory. Default: webui/dist of the source tree or of the packaged app.",
+    )
 
     # --- desktop host and LAN access (issue 7; server/embedded.py, security/desktop_token.py,
     #     services/lan.py, desktop/) ---
@@ -411,9 +438,8 @@ class Settings(BaseSettings):
     def default_ollama_url(self) -> str:
         if self.ollama_url:
             return self.ollama_url.rstrip("/")
-        env = os.environ.get("OLLAMA_HOST", "").strip()
-        if env:
-            return ollama_host_to_url(env)
+        if self.ollama_host and self.ollama_host.strip():
+            return ollama_host_to_url(self.ollama_host)
         return "http://127.0.0.1:11434"
 
 

@@ -3,7 +3,7 @@
 For every HTTP request it assigns a request id (a well-formed incoming ``X-Request-ID`` is kept,
 anything else is replaced), returns it in the ``X-Request-ID`` response header, writes one line to the
 ``modeltrain.access`` logger (request id, method, path without the query string, status, duration in
-ms) and feeds the metrics collector (``runtime.extras["metrics"]``) with the status and the time to
+ms) and feeds the metrics collector (``runtime.metrics``) with the status and the time to
 the response start, so a long SSE stream does not count as a slow API call.
 """
 
@@ -66,7 +66,7 @@ class AccessLogMiddleware:
             ended = time.perf_counter()
             duration_ms = (ended - started) * 1000.0
             latency_ms = ((first_byte or ended) - started) * 1000.0
-            metrics = self.runtime.extras.get("metrics")
+            metrics = self.runtime.metrics
             if metrics is not None:
                 metrics.record_request(status, latency_ms)
             if access_log.isEnabledFor(logging.INFO):

@@ -1,6 +1,6 @@
 """Server-Sent Events: framing, keep-alive comments, and a response that notices client disconnects.
 
-Framing follows the WHATWG rules (protocols.md E.6): every event ends with a blank line, a value with
+Framing follows the WHATWG rules (docs/protocols.md, E.6): every event ends with a blank line, a value with
 line breaks becomes several ``data:`` lines (CRLF, LF and CR all split), and ``: ping`` comments keep
 idle proxies from dropping the connection.
 """
@@ -11,12 +11,26 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from server.stream_events import KEEPALIVE, ServerSentEvent
+
+__all__ = [
+    "KEEPALIVE",
+    "PING",
+    "SSE_HEADERS",
+    "EventStreamResponse",
+    "LastChunk",
+    "ServerSentEvent",
+    "encode_comment",
+    "encode_event",
+    "encode_events",
+    "with_keepalive",
+]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 PING = b": ping\n\n"
@@ -25,15 +39,6 @@ SSE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",
 }
-
-
-@dataclass(frozen=True)
-class ServerSentEvent:
-    event: str | None
-    data: Any
-    id: str | None = None
-    #: Nothing follows: the response ends with this event (sent in the same write as the end).
-    last: bool = False
 
 
 class LastChunk(bytes):
@@ -60,10 +65,6 @@ def encode_event(event: str | None, data: Any, id: str | None = None) -> bytes:
         parts.append(f"data: {line}\n")
     parts.append("\n")
     return "".join(parts).encode("utf-8")
-
-
-#: Yielded by an event source to send a ``: ping`` comment (see :func:`encode_events`).
-KEEPALIVE = ServerSentEvent(None, None)
 
 
 async def encode_events(batches: AsyncIterator[Sequence[ServerSentEvent]]) -> AsyncIterator[bytes]:

@@ -21,7 +21,6 @@ from server.providers.openai_compat import OpenAICompatProvider
 if TYPE_CHECKING:
     from server.runtime import Runtime
 
-REGISTRY_KEY = "provider_registry"
 
 
 class ProviderRow(Protocol):
@@ -119,17 +118,17 @@ _create_lock = threading.Lock()
 
 
 def get_registry(runtime: Runtime) -> ProviderRegistry:
-    """The app's registry (``runtime.extras["provider_registry"]``), created on first use."""
-    registry = runtime.extras.get(REGISTRY_KEY)
+    """The app's registry (``runtime.provider_registry``), created on first use."""
+    registry = runtime.provider_registry
     if registry is None:
         with _create_lock:
-            registry = runtime.extras.get(REGISTRY_KEY)
+            registry = runtime.provider_registry
             if registry is None:
-                registry = runtime.extras[REGISTRY_KEY] = registry_from_settings(runtime.settings)
+                registry = runtime.provider_registry = registry_from_settings(runtime.settings)
     return registry
 
 
 async def close_registry(runtime: Runtime) -> None:
-    registry = runtime.extras.pop(REGISTRY_KEY, None)
+    registry, runtime.provider_registry = runtime.provider_registry, None
     if registry is not None:
         await registry.aclose()

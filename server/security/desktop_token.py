@@ -1,7 +1,7 @@
 """Desktop sign-in: a per-process random token that lets the desktop window sign its owner in.
 
-The desktop host builds the app with ``Settings(desktop_mode=True)``; :func:`install` then creates one
-:class:`DesktopToken` in ``runtime.extras["desktop_token"]``. The Qt web view adds it as the
+The desktop host builds the app with ``Settings(desktop_mode=True)``; ``create_app`` then creates one
+:class:`DesktopToken` in ``runtime.desktop_token``. The Qt web view adds it as the
 ``X-ModelTrain-Desktop`` header to ``POST /api/auth/desktop`` on our own loopback origin only, so page
 JavaScript, URLs and logs never see it. The token is accepted only
 
@@ -21,16 +21,15 @@ import hmac
 import ipaddress
 import secrets
 import threading
-from typing import Any
-
 from starlette.types import Scope
+
+from server.errors import Forbidden, NotFound, Unauthorized
 
 HEADER = "x-modeltrain-desktop"
 #: Scope key set by server.embedded on each listener: "loopback" or "lan".
 LISTENER_SCOPE_KEY = "modeltrain.listener"
 LOOPBACK_LISTENER = "loopback"
 LAN_LISTENER = "lan"
-EXTRAS_KEY = "desktop_token"
 
 
 class DesktopToken:
@@ -69,17 +68,6 @@ class DesktopToken:
         return "DesktopToken(<hidden>)"
 
 
-def install(extras: dict[str, Any], enabled: bool) -> None:
-    """Create the token when the desktop host asked for it (``Settings.desktop_mode``)."""
-    if enabled and EXTRAS_KEY not in extras:
-        extras[EXTRAS_KEY] = DesktopToken()
-
-
-def get(extras: dict[str, Any]) -> DesktopToken | None:
-    token = extras.get(EXTRAS_KEY)
-    return token if isinstance(token, DesktopToken) else None
-
-
 def _is_loopback_ip(value: str) -> bool:
     try:
         return ipaddress.ip_address(value.strip("[]")).is_loopback
@@ -111,23 +99,18 @@ def header_value(headers: list[tuple[bytes, bytes]]) -> str | None:
     return values[0].decode("latin-1").strip()
 
 
-def desktop_session_allowed(extras: dict[str, Any], scope: Scope, session_id: str | None) -> bool:
+def desktop_session_allowed(token: DesktopToken | None, scope: Scope, session_id: str | None) -> bool:
     """True for a desktop session used on the loopback listener (may skip the initial-password rule)."""
-    token = get(extras)
     return token is not None and token.is_desktop_session(session_id) and on_loopback_listener(scope)
 
 
-def desktop_session_misused(extras: dict[str, Any], scope: Scope, session_id: str | None) -> bool:
+def desktop_session_misused(token: DesktopToken | None, scope: Scope, session_id: str | None) -> bool:
     """True for a desktop session presented anywhere but the loopback listener (e.g. from the LAN)."""
-    token = get(extras)
     return token is not None and token.is_desktop_session(session_id) and not on_loopback_listener(scope)
 
 
-def verify_request(extras: dict[str, Any], scope: Scope, host: str | None) -> DesktopToken:
+def verify_request(token: DesktopToken | None, scope: Scope, host: str | None) -> DesktopToken:
     """Check a ``POST /api/auth/desktop`` request; raise the matching DomainError when it fails."""
-    from server.errors import Forbidden, NotFound, Unauthorized
-
-    token = get(extras)
     if token is None:
         raise NotFound("no such API endpoint", code="not_found")
     if not is_local_desktop_request(scope, host):
@@ -137,8 +120,6 @@ def verify_request(extras: dict[str, Any], scope: Scope, host: str | None) -> De
     return token
 
 
-def require_desktop_session(extras: dict[str, Any], scope: Scope, session_id: str | None) -> None:
-    from server.errors import Forbidden
-
-    if not desktop_session_allowed(extras, scope, session_id):
+def require_desktop_session(token: DesktopToken | None, scope: Scope, session_id: str | None) -> None:
+    if not desktop_session_allowed(token, scope, session_id):
         raise Forbidden("only the desktop app can do this", code="desktop_session_required")

@@ -10,35 +10,22 @@ import itertools
 import logging
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from server.runtime import Runtime
+from server.schemas.alert import AlertFeed, AlertRead
 
 log = logging.getLogger(__name__)
 LEVELS = ("warning", "alert")
 RECENT_LIMIT = 100
 
 
-@dataclass
-class Alert:
-    id: int
-    key: str
-    level: str
-    metric: str
-    value: float | str | None
-    message: str
-    since: datetime
-    until: datetime | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class AlertCenter:
     def __init__(self, recent_limit: int = RECENT_LIMIT) -> None:
         self._lock = threading.Lock()
-        self._active: dict[str, Alert] = {}
-        self._recent: deque[Alert] = deque(maxlen=recent_limit)
+        self._active: dict[str, AlertRead] = {}
+        self._recent: deque[AlertRead] = deque(maxlen=recent_limit)
         self._ids = itertools.count(1)
 
     def raise_alert(
@@ -50,14 +37,16 @@ class AlertCenter:
         value: float | str | None,
         message: str,
         now: datetime | None = None,
-    ) -> Alert:
+    ) -> AlertRead:
         if level not in LEVELS:
             raise ValueError(f"unknown alert level {level!r}")
         now = now or datetime.now(timezone.utc)
         with self._lock:
             alert = self._active.get(key)
             if alert is None:
-                alert = Alert(next(self._ids), key, level, metric, value, message, now)
+                alert = AlertRead(
+                    id=next(self._ids), key=key, level=level, metric=metric, value=value, message=message, since=now
+                )
                 self._active[key] = alert
                 self._recent.appendleft(alert)
                 log.warning("alert raised: %s (%s) %s", key, level, message)
@@ -74,26 +63,25 @@ class AlertCenter:
                 alert.until = now or datetime.now(timezone.utc)
                 log.info("alert resolved: %s", key)
 
-    def active(self) -> list[Alert]:
+    def active(self) -> list[AlertRead]:
         with self._lock:
             return sorted(self._active.values(), key=lambda a: a.since)
 
-    def recent(self) -> list[Alert]:
+    def recent(self) -> list[AlertRead]:
         with self._lock:
             return list(self._recent)
 
-    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+    def snapshot(self) -> AlertFeed:
+        """Copies, so the feed does not change under a caller that serialises it later."""
         with self._lock:
             active = sorted(self._active.values(), key=lambda a: a.since)
-            return {
-                "active": [a.as_dict() for a in active],
-                "recent": [a.as_dict() for a in self._recent],
-            }
+            return AlertFeed(
+                active=[a.model_copy() for a in active], recent=[a.model_copy() for a in self._recent]
+            )
 
 
-def get_alert_center(extras: dict[str, Any]) -> AlertCenter:
+def get_alert_center(runtime: Runtime) -> AlertCenter:
     """The app's alert center (created on first use)."""
-    center = extras.get("alerts")
-    if center is None:
-        center = extras.setdefault("alerts", AlertCenter())
-    return center
+    if runtime.alerts is None:
+        runtime.alerts = AlertCenter()
+    return runtime.alerts

@@ -7,7 +7,7 @@
 4. ``_persist_*``     (thread) write the reply in batches (every 0.5 s or 2 KB, never per token) and
                       finish it as complete / stopped / error.
 
-Active streams live in a :class:`StreamRegistry` (``runtime.extras["chat_streams"]``): the stop
+Active streams live in a :class:`StreamRegistry` (``runtime.streams``): the stop
 endpoint, the per-user cap, metrics and shutdown use it.
 """
 
@@ -29,7 +29,6 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from server import aio
-from server.api.sse import KEEPALIVE, ServerSentEvent
 from server.db.base import utcnow
 from server.db.models import Conversation, Message, MessageStatus, User
 from server.db.session import session_scope
@@ -37,21 +36,25 @@ from server.errors import DomainError, InvalidInput, NotFound, TooManyRequests
 from server.providers.base import ChatMessage, ChatProvider, ChatRequest, Delta, Done, ProviderError, Timeouts
 from server.runtime import Runtime
 from server.schemas.message import ChatCreate, ChatRegenerate
+from server.services import cluster
 from server.services import conversations as conversations_service
+from server.stream_events import KEEPALIVE, ServerSentEvent
 
 log = logging.getLogger(__name__)
 
-REGISTRY_KEY = "chat_streams"
 #: While a reply streams, its row is touched at least this often (even during a long model load)...
 HEARTBEAT_SECONDS = 10.0
 #: ...so a ``streaming`` row untouched for this long has no live owner in any instance sharing the
-#: database: it was interrupted by a crash (security.md E5) and is marked as an error.
+#: database: it was interrupted by a crash (docs/security.md, E5) and is marked as an error.
 ORPHAN_AFTER_SECONDS = 45.0
 #: A stream parsing buffered upstream lines gives the event loop back at least this often (seconds).
 YIELD_EVERY = 0.002
 #: The pipeline's own first-token/idle watchdog fires this much after the adapter's, as a safety net.
 WATCHDOG_GRACE = 1.0
 TITLE_MAX_CHARS = 80
+#: A stream waits for its title this much longer than ``chat_title_timeout`` (the time allowed to the
+#: model), for the title's write.
+TITLE_SAVE_GRACE = 5.0
 TITLE_PROMPT = (
     "Write a short title (at most six words) for the conversation below, in the same language as the "
     "user's message. Answer with the title only: no quotes, no punctuation at the end, no explanation."
@@ -62,8 +65,8 @@ TITLE_PROMPT = (
 
 
 class StreamRegistry:
-    """The streams of this process. A multi-instance deployment would add a DB-backed stop flag that
-    :meth:`ChatStream.run` checks between chunks; the interface below stays the same."""
+    """The streams of this process. Other instances reach them through ``services.cluster``, which stops
+    them here by id (:meth:`ids`, :meth:`stop`)."""
 
     def __init__(self) -> None:
         self._streams: dict[uuid.UUID, ChatStream] = {}
@@ -114,6 +117,16 @@ class StreamRegistry:
     def all(self) -> list[ChatStream]:
         return list(self._streams.values())
 
+    def ids(self) -> list[uuid.UUID]:
+        """The assistant message ids of the replies streaming here."""
+        return list(self._streams)
+
+    def stop(self, message_id: uuid.UUID) -> None:
+        """Ask the reply streaming into ``message_id`` to stop (nothing if it already ended)."""
+        stream = self._streams.get(message_id)
+        if stream is not None:
+            stream.request_stop("stop")
+
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self.background.add(task)
@@ -122,10 +135,10 @@ class StreamRegistry:
 
 
 def registry(runtime: Runtime) -> StreamRegistry:
-    reg = runtime.extras.get(REGISTRY_KEY)
-    if reg is None:
-        reg = runtime.extras[REGISTRY_KEY] = StreamRegistry()
-    return reg
+    """This process's stream registry (``create_app`` makes it; a bare runtime in tests gets one here)."""
+    if runtime.streams is None:
+        runtime.streams = StreamRegistry()
+    return runtime.streams
 
 
 # --- step 1: persist the prompt -------------------------------------------------------------------------
@@ -363,7 +376,7 @@ def message_dict(m: Message) -> dict[str, Any]:
 
 
 def recover_interrupted(runtime: Runtime, *, live: Iterable[uuid.UUID] = (), now: datetime | None = None) -> int:
-    """Mark replies left ``streaming`` by a crash as errors (security.md E5), keeping their text.
+    """Mark replies left ``streaming`` by a crash as errors (docs/security.md, E5), keeping their text.
 
     Only rows untouched for ORPHAN_AFTER_SECONDS count: live streams (of this or any other instance
     sharing the database) are touched every HEARTBEAT_SECONDS, so they are never mistaken for orphans.
@@ -460,6 +473,9 @@ class ChatStream:
         self.outcome = _Outcome()
         self.stop_reason: str | None = None
         self.task: asyncio.Task | None = None
+        #: Generating the conversation's title after the first complete reply; its result (the title
+        #: stored, or None) is sent as a ``title`` event after ``done``.
+        self.title_task: asyncio.Task[str | None] | None = None
         self.db_writes = 0
 
     # -- control
@@ -614,7 +630,8 @@ class ChatStream:
             and self.plan.wants_title
             and self.runtime.settings.chat_title_generation
         ):
-            registry(self.runtime).spawn(generate_title(self.runtime, self.plan, values["content"]))
+            title = generate_title(self.runtime, self.plan, values["content"])
+            self.title_task = registry(self.runtime).spawn(title)
 
     # -- consumer
 
@@ -631,16 +648,36 @@ class ChatStream:
             "assistant_message_id": str(self.plan.assistant_message_id),
         }
 
-    def terminal_event(self) -> ServerSentEvent:
+    def terminal_event(self, last: bool = True) -> ServerSentEvent:
         outcome = self.outcome
         if outcome.status == MessageStatus.ERROR.value:
             error = outcome.error or {"code": "upstream_error", "message": "the reply failed"}
             return ServerSentEvent(
-                "error", {**error, "message_id": str(self.plan.assistant_message_id)}, last=True
+                "error", {**error, "message_id": str(self.plan.assistant_message_id)}, last=last
             )
-        return ServerSentEvent(
-            "done", {"message": outcome.message, "usage": outcome.usage, "timings": outcome.timings}, last=True
-        )
+        done = {"message": outcome.message, "usage": outcome.usage, "timings": outcome.timings}
+        return ServerSentEvent("done", done, last=last)
+
+    async def title_events(self, ping_interval: float) -> AsyncIterator[list[ServerSentEvent]]:
+        """After ``done``: wait for the title task (at most ``chat_title_timeout`` plus a grace for its
+        write, with keep-alive pings), then a last ``title`` event if a title was stored. The task
+        outlives a client that goes away, so the title is saved either way."""
+        task = self.title_task
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.runtime.settings.chat_title_timeout + TITLE_SAVE_GRACE
+        while not task.done():
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.wait({task}, timeout=min(ping_interval, left))
+            if not task.done():
+                yield [KEEPALIVE]
+        title = None if task.cancelled() or task.exception() is not None else task.result()
+        if title:
+            data = {"conversation_id": str(self.plan.conversation_id), "title": title}
+            yield [ServerSentEvent("title", data, last=True)]
 
     def _pending_delta(self) -> list[ServerSentEvent]:
         content, thinking = self._take_pending()
@@ -681,8 +718,10 @@ class ChatStream:
                     last_sent = loop.time()
                 batch += delta
                 if self.finished.is_set():  # the delta above already holds everything (no await since)
-                    batch.append(self.terminal_event())
+                    batch.append(self.terminal_event(last=self.title_task is None))
                     yield batch
+                    async for title in self.title_events(ping_interval):
+                        yield title
                     return
                 if batch:
                     yield batch
@@ -785,9 +824,7 @@ async def stop_stream(
         return {"id": message_id, "status": stream.outcome.status, "stopped": stream.stop_reason == "stop"}
     status = await to_thread.run_sync(_owned_message_status, session, user, message_id)
     if status == MessageStatus.STREAMING.value:
-        # Streamed by another instance sharing the database: ask it through the database (issue 8).
-        from server.services import cluster
-
+        # Streamed by another instance sharing the database: ask it through the database.
         await to_thread.run_sync(cluster.request_remote_stop, runtime, message_id)
         status = await cluster.wait_remote_stop(runtime, message_id, wait) or status
         return {"id": message_id, "status": status, "stopped": status == MessageStatus.STOPPED.value}
@@ -799,50 +836,56 @@ async def stop_stream(
 
 def clean_title(raw: str) -> str:
     line = next((ln for ln in raw.strip().splitlines() if ln.strip()), "")
-    line = line.strip().strip("\"'`*#“”‘’「」«»").strip()
+    line = line.strip().strip("\"'`*#“”‘’「」«»").strip()  # noqa: RUF001
     for prefix in ("Title:", "title:", "TITLE:"):
         if line.startswith(prefix):
             line = line[len(prefix) :].strip().strip("\"'`*“”")
-    line = " ".join(line.split()).rstrip(".。!！")
+    line = " ".join(line.split()).rstrip(".。!！")  # noqa: RUF001
     if len(line) > TITLE_MAX_CHARS:
         line = line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
     return line
 
 
-async def generate_title(runtime: Runtime, plan: ChatPlan, reply: str) -> None:
-    """Ask the same model for a title. Never raises: on any failure the fallback title stays."""
+async def generate_title(runtime: Runtime, plan: ChatPlan, reply: str) -> str | None:
+    """Ask the same model for a title and store it; returns it, or None when none was stored (the user
+    titled the conversation meanwhile). Never raises: on any failure the fallback title stays."""
     request = ChatRequest(
         model=plan.request.model,
         messages=[
             ChatMessage(role="system", content=TITLE_PROMPT),
-            ChatMessage(role="user", content=f"User: {plan.first_user_text[:2000]}\n\nAssistant: {reply[:1000]}"),
+            ChatMessage(
+                role="user", content=f"User: {plan.first_user_text[:2000]}\n\nAssistant: {reply[:1000]}"
+            ),
         ],
         options={"temperature": 0.2, "max_tokens": 32},
     )
     parts: list[str] = []
     try:
-        async with aio.timeout(runtime.settings.chat_title_timeout):
-            async with aclosing(plan.adapter.stream_chat(request, Timeouts())) as events:
-                async for event in events:
-                    if isinstance(event, Delta) and event.content:
-                        parts.append(event.content)
-                        if sum(map(len, parts)) > 400:
-                            break
-                    elif isinstance(event, Done):
+        async with (
+            aio.timeout(runtime.settings.chat_title_timeout),
+            aclosing(plan.adapter.stream_chat(request, Timeouts())) as events,
+        ):
+            async for event in events:
+                if isinstance(event, Delta) and event.content:
+                    parts.append(event.content)
+                    if sum(map(len, parts)) > 400:
                         break
+                elif isinstance(event, Done):
+                    break
         title = clean_title("".join(parts))
         if not title:
-            return
+            return None
 
-        def store() -> None:
+        def store() -> bool:
             with session_scope(runtime.session_factory) as session:
-                conversations_service.set_generated_title(session, plan.conversation_id, title)
+                return conversations_service.set_generated_title(session, plan.conversation_id, title)
 
-        await to_thread.run_sync(store)
+        return title if await to_thread.run_sync(store) else None
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001  (titles are a nicety: log and keep the fallback)
+    except Exception as exc:  # titles are a nicety: log and keep the fallback
         log.info("title generation failed: %s", getattr(exc, "code", type(exc).__name__))
+        return None
 
 
 # --- app lifecycle --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Several server instances sharing one database behave as one (deployment issue 8).
+"""Several server instances sharing one database behave as one.
 
 What is already shared through the database needs nothing here: sessions and refresh tokens, login
 throttling, the scheduled-backup lease. Two things live in one process's memory and are bridged here:
@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -37,7 +38,6 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-KEY = "cluster"
 #: How often this instance's pulls are copied to the database while it has any.
 PULL_MIRROR_SECONDS = 1.0
 #: Rows not refreshed for this long belong to an instance that stopped: ignored, then deleted.
@@ -130,9 +130,7 @@ def _mirror_pulls(runtime: Runtime, name: str, jobs: list[dict[str, Any]]) -> No
 
 def list_pulls(runtime: Runtime, url: str | None = None) -> list[dict[str, Any]]:
     """This instance's pulls plus the other instances' (blocking: routes are ``def``)."""
-    from server.services import ollama_models
-
-    local = ollama_models.get_pulls(runtime).list(url)
+    local = runtime.ollama_pulls.list(url) if runtime.ollama_pulls is not None else []
     name = instance_name(runtime.settings)
     fresh = datetime.now(timezone.utc) - timedelta(seconds=PULL_STALE_SECONDS)
     with session_scope(runtime.read_session_factory or runtime.session_factory) as session:
@@ -150,31 +148,35 @@ def list_pulls(runtime: Runtime, url: str | None = None) -> list[dict[str, Any]]
 
 
 class ClusterWatcher:
-    def __init__(self, runtime: Runtime) -> None:
+    """The per-instance task. It knows this process's streams and pulls only through callbacks, so this
+    module imports neither the chat pipeline nor the pull manager."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        active_streams: Callable[[], list[uuid.UUID]],
+        stop_stream: Callable[[uuid.UUID], None],
+        local_pulls: Callable[[], list[dict[str, Any]]],
+    ) -> None:
         self.runtime = runtime
         self.name = instance_name(runtime.settings)
-        self._task: asyncio.Task | None = None
+        self._active_streams = active_streams
+        self._stop_stream = stop_stream
+        self._local_pulls = local_pulls
+        self._task: asyncio.Task[None] | None = None
         self._mirrored = False
 
     async def _check_stops(self) -> None:
-        from server.services import chat as chat_service
-
-        reg = chat_service.registry(self.runtime)
-        streams = reg.all()
-        if not streams:
+        ids = self._active_streams()
+        if not ids:
             return
-        ids = [s.plan.assistant_message_id for s in streams]
         for message_id in await to_thread.run_sync(_claim_stops, self.runtime, ids):
-            stream = reg.get(message_id)
-            if stream is not None:
-                log.info("reply stopped on request of another instance")
-                stream.request_stop("stop")
+            log.info("reply stopped on request of another instance")
+            self._stop_stream(message_id)
 
     async def _mirror(self) -> None:
-        from server.services import ollama_models
-
-        manager = self.runtime.extras.get(ollama_models.PULLS_KEY)
-        jobs = manager.list() if manager is not None else []
+        jobs = self._local_pulls()
         if jobs or self._mirrored:
             await to_thread.run_sync(_mirror_pulls, self.runtime, self.name, jobs)
             self._mirrored = bool(jobs)
@@ -212,12 +214,21 @@ class ClusterWatcher:
                 await to_thread.run_sync(_mirror_pulls, self.runtime, self.name, [])
 
 
-async def start(runtime: Runtime) -> None:
-    watcher = runtime.extras[KEY] = ClusterWatcher(runtime)
-    watcher.start()
+async def start(
+    runtime: Runtime,
+    *,
+    active_streams: Callable[[], list[uuid.UUID]],
+    stop_stream: Callable[[uuid.UUID], None],
+    local_pulls: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """Lifespan hook: start this instance's watcher (``runtime.cluster``)."""
+    runtime.cluster = ClusterWatcher(
+        runtime, active_streams=active_streams, stop_stream=stop_stream, local_pulls=local_pulls
+    )
+    runtime.cluster.start()
 
 
 async def stop(runtime: Runtime) -> None:
-    watcher = runtime.extras.pop(KEY, None)
+    watcher, runtime.cluster = runtime.cluster, None
     if watcher is not None:
         await watcher.stop()

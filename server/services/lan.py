@@ -1,9 +1,9 @@
 """LAN access: admin-gated switch for the second listener that the desktop host provides.
 
-The server only *calls* a controller registered by the host in ``runtime.extras["lan"]`` (see
-``server.embedded.LanController``); a headless ``modeltrain serve`` has none and answers 409
+The server only *calls* a controller registered by the host in ``runtime.lan`` (the desktop host's
+LAN listener); a headless ``modeltrain serve`` has none and answers 409
 ``lan_unavailable``. Turning LAN access on needs the administrator's password again and no account
-still on an initial/temporary password (security.md A5).
+still on an initial/temporary password (docs/security.md, A5).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from sqlalchemy.orm import Session
 
 from server.db.models import User
 from server.errors import Conflict, Forbidden, InvalidInput
+from server.runtime import Runtime
 from server.schemas.lan import LanRead, LanUpdate
 from server.security.passwords import verify_password
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("modeltrain.security")
-
-EXTRAS_KEY = "lan"
-
 
 class LanControl(Protocol):
     """What the host registers. Methods block until the socket is open/closed and return ``status()``."""
@@ -35,8 +33,8 @@ class LanControl(Protocol):
     def disable(self) -> dict[str, Any]: ...
 
 
-def _controller(extras: dict[str, Any]) -> LanControl:
-    controller = extras.get(EXTRAS_KEY)
+def _controller(runtime: Runtime) -> LanControl:
+    controller = runtime.lan
     if controller is None:
         raise Conflict(
             "LAN access is only available in the desktop app; for a headless server set "
@@ -46,8 +44,8 @@ def _controller(extras: dict[str, Any]) -> LanControl:
     return controller
 
 
-def get_status(extras: dict[str, Any]) -> LanRead:
-    return LanRead(**_controller(extras).status())
+def get_status(runtime: Runtime) -> LanRead:
+    return LanRead(**_controller(runtime).status())
 
 
 def _accounts_on_initial_password(session: Session) -> int:
@@ -58,8 +56,8 @@ def _accounts_on_initial_password(session: Session) -> int:
     ) or 0
 
 
-def update(session: Session, extras: dict[str, Any], admin: User, data: LanUpdate) -> LanRead:
-    controller = _controller(extras)
+def update(session: Session, runtime: Runtime, admin: User, data: LanUpdate) -> LanRead:
+    controller = _controller(runtime)
     if not data.enabled:
         result = controller.disable()
         security_log.info("LAN access turned off by user %s", admin.id)

@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from server.health_levels import DEFAULT_THRESHOLDS, OLLAMA_NORMAL, classify, ollama_status
+from server.runtime import Runtime
 from server.services.alerts import AlertCenter, get_alert_center
 from server.settings import Settings
 
@@ -117,38 +118,12 @@ def _percentile(hist: Counter[int], count: int, q: float) -> float:
     return round(_BOUNDS[-1], 2)
 
 
-def _active_streams(extras: dict[str, Any]) -> int:
-    """``runtime.extras["chat_streams"]`` may be a number, a collection of streams, or an object with an
-    ``active_count``/``count`` (attribute or method); anything else counts as 0."""
-    streams = extras.get("chat_streams")
-    if streams is None:
-        return 0
-    if isinstance(streams, int):
-        return streams
-    if not isinstance(streams, (dict, list, set, tuple, frozenset)):
-        for attr in ("active_count", "count"):  # chat's StreamRegistry has count()
-            value = getattr(streams, attr, None)
-            if value is not None:
-                try:
-                    return int(value() if callable(value) else value)
-                except (TypeError, ValueError):
-                    return 0
-    try:
-        return len(streams)
-    except TypeError:
-        return 0
+def _no_streams() -> int:
+    return 0
 
 
-def _ollama_state(extras: dict[str, Any]) -> str:
-    daemon = extras.get("ollama_daemon")
-    if daemon is None:
-        return "unknown"
-    try:
-        state = getattr(daemon, "state", None)
-        state = state() if callable(state) else state
-        return str(getattr(state, "value", state) or "unknown")
-    except Exception:  # a probe must never break the sampler
-        return "unknown"
+def _unknown_state() -> str:
+    return "unknown"
 
 
 def _disk_path(path: Path) -> Path:
@@ -164,14 +139,18 @@ class MetricsCollector:
     def __init__(
         self,
         settings: Settings,
-        extras: dict[str, Any] | None = None,
         *,
-        alerts: AlertCenter | None = None,
+        alerts: AlertCenter,
+        active_streams: Callable[[], int] = _no_streams,
+        ollama_state: Callable[[], str] = _unknown_state,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.extras = extras if extras is not None else {}
-        self.alerts = alerts if alerts is not None else get_alert_center(self.extras)
+        self.alerts = alerts
+        #: How many replies this process streams now, and the supervised Ollama's state (callbacks, so
+        #: metrics imports neither chat nor the daemon).
+        self._active_streams = active_streams
+        self._ollama_state = ollama_state
         self.thresholds = resolve_thresholds(settings)
         self.requests = RequestStats(clock=clock)
         length = max(1, int(settings.metrics_history_seconds / settings.metrics_interval_seconds))
@@ -204,10 +183,17 @@ class MetricsCollector:
             "error_rate": round(one["error_rate"], 3),
             "requests_1m": one["requests"],
             "requests_15m": fifteen["requests"],
-            "active_streams": _active_streams(self.extras),
-            "ollama_state": _ollama_state(self.extras),
+            "active_streams": self._active_streams(),
+            "ollama_state": self._probe_ollama_state(),
             "windows": {"1m": one, "15m": fifteen},
         }
+
+    def _probe_ollama_state(self) -> str:
+        try:
+            return self._ollama_state()
+        except Exception:  # a probe must never break the sampler
+            log.warning("reading the Ollama state failed", exc_info=True)
+            return "unknown"
 
     def statuses(self, current: dict[str, Any]) -> dict[str, str]:
         one, fifteen = current["windows"]["1m"], current["windows"]["15m"]
@@ -295,21 +281,41 @@ class MetricsCollector:
                 pass
 
 
-async def start(runtime) -> MetricsCollector:
+def _runtime_streams(runtime: Runtime) -> Callable[[], int]:
+    return lambda: runtime.streams.count if runtime.streams is not None else 0
+
+
+def _runtime_ollama_state(runtime: Runtime) -> Callable[[], str]:
+    def state() -> str:
+        daemon = runtime.ollama_daemon
+        return daemon.state if daemon is not None else "unknown"
+
+    return state
+
+
+def get_collector(runtime: Runtime) -> MetricsCollector:
+    """The app's collector, created on first use (the lifespan creates it; a bare runtime in tests may not)."""
+    if runtime.metrics is None:
+        runtime.metrics = MetricsCollector(
+            runtime.settings,
+            alerts=get_alert_center(runtime),
+            active_streams=_runtime_streams(runtime),
+            ollama_state=_runtime_ollama_state(runtime),
+        )
+    return runtime.metrics
+
+
+async def start(runtime: Runtime) -> MetricsCollector:
     """Lifespan hook: create the collector (the access middleware feeds it) and start sampling."""
-    collector = runtime.extras.get("metrics")
-    if collector is None:
-        collector = MetricsCollector(runtime.settings, runtime.extras)
-        runtime.extras["metrics"] = collector
+    collector = get_collector(runtime)
     if runtime.settings.metrics_enabled:
         collector.start()
     return collector
 
 
-async def stop(runtime) -> None:
-    collector = runtime.extras.get("metrics")
-    if collector is not None:
-        await collector.stop()
+async def stop(runtime: Runtime) -> None:
+    if runtime.metrics is not None:
+        await runtime.metrics.stop()
 
 
 # --------------------------------------------------------------------------------------------------

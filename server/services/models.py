@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_PREFIX = "cfg:"
 OLLAMA_PREFIX = "ollama:"
-DISCOVERY_KEY = "model_discovery"
 #: Model names made only of these characters appear as they are in ids; others are base64url-encoded
 #: behind a "~" (a character the Ollama grammar never allows, so the two forms cannot collide).
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
@@ -214,13 +213,10 @@ class ModelDiscovery:
 
 
 def get_discovery(runtime: Runtime) -> ModelDiscovery:
-    discovery = runtime.extras.get(DISCOVERY_KEY)
-    if discovery is None:
+    if runtime.model_discovery is None:
         settings = runtime.settings
-        discovery = runtime.extras.setdefault(
-            DISCOVERY_KEY, ModelDiscovery(settings.models_cache_seconds, settings.models_discovery_timeout)
-        )
-    return discovery
+        runtime.model_discovery = ModelDiscovery(settings.models_cache_seconds, settings.models_discovery_timeout)
+    return runtime.model_discovery
 
 
 def _load_catalog(session: Session) -> tuple[list[ProviderSnapshot], list[tuple[ModelConfig, ProviderSnapshot]]]:

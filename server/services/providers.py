@@ -305,7 +305,7 @@ def ensure_default_provider(session: Session, settings: Settings) -> Provider | 
     Later starts keep the default Ollama provider on an explicitly configured URL, so chat goes to the
     same Ollama that the daemon supervisor manages."""
     if session.scalar(select(func.count()).select_from(Provider)):
-        if settings.ollama_url or os.environ.get("OLLAMA_HOST", "").strip():
+        if settings.ollama_url or (settings.ollama_host or "").strip():
             _follow_configured_url(session, settings.default_ollama_url.rstrip("/"))
         return None
     provider = Provider(

@@ -7,23 +7,26 @@ import pytest
 from PySide6.QtGui import QColor, QImage
 
 from desktop.api_client import ApiClient
-from desktop.health_poller import HealthPoller, HealthState, Notifier, evaluate
+from desktop.health_poller import Check, HealthPoller, HealthState, Notifier, evaluate
 from desktop.lan_dialog import LanDialog, qr_matrix, qr_pixmap
 from desktop.tray import COLOURS, Tray, make_icon_pixmap
 from server.embedded import EmbeddedServer
+from server.health_levels import DEFAULT_THRESHOLDS, classify, ollama_status
 
 READY = {"status": "ready", "checks": {"database": {"ok": True}, "migrations": {"ok": True}}}
 
 
 def snapshot(cpu=10.0, memory=20.0, disk=30.0, latency=50.0, error_rate=0.0, ollama="running",
-             live=True, ready=READY, with_status=False) -> dict:
+             live=True, ready=READY, status: dict | None = None) -> dict:
+    """What the API answers; ``status`` is judged as the server judges it (server/health_levels.py) unless
+    given, since the tray shows the server's levels and has no threshold table of its own."""
+    values = {"cpu": cpu, "memory": memory, "disk": disk, "latency": latency, "error_rate": error_rate}
+    judged = {name: classify(value, DEFAULT_THRESHOLDS[name]) for name, value in values.items()}
     metrics = {
         "current": {"cpu_percent": cpu, "memory_percent": memory, "disk_percent": disk,
                     "latency_p95_ms": latency, "error_rate": error_rate, "ollama_state": ollama},
+        "status": status if status is not None else {**judged, "ollama": ollama_status(ollama)},
     }
-    if with_status:
-        metrics["status"] = {"cpu": "normal", "memory": "normal", "disk": "normal", "latency": "alert",
-                             "error_rate": "normal", "ollama": "normal"}
     return {"live": live, "ready": ready, "metrics": metrics}
 
 
@@ -48,7 +51,14 @@ def test_thresholds(check: str, values: dict, expected: str) -> None:
 
 
 def test_server_judgement_wins_and_missing_parts_are_unknown() -> None:
-    assert evaluate(snapshot(with_status=True)).checks["latency"].level == "alert"
+    # Custom thresholds on the server: the tray shows its levels, whatever the values would give here.
+    custom = {"cpu": "normal", "memory": "normal", "disk": "normal", "latency": "alert",
+              "error_rate": "normal", "ollama": "normal"}
+    assert evaluate(snapshot(status=custom)).checks["latency"].level == "alert"
+    assert evaluate(snapshot(cpu=95, status=custom)).checks["cpu"].level == "normal"
+    no_status = snapshot(cpu=95)
+    del no_status["metrics"]["status"]
+    assert evaluate(no_status).checks["cpu"] == Check("cpu", "unknown", "95%")
     down = evaluate({"live": False})
     assert down.level == "alert" and down.checks["server"].level == "alert"
     no_metrics = evaluate({"live": True, "ready": READY, "metrics": None})
@@ -207,10 +217,10 @@ def test_api_client_refreshes_before_signing_in_again(qtbot, embedded: EmbeddedS
     qtbot.waitUntil(lambda: len(answers) == 1, timeout=20000)
     assert answers[0][0] == 200 and answers[0][1]["email"] == "admin@example.com"
     token = embedded.desktop_token
-    families = embedded.runtime.extras["desktop_token"].session_count
+    families = embedded.runtime.desktop_token.session_count
     client.set_access_token("not-a-valid-token")  # as if it had expired
     client.get("/api/users/me", lambda status, body: answers.append((status, body)))
     qtbot.waitUntil(lambda: len(answers) == 2, timeout=20000)
     assert answers[1][0] == 200
-    assert embedded.runtime.extras["desktop_token"].session_count == families  # no new sign-in
+    assert embedded.runtime.desktop_token.session_count == families  # no new sign-in
     assert embedded.desktop_token == token

@@ -54,6 +54,18 @@ def test_desktop_token_signs_the_owner_in(desktop: EmbeddedServer, http: httpx.C
     assert http.get("/api/users", headers=bearer(refreshed.json()["access_token"])).status_code == 200
 
 
+def test_prometheus_metrics_follow_the_same_owner_rule(desktop: EmbeddedServer, http: httpx.Client) -> None:
+    """``/metrics`` with a token checks it exactly as every admin route does: the desktop owner (initial
+    password still set) gets in, a password session of the same account does not."""
+    owner = sign_in(http, desktop.desktop_token).json()["access_token"]
+    r = http.get("/metrics", headers=bearer(owner))
+    assert r.status_code == 200, r.text
+    assert "modeltrain_active_streams" in r.text
+    password = http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": INITIAL_PASSWORD})
+    denied = http.get("/metrics", headers=bearer(password.json()["access_token"]))
+    assert denied.status_code == 403 and denied.json()["code"] == "password_change_required"
+
+
 def test_password_sign_in_of_the_owner_is_still_blocked(desktop: EmbeddedServer, http: httpx.Client) -> None:
     r = http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": INITIAL_PASSWORD})
     assert r.status_code == 200 and r.json()["desktop"] is False
@@ -128,20 +140,10 @@ def test_not_available_outside_the_desktop_host(make_settings: Callable[..., Set
         assert r.status_code == 404
     # Desktop-mode app served by something other than EmbeddedServer's loopback listener: refused.
     app = create_app(make_settings(desktop_mode=True))
-    token = app.state.runtime.extras["desktop_token"].value
+    token = app.state.runtime.desktop_token.value
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         r = client.post("/api/auth/desktop", json={}, headers={HEADER: token})
         assert r.status_code == 403 and r.json()["code"] == "desktop_sign_in_refused"
-
-
-def test_cli_never_enables_desktop_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
-
-    from server import cli
-
-    monkeypatch.setenv("MODELTRAIN_DESKTOP_MODE", "1")
-    settings = cli._settings(argparse.Namespace(host=None, port=None, data_dir=None))
-    assert settings.desktop_mode is False
 
 
 def test_desktop_session_sets_the_initial_password(desktop: EmbeddedServer, http: httpx.Client) -> None:
@@ -174,4 +176,4 @@ def test_token_is_never_logged(desktop: EmbeddedServer, http: httpx.Client, capl
     sign_in(http, desktop.desktop_token)
     sign_in(http, "wrong-token")
     assert desktop.desktop_token not in caplog.text
-    assert desktop.desktop_token not in repr(desktop.runtime.extras)
+    assert desktop.desktop_token not in repr(desktop.runtime)

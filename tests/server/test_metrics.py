@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 import psutil
 import pytest
@@ -49,11 +50,11 @@ def test_rolling_windows_percentiles_and_error_rate() -> None:
 
 
 def _collector(settings: Settings, monkeypatch: pytest.MonkeyPatch, cpu: float, mem: float, disk: float,
-               extras: dict | None = None) -> metrics.MetricsCollector:
+               **probes: Callable[[], Any]) -> metrics.MetricsCollector:
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: cpu)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(percent=mem))
     monkeypatch.setattr(psutil, "disk_usage", lambda path: SimpleNamespace(percent=disk))
-    return metrics.MetricsCollector(settings, extras or {}, alerts=AlertCenter())
+    return metrics.MetricsCollector(settings, alerts=AlertCenter(), **probes)
 
 
 def test_statuses_and_alerts_follow_samples(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,18 +114,34 @@ def test_history_is_bounded(make_settings: Callable[..., Settings], monkeypatch:
     assert set(c.history[-1]) >= {"ts", "cpu_percent", "latency_p95_ms", "error_rate", "active_streams"}
 
 
-def test_streams_and_ollama_state_from_extras(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    registry = SimpleNamespace(count=3)
-    daemon = SimpleNamespace(state="crashed")
+def test_streams_and_ollama_state_from_probes(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = {"streams": 3, "ollama": "crashed"}
     c = _collector(settings, monkeypatch, cpu=1, mem=1, disk=1,
-                   extras={"chat_streams": registry, "ollama_daemon": daemon})
+                   active_streams=lambda: state["streams"], ollama_state=lambda: state["ollama"])
     sample = c.sample()
     assert sample["current"]["active_streams"] == 3
     assert sample["current"]["ollama_state"] == "crashed" and sample["status"]["ollama"] == "alert"
-    daemon.state = "running"
+    state["ollama"] = "running"
     assert c.sample()["status"]["ollama"] == "normal"
-    assert metrics._active_streams({}) == 0 and metrics._ollama_state({}) == "unknown"
-    assert metrics._active_streams({"chat_streams": {1: "a", 2: "b"}}) == 2
+
+
+def test_a_failing_ollama_probe_reads_unknown(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> str:
+        raise RuntimeError("daemon lock poisoned")
+
+    c = _collector(settings, monkeypatch, cpu=1, mem=1, disk=1, ollama_state=broken)
+    assert c.sample()["current"]["ollama_state"] == "unknown"
+    bare = _collector(settings, monkeypatch, cpu=1, mem=1, disk=1)
+    assert bare.sample()["current"]["active_streams"] == 0
+
+
+def test_app_collector_reads_the_runtime(app) -> None:
+    runtime = app.state.runtime
+    collector = metrics.get_collector(runtime)
+    assert collector is metrics.get_collector(runtime) and collector.alerts is runtime.alerts
+    assert collector.current()["active_streams"] == runtime.streams.count == 0
+    runtime.ollama_daemon = SimpleNamespace(state="crashed")
+    assert collector.current()["ollama_state"] == "crashed"
 
 
 def test_metrics_api_counts_requests(client: TestClient, admin_token: str, user_token: str) -> None:
@@ -152,7 +169,7 @@ def test_sampler_runs_in_the_app(make_settings: Callable[..., Settings], admin_t
 
     settings = make_settings(metrics_interval_seconds=0.05)
     with TestClient(create_app(settings), base_url=BASE_URL) as c:
-        collector = c.app.state.runtime.extras["metrics"]
+        collector = c.app.state.runtime.metrics
         import time
 
         deadline = time.monotonic() + 10
@@ -198,7 +215,7 @@ def test_prometheus_behind_a_trusted_local_proxy_needs_a_token(make_settings: Ca
 
 
 def test_alert_feed(client: TestClient, admin_token: str, user_token: str, app) -> None:
-    center = app.state.runtime.extras["alerts"]
+    center = app.state.runtime.alerts
     center.raise_alert("metric:disk", level="warning", metric="disk", value=85.0, message="disk is 85.0%")
     center.raise_alert("metric:cpu", level="alert", metric="cpu", value=97.0, message="cpu is 97.0%")
     center.resolve("metric:cpu")

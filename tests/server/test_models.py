@@ -122,7 +122,7 @@ def test_discovery_is_cached_for_a_few_seconds(
     models(client, user_token)
     models(client, admin_token)
     assert tags_requests(fake_ollama) == 1
-    client.app.state.runtime.extras[models_service.DISCOVERY_KEY].forget()
+    client.app.state.runtime.model_discovery.forget()
     models(client, user_token)
     assert tags_requests(fake_ollama) == 2
 

@@ -98,3 +98,18 @@ def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dic
 )
 def test_ollama_host_grammar(value: str, url: str) -> None:
     assert ollama_host_to_url(value) == url
+
+
+def test_ollama_variables_count_from_dotenv_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ollama's own OLLAMA_HOST and OLLAMA_MODELS are settings like the others: a `.env` value counts."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("OLLAMA_HOST", "OLLAMA_MODELS", "MODELTRAIN_OLLAMA_URL", "MODELTRAIN_OLLAMA_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text(f"OLLAMA_HOST=0.0.0.0:11500\nOLLAMA_MODELS={tmp_path / 'store'}\n")
+    s = Settings(data_dir=tmp_path / "data")
+    assert s.default_ollama_url == "http://127.0.0.1:11500"
+    assert s.ollama_models_dir == tmp_path / "store"
+    monkeypatch.setenv("MODELTRAIN_OLLAMA_MODELS_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("MODELTRAIN_OLLAMA_URL", "http://10.0.0.2:11434")
+    s = Settings(data_dir=tmp_path / "data")
+    assert s.ollama_models_dir == tmp_path / "mine" and s.default_ollama_url == "http://10.0.0.2:11434"

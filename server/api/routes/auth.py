@@ -62,7 +62,7 @@ def refresh(request: Request, response: Response, session: SessionDep, runtime: 
     opened = auth_service.refresh(session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE))
     _set_refresh_cookie(response, request, opened)
     return _token_read(
-        opened, desktop=desktop_token.desktop_session_allowed(runtime.extras, request.scope, opened.family_id)
+        opened, desktop=desktop_token.desktop_session_allowed(runtime.desktop_token, request.scope, opened.family_id)
     )
 
 
@@ -89,7 +89,7 @@ def change_password(
 
 @router.post("/desktop", response_model=TokenRead, summary="Desktop app only: sign the owner in with the desktop token")
 def desktop_sign_in(request: Request, response: Response, session: SessionDep, runtime: RuntimeDep) -> TokenRead:
-    token = desktop_token.verify_request(runtime.extras, request.scope, parse_host(request.headers.get("host", "")))
+    token = desktop_token.verify_request(runtime.desktop_token, request.scope, parse_host(request.headers.get("host", "")))
     opened, family = auth_service.desktop_login(
         session, runtime.settings, runtime.require_codec(), user_agent=request.headers.get("user-agent", "")
     )
@@ -103,7 +103,7 @@ def desktop_set_password(
     body: DesktopPasswordSet, request: Request, response: Response, user: PendingUser, session: SessionDep,
     runtime: RuntimeDep,
 ) -> TokenRead:
-    desktop_token.require_desktop_session(runtime.extras, request.scope, request.state.session_id)
+    desktop_token.require_desktop_session(runtime.desktop_token, request.scope, request.state.session_id)
     opened = auth_service.set_initial_password(
         session, runtime.settings, runtime.require_codec(), user, body.new_password,
         user_agent=request.headers.get("user-agent", ""),

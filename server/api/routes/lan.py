@@ -11,9 +11,9 @@ router = APIRouter(prefix="/api/lan", tags=["lan"])
 
 @router.get("", response_model=LanRead, summary="LAN access state and URL (admin)")
 def get_lan(_: AdminUser, runtime: RuntimeDep) -> LanRead:
-    return lan_service.get_status(runtime.extras)
+    return lan_service.get_status(runtime)
 
 
 @router.put("", response_model=LanRead, summary="Turn LAN access on (password again) or off (admin)")
 def put_lan(body: LanUpdate, admin: AdminUser, session: SessionDep, runtime: RuntimeDep) -> LanRead:
-    return lan_service.update(session, runtime.extras, admin, body)
+    return lan_service.update(session, runtime, admin, body)

@@ -15,12 +15,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
-from server.deps import AdminUser, RuntimeDep, SessionDep, _bearer
-from server.errors import Forbidden, Unauthorized
+from server.deps import AdminUser, RuntimeDep, SessionDep, authenticate_admin
 from server.schemas.metric import MetricsRead
 from server.security import desktop_token
 from server.security.network_guard import LOOPBACK_HOSTS, parse_host
-from server.services import auth as auth_service
 from server.services import metrics as metrics_service
 
 router = APIRouter(tags=["metrics"])
@@ -51,26 +49,17 @@ def local_scrape_allowed(request: Request, trusted_proxies: list[str]) -> bool:
     return len(hosts) == 1 and parse_host(hosts[0].decode("latin-1")) in LOOPBACK_HOSTS
 
 
-def metrics_access(request: Request, runtime: RuntimeDep, session: SessionDep) -> None:
-    """An admin bearer token, or a plainly local request without any Authorization header."""
-    if not request.headers.getlist("authorization"):
-        if local_scrape_allowed(request, runtime.settings.trusted_proxies):
-            return
-        raise Unauthorized("authentication required", code="not_authenticated")
-    user, session_id = auth_service.authenticate_access(session, runtime.require_codec(), _bearer(request))
-    if desktop_token.desktop_session_misused(runtime.extras, request.scope, session_id):
-        raise Unauthorized("this session is valid only in the desktop app", code="invalid_token")
-    if user.must_change_password:
-        raise Forbidden("change the initial password before doing anything else", code="password_change_required")
-    if user.role != "admin":
-        raise Forbidden("administrator rights are required", code="admin_required")
+async def metrics_access(request: Request, runtime: RuntimeDep, session: SessionDep) -> None:
+    """A plainly local request without any Authorization header, or what :data:`AdminUser` accepts."""
+    if not request.headers.getlist("authorization") and local_scrape_allowed(
+        request, runtime.settings.trusted_proxies
+    ):
+        return
+    await authenticate_admin(request, runtime, session)
 
 
 def _collector(runtime: RuntimeDep) -> metrics_service.MetricsCollector:
-    collector = runtime.extras.get("metrics")
-    if collector is None:  # the lifespan has not run (should not happen in a served app)
-        collector = runtime.extras.setdefault("metrics", metrics_service.MetricsCollector(runtime.settings, runtime.extras))
-    return collector
+    return metrics_service.get_collector(runtime)
 
 
 @router.get("/api/metrics", response_model=MetricsRead, summary="Current metrics, statuses and history (admin)")
