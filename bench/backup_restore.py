@@ -43,25 +43,40 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--per-conversation", type=int, default=20)
     parser.add_argument("--chars", type=int, default=400, help="characters per message")
-    parser.add_argument("--text", choices=("words", "random"), default="words",
-                        help="prose-like text (default) or random characters (worst case for gzip)")
+    parser.add_argument(
+        "--text",
+        choices=("words", "random"),
+        default="words",
+        help="prose-like text (default) or random characters (worst case for gzip)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mt-bench-backup-") as tmp:
         root = Path(tmp)
-        settings = Settings(_env_file=None, data_dir=root / "data", backup_schedule="off",
-                            initial_admin_password="bench-initial-password-1",
-                            secret_key="bench-secret-" + "x7Kq2mPz9vRt4nLw8sYb3cHd6fJg1aE5")
+        settings = Settings(
+            _env_file=None,
+            data_dir=root / "data",
+            backup_schedule="off",
+            initial_admin_password="bench-initial-password-1",
+            secret_key="bench-secret-" + "x7Kq2mPz9vRt4nLw8sYb3cHd6fJg1aE5",
+        )
         engine = create_db_engine(settings.resolved_database_url)
         prepare_database(settings, engine, create_session_factory(engine))
-        t_fill, _ = timed(populate, engine, conversations=args.messages // args.per_conversation,
-                          messages_per=args.per_conversation, text_size=args.chars,
-                          words=args.text == "words")
+        t_fill, _ = timed(
+            populate,
+            engine,
+            conversations=args.messages // args.per_conversation,
+            messages_per=args.per_conversation,
+            text_size=args.chars,
+            words=args.text == "words",
+        )
         engine.dispose()
         db = settings.data_dir / "modeltrain.db"
         size_mb = db.stat().st_size / 1e6
-        print(f"database: {args.messages:,} messages of {args.chars} {args.text} characters, {size_mb:.1f} MB "
-              f"(filled in {t_fill:.1f} s)")
+        print(
+            f"database: {args.messages:,} messages of {args.chars} {args.text} characters, {size_mb:.1f} MB "
+            f"(filled in {t_fill:.1f} s)"
+        )
 
         def bare_copy() -> None:
             src, dst = sqlite3.connect(db), sqlite3.connect(root / "baseline.db")

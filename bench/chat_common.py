@@ -53,9 +53,22 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 60) -> N
 def start_fake(token_delay: float, reply_tokens: int = 0) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.fake_ollama", "--host", "127.0.0.1", "--port", str(port),
-         "--token-delay", str(token_delay), "--reply-tokens", str(reply_tokens)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.fake_ollama",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--token-delay",
+            str(token_delay),
+            "--reply-tokens",
+            str(reply_tokens),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     _wait(f"{url}/api/version", proc, "fake Ollama")
@@ -92,7 +105,10 @@ def start_modeltrain(ollama_url: str, data_dir: Path | None = None, **env_extra:
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     _wait(f"{url}/api/health", proc, "ModelTrain")
@@ -155,12 +171,16 @@ async def direct_stream(client: httpx.AsyncClient, ollama_url: str, prompt: str)
     return StreamResult(ttft or 0.0, time.perf_counter() - t0, tokens, ttft is not None)
 
 
-async def modeltrain_stream(client: httpx.AsyncClient, mt: ModelTrain, model_id: str, prompt: str) -> StreamResult:
+async def modeltrain_stream(
+    client: httpx.AsyncClient, mt: ModelTrain, model_id: str, prompt: str
+) -> StreamResult:
     t0 = time.perf_counter()
     ttft = None
     buf = ""
     async with client.stream(
-        "POST", f"{mt.url}/api/chat", json={"model": model_id, "content": prompt},
+        "POST",
+        f"{mt.url}/api/chat",
+        json={"model": model_id, "content": prompt},
         headers={"Authorization": f"Bearer {mt.token}"},
     ) as r:
         if r.status_code != 200:
@@ -172,9 +192,9 @@ async def modeltrain_stream(client: httpx.AsyncClient, mt: ModelTrain, model_id:
                 ttft = time.perf_counter() - t0
     total = time.perf_counter() - t0
     if "event: done" not in buf:
-        err = buf[buf.find("event: error"):][:200] if "event: error" in buf else "no done event"
+        err = buf[buf.find("event: error") :][:200] if "event: error" in buf else "no done event"
         return StreamResult(ttft or 0.0, total, 0, False, err)
-    done = buf[buf.rfind("event: done"):]
+    done = buf[buf.rfind("event: done") :]
     data = json.loads(done.split("data: ", 1)[1].split("\n", 1)[0])
     tokens = int((data.get("usage") or {}).get("completion_tokens", 0))
     return StreamResult(ttft or 0.0, total, tokens, ttft is not None)

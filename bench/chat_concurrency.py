@@ -52,7 +52,8 @@ async def main_async(streams: int, token_delay: float) -> int:
             sampler.start()
             t0 = time.perf_counter()
             via = await asyncio.gather(
-                *(modeltrain_stream(client, mt, model_id, f"v{i}") for i in range(streams)), return_exceptions=True
+                *(modeltrain_stream(client, mt, model_id, f"v{i}") for i in range(streams)),
+                return_exceptions=True,
             )
             wall = time.perf_counter() - t0
             stop.set()
@@ -69,13 +70,19 @@ async def main_async(streams: int, token_delay: float) -> int:
     d_ttft = [r.ttft * 1000 for r in direct if r.ok]
     print(f"streams: {streams} at {1 / token_delay:.0f} tok/s upstream; wall {wall:.1f} s")
     print(f"errors via ModelTrain: {len(errors)}" + (f" (first: {errors[0]!r})" if errors else ""))
-    print(f"stream duration p50/p99: direct {pct(d_tot, 50):.0f}/{pct(d_tot, 99):.0f} ms, "
-          f"via ModelTrain {pct(v_tot, 50):.0f}/{pct(v_tot, 99):.0f} ms "
-          f"(extra p99 {pct(v_tot, 99) - pct(d_tot, 99):+.0f} ms)")
-    print(f"TTFT p50/p99: direct {pct(d_ttft, 50):.0f}/{pct(d_ttft, 99):.0f} ms, "
-          f"via ModelTrain {pct(v_ttft, 50):.0f}/{pct(v_ttft, 99):.0f} ms")
-    print(f"ModelTrain RSS: idle {idle:.1f} MiB, peak {max(peak):.1f} MiB, "
-          f"per stream {(max(peak) - idle) * 1024 / streams:.0f} KiB")
+    print(
+        f"stream duration p50/p99: direct {pct(d_tot, 50):.0f}/{pct(d_tot, 99):.0f} ms, "
+        f"via ModelTrain {pct(v_tot, 50):.0f}/{pct(v_tot, 99):.0f} ms "
+        f"(extra p99 {pct(v_tot, 99) - pct(d_tot, 99):+.0f} ms)"
+    )
+    print(
+        f"TTFT p50/p99: direct {pct(d_ttft, 50):.0f}/{pct(d_ttft, 99):.0f} ms, "
+        f"via ModelTrain {pct(v_ttft, 50):.0f}/{pct(v_ttft, 99):.0f} ms"
+    )
+    print(
+        f"ModelTrain RSS: idle {idle:.1f} MiB, peak {max(peak):.1f} MiB, "
+        f"per stream {(max(peak) - idle) * 1024 / streams:.0f} KiB"
+    )
     return 1 if errors else 0
 
 

@@ -12,7 +12,7 @@ the TTFT overhead (p50/p95 of ModelTrain minus direct) and the throughput ratio.
 
     .venv/bin/python bench/chat_overhead.py [--rounds 3] [--shape steady|burst|both]
 
-Targets (issue 3): TTFT overhead p50 <= 5 ms at 1 stream, p95 <= 50 ms at 50 streams; throughput
+Targets: TTFT overhead p50 <= 5 ms at 1 stream, p95 <= 50 ms at 50 streams; throughput
 >= 90 % of direct at maximum speed.
 """
 
@@ -45,7 +45,9 @@ async def run_burst(make, concurrency: int, rounds: int) -> tuple[list[StreamRes
     results: list[StreamResult] = []
     t0 = time.perf_counter()
     for r in range(rounds):
-        batch = await asyncio.gather(*(make(f"bench prompt {r}-{i} {time.time_ns()}") for i in range(concurrency)))
+        batch = await asyncio.gather(
+            *(make(f"bench prompt {r}-{i} {time.time_ns()}") for i in range(concurrency))
+        )
         results.extend(batch)
     return results, sum(r.tokens for r in results) / (time.perf_counter() - t0)
 
@@ -76,7 +78,9 @@ async def run_steady(make, concurrency: int, per_client: int) -> tuple[list[Stre
     lo, hi = max(a for a, _ in phases), min(b for _, b in phases)
     if hi <= lo:  # clients never all in their counted part at once: use the whole counted time
         lo, hi = min(a for a, _ in phases), max(b for _, b in phases)
-    tokens = sum(n * max(0.0, min(end, hi) - max(start, lo)) / max(end - start, 1e-9) for start, end, n in spans)
+    tokens = sum(
+        n * max(0.0, min(end, hi) - max(start, lo)) / max(end - start, 1e-9) for start, end, n in spans
+    )
     return counted, tokens / (hi - lo)
 
 
@@ -100,11 +104,19 @@ async def main_async(rounds: int, shapes: tuple[str, ...]) -> int:
             # "max" answers are the fake's short default (~46 tokens), so per-request costs dominate their
             # throughput; "max 1k" answers are 1,000 tokens, which shows the streaming throughput itself.
             for shape in shapes:
-                print(f"\n{shape}: " + ("N clients in a closed loop, starts spread out" if shape == "steady"
-                                         else "N chats started at the same instant"))
-                print(f"{'upstream':>10} {'streams':>7} | {'TTFT p50 direct':>15} {'via MT':>8} {'overhead':>8} | "
-                      f"{'TTFT p95 direct':>15} {'via MT':>8} {'overhead':>8} | {'tok/s direct':>12} {'via MT':>8} "
-                      f"{'ratio':>6} | errors")
+                print(
+                    f"\n{shape}: "
+                    + (
+                        "N clients in a closed loop, starts spread out"
+                        if shape == "steady"
+                        else "N chats started at the same instant"
+                    )
+                )
+                print(
+                    f"{'upstream':>10} {'streams':>7} | {'TTFT p50 direct':>15} {'via MT':>8} {'overhead':>8} | "
+                    f"{'TTFT p95 direct':>15} {'via MT':>8} {'overhead':>8} | {'tok/s direct':>12} {'via MT':>8} "
+                    f"{'ratio':>6} | errors"
+                )
                 for label, url in (("50 tok/s", slow_url), ("max", fast_url), ("max 1k", long_url)):
                     for n in (1, 10, 50):
                         if shape == "steady":
@@ -114,7 +126,9 @@ async def main_async(rounds: int, shapes: tuple[str, ...]) -> int:
                             k = rounds * (10 if n == 1 else 1)
                             run = run_burst
                         direct, d_tps = await run(lambda p, u=url: direct_stream(client, u, p), n, k)
-                        via, v_tps = await run(lambda p, u=url: modeltrain_stream(client, mt, ids[u], p), n, k)
+                        via, v_tps = await run(
+                            lambda p, u=url: modeltrain_stream(client, mt, ids[u], p), n, k
+                        )
                         errs = [r for r in via if not r.ok] + [r for r in direct if not r.ok]
                         failures += len(errs)
                         dt = [r.ttft * 1000 for r in direct if r.ok]
@@ -136,8 +150,12 @@ async def main_async(rounds: int, shapes: tuple[str, ...]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="chats per client (steady: x2, x10 at 1 stream) or bursts per cell (x10 at 1 stream)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="chats per client (steady: x2, x10 at 1 stream) or bursts per cell (x10 at 1 stream)",
+    )
     parser.add_argument("--shape", choices=("steady", "burst", "both"), default="both")
     args = parser.parse_args()
     shapes = ("steady", "burst") if args.shape == "both" else (args.shape,)

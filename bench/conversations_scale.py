@@ -7,7 +7,7 @@ run as the baseline (same auth, middleware and DB lookup, no conversation work).
 
     .venv/bin/python bench/conversations_scale.py [--conversations 5000] [--messages 100000] [--requests 200]
 
-Targets (issue 3): p95 <= 20 ms list, <= 50 ms search.
+Targets: p95 <= 20 ms list, <= 50 ms search.
 """
 
 from __future__ import annotations
@@ -29,7 +29,49 @@ from bench.chat_common import pct, start_modeltrain
 from server.db.models import Conversation, Message, User
 from server.db.session import create_db_engine
 
-WORDS = ["river", "mountain", "cloud", "python", "server", "model", "answer", "question", "travel", "recipe", "garden", "music", "history", "science", "ocean", "forest", "city", "winter", "summer", "coffee", "bread", "engine", "planet", "energy", "market", "school", "health", "language", "computer", "network", "memory", "signal", "picture", "story", "letter", "number", "circle", "window", "bridge", "island", "desert"]
+WORDS = [
+    "river",
+    "mountain",
+    "cloud",
+    "python",
+    "server",
+    "model",
+    "answer",
+    "question",
+    "travel",
+    "recipe",
+    "garden",
+    "music",
+    "history",
+    "science",
+    "ocean",
+    "forest",
+    "city",
+    "winter",
+    "summer",
+    "coffee",
+    "bread",
+    "engine",
+    "planet",
+    "energy",
+    "market",
+    "school",
+    "health",
+    "language",
+    "computer",
+    "network",
+    "memory",
+    "signal",
+    "picture",
+    "story",
+    "letter",
+    "number",
+    "circle",
+    "window",
+    "bridge",
+    "island",
+    "desert",
+]
 RARE = "zanzibar"  # put into ~20 messages
 MEDIUM = "lighthouse"  # ~2 % of messages
 
@@ -52,9 +94,20 @@ def seed(db_url: str, conversations: int, messages: int) -> float:
         for i in range(base, min(conversations, base + 500)):
             cid = uuid.uuid4()
             created = start + timedelta(minutes=i * 7)
-            convs.append({"id": cid, "user_id": user_id, "title": sentence(rng, 4)[:60], "title_edited": False,
-                          "model": "m", "system_prompt": "", "options": {}, "pinned": i % 250 == 0,
-                          "created_at": created, "updated_at": created + timedelta(minutes=per)})
+            convs.append(
+                {
+                    "id": cid,
+                    "user_id": user_id,
+                    "title": sentence(rng, 4)[:60],
+                    "title_edited": False,
+                    "model": "m",
+                    "system_prompt": "",
+                    "options": {},
+                    "pinned": i % 250 == 0,
+                    "created_at": created,
+                    "updated_at": created + timedelta(minutes=per),
+                }
+            )
             parent = None
             for j in range(per):
                 mid = uuid.uuid4()
@@ -64,11 +117,23 @@ def seed(db_url: str, conversations: int, messages: int) -> float:
                 if rare_left and rng.random() < 0.001:
                     text += f" Welcome to {RARE}."
                     rare_left -= 1
-                msgs.append({"id": mid, "conversation_id": cid, "parent_id": parent,
-                             "role": "user" if j % 2 == 0 else "assistant", "content": text, "thinking": "",
-                             "status": "complete", "model": "m", "created_at": created + timedelta(seconds=j),
-                             "updated_at": created + timedelta(seconds=j), "error": None, "usage": None,
-                             "timings": None})
+                msgs.append(
+                    {
+                        "id": mid,
+                        "conversation_id": cid,
+                        "parent_id": parent,
+                        "role": "user" if j % 2 == 0 else "assistant",
+                        "content": text,
+                        "thinking": "",
+                        "status": "complete",
+                        "model": "m",
+                        "created_at": created + timedelta(seconds=j),
+                        "updated_at": created + timedelta(seconds=j),
+                        "error": None,
+                        "usage": None,
+                        "timings": None,
+                    }
+                )
                 parent = mid
         with engine.begin() as conn:
             conn.execute(Conversation.__table__.insert(), convs)
@@ -109,7 +174,7 @@ def main() -> int:
                 (f"search medium word ({MEDIUM})", f"/api/conversations/search?q={MEDIUM}"),
                 ("search frequent word (river)", "/api/conversations/search?q=river"),
                 ("search two words (river coffee)", "/api/conversations/search?q=river%20coffee"),
-                ("search FTS syntax", "/api/conversations/search?q=%22unbalanced%20AND%20(")
+                ("search FTS syntax", "/api/conversations/search?q=%22unbalanced%20AND%20("),
             ]
             for _, path in cases:  # warm-up
                 measure(c, path, 3)
@@ -120,7 +185,9 @@ def main() -> int:
                 p95 = pct(times, 95)
                 base95 = base95 or p95
                 hits = body.get("total", "") if isinstance(body, dict) else ""
-                print(f"{label:<36} {pct(times, 50):8.1f} {p95:8.1f} {hits!s:>6}  ({p95 / base95:.1f}x baseline p95)")
+                print(
+                    f"{label:<36} {pct(times, 50):8.1f} {p95:8.1f} {hits!s:>6}  ({p95 / base95:.1f}x baseline p95)"
+                )
     finally:
         mt.stop()
     print("targets: p95 <= 20 ms list, <= 50 ms search")

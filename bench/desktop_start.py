@@ -11,7 +11,7 @@ server's own share is measured alone in a process that has loaded Qt WebEngine's
 
     .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2] [--app build/package/dist/ModelTrain/ModelTrain]
 
-Targets (issue 7): interactive <= 1.5 s, idle RSS of the process tree <= 400 MiB.
+Targets: interactive <= 1.5 s, idle RSS of the process tree <= 400 MiB.
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ _OURS = re.compile(
 )
 _BREAKDOWN = re.compile(r"memory by process \(MiB RSS/PSS\): (?P<rows>.*)")
 _STACK = re.compile(r"server stack rss (?P<rss>[\d.]+)")
-_BASE = re.compile(r"baseline ready (?P<ready>[\d.]+) cpu (?P<cpu>[\d.]+) rss (?P<rss>[\d.]+) pss (?P<pss>[\d.]+)")
+_BASE = re.compile(
+    r"baseline ready (?P<ready>[\d.]+) cpu (?P<cpu>[\d.]+) rss (?P<rss>[\d.]+) pss (?P<pss>[\d.]+)"
+)
 
 
 def _env() -> dict[str, str]:
@@ -113,11 +115,18 @@ def _env() -> dict[str, str]:
 def run_ours(data_dir: Path, idle: float, app: list[str]) -> dict[str, float]:
     out = subprocess.run(
         [*app, "--self-test", "--data-dir", str(data_dir), "--idle-seconds", str(idle)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180, check=False,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     match = _OURS.search(out.stdout)
     if out.returncode != 0 or match is None:
-        raise SystemExit(f"self-test failed (exit {out.returncode}): {out.stdout.strip()} {out.stderr[-500:]}")
+        raise SystemExit(
+            f"self-test failed (exit {out.returncode}): {out.stdout.strip()} {out.stderr[-500:]}"
+        )
     result = {k: float(v) for k, v in match.groupdict().items()}
     rows = _BREAKDOWN.search(out.stderr)
     for row in rows.group("rows").split(", ") if rows else []:
@@ -128,8 +137,15 @@ def run_ours(data_dir: Path, idle: float, app: list[str]) -> dict[str, float]:
 
 
 def run_baseline(idle: float, switches: str = "defaults") -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _BASELINE, str(idle), switches], cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=180, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _BASELINE, str(idle), switches],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     match = _BASE.search(out.stdout)
     if match is None:
         raise SystemExit(f"baseline failed (exit {out.returncode}): {out.stderr[-500:]}")
@@ -137,8 +153,15 @@ def run_baseline(idle: float, switches: str = "defaults") -> dict[str, float]:
 
 
 def run_server_stack(data_dir: Path) -> float:
-    out = subprocess.run([sys.executable, "-c", _SERVER_STACK, str(data_dir)], cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=180, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _SERVER_STACK, str(data_dir)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     match = _STACK.search(out.stdout)
     if match is None:
         raise SystemExit(f"server stack measurement failed (exit {out.returncode}): {out.stderr[-500:]}")
@@ -159,12 +182,22 @@ def uncached_modules() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="warm runs (on the data dir the first first start created)")
-    parser.add_argument("--first-runs", type=int, default=3,
-                        help="first starts, each on a fresh data dir (the first one prepares the warm runs' dir)")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="warm runs (on the data dir the first first start created)"
+    )
+    parser.add_argument(
+        "--first-runs",
+        type=int,
+        default=3,
+        help="first starts, each on a fresh data dir (the first one prepares the warm runs' dir)",
+    )
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before measuring memory")
-    parser.add_argument("--app", type=Path, help="measure this executable (e.g. the packaged app, "
-                        "build/package/dist/ModelTrain/ModelTrain) instead of python -m desktop")
+    parser.add_argument(
+        "--app",
+        type=Path,
+        help="measure this executable (e.g. the packaged app, "
+        "build/package/dist/ModelTrain/ModelTrain) instead of python -m desktop",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         data = Path(tmp) / "data"
@@ -187,36 +220,58 @@ def main() -> int:
     w_int, w_ui, w_cpu = med(warm, "interactive"), med(warm, "ui"), med(warm, "cpu")
     w_rss, w_pss = med(warm, "rss"), med(warm, "pss")
     print(f"app: {' '.join(app)}")
-    print(f"runs: {len(firsts)} first + {args.runs} warm, medians; idle {args.idle:g} s before memory; "
-          f"load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"baseline (bare QWebEngineView):  ready {b_ready:.2f} s (cpu {b_cpu:.2f} s)   "
-          f"tree RSS {b_rss:.0f} MiB   PSS {b_pss:.0f} MiB")
-    print(f"  same, with the app's switches:  ready {med(floor, 'ready'):.2f} s (cpu {med(floor, 'cpu'):.2f} s)   "
-          f"tree RSS {med(floor, 'rss'):.0f} MiB   PSS {med(floor, 'pss'):.0f} MiB")
+    print(
+        f"runs: {len(firsts)} first + {args.runs} warm, medians; idle {args.idle:g} s before memory; "
+        f"load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"baseline (bare QWebEngineView):  ready {b_ready:.2f} s (cpu {b_cpu:.2f} s)   "
+        f"tree RSS {b_rss:.0f} MiB   PSS {b_pss:.0f} MiB"
+    )
+    print(
+        f"  same, with the app's switches:  ready {med(floor, 'ready'):.2f} s (cpu {med(floor, 'cpu'):.2f} s)   "
+        f"tree RSS {med(floor, 'rss'):.0f} MiB   PSS {med(floor, 'pss'):.0f} MiB"
+    )
     f_int = med(firsts, "interactive")
     f_range = f"{min(r['interactive'] for r in firsts):.2f}-{max(r['interactive'] for r in firsts):.2f}"
-    print(f"first start (fresh data dir):    interactive {f_int:.2f} s ({f_range}; cpu {med(firsts, 'cpu'):.2f} s)   "
-          f"tree RSS {med(firsts, 'rss'):.0f} MiB   PSS {med(firsts, 'pss'):.0f} MiB")
-    print(f"warm start:                      UI loaded {w_ui:.2f} s   interactive {w_int:.2f} s (cpu {w_cpu:.2f} s)   "
-          f"tree RSS {w_rss:.0f} MiB   PSS {w_pss:.0f} MiB")
+    print(
+        f"first start (fresh data dir):    interactive {f_int:.2f} s ({f_range}; cpu {med(firsts, 'cpu'):.2f} s)   "
+        f"tree RSS {med(firsts, 'rss'):.0f} MiB   PSS {med(firsts, 'pss'):.0f} MiB"
+    )
+    print(
+        f"warm start:                      UI loaded {w_ui:.2f} s   interactive {w_int:.2f} s (cpu {w_cpu:.2f} s)   "
+        f"tree RSS {w_rss:.0f} MiB   PSS {w_pss:.0f} MiB"
+    )
     roles = [key[:-4] for key in warm[0] if key.endswith(" rss") and all(key in row for row in warm)]
     if roles:
-        print("warm start by process (RSS/PSS MiB): "
-              + ", ".join(f"{role} {med(warm, role + ' rss'):.0f}/{med(warm, role + ' pss'):.0f}" for role in roles))
+        print(
+            "warm start by process (RSS/PSS MiB): "
+            + ", ".join(
+                f"{role} {med(warm, role + ' rss'):.0f}/{med(warm, role + ' pss'):.0f}" for role in roles
+            )
+        )
     f_rss, s_rss = med(floor, "rss"), statistics.median(stack)
-    print(f"embedded server's share of the app process: RSS +{s_rss:.0f} MiB (measured alone, same data dir); "
-          f"floor = switched baseline + server = {f_rss + s_rss:.0f} MiB, the UI and the rest add "
-          f"{w_rss - f_rss - s_rss:.0f} MiB")
-    print(f"ratio vs baseline:               start x{w_int / b_ready:.2f}   cpu x{w_cpu / b_cpu:.2f}   "
-          f"RSS x{w_rss / b_rss:.2f}   PSS x{w_pss / b_pss:.2f}")
+    print(
+        f"embedded server's share of the app process: RSS +{s_rss:.0f} MiB (measured alone, same data dir); "
+        f"floor = switched baseline + server = {f_rss + s_rss:.0f} MiB, the UI and the rest add "
+        f"{w_rss - f_rss - s_rss:.0f} MiB"
+    )
+    print(
+        f"ratio vs baseline:               start x{w_int / b_ready:.2f}   cpu x{w_cpu / b_cpu:.2f}   "
+        f"RSS x{w_rss / b_rss:.2f}   PSS x{w_pss / b_pss:.2f}"
+    )
     uncached = 0 if args.app else uncached_modules()
     if uncached:
-        print(f"note: PYTHONDONTWRITEBYTECODE is set and {uncached} of ModelTrain's modules have no bytecode cache: "
-              "each start above compiled those it imports from source (an installed app has its bytecode)")
-    print(f"targets: interactive <= {TARGET_START_S} s -> {'met' if w_int <= TARGET_START_S else 'NOT met'} "
-          f"(first start: {'met' if f_int <= TARGET_START_S else 'NOT met'}); "
-          f"idle tree RSS <= {TARGET_RSS_MIB:.0f} MiB -> {'met' if w_rss <= TARGET_RSS_MIB else 'NOT met'} "
-          f"(PSS, which counts shared pages once: {'met' if w_pss <= TARGET_RSS_MIB else 'NOT met'})")
+        print(
+            f"note: PYTHONDONTWRITEBYTECODE is set and {uncached} of ModelTrain's modules have no bytecode cache: "
+            "each start above compiled those it imports from source (an installed app has its bytecode)"
+        )
+    print(
+        f"targets: interactive <= {TARGET_START_S} s -> {'met' if w_int <= TARGET_START_S else 'NOT met'} "
+        f"(first start: {'met' if f_int <= TARGET_START_S else 'NOT met'}); "
+        f"idle tree RSS <= {TARGET_RSS_MIB:.0f} MiB -> {'met' if w_rss <= TARGET_RSS_MIB else 'NOT met'} "
+        f"(PSS, which counts shared pages once: {'met' if w_pss <= TARGET_RSS_MIB else 'NOT met'})"
+    )
     return 0
 
 

@@ -51,8 +51,11 @@ asyncio.run(main())
 
 def run_pair(seconds: float, interval: float, data_dir: str) -> dict[str, dict]:
     procs = {
-        mode: subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT), mode, str(seconds), str(interval), data_dir],
-                               stdout=subprocess.PIPE, text=True)
+        mode: subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(ROOT), mode, str(seconds), str(interval), data_dir],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for mode in ("baseline", "metrics")
     }
     return {mode: json.loads(p.communicate()[0]) for mode, p in procs.items()}
@@ -67,7 +70,7 @@ def main() -> int:
     import logging
 
     from server.services.alerts import AlertCenter
-from server.services.metrics import MetricsCollector
+    from server.services.metrics import MetricsCollector
     from server.settings import Settings
 
     logging.disable(logging.CRITICAL)
@@ -82,15 +85,19 @@ from server.services.metrics import MetricsCollector
         per_sample = (time.process_time() - start) / n
 
         print(f"per sample (measured in-process): {per_sample * 1e3:.3f} ms CPU")
-        print(f"-> at one sample every {args.interval:g} s: {100 * per_sample / args.interval:.4f} % of one core")
+        print(
+            f"-> at one sample every {args.interval:g} s: {100 * per_sample / args.interval:.4f} % of one core"
+        )
         for interval in (args.interval, args.interval / 10):
             r = run_pair(args.seconds, interval, data_dir)
             base, met = r["baseline"]["cpu"], r["metrics"]["cpu"]
             extra = max(0.0, met - base)
-            print(f"interval {interval:g} s over {args.seconds:g} s wall: idle process {base * 1e3:.1f} ms CPU, "
-                  f"with metrics {met * 1e3:.1f} ms CPU ({r['metrics']['samples']} samples); "
-                  f"cost {100 * extra / args.seconds:.4f} % of one core (budget 1 %); "
-                  f"ratio to the idle process x{met / max(base, 1e-6):.1f}")
+            print(
+                f"interval {interval:g} s over {args.seconds:g} s wall: idle process {base * 1e3:.1f} ms CPU, "
+                f"with metrics {met * 1e3:.1f} ms CPU ({r['metrics']['samples']} samples); "
+                f"cost {100 * extra / args.seconds:.4f} % of one core (budget 1 %); "
+                f"ratio to the idle process x{met / max(base, 1e-6):.1f}"
+            )
     return 0
 
 

@@ -70,8 +70,12 @@ def stream_timings(url: str, token: str, model: str, n: int, origin: str | None)
         for i in range(n):
             begin = time.perf_counter()
             got_first = None
-            with c.stream("POST", "/api/chat", json={"model": model, "content": f"bench {i}"},
-                          headers=json_headers(origin, token)) as r:
+            with c.stream(
+                "POST",
+                "/api/chat",
+                json={"model": model, "content": f"bench {i}"},
+                headers=json_headers(origin, token),
+            ) as r:
                 assert r.status_code == 200, r.read()
                 for name, _ in iter_sse(r):
                     if name == "delta" and got_first is None:
@@ -96,10 +100,16 @@ def main() -> int:
     try:
         with PostgresCluster() as pg, FakeOllama(reply=REPLY) as fake:
             db = pg.new_database("bench")
-            env = {"MODELTRAIN_TRUSTED_PROXIES": "127.0.0.1", "MODELTRAIN_OLLAMA_URL": fake.url,
-                   "MODELTRAIN_METRICS_ENABLED": "false", "LOG_LEVEL": "WARNING"}
+            env = {
+                "MODELTRAIN_TRUSTED_PROXIES": "127.0.0.1",
+                "MODELTRAIN_OLLAMA_URL": fake.url,
+                "MODELTRAIN_METRICS_ENABLED": "false",
+                "LOG_LEVEL": "WARNING",
+            }
             for name in ("a", "b"):
-                procs.append(start_serve(work / name, db, work / f"{name}.log", MODELTRAIN_INSTANCE_NAME=name, **env))
+                procs.append(
+                    start_serve(work / name, db, work / f"{name}.log", MODELTRAIN_INSTANCE_NAME=name, **env)
+                )
             a, b = procs
             dist = make_dist(work / "web")
             one = start_nginx([a.url.removeprefix("http://")], dist)
@@ -110,13 +120,24 @@ def main() -> int:
                 token = sign_in_admin(c)
                 model = first_model_id(c, token)
             auth = json_headers(token=token)
-            targets = [("direct (1 instance)", a.url), ("nginx -> 1 instance", one.url), ("nginx -> 2 instances", two.url)]
-            print(f"nginx throughput: {args.concurrency} concurrent keep-alive clients, {args.seconds:g} s per figure,"
-                  " 2 CPU cores shared by clients, nginx and the apps")
-            for label, path, headers in (("GET /api/health", "/api/health", {}),
-                                         ("GET /api/users/me (DB read)", "/api/users/me", auth)):
+            targets = [
+                ("direct (1 instance)", a.url),
+                ("nginx -> 1 instance", one.url),
+                ("nginx -> 2 instances", two.url),
+            ]
+            print(
+                f"nginx throughput: {args.concurrency} concurrent keep-alive clients, {args.seconds:g} s per figure,"
+                " 2 CPU cores shared by clients, nginx and the apps"
+            )
+            for label, path, headers in (
+                ("GET /api/health", "/api/health", {}),
+                ("GET /api/users/me (DB read)", "/api/users/me", auth),
+            ):
                 throughput(a.url, path, 0.5, 4, headers)  # warm-up
-                rates = [(name, throughput(url, path, args.seconds, args.concurrency, headers)) for name, url in targets]
+                rates = [
+                    (name, throughput(url, path, args.seconds, args.concurrency, headers))
+                    for name, url in targets
+                ]
                 base = rates[0][1]
                 print(f"  {label}")
                 for name, rate in rates:
@@ -127,8 +148,10 @@ def main() -> int:
             print(f"  chat stream, 200 tokens, median of {args.streams}:")
             print(f"    direct               first delta {d_first:7.1f} ms   done {d_total:7.1f} ms")
             print(f"    nginx -> 1 instance  first delta {n_first:7.1f} ms   done {n_total:7.1f} ms")
-            print(f"    overhead via nginx   first delta {n_first - d_first:+7.1f} ms   done {n_total - d_total:+7.1f} ms"
-                  f"   (x{n_total / d_total:.2f})")
+            print(
+                f"    overhead via nginx   first delta {n_first - d_first:+7.1f} ms   done {n_total - d_total:+7.1f} ms"
+                f"   (x{n_total / d_total:.2f})"
+            )
     finally:
         for proxy in proxies:
             proxy.stop()

@@ -160,7 +160,7 @@ def pull_rate(tmp: Path, pulls: int, tick: float) -> None:
         )
         direct, sse, firsts = [], [], []
         with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
-            client.app.state.runtime.extras["ollama_pulls"].free_space = lambda path: 10**15
+            client.app.state.runtime.ollama_pulls.free_space = lambda path: 10**15
             token = client.post(
                 "/api/auth/login", json={"email": "admin@example.com", "password": INITIAL}
             ).json()["access_token"]

@@ -121,9 +121,13 @@ async def run(url: str, streams: int, words: int, levels: list[int]) -> None:
                 for name in ("baseline", "adapter"):
                     started = time.perf_counter()
                     if name == "baseline":
-                        results = await asyncio.gather(*(direct(client, url, long_prompt) for _ in range(level)))
+                        results = await asyncio.gather(
+                            *(direct(client, url, long_prompt) for _ in range(level))
+                        )
                     else:
-                        results = await asyncio.gather(*(adapted(registry, url, long_prompt) for _ in range(level)))
+                        results = await asyncio.gather(
+                            *(adapted(registry, url, long_prompt) for _ in range(level))
+                        )
                     totals[name][0] += sum(r[0] for r in results)
                     totals[name][1] += time.perf_counter() - started
             base = totals["baseline"][0] / totals["baseline"][1]
@@ -146,8 +150,12 @@ async def cpu_only(lines: int) -> None:
     pure per-token CPU cost of the adapter."""
     from server.providers.ollama import OllamaProvider
 
-    chunk = {"model": "llama3.2", "created_at": "2026-03-02T10:15:04.1182Z",
-             "message": {"role": "assistant", "content": " token"}, "done": False}
+    chunk = {
+        "model": "llama3.2",
+        "created_at": "2026-03-02T10:15:04.1182Z",
+        "message": {"role": "assistant", "content": " token"},
+        "done": False,
+    }
     payload = (json.dumps(chunk) + "\n").encode() * lines + b'{"done":true,"eval_count":1}\n'
     pieces = [payload[i : i + 16384] for i in range(0, len(payload), 16384)]
 
@@ -166,15 +174,17 @@ async def cpu_only(lines: int) -> None:
                 pass
             timings["adapter"].append(time.perf_counter() - started)
     base, ours = min(timings["baseline"]), min(timings["adapter"])
-    print(f"CPU only ({lines:,} lines): baseline {base / lines * 1e6:.2f} us/token, "
-          f"adapter {ours / lines * 1e6:.2f} us/token, throughput ratio {base / ours:.2f}")
+    print(
+        f"CPU only ({lines:,} lines): baseline {base / lines * 1e6:.2f} us/token, "
+        f"adapter {ours / lines * 1e6:.2f} us/token, throughput ratio {base / ours:.2f}"
+    )
 
 
 class _Replay(httpx.AsyncByteStream):
     def __init__(self, pieces: list[bytes]) -> None:
         self._pieces = pieces
 
-    async def __aiter__(self):  # noqa: ANN204
+    async def __aiter__(self):
         for piece in self._pieces:
             yield piece
 

@@ -40,8 +40,12 @@ def pct(values: list[float], q: float) -> float:
 def start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "MODELTRAIN_DATA_DIR": str(data_dir), "INITIAL_ADMIN_PASSWORD": PASSWORD}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     with httpx.Client() as c:
         while True:
             try:
@@ -54,7 +58,7 @@ def start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen, float]:
             time.sleep(0.005)
 
 
-def measure(fn, n: int, concurrency: int) -> list[float]:  # noqa: ANN001
+def measure(fn, n: int, concurrency: int) -> list[float]:
     def one(_: int) -> float:
         t = time.perf_counter()
         fn()
@@ -88,8 +92,11 @@ def main() -> None:
             with httpx.Client(base_url=base, limits=httpx.Limits(max_connections=64)) as c:
                 r = c.post("/api/auth/login", json={"email": "admin@example.com", "password": PASSWORD})
                 token = r.json()["access_token"]
-                r = c.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-                           headers={"Authorization": f"Bearer {token}"})
+                r = c.post(
+                    "/api/auth/password",
+                    json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
                 token = r.json()["access_token"]
                 auth = {"Authorization": f"Bearer {token}"}
 
@@ -99,7 +106,9 @@ def main() -> None:
                 argon_ms = measure(lambda: verify_password(NEW_PASSWORD, h), 20, 1)
 
                 def login() -> None:
-                    resp = c.post("/api/auth/login", json={"email": "admin@example.com", "password": NEW_PASSWORD})
+                    resp = c.post(
+                        "/api/auth/login", json={"email": "admin@example.com", "password": NEW_PASSWORD}
+                    )
                     assert resp.status_code == 200, resp.text
 
                 def me() -> None:
@@ -108,21 +117,29 @@ def main() -> None:
                 def health() -> None:
                     assert c.get("/api/health").status_code == 200
 
-                print(f"cold start to healthy: median {statistics.median(starts) * 1000:.0f} ms "
-                      f"(runs: {', '.join(f'{s * 1000:.0f}' for s in starts)} ms); "
-                      f"import-only baseline {import_baseline * 1000:.0f} ms "
-                      f"-> ratio {statistics.median(starts) / import_baseline:.2f}")
+                print(
+                    f"cold start to healthy: median {statistics.median(starts) * 1000:.0f} ms "
+                    f"(runs: {', '.join(f'{s * 1000:.0f}' for s in starts)} ms); "
+                    f"import-only baseline {import_baseline * 1000:.0f} ms "
+                    f"-> ratio {statistics.median(starts) / import_baseline:.2f}"
+                )
                 print(f"argon2id verify baseline: p50 {pct(argon_ms, 50):.1f} ms")
                 for conc in (1, 20):
                     n_login = max(20, args.requests // 4)
                     lg = measure(login, n_login, conc)
                     hm = measure(health, args.requests, conc)
                     mm = measure(me, args.requests, conc)
-                    print(f"[{conc:>2} clients] login       p50 {pct(lg, 50):7.1f} ms  p99 {pct(lg, 99):7.1f} ms"
-                          f"  (x{pct(lg, 50) / pct(argon_ms, 50):.2f} of one argon2 verify)")
-                    print(f"[{conc:>2} clients] users/me    p50 {pct(mm, 50):7.1f} ms  p99 {pct(mm, 99):7.1f} ms"
-                          f"  (x{pct(mm, 50) / pct(hm, 50):.2f} of /api/health)")
-                    print(f"[{conc:>2} clients] health      p50 {pct(hm, 50):7.1f} ms  p99 {pct(hm, 99):7.1f} ms")
+                    print(
+                        f"[{conc:>2} clients] login       p50 {pct(lg, 50):7.1f} ms  p99 {pct(lg, 99):7.1f} ms"
+                        f"  (x{pct(lg, 50) / pct(argon_ms, 50):.2f} of one argon2 verify)"
+                    )
+                    print(
+                        f"[{conc:>2} clients] users/me    p50 {pct(mm, 50):7.1f} ms  p99 {pct(mm, 99):7.1f} ms"
+                        f"  (x{pct(mm, 50) / pct(hm, 50):.2f} of /api/health)"
+                    )
+                    print(
+                        f"[{conc:>2} clients] health      p50 {pct(hm, 50):7.1f} ms  p99 {pct(hm, 99):7.1f} ms"
+                    )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(20)

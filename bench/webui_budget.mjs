@@ -1,4 +1,4 @@
-// Web UI budget (issue 6, item 10): initial JS+CSS size, navigation to an interactive chat screen, and
+// Web UI budget: initial JS+CSS size, navigation to an interactive chat screen, and
 // frame times while a 500-token answer streams into a 2,000-message conversation. Each figure is printed
 // next to a baseline measured in the same run on the same machine.
 //

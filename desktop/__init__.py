@@ -1,1 +1,1 @@
-"""ModelTrain desktop host: a Qt window over the embedded server (see ARCHITECTURE.md)."""
+"""ModelTrain desktop host: a Qt window over the embedded server (see docs/architecture.md)."""

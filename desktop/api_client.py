@@ -22,8 +22,9 @@ DESKTOP_HEADER = b"X-ModelTrain-Desktop"
 
 
 class ApiClient(QObject):
-    def __init__(self, base_url: str, desktop_token: str | None, parent: QObject | None = None,
-                 timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, base_url: str, desktop_token: str | None, parent: QObject | None = None, timeout_ms: int = 5000
+    ) -> None:
         super().__init__(parent)
         self.base_url = base_url.rstrip("/")
         self._desktop_token = desktop_token
@@ -44,8 +45,10 @@ class ApiClient(QObject):
     def _send(self, method: str, path: str, body: Any, headers: dict[bytes, bytes], done: Callback) -> None:
         request = QNetworkRequest(QUrl(self.base_url + path))
         request.setTransferTimeout(self._timeout_ms)
-        request.setAttribute(QNetworkRequest.Attribute.RedirectPolicyAttribute,
-                             QNetworkRequest.RedirectPolicy.ManualRedirectPolicy)
+        request.setAttribute(
+            QNetworkRequest.Attribute.RedirectPolicyAttribute,
+            QNetworkRequest.RedirectPolicy.ManualRedirectPolicy,
+        )
         data = QByteArray()
         if body is not None:
             request.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
@@ -80,7 +83,8 @@ class ApiClient(QObject):
         if self._pending_sign_in is not None:
             self._pending_sign_in.append(done)
             return
-        if not self._desktop_token:
+        desktop_token = self._desktop_token
+        if not desktop_token:
             done(False)
             return
         self._pending_sign_in = [done]
@@ -107,15 +111,17 @@ class ApiClient(QObject):
             if status == 200 and accept(payload):
                 finish(True)
                 return
-            self._send("POST", "/api/auth/desktop", {}, {DESKTOP_HEADER: self._desktop_token.encode()},
-                       desktop_done)
+            self._send(
+                "POST", "/api/auth/desktop", {}, {DESKTOP_HEADER: desktop_token.encode()}, desktop_done
+            )
 
         if self._has_session:
             self._send("POST", "/api/auth/refresh", {}, {}, refresh_done)
         else:
             self._has_session = True  # the desktop sign-in sets the refresh cookie in our cookie jar
-            self._send("POST", "/api/auth/desktop", {}, {DESKTOP_HEADER: self._desktop_token.encode()},
-                       desktop_done)
+            self._send(
+                "POST", "/api/auth/desktop", {}, {DESKTOP_HEADER: desktop_token.encode()}, desktop_done
+            )
 
     def set_access_token(self, token: str) -> None:
         self._access = token

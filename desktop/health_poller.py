@@ -94,8 +94,10 @@ def evaluate(snapshot: dict[str, Any]) -> HealthState:
         value = _number(current.get(key)) if isinstance(current, dict) else None
         server_level = status.get(name) if isinstance(status, dict) else None
         level = server_level if server_level in RANK else "unknown"
-        text = f"{value:.0f}{unit}" if value is not None and name != "error_rate" else (
-            f"{value:.1f}{unit}" if value is not None else ""
+        text = (
+            f"{value:.0f}{unit}"
+            if value is not None and name != "error_rate"
+            else (f"{value:.1f}{unit}" if value is not None else "")
         )
         checks[name] = Check(name, level, text)
 
@@ -128,8 +130,12 @@ class Notification:
 class Notifier:
     """Rate-limited change notifications (worse, or recovered to normal)."""
 
-    def __init__(self, min_interval: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 lang: str | None = None) -> None:
+    def __init__(
+        self,
+        min_interval: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        lang: str | None = None,
+    ) -> None:
         self.min_interval = min_interval
         self._clock = clock
         self._lang = lang
@@ -164,14 +170,22 @@ class Notifier:
             else:
                 level_text = tr("level_" + check.level, self._lang)
                 detail = f" ({check.text})" if check.text else ""
-                lines.append((RANK[check.level], tr("notify_worse", self._lang, check=label, level=level_text) + detail))
+                lines.append(
+                    (
+                        RANK[check.level],
+                        tr("notify_worse", self._lang, check=label, level=level_text) + detail,
+                    )
+                )
                 if RANK[check.level] > RANK[worst]:
                     worst = check.level
         if not lines:
             return None
         lines.sort(key=lambda item: -item[0])
-        return Notification(f"ModelTrain — {tr('level_' + state.level, self._lang)}",
-                            "\n".join(text for _, text in lines), worst)
+        return Notification(
+            f"ModelTrain — {tr('level_' + state.level, self._lang)}",
+            "\n".join(text for _, text in lines),
+            worst,
+        )
 
 
 class HealthPoller(QObject):
@@ -188,8 +202,13 @@ class HealthPoller(QObject):
         "lan": "/api/lan",
     }
 
-    def __init__(self, client: ApiClient, interval_ms: int = 5000, notifier: Notifier | None = None,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        interval_ms: int = 5000,
+        notifier: Notifier | None = None,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.client = client
         self.notifier = notifier or Notifier()

@@ -19,12 +19,18 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "start_failed_title": ("ModelTrain could not start", "ModelTrain 无法启动"),
     "start_failed_intro": ("The built-in server could not start.", "内置服务器无法启动。"),
     "err_port_in_use": ("A network port is already in use by another program.", "网络端口已被其他程序占用。"),
-    "err_address_unavailable": ("The network address is not available on this computer.", "此计算机上没有该网络地址。"),
+    "err_address_unavailable": (
+        "The network address is not available on this computer.",
+        "此计算机上没有该网络地址。",
+    ),
     "err_database_locked": (
         "The database is locked by another program. Is ModelTrain already running?",
         "数据库被其他程序锁定。ModelTrain 是否已在运行？",
     ),
-    "err_disk_full": ("The disk is full. Free some space and start again.", "磁盘已满。请释放空间后重新启动。"),
+    "err_disk_full": (
+        "The disk is full. Free some space and start again.",
+        "磁盘已满。请释放空间后重新启动。",
+    ),
     "err_permission_denied": (
         "The data folder cannot be written (permission denied).",
         "无法写入数据文件夹（权限不足）。",
@@ -69,7 +75,10 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "lan_password": ("Your administrator password", "您的管理员密码"),
     "lan_host": ("Address", "地址"),
     "lan_port": ("Port", "端口"),
-    "lan_confirm": ("I understand that this computer becomes reachable on the network", "我了解此计算机将可通过网络访问"),
+    "lan_confirm": (
+        "I understand that this computer becomes reachable on the network",
+        "我了解此计算机将可通过网络访问",
+    ),
     "lan_enable": ("Turn on", "开启"),
     "lan_cancel": ("Cancel", "取消"),
     "lan_copy": ("Copy address", "复制地址"),

@@ -97,7 +97,9 @@ class LanDialog(QDialog):
         layout.addWidget(self.confirm_box)
         layout.addWidget(self.error_label)
         buttons = QDialogButtonBox()
-        self.enable_button = buttons.addButton(tr("lan_enable", self.lang), QDialogButtonBox.ButtonRole.AcceptRole)
+        self.enable_button = buttons.addButton(
+            tr("lan_enable", self.lang), QDialogButtonBox.ButtonRole.AcceptRole
+        )
         cancel = buttons.addButton(tr("lan_cancel", self.lang), QDialogButtonBox.ButtonRole.RejectRole)
         self.enable_button.clicked.connect(self._submit)
         cancel.clicked.connect(self.reject)

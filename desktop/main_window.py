@@ -113,8 +113,9 @@ class MainWindow(QMainWindow):
             self._ui_loading = False
             self.ui_loaded.emit(ok)
 
-    def _on_renderer_gone(self, status: QWebEnginePage.RenderProcessTerminationStatus,
-                          exit_code: int) -> None:
+    def _on_renderer_gone(
+        self, status: QWebEnginePage.RenderProcessTerminationStatus, exit_code: int
+    ) -> None:
         if self._quitting or status == QWebEnginePage.RenderProcessTerminationStatus.NormalTerminationStatus:
             return
         now = time.monotonic()
@@ -127,12 +128,16 @@ class MainWindow(QMainWindow):
         if not (self.page.allows(current) and current.toString() != "about:blank"):
             current = QUrl(self.page.our_origin + "/")
         if len(self._renderer_deaths) > MAX_RENDERER_RESTARTS:
-            log.error("not reloading the page: its renderer ended %d times within %.0f s",
-                      len(self._renderer_deaths), RENDERER_DEATH_WINDOW_S)
+            log.error(
+                "not reloading the page: its renderer ended %d times within %.0f s",
+                len(self._renderer_deaths),
+                RENDERER_DEATH_WINDOW_S,
+            )
             href, label = html.escape(self.page.our_origin + "/"), html.escape(tr("reload", self.lang))
             link = f'<a href="{href}">{label}</a>'
-            self.page.show_builtin(_BUILTIN_PAGE.format(
-                body=f"<p>{html.escape(tr('page_crashed', self.lang))}</p><p>{link}</p>"))
+            self.page.show_builtin(
+                _BUILTIN_PAGE.format(body=f"<p>{html.escape(tr('page_crashed', self.lang))}</p><p>{link}</p>")
+            )
             return
         log.info("reloading the page")
         # After the event loop has delivered the dead page's own signals (its load ends as failed).
@@ -179,14 +184,20 @@ class MainWindow(QMainWindow):
 
     def dispose(self) -> None:
         """Release the web page before its profile (else QtWebEngine complains and may crash at exit)."""
-        self.profile.setUrlRequestInterceptor(None)
+        self.profile.setUrlRequestInterceptor(None)  # type: ignore[arg-type]  # Qt takes nullptr
         self.page.deleteLater()
         self.view.deleteLater()
         self.profile.deleteLater()
 
 
-def show_start_error(parent: QWidget | None, kind: str, message: str, log_dir: Path, lang: str | None = None,
-                     exec_dialog: bool = True) -> QMessageBox:
+def show_start_error(
+    parent: QWidget | None,
+    kind: str,
+    message: str,
+    log_dir: Path,
+    lang: str | None = None,
+    exec_dialog: bool = True,
+) -> QMessageBox:
     """The translated "could not start" dialog with an "Open logs folder" button."""
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Critical)

@@ -66,8 +66,9 @@ def gpu_device_present(system: str | None = None, dev: Path = Path("/dev")) -> b
     return any(next(dev.glob(pattern), None) is not None for pattern in GPU_DEVICE_PATTERNS)
 
 
-def apply_qt_rendering(environ: MutableMapping[str, str] | None = None, system: str | None = None,
-                       dev: Path = Path("/dev")) -> list[str]:
+def apply_qt_rendering(
+    environ: MutableMapping[str, str] | None = None, system: str | None = None, dev: Path = Path("/dev")
+) -> list[str]:
     """Before the QApplication: keep Qt off OpenGL on a machine without a GPU device (see the module
     docstring). Returns the variables set; one the user set is left alone."""
     environ = os.environ if environ is None else environ
@@ -81,8 +82,9 @@ def apply_qt_rendering(environ: MutableMapping[str, str] | None = None, system: 
     return added
 
 
-def chromium_flags(platform_name: str, system: str | None = None, *, sandbox_off: bool = False,
-                   gpu_device: bool = True) -> list[str]:
+def chromium_flags(
+    platform_name: str, system: str | None = None, *, sandbox_off: bool = False, gpu_device: bool = True
+) -> list[str]:
     """The switches we add for this Qt platform (``QGuiApplication.platformName()``); ``sandbox_off``:
     Chromium's sandbox is already disabled (see :func:`sandbox_disabled`); ``gpu_device``: see
     :func:`gpu_device_present`."""
@@ -105,8 +107,12 @@ def sandbox_disabled(environ: Mapping[str, str]) -> bool:
     return environ.get(SANDBOX_OFF_VAR, "").strip() == "1" or "--no-sandbox" in switches
 
 
-def apply_chromium_flags(platform_name: str, environ: MutableMapping[str, str] | None = None,
-                         system: str | None = None, dev: Path = Path("/dev")) -> str:
+def apply_chromium_flags(
+    platform_name: str,
+    environ: MutableMapping[str, str] | None = None,
+    system: str | None = None,
+    dev: Path = Path("/dev"),
+) -> str:
     """Append our switches to ``QTWEBENGINE_CHROMIUM_FLAGS`` (read when the web engine starts, i.e. when
     the first profile is created), keeping whatever the user set; a switch the user already gave is not
     repeated. Call it after the sandbox decision (``QTWEBENGINE_DISABLE_SANDBOX``) is made. Returns the
@@ -114,8 +120,12 @@ def apply_chromium_flags(platform_name: str, environ: MutableMapping[str, str] |
     environ = os.environ if environ is None else environ
     existing = environ.get(ENV_VAR, "").split()
     given = {flag.split("=", 1)[0] for flag in existing}
-    wanted = chromium_flags(platform_name, system, sandbox_off=sandbox_disabled(environ),
-                            gpu_device=gpu_device_present(system, dev))
+    wanted = chromium_flags(
+        platform_name,
+        system,
+        sandbox_off=sandbox_disabled(environ),
+        gpu_device=gpu_device_present(system, dev),
+    )
     added = [flag for flag in wanted if flag.split("=", 1)[0] not in given]
     value = " ".join([*existing, *added])
     if value:

@@ -98,8 +98,9 @@ class StartJob:
         return not self._thread.is_alive()
 
 
-def begin_start(settings: Settings, *, lan: bool = True, log_to_console: bool = True,
-                timeout: float = 30.0) -> StartJob:
+def begin_start(
+    settings: Settings, *, lan: bool = True, log_to_console: bool = True, timeout: float = 30.0
+) -> StartJob:
     return StartJob(settings, lan=lan, log_to_console=log_to_console, timeout=timeout)
 
 

@@ -163,5 +163,5 @@ class Tray(QObject):
 
     def dispose(self) -> None:
         self.icon.hide()
-        self.icon.setContextMenu(None)
+        self.icon.setContextMenu(None)  # type: ignore[arg-type]  # Qt takes nullptr; the stub says QMenu
         self.menu.deleteLater()

@@ -62,6 +62,10 @@ def should_add_token(request_url: QUrl | str, initiator: QUrl | str, our_origin:
 TokenSource = Callable[[], "str | None"]
 
 
+def _constant(value: str | None) -> TokenSource:
+    return lambda: value
+
+
 class DesktopTokenInterceptor(QWebEngineUrlRequestInterceptor):
     """Adds the desktop token where :func:`should_add_token` says so. ``token`` is the token, or a
     function returning it (None while it does not exist yet): the window starts loading our origin
@@ -71,7 +75,7 @@ class DesktopTokenInterceptor(QWebEngineUrlRequestInterceptor):
     def __init__(self, our_origin: str, token: str | TokenSource, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._origin = our_origin
-        self._token: TokenSource = token if callable(token) else (lambda value=token: value)
+        self._token: TokenSource = token if callable(token) else _constant(token)
 
     def interceptRequest(self, info: QWebEngineUrlRequestInfo) -> None:
         if should_add_token(info.requestUrl(), info.initiator(), self._origin):
@@ -95,8 +99,8 @@ class _ExternalWindowPage(QWebEnginePage):
         super().__init__(profile, parent)
         self._opener = opener
 
-    def acceptNavigationRequest(self, url: QUrl, _type, _is_main_frame: bool) -> bool:
-        self._opener(url)
+    def acceptNavigationRequest(self, url: QUrl | str, _type: object, _is_main_frame: bool) -> bool:
+        self._opener(QUrl(url))
         self.deleteLater()
         return False
 
@@ -127,7 +131,8 @@ class LockedPage(QWebEnginePage):
             return True
         return bool(self.our_origin) and origin_of(url) == self.our_origin
 
-    def acceptNavigationRequest(self, url: QUrl, nav_type, is_main_frame: bool) -> bool:
+    def acceptNavigationRequest(self, url: QUrl | str, nav_type: object, is_main_frame: bool) -> bool:
+        url = QUrl(url)
         if url.scheme() == "data" and self._builtin_pending:
             self._builtin_pending = False
             return True

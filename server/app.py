@@ -18,17 +18,17 @@ from server.bootstrap import prepare_database
 from server.db.session import create_db_engine, create_session_factory
 from server.providers.registry import close_registry
 from server.runtime import Runtime
+from server.security.desktop_token import DesktopToken
 from server.security.forwarded import ForwardedProtoMiddleware
 from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
-from server.security.desktop_token import DesktopToken
+from server.security.secret_store import load_or_create_secret
+from server.security.tokens import TokenCodec
 from server.services import backups as backups_service
 from server.services import chat as chat_service
 from server.services import cluster as cluster_service
 from server.services import metrics as metrics_service
 from server.services import ollama_runtime
 from server.services.alerts import AlertCenter
-from server.security.secret_store import load_or_create_secret
-from server.security.tokens import TokenCodec
 from server.settings import Settings
 from server.static import StaticUI, default_dist_dir
 
@@ -38,19 +38,19 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     engine = create_db_engine(settings.resolved_database_url)
     guard = GuardPolicy.build(settings.allowed_hosts, settings.cors_origins, settings.max_body_bytes)
+    streams = chat_service.StreamRegistry()
     runtime = Runtime(
         settings=settings,
         engine=engine,
         session_factory=create_session_factory(engine),
         read_session_factory=create_session_factory(engine, readonly=True),
         guard=guard,
-        streams=chat_service.StreamRegistry(),
+        streams=streams,
         alerts=AlertCenter(),
         # The desktop host's per-process secret, added by its web view to every request.
         desktop_token=DesktopToken() if settings.desktop_mode else None,
     )
     guard.body_limit_overrides.setdefault("/api/conversations/import", settings.conversation_import_max_bytes)
-    streams = runtime.streams
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

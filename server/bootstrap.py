@@ -38,7 +38,7 @@ _PG_STARTUP_LOCK = 0x4D54524E
 
 @contextmanager
 def _startup_lock(engine: Engine) -> Iterator[None]:
-    """Several instances starting at once on one PostgreSQL database (deployment issue 8) take turns, so
+    """Several instances starting at once on one PostgreSQL database take turns, so
     only the first migrates and creates the first admin. SQLite serialises writers by itself."""
     if engine.dialect.name != "postgresql":
         yield

@@ -10,14 +10,19 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from server import __version__
-from server.errors import DomainError
 from server.cli_ops import add_commands as add_operations_commands
 from server.cli_support import fail, settings_from_args
+from server.errors import DomainError
 from server.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -35,7 +40,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def announce_initial_admin(initial) -> None:  # noqa: ANN001
+def announce_initial_admin(initial) -> None:
     if initial is None or initial.password is None:
         return
     # Printed once on the console for the operator; deliberately not logged.
@@ -89,7 +94,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"ModelTrain {__version__} listening on http://{host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+    print(
+        f"ModelTrain {__version__} listening on http://{host}:{sock.getsockname()[1]}",
+        file=sys.stderr,
+        flush=True,
+    )
     server.run(sockets=[sock])
     return 0
 
@@ -123,7 +132,7 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
-def _with_session(settings: Settings, work: Callable) -> object:
+def _with_session(settings: Settings, work: Callable[[Session], T]) -> T:
     from server.bootstrap import prepare_database
     from server.db.session import create_db_engine, create_session_factory, session_scope
 
@@ -143,7 +152,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     password = _read_password(args)
     user = _with_session(settings, lambda s: users.create_admin(s, settings, args.email, password))
-    print(f"administrator {user.email} is ready")  # type: ignore[attr-defined]
+    print(f"administrator {user.email} is ready")
     return 0
 
 
@@ -151,14 +160,14 @@ def cmd_reset_password(args: argparse.Namespace) -> int:
     from server.services import users
 
     settings = settings_from_args(args)
-    user, password = _with_session(settings, lambda s: users.operator_reset_password(s, settings, args.email))  # type: ignore[misc]
+    user, password = _with_session(settings, lambda s: users.operator_reset_password(s, settings, args.email))
     print(f"new temporary password for {user.email}: {password}")
     print(f"it expires in {settings.initial_password_ttl_hours} h and must be changed at the next sign-in")
     return 0
 
 
 def cmd_migrate_db(args: argparse.Namespace) -> int:
-    """Copy an installation's data to another database (deployment issue 8; services/db_transfer.py)."""
+    """Copy an installation's data to another database (services/db_transfer.py)."""
     from server.services import db_transfer
 
     source = args.source or os.environ.get("MODELTRAIN_MIGRATE_FROM", "")
@@ -170,14 +179,18 @@ def cmd_migrate_db(args: argparse.Namespace) -> int:
     )
     if report.cleared:
         print("the target's previous rows were deleted (--force)")
-    print(f"copied {report.total} rows from {report.source} to {report.target} "
-          f"(schema {report.schema_revision}); row counts verified")
+    print(
+        f"copied {report.total} rows from {report.source} to {report.target} "
+        f"(schema {report.schema_revision}); row counts verified"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     fields = Settings.model_fields
-    parser = argparse.ArgumentParser(prog="modeltrain", description="ModelTrain: manage and chat with local LLMs.")
+    parser = argparse.ArgumentParser(
+        prog="modeltrain", description="ModelTrain: manage and chat with local LLMs."
+    )
     parser.add_argument("--version", action="version", version=f"modeltrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -186,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the server (headless)")
     serve.add_argument("--host", help=f"{fields['host'].description} Default 127.0.0.1 (MODELTRAIN_HOST)")
-    serve.add_argument("--port", type=int, help=f"{fields['port'].description} Default 8000 (MODELTRAIN_PORT)")
+    serve.add_argument(
+        "--port", type=int, help=f"{fields['port'].description} Default 8000 (MODELTRAIN_PORT)"
+    )
     common(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -32,7 +32,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     dest = Path(args.dest).expanduser() if args.dest else None
     info = backups.create_backup(settings, dest=dest, keep=args.keep, lock_wait=30.0)
     print(f"backup {info.id}: {info.path} ({info.size} bytes, sha256 {info.sha256})")
-    print(f"schema {info.schema_revision}, app {info.app_version}, rows {json.dumps(info.counts, sort_keys=True)}")
+    print(
+        f"schema {info.schema_revision}, app {info.app_version}, rows {json.dumps(info.counts, sort_keys=True)}"
+    )
     if not info.verified:
         print(f"modeltrain: error: the backup FAILED verification: {info.verify_error}", file=sys.stderr)
         return 1

@@ -18,7 +18,6 @@ from server.security.network_guard import client_address
 from server.services import auth as auth_service
 from server.settings import Settings
 
-
 # The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread,
 # a round trip through the thread pool for one attribute read.
 
@@ -46,8 +45,10 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[Se
     commit with synchronous=NORMAL does not fsync, so it is quick). Queries themselves run in the
     sync route's worker thread.
     """
-    readonly = request.method in ("GET", "HEAD") and runtime.read_session_factory is not None
-    with session_scope(runtime.read_session_factory if readonly else runtime.session_factory) as session:
+    factory = runtime.session_factory
+    if request.method in ("GET", "HEAD") and runtime.read_session_factory is not None:
+        factory = runtime.read_session_factory
+    with session_scope(factory) as session:
         yield session
 
 
@@ -100,7 +101,9 @@ async def user_pending_password(user: Annotated[User, Depends(_authenticated)]) 
     return user
 
 
-async def current_user(request: Request, user: Annotated[User, Depends(_authenticated)], runtime: RuntimeDep) -> User:
+async def current_user(
+    request: Request, user: Annotated[User, Depends(_authenticated)], runtime: RuntimeDep
+) -> User:
     # The desktop owner (desktop session on the loopback listener) is not blocked by the initial password.
     if user.must_change_password and not desktop_token.desktop_session_allowed(
         runtime.desktop_token, request.scope, getattr(request.state, "session_id", None)

@@ -11,4 +11,7 @@ from server.http_protocol import CoalescingHttpToolsProtocol
 
 
 class Worker(UvicornWorker):
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {**UvicornWorker.CONFIG_KWARGS, "http": CoalescingHttpToolsProtocol}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "http": CoalescingHttpToolsProtocol,
+    }

@@ -7,7 +7,7 @@
   ``log_keep_days`` of them are kept (30 by default, as the spec asks).
 * Every line goes through :class:`RedactingFormatter`: bearer tokens, JWTs, API keys and
   ``password=``/``token=``-style values are masked whatever the level, tracebacks included.
-* Files are created 0600 in a 0700 directory (security.md A6).
+* Files are created 0600 in a 0700 directory (docs/security.md, A6).
 
 :func:`read_log_lines` serves ``GET /api/logs``: it reads the current and rotated (``.gz``) files.
 """
@@ -51,7 +51,10 @@ _REDACTIONS: list[tuple[re.Pattern[str], str]] = [
         r"\1\2" + _MASK + r"\2",
     ),
     # key=value / key: value (unquoted), e.g. query strings, headers, repr() of settings
-    (re.compile(rf"(?i)\b((?:{_SECRET_KEYS})\s*[:=]\s*)(?![\"'\s]|\[REDACTED\])[^\s&,;\"')\]}}]+"), r"\1" + _MASK),
+    (
+        re.compile(rf"(?i)\b((?:{_SECRET_KEYS})\s*[:=]\s*)(?![\"'\s]|\[REDACTED\])[^\s&,;\"')\]}}]+"),
+        r"\1" + _MASK,
+    ),
     # JWTs (three base64url parts, the first one a JSON header)
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), _MASK),
     # OpenAI-style and similar API keys
@@ -82,7 +85,9 @@ class RedactingFormatter(logging.Formatter):
         return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message.replace("\n", "\\n"))
+        record.message = _CONTROL.sub(
+            lambda m: f"\\x{ord(m.group()):02x}", record.message.replace("\n", "\\n")
+        )
         return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -132,7 +137,9 @@ def _file_handler(path: Path, keep_days: int, name: str, external: bool = False)
         handler.name = _HANDLER_PREFIX + name
         handler.setFormatter(RedactingFormatter())
         return handler
-    handler = _PrivateTimedHandler(path, when="midnight", backupCount=keep_days, encoding="utf-8", delay=False)
+    handler = _PrivateTimedHandler(
+        path, when="midnight", backupCount=keep_days, encoding="utf-8", delay=False
+    )
     handler.namer = _gzip_namer
     handler.rotator = _gzip_rotator
     handler.name = _HANDLER_PREFIX + name
@@ -142,7 +149,7 @@ def _file_handler(path: Path, keep_days: int, name: str, external: bool = False)
 
 def _remove_our_handlers(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
-        if getattr(handler, "name", "") and handler.name.startswith(_HANDLER_PREFIX):
+        if (handler.name or "").startswith(_HANDLER_PREFIX):
             logger.removeHandler(handler)
             handler.close()
 
@@ -162,11 +169,13 @@ def configure_logging(settings: Settings, *, console: bool = True) -> None:
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if os.name == "posix":
         log_dir.chmod(0o700)
-    external = settings.log_rotation == "external"  # logrotate rotates (deployment issue 8)
+    external = settings.log_rotation == "external"  # logrotate rotates
     root.addHandler(_file_handler(log_dir / LOG_FILES["app"], settings.log_keep_days, "file", external))
     access.setLevel(logging.INFO)
     access.propagate = False
-    access.addHandler(_file_handler(log_dir / LOG_FILES["access"], settings.log_keep_days, "access", external))
+    access.addHandler(
+        _file_handler(log_dir / LOG_FILES["access"], settings.log_keep_days, "access", external)
+    )
     if console:
         stream = logging.StreamHandler(sys.stderr)
         stream.name = _HANDLER_PREFIX + "console"
@@ -201,7 +210,12 @@ def log_files(log_dir: Path, source: str) -> list[Path]:
     rotated = []
     for entry in log_dir.iterdir():
         name = entry.name
-        if name.startswith(base + ".") and not name.endswith(".tmp") and entry.is_file() and not entry.is_symlink():
+        if (
+            name.startswith(base + ".")
+            and not name.endswith(".tmp")
+            and entry.is_file()
+            and not entry.is_symlink()
+        ):
             rotated.append(entry)
     rotated.sort(key=lambda p: p.name, reverse=True)  # app.log.YYYY-MM-DD[.gz]: the date sorts
     current = log_dir / base
@@ -213,7 +227,7 @@ def _records(path: Path) -> Iterator[dict]:
     opener = gzip.open if path.name.endswith(".gz") else open
     current: dict | None = None
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             for raw in fh:
                 line = raw.rstrip("\n")
                 match = _LINE.match(line)

@@ -173,8 +173,8 @@ class Settings(BaseSettings):
         description="Ollama's own OLLAMA_HOST (host, host:port or URL), read from the environment or .env: "
         "the default Ollama provider's address when MODELTRAIN_OLLAMA_URL is not set.",
     )
-    # --- Ollama daemon supervision and model management (issue 4; services/ollama_daemon.py,
-    #     services/ollama_models.py) ---
+    # --- Ollama daemon supervision and model management (services/ollama_daemon.py,
+    #     services/ollama_runtime.py, ollama_admin.py, ollama_pulls.py) ---
     ollama_start_timeout: float = Field(
         default=60.0, gt=0, description="Seconds a started `ollama serve` may take to answer GET /."
     )
@@ -215,7 +215,7 @@ class Settings(BaseSettings):
         description="Built web UI directory. Default: webui/dist of the source tree or of the packaged app.",
     )
 
-    # --- desktop host and LAN access (issue 7; server/embedded.py, security/desktop_token.py,
+    # --- desktop host and LAN access (server/embedded.py, security/desktop_token.py,
     #     services/lan.py, desktop/) ---
     desktop_mode: bool = Field(
         default=False,
@@ -227,7 +227,7 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=60, description="Seconds open requests and streams get at shutdown before cancel."
     )
 
-    # --- operations: backups, logs, metrics and alerts (issue 5; owned by the operations engineer) ---
+    # --- operations: backups, logs, metrics and alerts (services/backups/, logs.py, metrics.py, alerts.py) ---
     backup_dir: Path | None = Field(
         default=None,
         description="Backup directory. Default: '<data dir>-backups' beside the data directory "
@@ -256,7 +256,7 @@ class Settings(BaseSettings):
         "error_rate (percent).",
     )
 
-    # --- providers, model configurations and model discovery (issue 3: providers/registry.py,
+    # --- providers, model configurations and model discovery (providers/registry.py,
     #     services/providers.py, services/models.py); upstream timeouts are the chat_*_timeout below ---
     provider_max_connections: int = Field(
         default=256, ge=1, le=10_000, description="Most simultaneous connections to all upstream providers."
@@ -268,7 +268,8 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=3600, description="Seconds discovered Ollama model lists are cached."
     )
 
-    # --- chat streaming and conversations (owned by services/chat.py, services/conversations.py) ---
+    # --- chat streaming and conversations (services/chat.py, conversations.py, conversation_search.py,
+    #     conversation_transfer.py) ---
     max_streams_per_user: int = Field(
         default=4, ge=1, le=1000, description="Concurrent chat streams one user may run (more: 429)."
     )
@@ -311,7 +312,7 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, ge=1024, description="Largest conversation import body (bytes)."
     )
 
-    # --- deployment: gunicorn/systemd/logrotate/multi-instance (issue 8; packaging/, server/asgi.py) ---
+    # --- deployment: gunicorn/systemd/logrotate/multi-instance (packaging/, server/asgi.py) ---
     log_rotation: Literal["app", "external"] = Field(
         default="app",
         description="Who rotates app.log/access.log: 'app' (daily, gzipped, log_keep_days kept) or 'external' "

@@ -69,8 +69,11 @@ class StaticUI:
             body = self._gzipped(path)
             if body is not None:
                 headers["Content-Encoding"] = "gzip"
-                return Response(body if request.method == "GET" else b"", media_type=media_type, headers={
-                    **headers, "Content-Length": str(len(body))})
+                return Response(
+                    body if request.method == "GET" else b"",
+                    media_type=media_type,
+                    headers={**headers, "Content-Length": str(len(body))},
+                )
         return FileResponse(path, media_type=media_type, headers=headers)
 
     def _resolve(self, url_path: str) -> Path | None:
@@ -96,7 +99,9 @@ class StaticUI:
     def respond(self, request: Request) -> Response:
         path = request.url.path
         if request.method not in ("GET", "HEAD"):
-            return JSONResponse({"code": "method_not_allowed", "message": "method not allowed", "detail": None}, 405)
+            return JSONResponse(
+                {"code": "method_not_allowed", "message": "method not allowed", "detail": None}, 405
+            )
         if path == "/api" or path.startswith("/api/"):
             return JSONResponse({"code": "not_found", "message": "no such API endpoint", "detail": None}, 404)
         index = self.root / "index.html"

@@ -28,7 +28,9 @@ DESKTOP_MAY_IMPORT = ("server.settings", "server.app", "server.embedded")
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
-    return grimp.build_graph("server", "desktop", include_external_packages=True, exclude_type_checking_imports=True)
+    return grimp.build_graph(
+        "server", "desktop", include_external_packages=True, exclude_type_checking_imports=True
+    )
 
 
 def _within(module: str, prefix: str) -> bool:
@@ -105,7 +107,8 @@ def test_no_import_cycles(graph: grimp.ImportGraph) -> None:
     }
     cycles = strongly_connected(modules, edges)
     detail = [
-        "; ".join(_where(graph, a, b) for a in group for b in sorted(edges[a] & set(group))) for group in cycles
+        "; ".join(_where(graph, a, b) for a in group for b in sorted(edges[a] & set(group)))
+        for group in cycles
     ]
     assert not cycles, "import cycles:\n" + "\n".join(detail)
 
@@ -128,6 +131,7 @@ def test_desktop_uses_only_the_server_surface(graph: grimp.ImportGraph) -> None:
         for module in _ours(graph)
         if _within(module, "desktop")
         for imported in sorted(graph.find_modules_directly_imported_by(module))
-        if _within(imported, "server") and not any(_within(imported, allowed) for allowed in DESKTOP_MAY_IMPORT)
+        if _within(imported, "server")
+        and not any(_within(imported, allowed) for allowed in DESKTOP_MAY_IMPORT)
     ]
     assert not wrong, "desktop reaches past server.settings/app/embedded:\n" + "\n".join(wrong)

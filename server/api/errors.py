@@ -29,14 +29,17 @@ _STATUS_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, detail=None, headers=None) -> JSONResponse:  # noqa: ANN001
-    return JSONResponse({"code": code, "message": message, "detail": detail}, status_code=status, headers=headers)
+def error_response(status: int, code: str, message: str, detail=None, headers=None) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message, "detail": detail}, status_code=status, headers=headers
+    )
 
 
 def _clean_validation(errors: list[dict]) -> list[dict]:
     # Never echo the submitted input back (it may hold a password).
     return [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")} for e in errors
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+        for e in errors
     ]
 
 
@@ -62,10 +65,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _db(_: Request, exc: OperationalError) -> JSONResponse:
         text = str(exc.orig).lower() if exc.orig else ""
         if "disk is full" in text or "database or disk is full" in text:
-            return error_response(507, "disk_full", "the disk holding the database is full; free space and retry")
+            return error_response(
+                507, "disk_full", "the disk holding the database is full; free space and retry"
+            )
         if "locked" in text or "busy" in text:
             log.warning("database busy: %s", text)
-            return error_response(503, "database_busy", "the database is busy; retry shortly", headers={"Retry-After": "1"})
+            return error_response(
+                503, "database_busy", "the database is busy; retry shortly", headers={"Retry-After": "1"}
+            )
         log.exception("database error")
         return error_response(503, "database_unavailable", "the database is unavailable")
 

@@ -72,17 +72,22 @@ class AccessLogMiddleware:
             if access_log.isEnabledFor(logging.INFO):
                 # The record is built here rather than by access_log.info(), which would walk the stack
                 # for the caller's file and line (unused by our format) on every request.
-                access_log.handle(access_log.makeRecord(
-                    ACCESS_LOGGER, logging.INFO, __file__, 0,
-                    "rid=%s method=%s path=%s status=%d duration_ms=%.1f client=%s",
-                    (
-                        request_id,
-                        scope.get("method", "-"),
-                        scope.get("path", "-"),
-                        status,
-                        duration_ms,
-                        # the real client behind MODELTRAIN_TRUSTED_PROXIES (nginx), else the peer (issue 8)
-                        client_address(scope, self.runtime.settings.trusted_proxies) or "-",
-                    ),
-                    None,
-                ))
+                access_log.handle(
+                    access_log.makeRecord(
+                        ACCESS_LOGGER,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "rid=%s method=%s path=%s status=%d duration_ms=%.1f client=%s",
+                        (
+                            request_id,
+                            scope.get("method", "-"),
+                            scope.get("path", "-"),
+                            status,
+                            duration_ms,
+                            # the real client behind MODELTRAIN_TRUSTED_PROXIES (nginx), else the peer
+                            client_address(scope, self.runtime.settings.trusted_proxies) or "-",
+                        ),
+                        None,
+                    )
+                )

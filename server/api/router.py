@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.api.routes import auth, chat, conversations, health, lan, ollama, users
-from server.api.routes import model_configs, models, providers
-from server.api.routes import alerts, backups, logs, metrics  # operations (issue 5)
+from server.api.routes import (  # operations
+    alerts,
+    auth,
+    backups,
+    chat,
+    conversations,
+    health,
+    lan,
+    logs,
+    metrics,
+    model_configs,
+    models,
+    ollama,
+    providers,
+    users,
+)
 
 #: (method, path) pairs reachable without a bearer token. Everything else must depend on auth.
 PUBLIC_ROUTES = frozenset(
@@ -23,7 +36,21 @@ PUBLIC_ROUTES = frozenset(
 
 def build_api_router() -> APIRouter:
     router = APIRouter()
-    for module in (health, auth, users, lan, conversations, chat, ollama, providers, model_configs, models,
-                   backups, logs, metrics, alerts):
+    for module in (
+        health,
+        auth,
+        users,
+        lan,
+        conversations,
+        chat,
+        ollama,
+        providers,
+        model_configs,
+        models,
+        backups,
+        logs,
+        metrics,
+        alerts,
+    ):
         router.include_router(module.router)
     return router

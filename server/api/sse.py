@@ -146,7 +146,9 @@ class EventStreamResponse(Response):
 
         async def stream(cancel: anyio.CancelScope) -> None:
             try:
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                await send(
+                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+                )
                 async for chunk in self.body_iterator:
                     if isinstance(chunk, LastChunk):
                         await send({"type": "http.response.body", "body": bytes(chunk), "more_body": False})

@@ -31,7 +31,7 @@ SQLITE_SCHEMA_FILE = MIGRATIONS_DIR / "sqlite_schema.sql"
 _SCHEMA_REVISION_PREFIX = "-- revision: "
 
 
-def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
     """Leave full-text-search objects out of autogenerate: SQLite's FTS5 virtual tables (and their shadow
     tables) and PostgreSQL's ``*_fts`` expression indexes (revision 0002)."""
     return not (type_ in ("table", "index") and name and "_fts" in name)

@@ -22,7 +22,7 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> No
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
-        # After each checkpoint the WAL file is truncated back to this size (security.md E2).
+        # After each checkpoint the WAL file is truncated back to this size (docs/security.md, E2).
         cursor.execute("PRAGMA journal_size_limit = 67108864")
     finally:
         cursor.close()
@@ -51,11 +51,11 @@ def create_db_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
 
         @event.listens_for(engine, "connect")
-        def _no_pysqlite_tx(dbapi_connection, _record):  # noqa: ANN001
+        def _no_pysqlite_tx(dbapi_connection, _record):
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin(conn):  # noqa: ANN001
+        def _begin(conn):
             # IMMEDIATE (the default) takes the write lock up front, so a transaction that reads and
             # then writes waits on busy_timeout instead of failing with SQLITE_BUSY on a stale WAL
             # snapshot ("database is locked"). Read-only work uses DEFERRED (see read_only()).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -79,7 +79,9 @@ class ChatProvider(Protocol):
 
     # Implemented as an async generator: use ``async with contextlib.aclosing(p.stream_chat(...)) as it:
     # async for event in it: ...`` so that leaving the loop early closes the upstream at once.
-    def stream_chat(self, request: ChatRequest, timeouts: Timeouts = Timeouts()) -> AsyncIterator[ChatEvent]:
+    def stream_chat(
+        self, request: ChatRequest, timeouts: Timeouts = Timeouts()
+    ) -> AsyncGenerator[ChatEvent, None]:
         """Yield Delta events and exactly one final Done, or raise ProviderError.
 
         Cancelling the consuming task (or closing the iterator) must close the upstream request at once.

@@ -1,4 +1,4 @@
-"""Ollama model-name grammar (protocols.md §F.5): ``[host/][namespace/]model[:tag]``, ASCII only.
+"""Ollama model-name grammar (docs/protocols.md, §F.5): ``[host/][namespace/]model[:tag]``, ASCII only.
 
 Stricter than Ollama in two ways on purpose: no ``scheme://`` prefix and ASCII only. Because no part
 may start with ``.`` or ``-``, a valid name can never contain ``..`` and never becomes a path outside
@@ -28,7 +28,7 @@ _NAME = re.compile(
 
 
 def parse_model_name(name: object) -> dict[str, str] | None:
-    """``{"host","namespace","model","tag"}`` with defaults filled in (as in protocols.md §F.5), or
+    """``{"host","namespace","model","tag"}`` with defaults filled in (as in docs/protocols.md, §F.5), or
     ``None`` when ``name`` is not a valid name."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
         return None

@@ -1,4 +1,4 @@
-"""Which upstream addresses may be contacted (security.md D3).
+"""Which upstream addresses may be contacted (docs/security.md, D3).
 
 Loopback and private addresses are fine (local Ollama, LM Studio, llama.cpp on the LAN). Never:
 link-local / cloud metadata, unspecified, multicast, reserved, "this network". Addresses hidden inside
@@ -52,7 +52,9 @@ def blocked_reason(ip: IPAddress) -> str | None:
             return "a link-local or cloud-metadata address"
         if candidate.is_multicast:
             return "a multicast address"
-        if isinstance(candidate, ipaddress.IPv4Address) and (candidate.is_reserved or candidate.packed == b"\xff" * 4):
+        if isinstance(candidate, ipaddress.IPv4Address) and (
+            candidate.is_reserved or candidate.packed == b"\xff" * 4
+        ):
             return "a reserved address"
     return None
 

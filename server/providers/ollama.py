@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncGenerator, MutableMapping
 from typing import Any
 
 import httpx
@@ -134,7 +134,9 @@ class OllamaProvider:
             body["think"] = request.think
         return body
 
-    async def stream_chat(self, request: ChatRequest, timeouts: Timeouts = Timeouts()) -> AsyncIterator[ChatEvent]:
+    async def stream_chat(
+        self, request: ChatRequest, timeouts: Timeouts = Timeouts()
+    ) -> AsyncGenerator[ChatEvent, None]:
         response, deadline = await open_stream(
             self._client,
             "POST",
@@ -170,12 +172,16 @@ class OllamaProvider:
                     if not isinstance(line, dict):
                         skipped += 1
                         if skipped > MAX_SKIPPED:
-                            failure = ProviderError("upstream_protocol", "Ollama sent too many unreadable lines")
+                            failure = ProviderError(
+                                "upstream_protocol", "Ollama sent too many unreadable lines"
+                            )
                             break
                         continue
                     error = line.get("error")
-                    if error:  # checked before anything else in the line (protocols.md §A.6)
-                        failure = ProviderError("upstream_error", clean_message(error) or "Ollama reported an error")
+                    if error:  # checked before anything else in the line (docs/protocols.md, §A.6)
+                        failure = ProviderError(
+                            "upstream_error", clean_message(error) or "Ollama reported an error"
+                        )
                         break
                     reader.got_token()
                     message = line.get("message")
@@ -219,8 +225,9 @@ class OllamaProvider:
                 continue
             caps = entry.get("capabilities")
             caps_t = tuple(c for c in caps if isinstance(c, str)) if isinstance(caps, list) else None
-            details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
-            digest = entry.get("digest") if isinstance(entry.get("digest"), str) else ""
+            raw_details, raw_digest = entry.get("details"), entry.get("digest")
+            details: dict[str, Any] = raw_details if isinstance(raw_details, dict) else {}
+            digest = raw_digest if isinstance(raw_digest, str) else ""
             found.append((name, digest, caps_t, details))
         missing = [(n, d) for n, d, c, _ in found if c is None and (n, d) not in self._capabilities]
         if missing:
@@ -234,7 +241,9 @@ class OllamaProvider:
         models = []
         for name, digest, caps, details in found:
             caps = caps if caps is not None else self._capabilities.get((name, digest), ("completion",))
-            models.append(ModelInfo(name=name, capabilities=caps or ("completion",), details=_safe_details(details)))
+            models.append(
+                ModelInfo(name=name, capabilities=caps or ("completion",), details=_safe_details(details))
+            )
         models.sort(key=lambda m: m.name.lower())
         return models
 
@@ -242,7 +251,12 @@ class OllamaProvider:
         """Capabilities from ``/api/show`` (older servers have none: assume plain completion)."""
         try:
             data = await get_json(
-                self._client, "POST", self._url("/api/show"), json_body={"model": name}, timeout=timeout, what=WHAT
+                self._client,
+                "POST",
+                self._url("/api/show"),
+                json_body={"model": name},
+                timeout=timeout,
+                what=WHAT,
             )
         except ProviderError:
             return ("completion",)
@@ -258,4 +272,8 @@ class OllamaProvider:
 
 def _safe_details(details: dict[str, Any]) -> dict[str, Any]:
     keep = ("family", "parameter_size", "quantization_level", "format", "context_length")
-    return {k: details[k] for k in keep if isinstance(details.get(k), (str, int)) and not isinstance(details.get(k), bool)}
+    return {
+        k: details[k]
+        for k in keep
+        if isinstance(details.get(k), (str, int)) and not isinstance(details.get(k), bool)
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -35,10 +35,10 @@ _BOM = b"\xef\xbb\xbf"
 
 
 class SSEParser:
-    """The WHATWG event-stream rules (protocols.md §E.6) over already-split lines: comments ignored,
+    """The WHATWG event-stream rules (docs/protocols.md, §E.6) over already-split lines: comments ignored,
     ``data`` lines joined with LF, dispatch on a blank line, unknown fields ignored, events capped."""
 
-    __slots__ = ("_data", "_size", "_event", "_first")
+    __slots__ = ("_data", "_event", "_first", "_size")
 
     def __init__(self) -> None:
         self._data: list[bytes] = []
@@ -128,7 +128,9 @@ class OpenAICompatProvider:
         text = clean_message(error, secrets=self._secrets) or "the upstream reported an error"
         return ProviderError("upstream_error", text)
 
-    async def stream_chat(self, request: ChatRequest, timeouts: Timeouts = Timeouts()) -> AsyncIterator[ChatEvent]:
+    async def stream_chat(
+        self, request: ChatRequest, timeouts: Timeouts = Timeouts()
+    ) -> AsyncGenerator[ChatEvent, None]:
         response, deadline = await open_stream(
             self._client,
             "POST",
@@ -184,7 +186,9 @@ class OpenAICompatProvider:
                         skipped += 1
                         self.skipped_events += 1
                         if skipped > MAX_SKIPPED:
-                            failure = ProviderError("upstream_protocol", f"{WHAT} sent too many unreadable events")
+                            failure = ProviderError(
+                                "upstream_protocol", f"{WHAT} sent too many unreadable events"
+                            )
                             break
                         continue
                     if chunk.get("error"):
@@ -246,7 +250,11 @@ class OpenAICompatProvider:
         if entries is not None and not isinstance(entries, list):
             raise ProviderError("upstream_protocol", f"{WHAT} sent a malformed model list")
         names = sorted(
-            {e["id"] for e in entries or [] if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]},
+            {
+                e["id"]
+                for e in entries or []
+                if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]
+            },
             key=str.lower,
         )
         return [ModelInfo(name=clean_message(n)) for n in names if clean_message(n)]

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from server.runtime import Runtime
 
 
-
 class ProviderRow(Protocol):
     """What the registry needs from a ``Provider`` row."""
 
@@ -33,10 +32,10 @@ class ProviderRow(Protocol):
 class _NoCookies(CookieJar):
     """A cookie jar that never stores anything: upstream ``Set-Cookie`` headers are dropped."""
 
-    def set_cookie(self, cookie: Cookie) -> None:  # noqa: D102
+    def set_cookie(self, cookie: Cookie) -> None:
         return None
 
-    def extract_cookies(self, response: Any, request: Any) -> None:  # noqa: D102
+    def extract_cookies(self, response: Any, request: Any) -> None:
         return None
 
 

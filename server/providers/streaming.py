@@ -100,7 +100,9 @@ def clean_message(value: Any, *, secrets: tuple[str, ...] = ()) -> str:
     return value
 
 
-def batch_delta(content: TextSanitizer, thinking: TextSanitizer, texts: list[str], thoughts: list[str]) -> Delta | None:
+def batch_delta(
+    content: TextSanitizer, thinking: TextSanitizer, texts: list[str], thoughts: list[str]
+) -> Delta | None:
     """The Delta for the tokens of one network read (sanitised), or None when they carried no text."""
     text = content.feed("".join(texts)) if texts else ""
     thought = thinking.feed("".join(thoughts)) if thoughts else ""
@@ -342,7 +344,9 @@ async def open_stream(
 ) -> tuple[httpx.Response, float]:
     """Send the request and wait for the response head. Returns the response (body unread) and the
     monotonic deadline by which the first token must arrive."""
-    request = client.build_request(method, url, json=json_body, headers=headers, timeout=client_timeout(timeouts))
+    request = client.build_request(
+        method, url, json=json_body, headers=headers, timeout=client_timeout(timeouts)
+    )
     deadline = time.monotonic() + timeouts.connect + timeouts.first_token
     try:
         async with aio.timeout(timeouts.connect + timeouts.first_token):
@@ -446,7 +450,9 @@ def status_error(
             "upstream_protocol", f"{what} answered with a redirect, which is not followed", status=502
         )
     if status in (401, 403):
-        return ProviderError("upstream_auth", f"{what} refused the credentials (HTTP {status}){detail}", status=502)
+        return ProviderError(
+            "upstream_auth", f"{what} refused the credentials (HTTP {status}){detail}", status=502
+        )
     if status == 404:
         return ProviderError("model_not_found", f"model not found on {what}{detail}", status=404)
     if status == 429:
@@ -508,7 +514,9 @@ async def get_json(
             finally:
                 await close_response(response)
     except aio.TIMEOUT_ERRORS:
-        raise ProviderError("upstream_timeout", f"{what} did not answer within {timeout:g} s", status=504) from None
+        raise ProviderError(
+            "upstream_timeout", f"{what} did not answer within {timeout:g} s", status=504
+        ) from None
     except httpx.TransportError as exc:
         raise transport_error(exc) from None
     try:

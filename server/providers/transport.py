@@ -182,7 +182,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout: dict[str, Any] = request.extensions.get("timeout", {})
         # aiohttp writes Host (from the URL) and the framing itself.
         skip = {b"host", b"transfer-encoding"}
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() not in skip]
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in request.headers.raw
+            if k.lower() not in skip
+        ]
+        body: bytes | httpx.SyncByteStream | httpx.AsyncByteStream | None
         try:
             body = request.content or None
         except httpx.RequestNotRead:  # a streamed upload (the providers send none): aiohttp chunks it
@@ -208,7 +213,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
             stream=_Body(response),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode("latin-1"),
+            },
         )
 
     async def aclose(self) -> None:

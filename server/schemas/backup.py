@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from server.schemas.common import StrictModel
 
@@ -20,6 +21,21 @@ class BackupRead(BaseModel):
     kind: str
     verify_error: str | None = None
     counts: dict[str, int] = {}
+
+
+class BackupRecord(BackupRead):
+    """One backup as the backup service handles it and its ``<id>.json`` sidecar stores it: the API
+    fields plus the kind of database. ``path`` (the archive file) is set when the backup is made or read
+    from its directory, and never stored nor sent. A route declaring ``response_model=BackupRead`` sends
+    the API fields only."""
+
+    database: str = "sqlite"
+    path: Path = Field(exclude=True)
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc_when_naive(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 class BackupPage(BaseModel):

@@ -24,7 +24,9 @@ class LanRead(BaseModel):
 
 class LanUpdate(StrictModel):
     enabled: bool
-    host: str | None = Field(default=None, max_length=64, description="IP address to listen on (0.0.0.0: all).")
+    host: str | None = Field(
+        default=None, max_length=64, description="IP address to listen on (0.0.0.0: all)."
+    )
     port: int | None = Field(default=None, ge=0, le=65535, description="Port (0: any free port).")
     #: The administrator's password again; required to turn LAN access on.
     password: str | None = Field(default=None, max_length=1024)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,7 +36,7 @@ def check_options(value: dict[str, Any] | None) -> dict[str, Any] | None:
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError(f"option {key!r} must be a finite number")
         if key == "stop":
-            stops = [item] if isinstance(item, str) else item
+            stops: list[Any] = [item] if isinstance(item, str) else list(cast("list[Any]", item))
             if len(stops) > 16 or not all(isinstance(s, str) and 0 < len(s) <= 100 for s in stops):
                 raise ValueError("option 'stop' takes up to 16 strings of 1-100 characters")
         if key == "keep_alive" and isinstance(item, str) and len(item) > 20:

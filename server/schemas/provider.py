@@ -46,7 +46,7 @@ class ProviderRead(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Any) -> "ProviderRead":
+    def from_row(cls, row: Any) -> ProviderRead:
         masked = ""
         if row.has_api_key:
             masked = f"…{row.api_key_hint}" if row.api_key_hint else "…"

@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import secrets
 import threading
+
 from starlette.types import Scope
 
 from server.errors import Forbidden, NotFound, Unauthorized
@@ -114,7 +115,9 @@ def verify_request(token: DesktopToken | None, scope: Scope, host: str | None) -
     if token is None:
         raise NotFound("no such API endpoint", code="not_found")
     if not is_local_desktop_request(scope, host):
-        raise Forbidden("desktop sign-in is only possible inside the desktop app", code="desktop_sign_in_refused")
+        raise Forbidden(
+            "desktop sign-in is only possible inside the desktop app", code="desktop_sign_in_refused"
+        )
     if not token.matches(header_value(scope.get("headers") or [])):
         raise Unauthorized("the desktop token is missing or wrong", code="invalid_desktop_token")
     return token

@@ -1,4 +1,4 @@
-"""X-Forwarded-Proto from trusted proxies only (security.md A2; deployment issue 8).
+"""X-Forwarded-Proto from trusted proxies only (docs/security.md, A2).
 
 Behind nginx terminating TLS the app sees plain HTTP from the proxy. The Origin check of unsafe
 requests compares ``Origin`` with ``<scheme>://<Host>``, so the scheme must be the browser's. This pure

@@ -69,7 +69,9 @@ class GuardPolicy:
     body_limit_overrides: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, extra_hosts: Iterable[str], cors_origins: Iterable[str], max_body_bytes: int) -> "GuardPolicy":
+    def build(
+        cls, extra_hosts: Iterable[str], cors_origins: Iterable[str], max_body_bytes: int
+    ) -> GuardPolicy:
         hosts = set(LOOPBACK_HOSTS)
         for h in extra_hosts:
             try:
@@ -178,7 +180,9 @@ class NetworkGuardMiddleware:
                 if received > limit:
                     # Answer 413 now and tell the app the client is gone, so it stops reading.
                     if not state["started"]:
-                        await send_error(send, 413, "payload_too_large", f"the request body exceeds {limit} bytes")
+                        await send_error(
+                            send, 413, "payload_too_large", f"the request body exceeds {limit} bytes"
+                        )
                     state["rejected"] = True
                     return {"type": "http.disconnect"}
             return message

@@ -17,13 +17,58 @@ MAX_PASSWORD_LENGTH = 1024
 
 #: A short list of the most common passwords (and the spec's example default), refused outright.
 COMMON_PASSWORDS = frozenset(
-    """
-    123456 123456789 12345678 password qwerty123 qwerty 1234567890 1234567 111111 123123 abc123
-    password1 iloveyou 000000 admin123 admin1234 administrator qwertyuiop 1q2w3e4r 1qaz2wsx
-    letmein welcome welcome1 monkey dragon sunshine princess football baseball master superman
-    trustno1 passw0rd p@ssw0rd p@ssword changeme changeit secret123 default guest12345 modeltrain
-    modeltrain123 ollama123 11111111 88888888 66666666 12341234 a1234567 aa123456 woaini1314
-    """.split()
+    [
+        "123456",
+        "123456789",
+        "12345678",
+        "password",
+        "qwerty123",
+        "qwerty",
+        "1234567890",
+        "1234567",
+        "111111",
+        "123123",
+        "abc123",
+        "password1",
+        "iloveyou",
+        "000000",
+        "admin123",
+        "admin1234",
+        "administrator",
+        "qwertyuiop",
+        "1q2w3e4r",
+        "1qaz2wsx",
+        "letmein",
+        "welcome",
+        "welcome1",
+        "monkey",
+        "dragon",
+        "sunshine",
+        "princess",
+        "football",
+        "baseball",
+        "master",
+        "superman",
+        "trustno1",
+        "passw0rd",
+        "p@ssw0rd",
+        "p@ssword",
+        "changeme",
+        "changeit",
+        "secret123",
+        "default",
+        "guest12345",
+        "modeltrain",
+        "modeltrain123",
+        "ollama123",
+        "11111111",
+        "88888888",
+        "66666666",
+        "12341234",
+        "a1234567",
+        "aa123456",
+        "woaini1314",
+    ]
 )
 
 

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any
 
 from server.runtime import Runtime
 from server.schemas.alert import AlertFeed, AlertRead
@@ -45,7 +44,13 @@ class AlertCenter:
             alert = self._active.get(key)
             if alert is None:
                 alert = AlertRead(
-                    id=next(self._ids), key=key, level=level, metric=metric, value=value, message=message, since=now
+                    id=next(self._ids),
+                    key=key,
+                    level=level,
+                    metric=metric,
+                    value=value,
+                    message=message,
+                    since=now,
                 )
                 self._active[key] = alert
                 self._recent.appendleft(alert)

@@ -58,7 +58,11 @@ def _throttle_keys(email: str, client: str) -> list[str]:
 def _check_throttle(session: Session, keys: list[str]) -> None:
     now = _now()
     rows = session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys))).all()
-    waits = [int((r.locked_until - now).total_seconds()) + 1 for r in rows if r.locked_until and r.locked_until > now]
+    waits = [
+        int((r.locked_until - now).total_seconds()) + 1
+        for r in rows
+        if r.locked_until and r.locked_until > now
+    ]
     if waits:
         retry = max(waits)
         raise TooManyRequests(
@@ -75,21 +79,28 @@ def _register_failure(session: Session, settings: Settings, keys: list[str]) -> 
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
             session.execute(
-                pg_insert(LoginThrottle).values(key=key, failures=0, strikes=0, updated_at=now).on_conflict_do_nothing()
+                pg_insert(LoginThrottle)
+                .values(key=key, failures=0, strikes=0, updated_at=now)
+                .on_conflict_do_nothing()
             )
-            row = session.scalars(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()).one()
+            row = session.scalars(
+                select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
+            ).one()
         else:  # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE)
-            row = session.get(LoginThrottle, key)
-            if row is None:
-                row = LoginThrottle(key=key, failures=0, strikes=0)
-                session.add(row)
+            found = session.get(LoginThrottle, key)
+            if found is None:
+                found = LoginThrottle(key=key, failures=0, strikes=0)
+                session.add(found)
+            row = found
         row.failures += 1
         if row.failures >= settings.login_max_failures:
             row.strikes += 1
             row.failures = 0
             seconds = min(MAX_LOCK_SECONDS, settings.login_lockout_seconds * 2 ** (row.strikes - 1))
             row.locked_until = now + timedelta(seconds=seconds)
-            security_log.warning("sign-in locked for %s s after repeated failures (%s)", seconds, key.split(":")[0])
+            security_log.warning(
+                "sign-in locked for %s s after repeated failures (%s)", seconds, key.split(":")[0]
+            )
 
 
 def _clear_throttle(session: Session, key: str) -> None:
@@ -102,8 +113,14 @@ def _clear_throttle(session: Session, key: str) -> None:
 
 
 def _open_session(
-    session: Session, settings: Settings, codec: TokenCodec, user: User, *, family: uuid.UUID | None = None,
-    expires_at: datetime | None = None, user_agent: str = "",
+    session: Session,
+    settings: Settings,
+    codec: TokenCodec,
+    user: User,
+    *,
+    family: uuid.UUID | None = None,
+    expires_at: datetime | None = None,
+    user_agent: str = "",
 ) -> AuthSession:
     family = family or uuid.uuid4()
     expires_at = expires_at or _now() + timedelta(days=settings.refresh_token_expire)
@@ -122,7 +139,13 @@ def _open_session(
 
 
 def login(
-    session: Session, settings: Settings, codec: TokenCodec, email: str, password: str, *, client: str,
+    session: Session,
+    settings: Settings,
+    codec: TokenCodec,
+    email: str,
+    password: str,
+    *,
+    client: str,
     user_agent: str = "",
 ) -> AuthSession:
     """Check credentials and open a session. Failures are committed even though the call raises."""
@@ -186,7 +209,13 @@ def refresh(session: Session, settings: Settings, codec: TokenCodec, raw_token: 
         raise _bad_refresh()
     row.used_at = now
     return _open_session(
-        session, settings, codec, user, family=row.family_id, expires_at=row.expires_at, user_agent=row.user_agent
+        session,
+        settings,
+        codec,
+        user,
+        family=row.family_id,
+        expires_at=row.expires_at,
+        user_agent=row.user_agent,
     )
 
 
@@ -202,7 +231,9 @@ def logout(session: Session, raw_token: str | None, family_from_access: str | No
     """End the session of a refresh token (or of the access token's session id)."""
     family: uuid.UUID | None = None
     if raw_token:
-        row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(raw_token)))
+        row = session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(raw_token))
+        )
         family = row.family_id if row else None
     if family is None and family_from_access:
         try:
@@ -231,7 +262,13 @@ def _access_query():
 
 
 def change_password(
-    session: Session, settings: Settings, codec: TokenCodec, user: User, current: str, new: str, *,
+    session: Session,
+    settings: Settings,
+    codec: TokenCodec,
+    user: User,
+    current: str,
+    new: str,
+    *,
     user_agent: str = "",
 ) -> AuthSession:
     """Change the password, revoke every session of the user, and open a fresh one for this client."""
@@ -269,7 +306,7 @@ def authenticate_access(session: Session, codec: TokenCodec, token: str) -> tupl
     return user, claims.session_id
 
 
-# --- desktop sign-in (issue 7; the token checks live in security/desktop_token.py) ---------------
+# --- desktop sign-in (the token checks live in security/desktop_token.py) ---------------
 
 
 def desktop_owner(session: Session) -> User:
@@ -305,7 +342,8 @@ def set_initial_password(
     proved local presence with the desktop token). Revokes every session and opens a fresh one."""
     if not user.must_change_password:
         raise Conflict(
-            "the password has already been set; change it with the current password", code="password_already_set"
+            "the password has already been set; change it with the current password",
+            code="password_already_set",
         )
     check_password_policy(new, min_length=settings.password_min_length, email=user.email)
     user.password_hash = hash_password(new)

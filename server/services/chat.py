@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from anyio import to_thread
-from sqlalchemy import update
+from sqlalchemy import CursorResult, Table, update
 from sqlalchemy.orm import Session
 
 from server import aio
@@ -335,11 +335,17 @@ def prepare_regenerate(
 # --- step 4: persist the reply (runs in a worker thread) ------------------------------------------------
 
 
+def _table(model: type[Message] | type[Conversation]) -> Table:
+    """The Core table of a mapped class: the hot writes below skip the ORM unit of work."""
+    return cast(Table, model.__table__)
+
+
 def _persist_partial(runtime: Runtime, message_id: uuid.UUID, content: str, thinking: str) -> None:
+    messages = _table(Message)
     with runtime.engine.begin() as conn:
         conn.execute(
-            update(Message.__table__)
-            .where(Message.__table__.c.id == message_id)
+            update(messages)
+            .where(messages.c.id == message_id)
             .values(content=content, thinking=thinking, updated_at=utcnow())
         )
 
@@ -348,7 +354,7 @@ def _persist_final(runtime: Runtime, plan: ChatPlan, values: dict[str, Any]) -> 
     """The final state of the reply, in one short transaction; returns the message as the API shows it
     (built from what was written, not read back), or ``{}`` if it was deleted meanwhile."""
     now = utcnow()
-    messages, conversations = Message.__table__, Conversation.__table__
+    messages, conversations = _table(Message), _table(Conversation)
     with runtime.engine.begin() as conn:
         written = conn.execute(
             update(messages).where(messages.c.id == plan.assistant_message_id).values(**values, updated_at=now)
@@ -391,7 +397,7 @@ def recover_interrupted(runtime: Runtime, *, live: Iterable[uuid.UUID] = (), now
     if live:
         conditions.append(Message.id.not_in(live))
     with session_scope(runtime.session_factory) as session:
-        result = session.execute(
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE's result
             update(Message)
             .where(*conditions)
             .values(

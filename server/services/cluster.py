@@ -116,8 +116,16 @@ def _mirror_pulls(runtime: Runtime, name: str, jobs: list[dict[str, Any]]) -> No
             keys.add(key)
             row = session.get(SharedPull, key)
             if row is None:
-                session.add(SharedPull(key=key, instance=name[:128], url=job["url"][:1000], name=job["name"][:400],
-                                       summary=_jsonable(job), updated_at=now))
+                session.add(
+                    SharedPull(
+                        key=key,
+                        instance=name[:128],
+                        url=job["url"][:1000],
+                        name=job["name"][:400],
+                        summary=_jsonable(job),
+                        updated_at=now,
+                    )
+                )
             else:
                 row.summary = _jsonable(job)
                 row.updated_at = now
@@ -125,7 +133,9 @@ def _mirror_pulls(runtime: Runtime, name: str, jobs: list[dict[str, Any]]) -> No
         if keys:
             stale = stale.where(SharedPull.key.not_in(keys))
         session.execute(stale)
-        session.execute(delete(SharedPull).where(SharedPull.updated_at < now - timedelta(seconds=PULL_STALE_SECONDS * 6)))
+        session.execute(
+            delete(SharedPull).where(SharedPull.updated_at < now - timedelta(seconds=PULL_STALE_SECONDS * 6))
+        )
 
 
 def list_pulls(runtime: Runtime, url: str | None = None) -> list[dict[str, Any]]:

@@ -67,7 +67,9 @@ def safe_url(url: str) -> str:
 
 def _check_url(url: str, which: str) -> None:
     if not url.startswith(("sqlite", "postgresql")):
-        raise InvalidInput(f"--{which} must be a sqlite:///PATH or postgresql://USER@HOST/DB URL", code="bad_url")
+        raise InvalidInput(
+            f"--{which} must be a sqlite:///PATH or postgresql://USER@HOST/DB URL", code="bad_url"
+        )
     try:
         make_url(url)
     except ArgumentError:
@@ -83,7 +85,9 @@ def _open(url: str, which: str) -> Engine:
 
 def _unreachable(which: str, url: str, exc: DBAPIError) -> Unavailable:
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-    return Unavailable(f"cannot use the {which} database {safe_url(url)}: {reason}", code="database_unavailable")
+    return Unavailable(
+        f"cannot use the {which} database {safe_url(url)}: {reason}", code="database_unavailable"
+    )
 
 
 def _copy_order() -> list[Table]:
@@ -126,7 +130,8 @@ def transfer(
         head = migrate.head_revision()
         if revision is None:
             raise InvalidInput(
-                f"{safe_url(source_url)} is not a ModelTrain database (no schema version)", code="not_modeltrain"
+                f"{safe_url(source_url)} is not a ModelTrain database (no schema version)",
+                code="not_modeltrain",
             )
         if revision != head:
             raise Conflict(
@@ -172,12 +177,16 @@ def transfer(
                 if want != have or have != report.counts[table.name]:
                     wrong[table.name] = {"source": want, "target": have}
             if wrong:
-                raise TransferMismatch("row counts differ after the copy; nothing was committed", detail=wrong)
+                raise TransferMismatch(
+                    "row counts differ after the copy; nothing was committed", detail=wrong
+                )
         log.info("copied %d rows from %s to %s", report.total, report.source, report.target)
         return report
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-        raise Unavailable(f"the copy failed and nothing was committed: {reason}", code="transfer_failed") from None
+        raise Unavailable(
+            f"the copy failed and nothing was committed: {reason}", code="transfer_failed"
+        ) from None
     finally:
         source.dispose()
         target.dispose()
@@ -219,7 +228,8 @@ def _advance_sequences(dst, tables: list[Table]) -> None:
     for table in tables:
         for column in table.primary_key.columns:
             if isinstance(column.type, Integer) and (
-                column.autoincrement is True or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1)
+                column.autoincrement is True
+                or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1)
             ):
                 dst.execute(
                     text(

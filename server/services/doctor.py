@@ -111,7 +111,9 @@ def check_database(settings: Settings) -> Check:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
                 return Check(
-                    "database", False, f"{path.name} is damaged ({result})",
+                    "database",
+                    False,
+                    f"{path.name} is damaged ({result})",
                     "restore the latest backup: `modeltrain restore <backup>` (see `modeltrain verify-backup`)",
                 )
             conn.execute("BEGIN IMMEDIATE")
@@ -120,29 +122,45 @@ def check_database(settings: Settings) -> Check:
             text_ = str(exc).lower()
             if "locked" in text_ or "busy" in text_:
                 return Check(
-                    "database", False, f"{path.name} is locked by another process",
+                    "database",
+                    False,
+                    f"{path.name} is locked by another process",
                     "find the process holding it (`fuser` / `lsof` on the file) and stop it; only one "
                     "ModelTrain server per SQLite file",
                 )
             if "full" in text_:
                 return Check("database", False, f"{path.name}: disk full", "free disk space")
-            return Check("database", False, f"{path.name} cannot be opened: {exc}", "check the file and its permissions")
+            return Check(
+                "database",
+                False,
+                f"{path.name} cannot be opened: {exc}",
+                "check the file and its permissions",
+            )
         except sqlite3.DatabaseError as exc:
-            return Check("database", False, f"{path.name} is not a usable database: {exc}", "restore the latest backup")
+            return Check(
+                "database", False, f"{path.name} is not a usable database: {exc}", "restore the latest backup"
+            )
         finally:
             if conn is not None:
                 conn.close()
     engine = create_db_engine(url)
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
         current, head = migrate.current_revision(engine), migrate.head_revision()
     except Exception as exc:  # any driver error: report it, never crash the doctor
-        return Check("database", False, f"the database is unreachable ({type(exc).__name__})", "check DATABASE_URL and that the server runs")
+        return Check(
+            "database",
+            False,
+            f"the database is unreachable ({type(exc).__name__})",
+            "check DATABASE_URL and that the server runs",
+        )
     finally:
         engine.dispose()
     if current is not None and current != head and current not in migrate.known_revisions():
-        return Check("database", False, f"schema {current} is newer than this ModelTrain", "upgrade ModelTrain")
+        return Check(
+            "database", False, f"schema {current} is newer than this ModelTrain", "upgrade ModelTrain"
+        )
     state = "at the latest schema" if current == head else "schema will be upgraded at start"
     return Check("database", True, f"reachable, not locked, {state}")
 
@@ -172,7 +190,9 @@ def check_disk(settings: Settings) -> Check:
             problems.append(label)
     if problems:
         return Check(
-            "disk", False, "; ".join(details),
+            "disk",
+            False,
+            "; ".join(details),
             "free disk space (old logs and backups, model files) or move MODELTRAIN_BACKUP_DIR to another disk",
         )
     return Check("disk", True, "; ".join(details))
@@ -185,7 +205,9 @@ def check_memory(settings: Settings) -> Check:
     mem = psutil.virtual_memory()
     detail = f"{mem.percent:.0f}% used, {mem.available // (1024 * 1024)} MiB available"
     if mem.percent > alert:
-        return Check("memory", False, detail, "close programs or unload models; restart the server if it keeps growing")
+        return Check(
+            "memory", False, detail, "close programs or unload models; restart the server if it keeps growing"
+        )
     return Check("memory", True, detail)
 
 
@@ -196,7 +218,9 @@ def check_backups(settings: Settings, now: datetime | None = None) -> Check:
     items = store_for(settings).list()
     if not items:
         return Check(
-            "backups", False, f"no backup in {settings.resolved_backup_dir}",
+            "backups",
+            False,
+            f"no backup in {settings.resolved_backup_dir}",
             "run `modeltrain backup` now (automatic backups run daily at "
             f"{settings.backup_schedule} while the server runs)",
         )
@@ -205,12 +229,16 @@ def check_backups(settings: Settings, now: datetime | None = None) -> Check:
     hours = age.total_seconds() / 3600
     if not newest.verified:
         return Check(
-            "backups", False, f"the newest backup {newest.id} failed verification: {newest.verify_error}",
+            "backups",
+            False,
+            f"the newest backup {newest.id} failed verification: {newest.verify_error}",
             "check the database (`modeltrain doctor`), then run `modeltrain backup` again",
         )
     if age > BACKUP_MAX_AGE:
         return Check(
-            "backups", False, f"the newest backup is {hours:.0f} h old ({newest.id})",
+            "backups",
+            False,
+            f"the newest backup is {hours:.0f} h old ({newest.id})",
             "start the server so the schedule runs, or run `modeltrain backup`",
         )
     return Check("backups", True, f"newest {newest.id} ({hours:.1f} h old) verified; {len(items)} kept")
@@ -226,11 +254,15 @@ def check_ollama(settings: Settings) -> Check:
     binary = ollama_daemon.find_ollama_binary(settings.ollama_bin)
     if binary is None:
         return Check(
-            "ollama", False, f"not running at {url} and not installed",
+            "ollama",
+            False,
+            f"not running at {url} and not installed",
             "install Ollama (https://ollama.com/download) or set MODELTRAIN_OLLAMA_BIN / MODELTRAIN_OLLAMA_URL",
         )
     return Check(
-        "ollama", False, f"installed ({binary}) but not running at {url}",
+        "ollama",
+        False,
+        f"installed ({binary}) but not running at {url}",
         "start it with `ollama serve`, or set MODELTRAIN_OLLAMA_AUTOSTART=true",
     )
 
@@ -244,7 +276,9 @@ def check_logs(settings: Settings) -> Check:
             fh.flush()
     except OSError as exc:
         return Check(
-            "logs", False, f"{log_dir} is not writable ({exc.strerror})",
+            "logs",
+            False,
+            f"{log_dir} is not writable ({exc.strerror})",
             "fix its owner/permissions (the service user must own it) or set MODELTRAIN_LOG_DIR",
         )
     return Check("logs", True, f"{log_dir} is writable")
@@ -253,8 +287,12 @@ def check_logs(settings: Settings) -> Check:
 LOGROTATE_CONFIG = Path("/etc/logrotate.d/modeltrain")
 
 
-def check_deployment(settings: Settings, *, which: Callable[[str], str | None] | None = None,
-                     logrotate_config: Path = LOGROTATE_CONFIG) -> Check:
+def check_deployment(
+    settings: Settings,
+    *,
+    which: Callable[[str], str | None] | None = None,
+    logrotate_config: Path = LOGROTATE_CONFIG,
+) -> Check:
     """The deployed setup: what the bind address exposes, proxies, backup tools and log rotation."""
     import ipaddress
     import shutil
@@ -269,10 +307,12 @@ def check_deployment(settings: Settings, *, which: Callable[[str], str | None] |
     if loopback:
         notes.append(f"bound to {settings.host} (a reverse proxy or the desktop app reaches it)")
     elif not settings.allowed_hosts:
-        problems.append((
-            f"bound to {settings.host}, but no MODELTRAIN_ALLOWED_HOSTS: browsers on other machines get 403",
-            "list the server's names/addresses in MODELTRAIN_ALLOWED_HOSTS, or bind 127.0.0.1 behind nginx",
-        ))
+        problems.append(
+            (
+                f"bound to {settings.host}, but no MODELTRAIN_ALLOWED_HOSTS: browsers on other machines get 403",
+                "list the server's names/addresses in MODELTRAIN_ALLOWED_HOSTS, or bind 127.0.0.1 behind nginx",
+            )
+        )
     else:
         notes.append(f"bound to {settings.host} for {', '.join(settings.allowed_hosts)}")
     if settings.trusted_proxies:
@@ -280,18 +320,22 @@ def check_deployment(settings: Settings, *, which: Callable[[str], str | None] |
     if not settings.is_sqlite:
         missing = [tool for tool in ("pg_dump", "pg_restore") if which(tool) is None]
         if missing:
-            problems.append((
-                f"{' and '.join(missing)} not found: PostgreSQL backups and restores cannot run",
-                "install the PostgreSQL client tools matching the server version (Debian: postgresql-client)",
-            ))
+            problems.append(
+                (
+                    f"{' and '.join(missing)} not found: PostgreSQL backups and restores cannot run",
+                    "install the PostgreSQL client tools matching the server version (Debian: postgresql-client)",
+                )
+            )
     if settings.log_rotation == "external":
         if logrotate_config.exists():
             notes.append(f"logs rotated by logrotate ({logrotate_config})")
         else:
-            problems.append((
-                f"MODELTRAIN_LOG_ROTATION=external but {logrotate_config} does not exist: logs grow forever",
-                "install packaging/logrotate/modeltrain there, or unset MODELTRAIN_LOG_ROTATION",
-            ))
+            problems.append(
+                (
+                    f"MODELTRAIN_LOG_ROTATION=external but {logrotate_config} does not exist: logs grow forever",
+                    "install packaging/logrotate/modeltrain there, or unset MODELTRAIN_LOG_ROTATION",
+                )
+            )
     if problems:
         return Check("deploy", False, "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
     return Check("deploy", True, "; ".join(notes))
@@ -326,4 +370,3 @@ def run_checks(overrides: dict | None = None) -> list[Check]:
 
 def all_passed(results: list[Check]) -> bool:
     return all(c.ok for c in results)
-

@@ -18,7 +18,10 @@ def readiness(engine: Engine) -> dict:
     if checks["database"]["ok"]:
         try:
             current, head = migrate.current_revision(engine), migrate.head_revision()
-            checks["migrations"] = {"ok": current == head, "detail": "at head" if current == head else "behind head"}
+            checks["migrations"] = {
+                "ok": current == head,
+                "detail": "at head" if current == head else "behind head",
+            }
         except Exception as exc:
             checks["migrations"] = {"ok": False, "detail": type(exc).__name__}
     else:

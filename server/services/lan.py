@@ -23,6 +23,7 @@ from server.security.passwords import verify_password
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("modeltrain.security")
 
+
 class LanControl(Protocol):
     """What the host registers. Methods block until the socket is open/closed and return ``status()``."""
 
@@ -49,11 +50,14 @@ def get_status(runtime: Runtime) -> LanRead:
 
 
 def _accounts_on_initial_password(session: Session) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(User)
-        .where(User.is_active.is_(True), User.must_change_password.is_(True))
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.is_active.is_(True), User.must_change_password.is_(True))
+        )
+        or 0
+    )
 
 
 def update(session: Session, runtime: Runtime, admin: User, data: LanUpdate) -> LanRead:

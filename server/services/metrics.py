@@ -197,13 +197,21 @@ class MetricsCollector:
 
     def statuses(self, current: dict[str, Any]) -> dict[str, str]:
         one, fifteen = current["windows"]["1m"], current["windows"]["15m"]
-        judged = one if one["requests"] >= MIN_REQUESTS else fifteen if fifteen["requests"] >= MIN_REQUESTS else None
+        judged = (
+            one
+            if one["requests"] >= MIN_REQUESTS
+            else fifteen
+            if fifteen["requests"] >= MIN_REQUESTS
+            else None
+        )
         return {
             "cpu": classify(current["cpu_percent"], self.thresholds["cpu"]),
             "memory": classify(current["memory_percent"], self.thresholds["memory"]),
             "disk": classify(current["disk_percent"], self.thresholds["disk"]),
             "latency": classify(judged["p95_ms"], self.thresholds["latency"]) if judged else "normal",
-            "error_rate": classify(judged["error_rate"], self.thresholds["error_rate"]) if judged else "normal",
+            "error_rate": classify(judged["error_rate"], self.thresholds["error_rate"])
+            if judged
+            else "normal",
             "ollama": ollama_status(current["ollama_state"]),
         }
 
@@ -243,7 +251,9 @@ class MetricsCollector:
                     warn, alert = self.thresholds[metric]
                     limit = alert if level == "alert" else warn
                     message = f"{metric.replace('_', ' ')} is {value:.1f}{UNITS[metric]} (threshold {limit:g}{UNITS[metric]})"
-                self.alerts.raise_alert(key, level=level, metric=metric, value=value, message=message, now=now)
+                self.alerts.raise_alert(
+                    key, level=level, metric=metric, value=value, message=message, now=now
+                )
 
     def report(self) -> dict[str, Any]:
         """``GET /api/metrics``: fresh current values, statuses, thresholds and the history."""
@@ -337,8 +347,15 @@ def render_prometheus(collector: MetricsCollector) -> str:
             lines.append(f"{name}{labels} {float(value):g}")
 
     metric("modeltrain_cpu_percent", "gauge", "System CPU use in percent.", [("", cur["cpu_percent"])])
-    metric("modeltrain_memory_percent", "gauge", "System memory use in percent.", [("", cur["memory_percent"])])
-    metric("modeltrain_disk_percent", "gauge", "Use of the data directory's disk in percent.", [("", cur["disk_percent"])])
+    metric(
+        "modeltrain_memory_percent", "gauge", "System memory use in percent.", [("", cur["memory_percent"])]
+    )
+    metric(
+        "modeltrain_disk_percent",
+        "gauge",
+        "Use of the data directory's disk in percent.",
+        [("", cur["disk_percent"])],
+    )
     latency = []
     rates = []
     counts = []
@@ -348,7 +365,9 @@ def render_prometheus(collector: MetricsCollector) -> str:
             latency.append((f'{{window="{window}",quantile="{quantile}"}}', values[f"{q}_ms"]))
         rates.append((f'{{window="{window}"}}', values["error_rate"]))
         counts.append((f'{{window="{window}"}}', values["requests"]))
-    metric("modeltrain_http_latency_ms", "gauge", "API time to response start, by window and quantile.", latency)
+    metric(
+        "modeltrain_http_latency_ms", "gauge", "API time to response start, by window and quantile.", latency
+    )
     metric("modeltrain_http_error_rate_percent", "gauge", "Share of 5xx responses in the window.", rates)
     metric("modeltrain_http_requests_window", "gauge", "Requests in the window.", counts)
     stats = collector.requests
@@ -356,7 +375,8 @@ def render_prometheus(collector: MetricsCollector) -> str:
         "modeltrain_http_requests_total",
         "counter",
         "Requests since start, by status class.",
-        [(f'{{code="{cls}"}}', n) for cls, n in sorted(stats.total_by_class.items())] or [('{code="2xx"}', 0)],
+        [(f'{{code="{cls}"}}', n) for cls, n in sorted(stats.total_by_class.items())]
+        or [('{code="2xx"}', 0)],
     )
     metric("modeltrain_active_streams", "gauge", "Chat streams in progress.", [("", cur["active_streams"])])
     metric(
@@ -372,7 +392,7 @@ def render_prometheus(collector: MetricsCollector) -> str:
         [(f'{{metric="{m}"}}', _STATUS_VALUE[s]) for m, s in status.items()],
     )
     metric("modeltrain_alerts_active", "gauge", "Active alerts.", [("", len(collector.alerts.active()))])
-    # Several instances behind nginx (issue 8): which process this is, for joins and sums across them.
+    # Several instances behind nginx: which process this is, for joins and sums across them.
     from server import __version__
     from server.services.cluster import instance_name
 

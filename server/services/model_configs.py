@@ -33,7 +33,9 @@ def _check_name_free(session: Session, provider_id: uuid.UUID, name: str, exclud
     if exclude is not None:
         query = query.where(ModelConfig.id != exclude)
     if session.scalar(query) is not None:
-        raise Conflict("this provider already has a configuration with this name", code="model_config_name_taken")
+        raise Conflict(
+            "this provider already has a configuration with this name", code="model_config_name_taken"
+        )
 
 
 def get_model_config(session: Session, config_id: uuid.UUID) -> ModelConfig:
@@ -53,7 +55,9 @@ def list_model_configs(
             ModelConfig.enabled.is_(True), Provider.enabled.is_(True)
         )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(ModelConfig.name, ModelConfig.id).offset((page - 1) * size).limit(size))
+    rows = session.scalars(
+        query.order_by(ModelConfig.name, ModelConfig.id).offset((page - 1) * size).limit(size)
+    )
     return list(rows.all()), total
 
 

@@ -160,7 +160,7 @@ class ProviderSnapshot:
         return cls(id=row.id, name=row.name, kind=row.kind, base_url=row.base_url)
 
     def ref(self) -> ModelProviderRef:
-        return ModelProviderRef(id=self.id, name=self.name, kind=self.kind)  # type: ignore[arg-type]
+        return ModelProviderRef(id=self.id, name=self.name, kind=self.kind)
 
 
 class ModelDiscovery:
@@ -205,7 +205,7 @@ class ModelDiscovery:
             result = ("upstream_timeout", f"Ollama did not list its models within {self.timeout:g} s")
         except ProviderError as exc:
             result = (exc.code, exc.message)
-        except Exception:  # noqa: BLE001 - one broken provider must not break the list
+        except Exception:
             log.exception("model discovery failed for provider %s", provider.id)
             result = ("upstream_error", "listing the models failed")
         self._cache[key] = (time.monotonic() + self.ttl, result)
@@ -215,12 +215,18 @@ class ModelDiscovery:
 def get_discovery(runtime: Runtime) -> ModelDiscovery:
     if runtime.model_discovery is None:
         settings = runtime.settings
-        runtime.model_discovery = ModelDiscovery(settings.models_cache_seconds, settings.models_discovery_timeout)
+        runtime.model_discovery = ModelDiscovery(
+            settings.models_cache_seconds, settings.models_discovery_timeout
+        )
     return runtime.model_discovery
 
 
-def _load_catalog(session: Session) -> tuple[list[ProviderSnapshot], list[tuple[ModelConfig, ProviderSnapshot]]]:
-    providers = session.scalars(select(Provider).where(Provider.enabled.is_(True)).order_by(Provider.name)).all()
+def _load_catalog(
+    session: Session,
+) -> tuple[list[ProviderSnapshot], list[tuple[ModelConfig, ProviderSnapshot]]]:
+    providers = session.scalars(
+        select(Provider).where(Provider.enabled.is_(True)).order_by(Provider.name)
+    ).all()
     snapshots = {p.id: ProviderSnapshot.of(p) for p in providers}
     configs = session.scalars(
         select(ModelConfig).where(ModelConfig.enabled.is_(True)).order_by(ModelConfig.name, ModelConfig.id)
@@ -254,7 +260,9 @@ async def list_models(session: Session, runtime: Runtime) -> ModelList:
     for provider, result in zip(ollama, results):
         if isinstance(result, ProviderError):
             errors.append(
-                ModelListError(provider_id=provider.id, provider=provider.ref(), code=result.code, message=result.message)
+                ModelListError(
+                    provider_id=provider.id, provider=provider.ref(), code=result.code, message=result.message
+                )
             )
         else:
             discovered[provider.id] = result

@@ -7,7 +7,6 @@ characters. With no usable keyring backend, saving a key fails (no plaintext fal
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -124,7 +123,7 @@ def key_hint(api_key: str) -> str:
     return api_key[-4:] if len(api_key) >= MIN_KEY_LENGTH_FOR_HINT else ""
 
 
-# --- base URL policy (security.md D3) --------------------------------------------------------------
+# --- base URL policy (docs/security.md, D3) --------------------------------------------------------------
 
 
 def _invalid_url(message: str) -> InvalidInput:
@@ -137,7 +136,7 @@ def validate_base_url(kind: str, url: str, *, resolve: Resolver | None = None) -
     http/https only; no credentials, query or fragment; the host is resolved and refused when any
     address is link-local/metadata, unspecified, multicast or reserved; numeric IPv4 disguises and
     IPv4-mapped IPv6 literals are refused; plain http only to loopback or private addresses. The same
-    rules hold for both kinds (security.md D3: "https, or http for loopback Ollama"); ``kind`` is kept
+    rules hold for both kinds (docs/security.md, D3: "https, or http for loopback Ollama"); ``kind`` is kept
     so a kind-specific rule has its place.
     """
     raw = url.strip()
@@ -190,7 +189,10 @@ def get_provider(session: Session, provider_id: uuid.UUID) -> Provider:
 def list_providers(session: Session, page: int = 1, size: int = 50) -> tuple[list[Provider], int]:
     total = session.scalar(select(func.count()).select_from(Provider)) or 0
     rows = session.scalars(
-        select(Provider).order_by(Provider.is_default.desc(), Provider.name).offset((page - 1) * size).limit(size)
+        select(Provider)
+        .order_by(Provider.is_default.desc(), Provider.name)
+        .offset((page - 1) * size)
+        .limit(size)
     ).all()
     return list(rows), total
 
@@ -204,7 +206,9 @@ def _check_name_free(session: Session, name: str, exclude: uuid.UUID | None = No
 
 
 def _make_default(session: Session, provider: Provider) -> None:
-    for other in session.scalars(select(Provider).where(Provider.is_default.is_(True), Provider.id != provider.id)):
+    for other in session.scalars(
+        select(Provider).where(Provider.is_default.is_(True), Provider.id != provider.id)
+    ):
         other.is_default = False
     provider.is_default = True
 
@@ -245,7 +249,7 @@ def update_provider(
         if base_url != provider.base_url:
             provider.base_url = base_url
             if provider.has_api_key and new_key is None:
-                # A key must never follow the endpoint it was not given for (security.md D3).
+                # A key must never follow the endpoint it was not given for (docs/security.md, D3).
                 delete_api_key(provider.id)
                 provider.has_api_key = False
                 provider.api_key_hint = ""
@@ -273,7 +277,9 @@ def delete_provider(session: Session, provider_id: uuid.UUID) -> None:
     successor = None
     if provider.is_default:
         successor = session.scalar(
-            select(Provider).where(Provider.id != provider.id).order_by(Provider.enabled.desc(), Provider.created_at)
+            select(Provider)
+            .where(Provider.id != provider.id)
+            .order_by(Provider.enabled.desc(), Provider.created_at)
         )
         if successor is None:
             raise Conflict(
@@ -324,7 +330,9 @@ def ensure_default_provider(session: Session, settings: Settings) -> Provider | 
 # --- connection test -------------------------------------------------------------------------------
 
 
-def load_for_test(session: Session, provider_id: uuid.UUID) -> tuple[Provider, str | None, ProviderTestError | None]:
+def load_for_test(
+    session: Session, provider_id: uuid.UUID
+) -> tuple[Provider, str | None, ProviderTestError | None]:
     """The provider, its key and a URL-policy error (if its host now resolves somewhere forbidden)."""
     provider = get_provider(session, provider_id)
     try:
@@ -338,12 +346,15 @@ def load_for_test(session: Session, provider_id: uuid.UUID) -> tuple[Provider, s
     return provider, key, None
 
 
-async def check_connection(registry: ProviderRegistry, provider: Provider, api_key: str | None) -> ProviderTestResult:
+async def check_connection(
+    registry: ProviderRegistry, provider: Provider, api_key: str | None
+) -> ProviderTestResult:
     """Ask the upstream for its model list: the list on success, a precise reason otherwise."""
     adapter = registry.build(provider, api_key)
     try:
         models = await adapter.list_models(timeout=max(registry.discovery_timeout, 10.0))
     except ProviderError as exc:
-        return ProviderTestResult(ok=False, models=[], error=ProviderTestError(code=exc.code, message=exc.message))
+        return ProviderTestResult(
+            ok=False, models=[], error=ProviderTestError(code=exc.code, message=exc.message)
+        )
     return ProviderTestResult(ok=True, models=[m.name for m in models], error=None)
-

@@ -63,9 +63,12 @@ def create_user(session: Session, settings: Settings, data: UserCreate) -> User:
 
 
 def _active_admins(session: Session) -> int:
-    return session.scalar(
-        select(func.count()).select_from(User).where(User.role == "admin", User.is_active.is_(True))
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count()).select_from(User).where(User.role == "admin", User.is_active.is_(True))
+        )
+        or 0
+    )
 
 
 def _guard_last_admin(session: Session, user: User) -> None:
@@ -210,7 +213,9 @@ def operator_reset_password(session: Session, settings: Settings, email: str) ->
     user.password_hash = hash_password(password)
     user.must_change_password = True
     user.is_active = True
-    user.password_expires_at = datetime.now(timezone.utc) + timedelta(hours=settings.initial_password_ttl_hours)
+    user.password_expires_at = datetime.now(timezone.utc) + timedelta(
+        hours=settings.initial_password_ttl_hours
+    )
     revoke_all_sessions(session, user)
     session.flush()
     return user, password

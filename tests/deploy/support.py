@@ -63,7 +63,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 def base_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELTRAIN_", "GUNICORN_"))}
-    for k in ("DATABASE_URL", "SECRET_KEY", "CORS_ORIGINS", "LOG_LEVEL", "INITIAL_ADMIN_PASSWORD", "OLLAMA_HOST"):
+    for k in (
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "CORS_ORIGINS",
+        "LOG_LEVEL",
+        "INITIAL_ADMIN_PASSWORD",
+        "OLLAMA_HOST",
+    ):
         env.pop(k, None)
     env.update(
         {
@@ -106,8 +113,9 @@ class Proc:
 def spawn(args: list[str], env: Mapping[str, str], log: Path, cwd: Path = REPO) -> Proc:
     fh = open(log, "wb")  # noqa: SIM115 - closed with the process
     try:
-        popen = subprocess.Popen(args, env=dict(env), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL)
+        popen = subprocess.Popen(
+            args, env=dict(env), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     finally:
         fh.close()
     return Proc(popen, log)
@@ -125,7 +133,9 @@ def wait_healthy(proc: Proc, url: str, timeout: float = 60.0) -> None:
 def start_serve(data_dir: Path, database_url: str | None, log: Path, **env: str) -> Proc:
     """`python -m server serve` on a free port, healthy."""
     port = free_port()
-    proc = spawn([PY, "-m", "server", "serve", "--port", str(port)], base_env(data_dir, database_url, **env), log)
+    proc = spawn(
+        [PY, "-m", "server", "serve", "--port", str(port)], base_env(data_dir, database_url, **env), log
+    )
     proc.url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(proc, proc.url)
@@ -137,8 +147,18 @@ def start_serve(data_dir: Path, database_url: str | None, log: Path, **env: str)
 
 def gunicorn_command(bind: str, workers: int) -> list[str]:
     """The backend image's entry command (packaging/docker/Dockerfile.backend), with our interpreter."""
-    return [PY, "-m", "gunicorn", "-c", str(PACKAGING / "gunicorn" / "gunicorn.conf.py"), "--bind", bind,
-            "--workers", str(workers), "server.asgi:app()"]
+    return [
+        PY,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(PACKAGING / "gunicorn" / "gunicorn.conf.py"),
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "server.asgi:app()",
+    ]
 
 
 def start_gunicorn(data_dir: Path, database_url: str | None, log: Path, workers: int = 2, **env: str) -> Proc:
@@ -259,15 +279,23 @@ http {{
 }}
 """
     )
-    check = subprocess.run([nginx_bin, "-t", "-p", str(root), "-c", str(conf_dir / "nginx.conf")],
-                           capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        [nginx_bin, "-t", "-p", str(root), "-c", str(conf_dir / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if check.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         raise AssertionError(f"nginx -t failed:\n{check.stderr}")
     server = Nginx(root, http_port, https_port, values=values)
-    server.proc = spawn([nginx_bin, "-p", str(root), "-c", str(conf_dir / "nginx.conf")], os.environ,
-                        root / "logs" / "stdout.log")
+    server.proc = spawn(
+        [nginx_bin, "-p", str(root), "-c", str(conf_dir / "nginx.conf")],
+        os.environ,
+        root / "logs" / "stdout.log",
+    )
     try:
+
         def listening() -> bool:
             if server.proc.popen.poll() is not None:
                 raise AssertionError(f"nginx exited:\n{(root / 'logs' / 'error.log').read_text()}")
@@ -285,10 +313,28 @@ def self_signed_cert(directory: Path, name: str = "127.0.0.1") -> tuple[Path, Pa
     """A throw-away certificate made by openssl (EC P-256, SAN for 127.0.0.1 and localhost)."""
     cert, key = directory / "fullchain.pem", directory / "privkey.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "2", "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -307,16 +353,25 @@ def json_headers(origin: str | None = None, token: str | None = None) -> dict[st
 
 def sign_in_admin(client: httpx.Client, origin: str | None = None) -> str:
     """Sign in as the first admin, replacing the initial password on first use; returns an access token."""
-    r = client.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
-                    headers=json_headers(origin))
+    r = client.post(
+        "/api/auth/login",
+        json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+        headers=json_headers(origin),
+    )
     if r.status_code == 200:
         return r.json()["access_token"]
-    r = client.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": INITIAL_PASSWORD},
-                    headers=json_headers(origin))
+    r = client.post(
+        "/api/auth/login",
+        json={"email": ADMIN_EMAIL, "password": INITIAL_PASSWORD},
+        headers=json_headers(origin),
+    )
     assert r.status_code == 200, r.text
     token = r.json()["access_token"]
-    r = client.post("/api/auth/password", json={"current_password": INITIAL_PASSWORD, "new_password": ADMIN_PASSWORD},
-                    headers=json_headers(origin, token))
+    r = client.post(
+        "/api/auth/password",
+        json={"current_password": INITIAL_PASSWORD, "new_password": ADMIN_PASSWORD},
+        headers=json_headers(origin, token),
+    )
     assert r.status_code == 200, r.text
     return r.json()["access_token"]
 
@@ -325,8 +380,11 @@ def first_model_id(client: httpx.Client, token: str) -> str:
     def found() -> str | None:
         r = client.get("/api/models", headers=json_headers(token=token))
         items = r.json().get("items", []) if r.status_code == 200 else []
-        ollama = [m for m in items if str(m.get("id", "")).startswith("ollama")
-                  and "completion" in m.get("capabilities", [])]
+        ollama = [
+            m
+            for m in items
+            if str(m.get("id", "")).startswith("ollama") and "completion" in m.get("capabilities", [])
+        ]
         return ollama[0]["id"] if ollama else None
 
     return wait_for(found, 20, 0.2)

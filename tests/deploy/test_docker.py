@@ -16,13 +16,19 @@ import yaml
 from tests.deploy.support import PACKAGING, PY, REPO, free_port, spawn, wait_healthy
 
 DOCKER = PACKAGING / "docker"
-SECRETS = {"MODELTRAIN_DB_PASSWORD": "db-password-for-the-test", "MODELTRAIN_SECRET_KEY": "k" * 8 + "Zq3Lm8Vx2Rt7Wp4Ny6Hb1Jc5Gd9Fk0Sa"}
+SECRETS = {
+    "MODELTRAIN_DB_PASSWORD": "db-password-for-the-test",
+    "MODELTRAIN_SECRET_KEY": "k" * 8 + "Zq3Lm8Vx2Rt7Wp4Ny6Hb1Jc5Gd9Fk0Sa",
+}
 
 
 def compose_cli() -> list[str]:
     """`docker compose` (the plugin) when present, else Debian's `docker-compose` (v1.29)."""
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0
+    ):
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     assert legacy, "install the docker compose plugin or Debian's docker-compose package"
@@ -34,8 +40,14 @@ def _compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTRAIN_")}
     full_env.update(env or {})
-    return subprocess.run([*compose_cli(), "-f", str(DOCKER / "compose.yaml"), *args], capture_output=True,
-                          text=True, env=full_env, cwd=REPO, check=False)
+    return subprocess.run(
+        [*compose_cli(), "-f", str(DOCKER / "compose.yaml"), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def test_compose_config_validates() -> None:
@@ -106,16 +118,20 @@ def test_backend_entry_command_serves_health(tmp_path: Path, pg_url: str) -> Non
     config = yaml.safe_load(_compose("config", env=SECRETS).stdout)
     compose_env = config["services"]["backend"]["environment"]
     port = free_port()
-    env.update({k: str(v) for k, v in compose_env.items() if k not in ("DATABASE_URL", "MODELTRAIN_OLLAMA_URL")})
-    env.update({
-        "DATABASE_URL": pg_url,
-        "MODELTRAIN_OLLAMA_URL": "http://127.0.0.1:9",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",  # the image binds 0.0.0.0:8000 inside its own network
-        "GUNICORN_WORKERS": "2",
-        "MODELTRAIN_BACKUP_SCHEDULE": "off",
-        "PATH": __import__("os").environ["PATH"],
-        "HOME": str(tmp_path),
-    })
+    env.update(
+        {k: str(v) for k, v in compose_env.items() if k not in ("DATABASE_URL", "MODELTRAIN_OLLAMA_URL")}
+    )
+    env.update(
+        {
+            "DATABASE_URL": pg_url,
+            "MODELTRAIN_OLLAMA_URL": "http://127.0.0.1:9",
+            "GUNICORN_BIND": f"127.0.0.1:{port}",  # the image binds 0.0.0.0:8000 inside its own network
+            "GUNICORN_WORKERS": "2",
+            "MODELTRAIN_BACKUP_SCHEDULE": "off",
+            "PATH": __import__("os").environ["PATH"],
+            "HOME": str(tmp_path),
+        }
+    )
     proc = spawn(args, env, tmp_path / "gunicorn.log", cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -23,7 +23,11 @@ LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 
 def _rendered(tmp_path: Path, log_dir: Path) -> Path:
     user, group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
-    text = CONFIG.read_text().replace("/var/log/modeltrain", str(log_dir)).replace("modeltrain modeltrain", f"{user} {group}")
+    text = (
+        CONFIG.read_text()
+        .replace("/var/log/modeltrain", str(log_dir))
+        .replace("modeltrain modeltrain", f"{user} {group}")
+    )
     conf = tmp_path / "modeltrain.logrotate"
     conf.write_text(text)
     conf.chmod(0o644)
@@ -42,8 +46,12 @@ def test_logrotate_debug_run_accepts_the_config(tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
     log_dir.mkdir(mode=0o700)
     (log_dir / "app.log").write_text("x\n")
-    result = subprocess.run([LOGROTATE, "-d", "-s", str(tmp_path / "state"), str(_rendered(tmp_path, log_dir))],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [LOGROTATE, "-d", "-s", str(tmp_path / "state"), str(_rendered(tmp_path, log_dir))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "error" not in result.stderr.lower(), result.stderr
     assert f"rotating pattern: {log_dir}/*.log" in result.stderr
@@ -59,7 +67,9 @@ def test_forced_rotation_with_the_app_logging(tmp_path: Path) -> None:
         logging.getLogger(ACCESS_LOGGER).info("rid=1 method=GET path=/api/health status=200")
         result = subprocess.run(
             [LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(_rendered(tmp_path, log_dir))],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         rotated = log_dir / f"app.log.{date.today():%Y-%m-%d}"

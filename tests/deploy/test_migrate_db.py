@@ -22,8 +22,14 @@ from tests.deploy.support import ADMIN_PASSWORD, INITIAL_PASSWORD, SECRET_KEY, j
 
 
 def _settings(tmp_path: Path, url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=url, secret_key=SECRET_KEY,
-                    initial_admin_password=INITIAL_PASSWORD, backup_schedule="off", _env_file=None)
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        secret_key=SECRET_KEY,
+        initial_admin_password=INITIAL_PASSWORD,
+        backup_schedule="off",
+        _env_file=None,
+    )
 
 
 def _populate(tmp_path: Path) -> str:
@@ -33,8 +39,11 @@ def _populate(tmp_path: Path) -> str:
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         token = sign_in_admin(client)
         for i in range(3):
-            r = client.post("/api/users", json={"email": f"u{i}@example.com", "password": f"user-pass-Long-{i}",
-                                                "role": "user"}, headers=json_headers(token=token))
+            r = client.post(
+                "/api/users",
+                json={"email": f"u{i}@example.com", "password": f"user-pass-Long-{i}", "role": "user"},
+                headers=json_headers(token=token),
+            )
             assert r.status_code == 201, r.text
         factory = app.state.runtime.session_factory
         with factory() as session:
@@ -47,9 +56,18 @@ def _populate(tmp_path: Path) -> str:
             base = datetime.now(timezone.utc)
             ids = sorted((uuid.uuid4() for _ in range(30)), reverse=True)
             for n, mid in enumerate(ids):
-                session.add(Message(id=mid, conversation_id=conv.id, parent_id=parent, role="user" if n % 2 == 0
-                                    else "assistant", content=f"message {n} — ünïcødé ✓", status="complete",
-                                    created_at=base + timedelta(seconds=n), usage={"tokens": n}))
+                session.add(
+                    Message(
+                        id=mid,
+                        conversation_id=conv.id,
+                        parent_id=parent,
+                        role="user" if n % 2 == 0 else "assistant",
+                        content=f"message {n} — ünïcødé ✓",
+                        status="complete",
+                        created_at=base + timedelta(seconds=n),
+                        usage={"tokens": n},
+                    )
+                )
                 session.flush()
                 parent = mid
             session.commit()
@@ -60,12 +78,17 @@ def _counts(url: str) -> dict[str, int]:
     engine = create_db_engine(url)
     try:
         with engine.connect() as conn:
-            return {t.name: conn.execute(select(func.count()).select_from(t)).scalar() for t in Base.metadata.sorted_tables}
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar()
+                for t in Base.metadata.sorted_tables
+            }
     finally:
         engine.dispose()
 
 
-def test_sqlite_to_postgresql_copies_everything(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture) -> None:
+def test_sqlite_to_postgresql_copies_everything(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture
+) -> None:
     source = _populate(tmp_path)
     assert main(["migrate-db", "--from", source, "--to", pg_url]) == 0
     out = capsys.readouterr().out
@@ -79,8 +102,14 @@ def test_sqlite_to_postgresql_copies_everything(tmp_path: Path, pg_url: str, cap
     try:
         q = text("SELECT id, parent_id, content, usage FROM messages ORDER BY created_at")
         with pg.connect() as a, lite.connect() as b:
-            pg_rows = [(str(r[0]).replace("-", ""), str(r[1]).replace("-", "") if r[1] else None, r[2]) for r in a.execute(q)]
-            lite_rows = [(str(r[0]).replace("-", ""), str(r[1]).replace("-", "") if r[1] else None, r[2]) for r in b.execute(q)]
+            pg_rows = [
+                (str(r[0]).replace("-", ""), str(r[1]).replace("-", "") if r[1] else None, r[2])
+                for r in a.execute(q)
+            ]
+            lite_rows = [
+                (str(r[0]).replace("-", ""), str(r[1]).replace("-", "") if r[1] else None, r[2])
+                for r in b.execute(q)
+            ]
             assert pg_rows == lite_rows
             assert a.execute(text("SELECT title FROM conversations")).scalar() == "Über 中文 conversation"
     finally:
@@ -94,7 +123,9 @@ def test_sqlite_to_postgresql_copies_everything(tmp_path: Path, pg_url: str, cap
         assert users.status_code == 200 and len(users.json()["items"]) == 4
 
 
-def test_non_empty_target_is_refused_unless_forced(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture) -> None:
+def test_non_empty_target_is_refused_unless_forced(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture
+) -> None:
     source = _populate(tmp_path)
     assert main(["migrate-db", "--from", source, "--to", pg_url]) == 0
     capsys.readouterr()
@@ -114,15 +145,22 @@ def _closed_port() -> int:
 
 def test_clear_errors(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture) -> None:
     cases = [
-        (["--from", f"sqlite:///{tmp_path / 'missing.db'}", "--to", pg_url], "there is no SQLite database at"),
+        (
+            ["--from", f"sqlite:///{tmp_path / 'missing.db'}", "--to", pg_url],
+            "there is no SQLite database at",
+        ),
         (["--from", "mysql://x@h/db", "--to", pg_url], "--from must be a sqlite:///PATH or postgresql://"),
         (["--from", pg_url, "--to", pg_url], "name the same database"),
         (["--from", pg_url, "--to", f"sqlite:///{tmp_path / 'out.db'}"], "is not a ModelTrain database"),
         (["--to", pg_url], "give both --from URL and --to URL"),
     ]
     source = _populate(tmp_path)
-    cases.append((["--from", source, "--to", f"postgresql://u:hunter2secret@127.0.0.1:{_closed_port()}/x"],
-                  "cannot use the target database postgresql://u:***@127.0.0.1"))
+    cases.append(
+        (
+            ["--from", source, "--to", f"postgresql://u:hunter2secret@127.0.0.1:{_closed_port()}/x"],
+            "cannot use the target database postgresql://u:***@127.0.0.1",
+        )
+    )
     for args, expected in cases:
         code = main(["migrate-db", *args])
         err = capsys.readouterr().err

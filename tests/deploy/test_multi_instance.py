@@ -98,31 +98,46 @@ def test_sign_in_on_one_refresh_on_the_other(topo: Topology) -> None:
         # Replaying the refresh token B already rotated, on A: reuse detected across instances.
         replay = on_a.post("/api/auth/refresh", headers=json_headers())
         assert replay.status_code == 401
-        assert on_b.get("/api/users/me", headers=json_headers(token=fresh)).status_code == 401  # family revoked
+        assert (
+            on_b.get("/api/users/me", headers=json_headers(token=fresh)).status_code == 401
+        )  # family revoked
 
 
 def test_login_throttling_counts_across_instances(topo: Topology) -> None:
     email = "throttled@example.com"
     with httpx.Client(base_url=topo.a.url) as admin_client:
         admin = sign_in_admin(admin_client)
-        r = admin_client.post("/api/users", json={"email": email, "password": "throttle-user-pass-1", "role": "user"},
-                              headers=json_headers(token=admin))
+        r = admin_client.post(
+            "/api/users",
+            json={"email": email, "password": "throttle-user-pass-1", "role": "user"},
+            headers=json_headers(token=admin),
+        )
         assert r.status_code == 201, r.text
     # The failures come from 127.0.0.9; the right password then comes from 127.0.0.10 on both instances:
     # refused, because the account's failures were counted across both.
     source = httpx.HTTPTransport(local_address="127.0.0.9")
-    with httpx.Client(base_url=topo.a.url, transport=source) as on_a, \
-            httpx.Client(base_url=topo.b.url, transport=httpx.HTTPTransport(local_address="127.0.0.9")) as on_b:
+    with (
+        httpx.Client(base_url=topo.a.url, transport=source) as on_a,
+        httpx.Client(base_url=topo.b.url, transport=httpx.HTTPTransport(local_address="127.0.0.9")) as on_b,
+    ):
         statuses = []
         for i in range(5):  # login_max_failures = 5, alternating instances
             client = on_a if i % 2 == 0 else on_b
-            statuses.append(client.post("/api/auth/login", json={"email": email, "password": "wrong-password-x"},
-                                        headers=json_headers()).status_code)
+            statuses.append(
+                client.post(
+                    "/api/auth/login",
+                    json={"email": email, "password": "wrong-password-x"},
+                    headers=json_headers(),
+                ).status_code
+            )
         assert statuses == [401] * 5
     for url in (topo.a.url, topo.b.url):
         with httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.10")) as other:
-            r = other.post("/api/auth/login", json={"email": email, "password": "throttle-user-pass-1"},
-                           headers=json_headers())
+            r = other.post(
+                "/api/auth/login",
+                json={"email": email, "password": "throttle-user-pass-1"},
+                headers=json_headers(),
+            )
             assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
 
 
@@ -131,8 +146,12 @@ def test_stop_reaches_the_instance_that_streams(topo: Topology) -> None:
         token = sign_in_admin(on_a)
         model = first_model_id(on_a, token)
         outcome: dict = {}
-        with on_a.stream("POST", "/api/chat", json={"model": model, "content": "a long answer please"},
-                         headers=json_headers(token=token)) as r:
+        with on_a.stream(
+            "POST",
+            "/api/chat",
+            json={"model": model, "content": "a long answer please"},
+            headers=json_headers(token=token),
+        ) as r:
             assert r.status_code == 200
             events = iter_sse(r)
             name, meta = next(events)
@@ -168,8 +187,9 @@ def test_a_pull_started_on_one_is_listed_on_the_other(topo: Topology) -> None:
             seen_on_b[:] = [p for p in items if p["name"] == "tinyllama:latest"]
             return bool(seen_on_b)
 
-        with on_a.stream("POST", "/api/ollama/pull", json={"name": "tinyllama:latest"},
-                         headers=json_headers(token=token)) as r:
+        with on_a.stream(
+            "POST", "/api/ollama/pull", json={"name": "tinyllama:latest"}, headers=json_headers(token=token)
+        ) as r:
             assert r.status_code == 200, r.read()
             events = iter_sse(r)
             assert next(events)[0] == "progress"
@@ -179,13 +199,18 @@ def test_a_pull_started_on_one_is_listed_on_the_other(topo: Topology) -> None:
         assert final[0] == "done"
         # The finished pull shows up as finished on B too, then the model is there for both.
         wait_for(lambda: listed_on_b() and seen_on_b[0]["state"] == "success", 10)
-        names = [m["name"] for m in on_b.get("/api/ollama/models", headers=json_headers(token=token)).json()["items"]]
+        names = [
+            m["name"]
+            for m in on_b.get("/api/ollama/models", headers=json_headers(token=token)).json()["items"]
+        ]
         assert "tinyllama:latest" in names
 
 
 def test_scheduled_backup_runs_once(topo: Topology) -> None:
-    rows = wait_for(lambda: (r := topo.sql("SELECT slot, state, holder FROM backup_leases")) and r[0][1] == "done" and r,
-                    30)
+    rows = wait_for(
+        lambda: (r := topo.sql("SELECT slot, state, holder FROM backup_leases")) and r[0][1] == "done" and r,
+        30,
+    )
     assert len(rows) == 1
     backups = sorted(topo.backups.glob("*.tar.gz"))
     assert len(backups) == 1, backups
@@ -199,7 +224,12 @@ def test_scheduled_backup_runs_once(topo: Topology) -> None:
 def _requests_total(metrics: str) -> tuple[str, float]:
     instance = re.search(r'modeltrain_instance_info\{modeltrain_instance="([^"]+)"', metrics)
     assert instance, metrics[-500:]
-    total = sum(float(v) for v in re.findall(r'^modeltrain_http_requests_total\{code="\w+"\} ([\d.e+]+)$', metrics, re.MULTILINE))
+    total = sum(
+        float(v)
+        for v in re.findall(
+            r'^modeltrain_http_requests_total\{code="\w+"\} ([\d.e+]+)$', metrics, re.MULTILINE
+        )
+    )
     return instance.group(1), total
 
 
@@ -239,8 +269,12 @@ def test_both_instances_run_while_one_keeps_streams_going(topo: Topology) -> Non
                 for _ in range(10):
                     results.append(other.get("/api/health").status_code)
 
-        with c.stream("POST", "/api/chat", json={"model": model, "content": "hi"},
-                      headers=json_headers(topo.nginx.url, token)) as r:
+        with c.stream(
+            "POST",
+            "/api/chat",
+            json={"model": model, "content": "hi"},
+            headers=json_headers(topo.nginx.url, token),
+        ) as r:
             events = iter_sse(r)
             assert next(events)[0] == "meta"
             worker = threading.Thread(target=poll)

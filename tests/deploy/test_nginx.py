@@ -170,8 +170,10 @@ def test_https_tls_versions_ciphers_and_hsts(stack) -> None:
         context.minimum_version, context.maximum_version = min_v, max_v
         import socket
 
-        with socket.create_connection(("127.0.0.1", nginx.https_port), timeout=5) as raw, \
-                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        with (
+            socket.create_connection(("127.0.0.1", nginx.https_port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
             return f"{tls.version()} {tls.cipher()[0]}"
 
     assert handshake(ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3).startswith("TLSv1.3")
@@ -202,8 +204,11 @@ def _failed_login(base_url: str, source: str, **headers: str) -> None:
     transport = httpx.HTTPTransport(local_address=source)
     with httpx.Client(base_url=base_url, transport=transport) as c:
         email = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
-        r = c.post("/api/auth/login", json={"email": email, "password": "wrong-password-1"},
-                   headers={"Content-Type": "application/json", **headers})
+        r = c.post(
+            "/api/auth/login",
+            json={"email": email, "password": "wrong-password-1"},
+            headers={"Content-Type": "application/json", **headers},
+        )
         assert r.status_code == 401, r.text
 
 
@@ -214,18 +219,28 @@ def test_forwarded_for_is_honoured_only_from_the_trusted_proxy(stack) -> None:
     _failed_login(nginx.url, "127.0.0.7", **{"X-Forwarded-For": "10.9.9.9", "X-Real-IP": "10.9.9.9"})
     # Straight to the app from 127.0.0.6 (not a trusted proxy) with a forged header: ignored.
     _failed_login(app.url, "127.0.0.6", **{"X-Forwarded-For": "10.1.2.3"})
-    keys = wait_for(lambda: (k := _throttle_keys(data_dir)) >= {"ip:127.0.0.5", "ip:127.0.0.7", "ip:127.0.0.6"} and k)
+    keys = wait_for(
+        lambda: (k := _throttle_keys(data_dir)) >= {"ip:127.0.0.5", "ip:127.0.0.7", "ip:127.0.0.6"} and k
+    )
     assert "ip:10.9.9.9" not in keys and "ip:10.1.2.3" not in keys
     assert "ip:127.0.0.1" not in keys  # nginx's own address is never taken for the client
     access = data_dir / "logs" / "access.log"
     logged = wait_for(lambda: "client=127.0.0.5" in access.read_text() and access.read_text())
-    assert "client=127.0.0.6" in logged and "client=10.1.2.3" not in logged and "client=10.9.9.9" not in logged
+    assert (
+        "client=127.0.0.6" in logged and "client=10.1.2.3" not in logged and "client=10.9.9.9" not in logged
+    )
     # A forged X-Forwarded-Proto from an untrusted peer does not make the app believe it is HTTPS:
     # the https Origin then does not match, and the unsafe request is refused.
     transport = httpx.HTTPTransport(local_address="127.0.0.6")
     with httpx.Client(base_url=app.url, transport=transport) as c:
         port = app.url.rsplit(":", 1)[1]
-        r = c.post("/api/auth/login", json={"email": "a@example.com", "password": "x" * 12},
-                   headers={"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https",
-                            "Content-Type": "application/json"})
+        r = c.post(
+            "/api/auth/login",
+            json={"email": "a@example.com", "password": "x" * 12},
+            headers={
+                "Origin": f"https://127.0.0.1:{port}",
+                "X-Forwarded-Proto": "https",
+                "Content-Type": "application/json",
+            },
+        )
         assert r.status_code == 403 and r.json()["code"] == "origin_not_allowed"

@@ -36,9 +36,22 @@ def test_build_and_self_test(tmp_path: Path) -> None:
     pyinstaller = Path(sys.executable).parent / "pyinstaller"
     started = time.monotonic()
     build = subprocess.run(
-        [str(pyinstaller), "--noconfirm", "--log-level", "WARN", "--distpath", str(tmp_path / "dist"),
-         "--workpath", str(tmp_path / "work"), str(SPEC)],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=1500,
+        [
+            str(pyinstaller),
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            str(tmp_path / "dist"),
+            "--workpath",
+            str(tmp_path / "work"),
+            str(SPEC),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1500,
     )
     build_s = time.monotonic() - started
     assert build.returncode == 0, build.stderr[-5000:]
@@ -62,7 +75,12 @@ def test_build_and_self_test(tmp_path: Path) -> None:
     started = time.monotonic()
     run = subprocess.run(
         [str(binary), "--self-test", "--screenshot", str(shot), "--data-dir", str(tmp_path / "data")],
-        env=env, capture_output=True, text=True, check=False, timeout=300, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        cwd=tmp_path,
     )
     wall_s = time.monotonic() - started
     output = run.stdout + run.stderr

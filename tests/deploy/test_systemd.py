@@ -15,9 +15,13 @@ ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 
 
 def _rendered(tmp_path: Path, text: str | None = None) -> Path:
-    gunicorn = Path(shutil.which("gunicorn", path=str(REPO / ".venv" / "bin")) or REPO / ".venv" / "bin" / "gunicorn")
+    gunicorn = Path(
+        shutil.which("gunicorn", path=str(REPO / ".venv" / "bin")) or REPO / ".venv" / "bin" / "gunicorn"
+    )
     text = text if text is not None else UNIT.read_text()
-    text = text.replace("/opt/modeltrain/venv/bin/gunicorn", str(gunicorn)).replace("/opt/modeltrain/src", str(REPO))
+    text = text.replace("/opt/modeltrain/venv/bin/gunicorn", str(gunicorn)).replace(
+        "/opt/modeltrain/src", str(REPO)
+    )
     unit = tmp_path / "modeltrain.service"
     unit.write_text(text)
     return unit
@@ -37,7 +41,9 @@ def test_verify_catches_mistakes(tmp_path: Path) -> None:
     """The check above is meaningful: a typo or a missing executable is reported."""
     bad = _rendered(tmp_path, UNIT.read_text().replace("Restart=on-failure", "Restart=sometimes"))
     assert "restart specifier" in _verify(bad).stderr
-    missing = _rendered(tmp_path, UNIT.read_text().replace("/opt/modeltrain/venv/bin/gunicorn", "/nonexistent/gunicorn"))
+    missing = _rendered(
+        tmp_path, UNIT.read_text().replace("/opt/modeltrain/venv/bin/gunicorn", "/nonexistent/gunicorn")
+    )
     result = _verify(missing)
     assert result.returncode != 0 and "/nonexistent/gunicorn" in result.stderr
 
@@ -59,8 +65,12 @@ def test_unit_settings_and_hardening(tmp_path: Path) -> None:
     ):
         assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
     assert "gunicorn.conf.py server.asgi:app()" in text
-    security = subprocess.run([ANALYZE, "security", "--offline=true", str(_rendered(tmp_path))],
-                              capture_output=True, text=True, check=False)
+    security = subprocess.run(
+        [ANALYZE, "security", "--offline=true", str(_rendered(tmp_path))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     score = re.search(r"Overall exposure level for modeltrain.service: ([\d.]+) (\w+)", security.stdout)
     assert score, security.stdout[-2000:] + security.stderr
     assert float(score.group(1)) <= 2.0, score.group(0)  # systemd calls <= 2 "OK"
@@ -70,7 +80,14 @@ def test_environment_example_names_real_settings() -> None:
     from server.settings import Settings
 
     known = {f"MODELTRAIN_{name.upper()}" for name in Settings.model_fields} | {
-        "DATABASE_URL", "SECRET_KEY", "LOG_LEVEL", "CORS_ORIGINS", "GUNICORN_BIND", "GUNICORN_WORKERS",
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "LOG_LEVEL",
+        "CORS_ORIGINS",
+        "GUNICORN_BIND",
+        "GUNICORN_WORKERS",
     }
-    names = re.findall(r"^#?([A-Z_]+)=", (PACKAGING / "systemd" / "modeltrain.env.example").read_text(), re.MULTILINE)
+    names = re.findall(
+        r"^#?([A-Z_]+)=", (PACKAGING / "systemd" / "modeltrain.env.example").read_text(), re.MULTILINE
+    )
     assert names and set(names) <= known, set(names) - known

@@ -95,7 +95,9 @@ class RecordingServer:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 with outer._lock:
-                    outer.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                    outer.requests.append(
+                        (self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+                    )
                 status, ctype, body, extra = outer.pages.get(
                     self.path.split("?")[0], (200, "application/json", json.dumps({"ok": True}).encode(), {})
                 )
@@ -115,7 +117,9 @@ class RecordingServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="recording-server")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="recording-server"
+        )
 
     def __enter__(self) -> RecordingServer:
         self._thread.start()

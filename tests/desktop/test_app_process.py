@@ -82,8 +82,21 @@ def _wait(proc: psutil.Popen, tree: Tree, timeout: float) -> int:
 def test_self_test_passes_and_leaves_nothing_behind(tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     proc = psutil.Popen(
-        [sys.executable, "-m", "desktop", "--self-test", "--data-dir", str(tmp_path / "data"), "--screenshot", str(shot)],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "desktop",
+            "--self-test",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--screenshot",
+            str(shot),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     tree = Tree(proc)
     code = _wait(proc, tree, 120)
@@ -120,8 +133,9 @@ def test_on_an_x_server_without_a_gpu_qt_and_chromium_stay_off_opengl(tmp_path: 
     for name in memory.SOFTWARE_RENDERING_ENV:
         env.pop(name, None)
     cmd = [sys.executable, "-m", "desktop", "--self-test", "--data-dir", str(data), "--idle-seconds", "30"]
-    proc = psutil.Popen(["xvfb-run", "-a", *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, text=True)
+    proc = psutil.Popen(
+        ["xvfb-run", "-a", *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     tree = Tree(proc)
     try:
         _wait_for_log(data, "start-up: ui loaded", proc, tree)
@@ -143,7 +157,12 @@ def test_self_test_fails_with_a_one_line_reason(tmp_path: Path) -> None:
     blocker.write_text("a file where the data directory should be")
     out = subprocess.run(
         [sys.executable, "-m", "desktop", "--self-test", "--data-dir", str(blocker)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 1, out
     lines = out.stdout.strip().splitlines()
@@ -159,8 +178,14 @@ def _connectable(name: str) -> bool:
 
 
 def _start_app(data: Path) -> tuple[psutil.Popen, Tree]:
-    proc = psutil.Popen([sys.executable, "-m", "desktop", "--data-dir", str(data)], cwd=ROOT, env=_env(),
-                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = psutil.Popen(
+        [sys.executable, "-m", "desktop", "--data-dir", str(data)],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     tree = Tree(proc)
     name = local_server_name(data.resolve())
     deadline = time.monotonic() + 60
@@ -188,8 +213,15 @@ def test_single_instance_and_signal_shutdown(qapp, tmp_path: Path, sig: signal.S
     first, tree = _start_app(data)
     try:
         _wait_for_log(data, "embedded server listening on", first, tree)
-        second = subprocess.run([sys.executable, "-m", "desktop", "--data-dir", str(data)], cwd=ROOT, env=_env(),
-                                capture_output=True, text=True, timeout=60, check=False)
+        second = subprocess.run(
+            [sys.executable, "-m", "desktop", "--data-dir", str(data)],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert second.returncode == 0  # handed over to the first window and left
         assert first.poll() is None
         _wait_for_log(data, "a second launch asked for the window", first, tree, timeout=10)

@@ -70,7 +70,11 @@ class Namespace:
     def run_client(self, job: dict) -> dict:
         out = subprocess.run(
             ["ip", "netns", "exec", self.name, sys.executable, "-c", _CLIENT],
-            input=json.dumps(job), capture_output=True, text=True, timeout=60, check=True,
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         return json.loads(out.stdout)
 
@@ -105,26 +109,41 @@ def _bearer(token: str) -> dict[str, str]:
 def test_lan_listener_reachable_from_another_host(embedded: EmbeddedServer, other_host: Namespace) -> None:
     url = embedded.url
     first = httpx.post(url + "/api/auth/desktop", json={}, headers={HEADER: embedded.desktop_token}).json()
-    owner = httpx.post(url + "/api/auth/desktop/password", json={"new_password": ADMIN_PASSWORD},
-                       headers=_bearer(first["access_token"])).json()["access_token"]
-    created = httpx.post(url + "/api/users", json={"email": USER_EMAIL, "password": USER_PASSWORD},
-                         headers=_bearer(owner))
+    owner = httpx.post(
+        url + "/api/auth/desktop/password",
+        json={"new_password": ADMIN_PASSWORD},
+        headers=_bearer(first["access_token"]),
+    ).json()["access_token"]
+    created = httpx.post(
+        url + "/api/users", json={"email": USER_EMAIL, "password": USER_PASSWORD}, headers=_bearer(owner)
+    )
     assert created.status_code == 201, created.text
-    desktop_session = httpx.post(url + "/api/auth/desktop", json={}, headers={HEADER: embedded.desktop_token}).json()[
-        "access_token"
-    ]
+    desktop_session = httpx.post(
+        url + "/api/auth/desktop", json={}, headers={HEADER: embedded.desktop_token}
+    ).json()["access_token"]
 
-    on = httpx.put(url + "/api/lan", headers=_bearer(owner), timeout=30,
-                   json={"enabled": True, "host": other_host.host_ip, "port": 0, "password": ADMIN_PASSWORD})
+    on = httpx.put(
+        url + "/api/lan",
+        headers=_bearer(owner),
+        timeout=30,
+        json={"enabled": True, "host": other_host.host_ip, "port": 0, "password": ADMIN_PASSWORD},
+    )
     assert on.status_code == 200, on.text
     lan_url = on.json()["url"]
     assert lan_url == f"http://{other_host.host_ip}:{on.json()['port']}"
     assert other_host.host_ip in on.json()["addresses"] and "*" not in on.json()["addresses"]
 
-    seen = other_host.run_client({
-        "mode": "probe", "url": lan_url, "token": embedded.desktop_token, "header": HEADER,
-        "desktop_session": desktop_session, "email": USER_EMAIL, "password": USER_PASSWORD,
-    })
+    seen = other_host.run_client(
+        {
+            "mode": "probe",
+            "url": lan_url,
+            "token": embedded.desktop_token,
+            "header": HEADER,
+            "desktop_session": desktop_session,
+            "email": USER_EMAIL,
+            "password": USER_PASSWORD,
+        }
+    )
     assert seen["health"] == [200, {"status": "ok"}]
     assert seen["anonymous_me"][0] == 401
     assert seen["desktop_token"][0] == 403 and seen["desktop_token"][1]["code"] == "desktop_sign_in_refused"

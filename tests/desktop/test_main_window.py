@@ -11,9 +11,9 @@ from PySide6.QtCore import QObject, QSettings, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QMessageBox
 
-from desktop.app import _SIGN_IN_JS
 from desktop.i18n import error_text, tr
 from desktop.main_window import MAX_RENDERER_RESTARTS, MainWindow, show_start_error
+from desktop.self_test import SIGN_IN_JS, SIGN_IN_RESULT_JS
 from desktop.server_host import begin_start, bind_loopback
 from server.embedded import EmbeddedServer
 
@@ -24,12 +24,11 @@ def _window(tmp_path: Path) -> MainWindow:
 
 
 def _run_sign_in(qtbot, window: MainWindow) -> dict:
-    window.page.runJavaScript(_SIGN_IN_JS, 0, lambda _v: None)
+    window.page.runJavaScript(SIGN_IN_JS, 0, lambda _v: None)
     box: dict = {}
 
     def poll() -> bool:
-        window.page.runJavaScript("JSON.stringify(window.__mtSelfTest || null)", 0,
-                                  lambda v: box.update(value=v))
+        window.page.runJavaScript(SIGN_IN_RESULT_JS, 0, lambda v: box.update(value=v))
         return isinstance(box.get("value"), str) and box["value"] != "null"
 
     qtbot.waitUntil(poll, timeout=20000)
@@ -51,7 +50,8 @@ def test_window_loads_the_ui_and_signs_the_owner_in(qtbot, embedded: EmbeddedSer
     window.page.runJavaScript(
         "JSON.stringify([document.documentElement.outerHTML, location.href, document.cookie,"
         " JSON.stringify(localStorage), JSON.stringify(sessionStorage)])",
-        0, lambda v: box.update(v=v),
+        0,
+        lambda v: box.update(v=v),
     )
     qtbot.waitUntil(lambda: "v" in box, timeout=10000)
     assert embedded.desktop_token not in box["v"]
@@ -60,7 +60,9 @@ def test_window_loads_the_ui_and_signs_the_owner_in(qtbot, embedded: EmbeddedSer
     window.dispose()
 
 
-def test_without_the_interceptor_the_page_cannot_sign_in(qtbot, embedded: EmbeddedServer, tmp_path: Path) -> None:
+def test_without_the_interceptor_the_page_cannot_sign_in(
+    qtbot, embedded: EmbeddedServer, tmp_path: Path
+) -> None:
     window = _window(tmp_path)
     qtbot.addWidget(window)
     with qtbot.waitSignal(window.ui_loaded, timeout=30000):
@@ -99,7 +101,9 @@ def test_the_ui_opens_before_its_server_answers_and_signs_in_once_it_does(
         server.stop()
 
 
-def test_a_server_that_fails_to_start_closes_the_waiting_page(qtbot, make_desktop_settings, tmp_path: Path) -> None:
+def test_a_server_that_fails_to_start_closes_the_waiting_page(
+    qtbot, make_desktop_settings, tmp_path: Path
+) -> None:
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the data folder should be")
     job = begin_start(make_desktop_settings(data_dir=blocked), lan=False, log_to_console=False)
@@ -159,8 +163,14 @@ def test_start_error_dialog_is_translated_and_opens_logs(qtbot, tmp_path: Path) 
     QDesktopServices.setUrlHandler("file", catcher, "catch")
     try:
         for lang in ("en", "zh"):
-            box = show_start_error(None, "database_locked", "the database is locked by another program",
-                                   tmp_path / "logs", lang, exec_dialog=False)
+            box = show_start_error(
+                None,
+                "database_locked",
+                "the database is locked by another program",
+                tmp_path / "logs",
+                lang,
+                exec_dialog=False,
+            )
             qtbot.addWidget(box)
             assert error_text("database_locked", lang) in box.text()
             assert box.windowTitle() == tr("start_failed_title", lang)

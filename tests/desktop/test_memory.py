@@ -33,15 +33,18 @@ def test_switches_per_platform() -> None:
         assert not any(f.startswith(("--no-sandbox", "--single-process")) for f in flags)
 
 
-@pytest.mark.parametrize(("environ", "off"), [
-    ({}, False),
-    ({"QTWEBENGINE_DISABLE_SANDBOX": "1"}, True),
-    ({"QTWEBENGINE_DISABLE_SANDBOX": " 1 "}, True),
-    ({"QTWEBENGINE_DISABLE_SANDBOX": "0"}, False),  # not the documented value: counted as on
-    ({"QTWEBENGINE_DISABLE_SANDBOX": ""}, False),
-    ({memory.ENV_VAR: "--enable-logging --no-sandbox"}, True),
-    ({memory.ENV_VAR: "--no-sandboxing"}, False),
-])
+@pytest.mark.parametrize(
+    ("environ", "off"),
+    [
+        ({}, False),
+        ({"QTWEBENGINE_DISABLE_SANDBOX": "1"}, True),
+        ({"QTWEBENGINE_DISABLE_SANDBOX": " 1 "}, True),
+        ({"QTWEBENGINE_DISABLE_SANDBOX": "0"}, False),  # not the documented value: counted as on
+        ({"QTWEBENGINE_DISABLE_SANDBOX": ""}, False),
+        ({memory.ENV_VAR: "--enable-logging --no-sandbox"}, True),
+        ({memory.ENV_VAR: "--no-sandboxing"}, False),
+    ],
+)
 def test_sandbox_counts_as_off_only_when_certainly_off(environ: dict[str, str], off: bool) -> None:
     assert memory.sandbox_disabled(environ) is off
 
@@ -76,8 +79,9 @@ def no_gpu_dev(tmp_path: Path) -> Path:
     return dev
 
 
-def test_gpu_device_is_a_render_node_or_an_nvidia_device(gpu_dev: Path, no_gpu_dev: Path,
-                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_gpu_device_is_a_render_node_or_an_nvidia_device(
+    gpu_dev: Path, no_gpu_dev: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     assert memory.gpu_device_present("linux", gpu_dev) is True
     assert memory.gpu_device_present("linux", no_gpu_dev) is False
     nvidia = tmp_path_factory.mktemp("nvidia")
@@ -90,8 +94,9 @@ def test_gpu_device_is_a_render_node_or_an_nvidia_device(gpu_dev: Path, no_gpu_d
     assert memory.gpu_device_present("darwin", no_gpu_dev) is True
 
 
-def test_without_a_gpu_device_both_qt_and_chromium_render_in_software(gpu_dev: Path,
-                                                                      no_gpu_dev: Path) -> None:
+def test_without_a_gpu_device_both_qt_and_chromium_render_in_software(
+    gpu_dev: Path, no_gpu_dev: Path
+) -> None:
     software = ["--no-unsandboxed-zygote", "--disable-gpu"]
     assert memory.chromium_flags("xcb", "linux", gpu_device=False) == software
     env: dict[str, str] = {}
@@ -140,8 +145,9 @@ def _module_from(path: Path) -> types.ModuleType:
     return module
 
 
-def test_pyside_source_scan_answers_the_same_without_linecache(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyside_source_scan_answers_the_same_without_linecache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import PySide6.QtCore  # noqa: F401  (registers shibokensupport.feature)
 
     feature = sys.modules["shibokensupport.feature"]

@@ -16,15 +16,30 @@ from server.health_levels import DEFAULT_THRESHOLDS, classify, ollama_status
 READY = {"status": "ready", "checks": {"database": {"ok": True}, "migrations": {"ok": True}}}
 
 
-def snapshot(cpu=10.0, memory=20.0, disk=30.0, latency=50.0, error_rate=0.0, ollama="running",
-             live=True, ready=READY, status: dict | None = None) -> dict:
+def snapshot(
+    cpu=10.0,
+    memory=20.0,
+    disk=30.0,
+    latency=50.0,
+    error_rate=0.0,
+    ollama="running",
+    live=True,
+    ready=READY,
+    status: dict | None = None,
+) -> dict:
     """What the API answers; ``status`` is judged as the server judges it (server/health_levels.py) unless
     given, since the tray shows the server's levels and has no threshold table of its own."""
     values = {"cpu": cpu, "memory": memory, "disk": disk, "latency": latency, "error_rate": error_rate}
     judged = {name: classify(value, DEFAULT_THRESHOLDS[name]) for name, value in values.items()}
     metrics = {
-        "current": {"cpu_percent": cpu, "memory_percent": memory, "disk_percent": disk,
-                    "latency_p95_ms": latency, "error_rate": error_rate, "ollama_state": ollama},
+        "current": {
+            "cpu_percent": cpu,
+            "memory_percent": memory,
+            "disk_percent": disk,
+            "latency_p95_ms": latency,
+            "error_rate": error_rate,
+            "ollama_state": ollama,
+        },
         "status": status if status is not None else {**judged, "ollama": ollama_status(ollama)},
     }
     return {"live": live, "ready": ready, "metrics": metrics}
@@ -33,14 +48,23 @@ def snapshot(cpu=10.0, memory=20.0, disk=30.0, latency=50.0, error_rate=0.0, oll
 @pytest.mark.parametrize(
     ("check", "values", "expected"),
     [
-        ("cpu", {"cpu": 69.9}, "normal"), ("cpu", {"cpu": 70}, "warning"), ("cpu", {"cpu": 90.1}, "alert"),
-        ("memory", {"memory": 79}, "normal"), ("memory", {"memory": 80}, "warning"), ("memory", {"memory": 96}, "alert"),
-        ("disk", {"disk": 79}, "normal"), ("disk", {"disk": 85}, "warning"), ("disk", {"disk": 91}, "alert"),
-        ("latency", {"latency": 499}, "normal"), ("latency", {"latency": 500}, "warning"),
+        ("cpu", {"cpu": 69.9}, "normal"),
+        ("cpu", {"cpu": 70}, "warning"),
+        ("cpu", {"cpu": 90.1}, "alert"),
+        ("memory", {"memory": 79}, "normal"),
+        ("memory", {"memory": 80}, "warning"),
+        ("memory", {"memory": 96}, "alert"),
+        ("disk", {"disk": 79}, "normal"),
+        ("disk", {"disk": 85}, "warning"),
+        ("disk", {"disk": 91}, "alert"),
+        ("latency", {"latency": 499}, "normal"),
+        ("latency", {"latency": 500}, "warning"),
         ("latency", {"latency": 2500}, "alert"),
-        ("error_rate", {"error_rate": 0.5}, "normal"), ("error_rate", {"error_rate": 1}, "warning"),
+        ("error_rate", {"error_rate": 0.5}, "normal"),
+        ("error_rate", {"error_rate": 1}, "warning"),
         ("error_rate", {"error_rate": 7}, "alert"),
-        ("ollama", {"ollama": "crashed"}, "alert"), ("ollama", {"ollama": "starting"}, "warning"),
+        ("ollama", {"ollama": "crashed"}, "alert"),
+        ("ollama", {"ollama": "starting"}, "warning"),
         ("ollama", {"ollama": "external"}, "normal"),
     ],
 )
@@ -52,8 +76,14 @@ def test_thresholds(check: str, values: dict, expected: str) -> None:
 
 def test_server_judgement_wins_and_missing_parts_are_unknown() -> None:
     # Custom thresholds on the server: the tray shows its levels, whatever the values would give here.
-    custom = {"cpu": "normal", "memory": "normal", "disk": "normal", "latency": "alert",
-              "error_rate": "normal", "ollama": "normal"}
+    custom = {
+        "cpu": "normal",
+        "memory": "normal",
+        "disk": "normal",
+        "latency": "alert",
+        "error_rate": "normal",
+        "ollama": "normal",
+    }
     assert evaluate(snapshot(status=custom)).checks["latency"].level == "alert"
     assert evaluate(snapshot(cpu=95, status=custom)).checks["cpu"].level == "normal"
     no_status = snapshot(cpu=95)
@@ -65,7 +95,9 @@ def test_server_judgement_wins_and_missing_parts_are_unknown() -> None:
     assert no_metrics.level == "normal"
     assert no_metrics.checks["cpu"].level == "unknown"
     assert evaluate({}).level == "unknown"
-    db_down = evaluate({"live": True, "ready": {"status": "not_ready", "checks": {"database": {"ok": False}}}})
+    db_down = evaluate(
+        {"live": True, "ready": {"status": "not_ready", "checks": {"database": {"ok": False}}}}
+    )
     assert db_down.level == "alert" and db_down.checks["database"].level == "alert"
 
 
@@ -74,7 +106,9 @@ def _centre_colour(level: str) -> QColor:
     return image.pixelColor(12, 32)  # inside the badge, left of the letter
 
 
-@pytest.mark.parametrize(("values", "level"), [({}, "normal"), ({"disk": 85}, "warning"), ({"cpu": 95}, "alert")])
+@pytest.mark.parametrize(
+    ("values", "level"), [({}, "normal"), ({"disk": 85}, "warning"), ({"cpu": 95}, "alert")]
+)
 def test_tray_follows_injected_health(qtbot, values: dict, level: str) -> None:
     tray = Tray(close_to_tray=True, lang="en")
     poller = HealthPoller(ApiClient("http://127.0.0.1:9", None), notifier=Notifier(min_interval=0))

@@ -71,7 +71,9 @@ def test_real_requests_carry_the_header_only_to_our_origin(qtbot, qapp, recordin
     assert all("x-modeltrain-desktop" not in h for h in ours.headers_for("/api/users/me"))
 
 
-def test_a_token_source_is_asked_per_request_and_no_token_means_no_header(qtbot, qapp, recording_server) -> None:
+def test_a_token_source_is_asked_per_request_and_no_token_means_no_header(
+    qtbot, qapp, recording_server
+) -> None:
     """The window may open our origin before the server (and so the token) exists: the interceptor asks
     its source on each sign-in request and sends nothing while there is no token yet."""
     ours = recording_server()
@@ -100,7 +102,9 @@ def test_page_script_cannot_send_the_token_to_another_origin(qtbot, qapp, record
     page = QWebEnginePage(profile, profile)
     try:
         _load(qtbot, page, ours.url + "/")
-        page.runJavaScript(f"fetch('{other.url}/api/auth/desktop', {{mode: 'no-cors'}}); true", 0, lambda _v: None)
+        page.runJavaScript(
+            f"fetch('{other.url}/api/auth/desktop', {{mode: 'no-cors'}}); true", 0, lambda _v: None
+        )
         qtbot.waitUntil(lambda: bool(other.headers_for("/api/auth/desktop")), timeout=10000)
         _load(qtbot, page, ours.url + "/api/auth/desktop")  # the interceptor was live all along
     finally:
@@ -135,7 +139,10 @@ def test_downloads_go_through_the_save_dialog(qtbot, qapp, recording_server, tmp
     ours = recording_server()
     ours.pages["/"] = (200, "text/html", b"<html><body>export</body></html>", {})
     ours.pages["/export.json"] = (
-        200, "application/json", b'{"exported": true}', {"Content-Disposition": 'attachment; filename="export.json"'},
+        200,
+        "application/json",
+        b'{"exported": true}',
+        {"Content-Disposition": 'attachment; filename="export.json"'},
     )
     asked: list[str] = []
     target = tmp_path / "saved" / "my-export.json"
@@ -161,7 +168,12 @@ def test_downloads_go_through_the_save_dialog(qtbot, qapp, recording_server, tmp
 def test_cancelled_save_dialog_writes_nothing(qtbot, qapp, recording_server, tmp_path: Path) -> None:
     ours = recording_server()
     ours.pages["/"] = (200, "text/html", b"<html><body>export</body></html>", {})
-    ours.pages["/export.json"] = (200, "application/json", b"{}", {"Content-Disposition": "attachment; filename=e.json"})
+    ours.pages["/export.json"] = (
+        200,
+        "application/json",
+        b"{}",
+        {"Content-Disposition": "attachment; filename=e.json"},
+    )
     asked: list[str] = []
     profile = QWebEngineProfile(qapp)
     profile.setDownloadPath(str(tmp_path))

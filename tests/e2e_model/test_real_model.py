@@ -57,10 +57,21 @@ def llama_server() -> Iterator[str]:
     log = open(os.devnull, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model), "--model_alias", "smollm2",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "2048", "--interrupt_requests", "False",
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--interrupt_requests",
+            "False",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -113,13 +124,20 @@ def test_chat_with_a_real_model_streams_a_coherent_answer(client: TestClient, ll
     token = r.json()["access_token"]
     h = bearer(token)
 
-    r = client.post("/api/providers", json={"name": "llama.cpp", "kind": "openai", "base_url": llama_server}, headers=h)
+    r = client.post(
+        "/api/providers", json={"name": "llama.cpp", "kind": "openai", "base_url": llama_server}, headers=h
+    )
     assert r.status_code == 201, r.text
     provider_id = r.json()["id"]
     r = client.post(
         "/api/model-configs",
-        json={"provider_id": provider_id, "name": "SmolLM2 135M", "model": "smollm2", "temperature": 0.0,
-              "max_tokens": 80},
+        json={
+            "provider_id": provider_id,
+            "name": "SmolLM2 135M",
+            "model": "smollm2",
+            "temperature": 0.0,
+            "max_tokens": 80,
+        },
         headers=h,
     )
     assert r.status_code == 201, r.text

@@ -15,8 +15,12 @@ if TYPE_CHECKING:
     from tests.fakes.fake_ollama import FakeModel, FakeOllama
     from tests.fakes.fake_openai import FakeOpenAI
 
-_EXPORTS = {"FakeModel": "fake_ollama", "FakeOllama": "fake_ollama", "FakeOpenAI": "fake_openai",
-            "wait_until": "_httpserver"}
+_EXPORTS = {
+    "FakeModel": "fake_ollama",
+    "FakeOllama": "fake_ollama",
+    "FakeOpenAI": "fake_openai",
+    "wait_until": "_httpserver",
+}
 __all__ = ["FakeModel", "FakeOllama", "FakeOpenAI", "wait_until"]
 
 

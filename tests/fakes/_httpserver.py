@@ -133,7 +133,9 @@ class FakeServer:
         while self.hang and not self.stopping:
             await asyncio.sleep(POLL_INTERVAL)
 
-    def held(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def held(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
         """Wrap a non-streaming Starlette endpoint so that it honours ``hang`` before answering."""
 
         async def wrapper(request: Request) -> Response:

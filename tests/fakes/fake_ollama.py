@@ -1,4 +1,4 @@
-"""A protocol-faithful fake Ollama server for tests (``protocols.md`` §A, behaviours of §A.5).
+"""A protocol-faithful fake Ollama server for tests (docs/protocols.md §A, behaviours of §A.5).
 
     with FakeOllama(token_delay=0.01) as fake:
         client = ollama.Client(host=fake.url)
@@ -100,7 +100,14 @@ def _local_now() -> datetime:
 
 
 _DURATION_UNITS = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
 }
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
@@ -181,8 +188,10 @@ def _string(body: Mapping[str, Any], key: str, go_type: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _error(400, f"json: cannot unmarshal {_go_kind(value)} into Go struct field {go_type}.{key} "
-                          "of type string")
+        raise _error(
+            400,
+            f"json: cannot unmarshal {_go_kind(value)} into Go struct field {go_type}.{key} of type string",
+        )
     return value
 
 
@@ -289,8 +298,16 @@ class FakeModel:
     @property
     def digest(self) -> str:
         """Bare hex digest of the "manifest": equal for copies, different after any change."""
-        content = (self.family, self.parameter_size, self.quantization_level, self.size, self.template,
-                   self.system, sorted(self.parameters.items()), self.license)
+        content = (
+            self.family,
+            self.parameter_size,
+            self.quantization_level,
+            self.size,
+            self.template,
+            self.system,
+            sorted(self.parameters.items()),
+            self.license,
+        )
         return _sha256(repr(content))
 
     @property
@@ -304,14 +321,24 @@ class FakeModel:
         return self.size + self.size // 5
 
     def details(self) -> dict[str, Any]:
-        return {"parent_model": "", "format": "gguf", "family": self.family, "families": [self.family],
-                "parameter_size": self.parameter_size, "quantization_level": self.quantization_level}
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": self.family,
+            "families": [self.family],
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization_level,
+        }
 
     def model_info(self) -> dict[str, Any]:
         arch = self.family
-        return {"general.architecture": arch, "general.parameter_count": self.parameter_count,
-                "general.quantization_version": 2, f"{arch}.context_length": self.context_length,
-                f"{arch}.embedding_length": self.embedding_length}
+        return {
+            "general.architecture": arch,
+            "general.parameter_count": self.parameter_count,
+            "general.quantization_version": 2,
+            f"{arch}.context_length": self.context_length,
+            f"{arch}.embedding_length": self.embedding_length,
+        }
 
     def layers(self, main_size: int | None = None) -> list[tuple[str, int]]:
         """``(digest, size)`` of every blob, in manifest order: weights, text layers, then config."""
@@ -342,24 +369,48 @@ def default_models() -> dict[str, FakeModel]:
     now = _local_now()
     return {
         "llama3.2:latest": FakeModel(
-            family="llama", parameter_size="3.2B", quantization_level="Q4_K_M", size=2_019_393_189,
-            capabilities=("completion", "tools"), context_length=131_072, embedding_length=3_072,
-            template=_LLAMA_TEMPLATE, license="LLAMA 3.2 COMMUNITY LICENSE AGREEMENT",
+            family="llama",
+            parameter_size="3.2B",
+            quantization_level="Q4_K_M",
+            size=2_019_393_189,
+            capabilities=("completion", "tools"),
+            context_length=131_072,
+            embedding_length=3_072,
+            template=_LLAMA_TEMPLATE,
+            license="LLAMA 3.2 COMMUNITY LICENSE AGREEMENT",
             parameters={"stop": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]},
             modified_at=now - timedelta(days=1),
         ),
         "qwen3:0.6b": FakeModel(
-            family="qwen3", parameter_size="751.63M", quantization_level="Q4_K_M", size=522_653_767,
-            capabilities=("completion", "tools", "thinking"), context_length=40_960, embedding_length=1_024,
-            template=_CHATML_TEMPLATE, license="Apache License 2.0",
-            parameters={"temperature": 0.6, "top_k": 20, "top_p": 0.95,
-                        "stop": ["<|im_start|>", "<|im_end|>"]},
+            family="qwen3",
+            parameter_size="751.63M",
+            quantization_level="Q4_K_M",
+            size=522_653_767,
+            capabilities=("completion", "tools", "thinking"),
+            context_length=40_960,
+            embedding_length=1_024,
+            template=_CHATML_TEMPLATE,
+            license="Apache License 2.0",
+            parameters={
+                "temperature": 0.6,
+                "top_k": 20,
+                "top_p": 0.95,
+                "stop": ["<|im_start|>", "<|im_end|>"],
+            },
             modified_at=now - timedelta(days=2),
         ),
         "nomic-embed-text:latest": FakeModel(
-            family="nomic-bert", parameter_size="137M", quantization_level="F16", size=274_302_450,
-            capabilities=("embedding",), context_length=2_048, embedding_length=768, template="",
-            license="Apache License 2.0", parameters={"num_ctx": 8192}, modified_at=now - timedelta(days=3),
+            family="nomic-bert",
+            parameter_size="137M",
+            quantization_level="F16",
+            size=274_302_450,
+            capabilities=("embedding",),
+            context_length=2_048,
+            embedding_length=768,
+            template="",
+            license="Apache License 2.0",
+            parameters={"num_ctx": 8192},
+            modified_at=now - timedelta(days=3),
         ),
     }
 
@@ -369,12 +420,22 @@ def default_pull_catalog() -> dict[str, FakeModel]:
     return {
         **default_models(),
         "tinyllama:latest": FakeModel(
-            family="llama", parameter_size="1.1B", quantization_level="Q4_0", size=637_700_138,
-            capabilities=("completion",), context_length=2_048, embedding_length=2_048,
+            family="llama",
+            parameter_size="1.1B",
+            quantization_level="Q4_0",
+            size=637_700_138,
+            capabilities=("completion",),
+            context_length=2_048,
+            embedding_length=2_048,
         ),
         "smollm2:135m": FakeModel(
-            family="llama", parameter_size="134.52M", quantization_level="F16", size=270_898_672,
-            capabilities=("completion", "tools"), context_length=8_192, embedding_length=576,
+            family="llama",
+            parameter_size="134.52M",
+            quantization_level="F16",
+            size=270_898_672,
+            capabilities=("completion", "tools"),
+            context_length=8_192,
+            embedding_length=576,
         ),
     }
 
@@ -477,12 +538,18 @@ def _prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     messages = body.get("messages") or []
     if not isinstance(messages, list):
-        raise _error(400, f"json: cannot unmarshal {_go_kind(messages)} into Go struct field "
-                          "ChatRequest.messages of type []api.Message")
+        raise _error(
+            400,
+            f"json: cannot unmarshal {_go_kind(messages)} into Go struct field "
+            "ChatRequest.messages of type []api.Message",
+        )
     for message in messages:
         if not isinstance(message, dict):
-            raise _error(400, f"json: cannot unmarshal {_go_kind(message)} into Go struct field "
-                              "ChatRequest.messages of type api.Message")
+            raise _error(
+                400,
+                f"json: cannot unmarshal {_go_kind(message)} into Go struct field "
+                "ChatRequest.messages of type api.Message",
+            )
     return messages
 
 
@@ -585,13 +652,26 @@ class FakeOllama(FakeServer):
         return _json({"version": self.version})
 
     async def _tags(self, request: Request) -> Response:
-        entries = sorted(((k, FakeModel.coerce(v)) for k, v in list(self.models.items())),
-                         key=lambda item: item[1].modified_at, reverse=True)
-        return _json({"models": [
-            {"name": _display(key), "model": _display(key), "modified_at": go_time(model.modified_at),
-             "size": model.size, "digest": model.digest, "details": model.details()}
-            for key, model in entries
-        ]})
+        entries = sorted(
+            ((k, FakeModel.coerce(v)) for k, v in list(self.models.items())),
+            key=lambda item: item[1].modified_at,
+            reverse=True,
+        )
+        return _json(
+            {
+                "models": [
+                    {
+                        "name": _display(key),
+                        "model": _display(key),
+                        "modified_at": go_time(model.modified_at),
+                        "size": model.size,
+                        "digest": model.digest,
+                        "details": model.details(),
+                    }
+                    for key, model in entries
+                ]
+            }
+        )
 
     async def _ps(self, request: Request) -> Response:
         now = _local_now()
@@ -602,11 +682,18 @@ class FakeOllama(FakeServer):
             if key not in self.models:
                 continue
             model = FakeModel.coerce(self.models[key])
-            rows.append({"name": _display(key), "model": _display(key), "size": model.memory_size,
-                         "digest": model.digest, "details": model.details(),
-                         "expires_at": go_time(slot.expires_at),
-                         "size_vram": int(model.memory_size * model.vram_fraction),
-                         "context_length": slot.context_length})
+            rows.append(
+                {
+                    "name": _display(key),
+                    "model": _display(key),
+                    "size": model.memory_size,
+                    "digest": model.digest,
+                    "details": model.details(),
+                    "expires_at": go_time(slot.expires_at),
+                    "size_vram": int(model.memory_size * model.vram_fraction),
+                    "context_length": slot.context_length,
+                }
+            )
         return _json({"models": rows})
 
     async def _show(self, request: Request) -> Response:
@@ -615,10 +702,17 @@ class FakeOllama(FakeServer):
         if not text:
             raise _error(400, "model is required")
         key, model = self._resolve(text, f"model '{text}' not found")
-        info = {"license": model.license, "modelfile": _modelfile(_display(key), model),
-                "parameters": _parameters_text(model.parameters), "template": model.template,
-                "system": model.system, "details": model.details(), "model_info": model.model_info(),
-                "capabilities": list(model.capabilities), "modified_at": go_time(model.modified_at)}
+        info = {
+            "license": model.license,
+            "modelfile": _modelfile(_display(key), model),
+            "parameters": _parameters_text(model.parameters),
+            "template": model.template,
+            "system": model.system,
+            "details": model.details(),
+            "model_info": model.model_info(),
+            "capabilities": list(model.capabilities),
+            "modified_at": go_time(model.modified_at),
+        }
         return _json({k: v for k, v in info.items() if v != ""})
 
     async def _embed(self, request: Request) -> Response:
@@ -642,13 +736,15 @@ class FakeOllama(FakeServer):
             return _json({"model": text, "embeddings": []})
         loaded = time.monotonic_ns()
         vectors = [_embedding(item, model.embedding_length) for item in inputs]
-        return _json({
-            "model": text,
-            "embeddings": vectors,
-            "total_duration": max(time.monotonic_ns() - started, 1),
-            "load_duration": max(loaded - started, 1),
-            "prompt_eval_count": sum(len(split_tokens(item)) for item in inputs),
-        })
+        return _json(
+            {
+                "model": text,
+                "embeddings": vectors,
+                "total_duration": max(time.monotonic_ns() - started, 1),
+                "load_duration": max(loaded - started, 1),
+                "prompt_eval_count": sum(len(split_tokens(item)) for item in inputs),
+            }
+        )
 
     async def _delete(self, request: Request) -> Response:
         body = decode_body(await request.body(), "DeleteRequest")
@@ -708,7 +804,9 @@ class FakeOllama(FakeServer):
         keep_alive = parse_keep_alive(body.get("keep_alive"))
         _check_think(body.get("think"))
         if not text:
-            raise _error(400, "model is required") if endpoint == "chat" else _error(404, "model '' not found")
+            raise (
+                _error(400, "model is required") if endpoint == "chat" else _error(404, "model '' not found")
+            )
         key, model = self._resolve(text, self._not_found(text))
         return _Turn(endpoint, text, key, keep_alive, *_options(body)), model
 
@@ -931,8 +1029,14 @@ class FakeOllama(FakeServer):
     def _stream(
         self, chunks: AsyncGenerator[bytes, None], media_type: str, *, buffered: bool = False
     ) -> LazyStream:
-        return LazyStream(self, chunks, media_type=media_type, buffered=buffered, frame_error=_line,
-                          render_error=lambda exc: _json(exc.payload, exc.status, _JSON_NO_CHARSET))
+        return LazyStream(
+            self,
+            chunks,
+            media_type=media_type,
+            buffered=buffered,
+            frame_error=_line,
+            render_error=lambda exc: _json(exc.payload, exc.status, _JSON_NO_CHARSET),
+        )
 
     def _resolve(self, text: str, not_found: str) -> tuple[str, FakeModel]:
         name = parse_name(text)
@@ -993,8 +1097,10 @@ def _options(body: Mapping[str, Any]) -> tuple[int, int | None]:
     """``(num_ctx, num_predict)`` from the request options."""
     options = body.get("options") if isinstance(body.get("options"), dict) else {}
     num_ctx, num_predict = options.get("num_ctx"), options.get("num_predict")
-    return (num_ctx if isinstance(num_ctx, int) else DEFAULT_NUM_CTX,
-            num_predict if isinstance(num_predict, int) else None)
+    return (
+        num_ctx if isinstance(num_ctx, int) else DEFAULT_NUM_CTX,
+        num_predict if isinstance(num_predict, int) else None,
+    )
 
 
 def _thinking_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -1064,14 +1170,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=11434)
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--load-delay", type=float, default=0.0, help="seconds before the first chunk")
-    parser.add_argument("--reply-tokens", type=int, default=0,
-                        help="answer every chat with this many tokens (0: the default, prompt-derived reply)")
+    parser.add_argument(
+        "--reply-tokens",
+        type=int,
+        default=0,
+        help="answer every chat with this many tokens (0: the default, prompt-derived reply)",
+    )
     args = parser.parse_args(argv)
     reply = None
     if args.reply_tokens > 0:
         text = " ".join(f"word{i % 97}" for i in range(args.reply_tokens))
         reply = text
-    fake = FakeOllama(args.host, args.port, token_delay=args.token_delay, load_delay=args.load_delay, reply=reply)
+    fake = FakeOllama(
+        args.host, args.port, token_delay=args.token_delay, load_delay=args.load_delay, reply=reply
+    )
 
     def announce() -> None:
         print(f"fake Ollama {fake.version} listening on {fake.url}", file=sys.stderr, flush=True)

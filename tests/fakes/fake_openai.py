@@ -1,4 +1,4 @@
-"""A fake OpenAI-compatible chat API for tests (``protocols.md`` §E).
+"""A fake OpenAI-compatible chat API for tests (docs/protocols.md §E).
 
     with FakeOpenAI(api_key="sk-test") as fake:
         client = openai.OpenAI(base_url=fake.url, api_key="sk-test", max_retries=0)
@@ -36,7 +36,7 @@ from tests.fakes._httpserver import (
 __all__ = ["HOSTILE_MODES", "FakeOpenAI"]
 
 HOSTILE_MODES = ("bad_json", "html", "huge_chunk", "unknown_events", "ansi", "set_cookie")
-"""Values of the ``hostile`` knob (security.md D2)."""
+"""Values of the ``hostile`` knob (docs/security.md, D2)."""
 
 HUGE_CHUNK_BYTES = 5 * 1024 * 1024
 FINGERPRINT = "fp_fake"
@@ -44,15 +44,18 @@ SERVER_ERROR = "The server had an error while processing your request. Sorry abo
 
 _SSE = "text/event-stream; charset=utf-8"
 _JSON = "application/json"
-_HTML = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
-         b"<body><h1>502 Bad Gateway</h1><script>alert('x')</script></body></html>")
+_HTML = (
+    b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+    b"<body><h1>502 Bad Gateway</h1><script>alert('x')</script></body></html>"
+)
 _UNKNOWN_EVENTS = b': keep-alive\n\nevent: foo\ndata: {"foo":"bar"}\n\nid: 7\nretry: 1000\n\n'
 _BAD_JSON = b'data: {"id":"chatcmpl-broken","choices":[{"delta":\n\n'
 _ANSI_PREFIX, _ANSI_SUFFIX = "\x1b[2J\x1b[31m", "\x1b[0m\x1b]0;pwned\x07"
 
 
-def error_body(message: str, type_: str = "invalid_request_error", *, param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type_: str = "invalid_request_error", *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error object: all four keys always present."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -85,12 +88,22 @@ class _Completion:
     aborted: bool = False  # the server is stopping: end without finish chunk or [DONE]
 
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "system_fingerprint": FINGERPRINT, "choices": choices, **extra}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+            **extra,
+        }
 
 
 def _choice(delta: Mapping[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -156,8 +169,11 @@ class FakeOpenAI(FakeServer):
         def invalid_url(request: Request, exc: Exception) -> Response:
             return _json(error_body(f"Invalid URL ({request.method} {request.url.path})"), 404)
 
-        handlers = {HTTPError: lambda request, exc: _json(exc.payload, exc.status, exc.headers),
-                    404: invalid_url, 405: invalid_url}
+        handlers = {
+            HTTPError: lambda request, exc: _json(exc.payload, exc.status, exc.headers),
+            404: invalid_url,
+            405: invalid_url,
+        }
         return Starlette(routes=routes, exception_handlers=handlers)
 
     def _admit(self, request: Request) -> None:
@@ -165,20 +181,38 @@ class FakeOpenAI(FakeServer):
         if self.api_key is not None:
             scheme, _, key = request.headers.get("authorization", "").partition(" ")
             if not key:
-                raise HTTPError(401, error_body(
-                    "You didn't provide an API key. You need to provide your API key in an Authorization "
-                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."))
+                raise HTTPError(
+                    401,
+                    error_body(
+                        "You didn't provide an API key. You need to provide your API key in an Authorization "
+                        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                    ),
+                )
             if scheme.lower() != "bearer" or key.strip() != self.api_key:
-                raise HTTPError(401, error_body(
-                    f"Incorrect API key provided: {_mask(key.strip())}. You can find your API key at "
-                    "https://platform.openai.com/account/api-keys.", code="invalid_api_key"))
+                raise HTTPError(
+                    401,
+                    error_body(
+                        f"Incorrect API key provided: {_mask(key.strip())}. You can find your API key at "
+                        "https://platform.openai.com/account/api-keys.",
+                        code="invalid_api_key",
+                    ),
+                )
         if self.rate_limited:
             seconds = f"{self.retry_after:g}"
             raise HTTPError(
-                429, error_body("Rate limit reached for requests. Please try again later.", "requests",
-                                code="rate_limit_exceeded"),
-                headers={"retry-after": seconds, "x-ratelimit-limit-requests": "60",
-                         "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{seconds}s"})
+                429,
+                error_body(
+                    "Rate limit reached for requests. Please try again later.",
+                    "requests",
+                    code="rate_limit_exceeded",
+                ),
+                headers={
+                    "retry-after": seconds,
+                    "x-ratelimit-limit-requests": "60",
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": f"{seconds}s",
+                },
+            )
         if self.server_error:
             raise HTTPError(500, error_body(SERVER_ERROR, "server_error"))
 
@@ -190,8 +224,9 @@ class FakeOpenAI(FakeServer):
         self._admit(request)
         model = request.path_params["model"]
         if model not in self.models:
-            raise HTTPError(404, error_body(f"The model '{model}' does not exist", param="model",
-                                            code="model_not_found"))
+            raise HTTPError(
+                404, error_body(f"The model '{model}' does not exist", param="model", code="model_not_found")
+            )
         return _json(self._model_entry(model))
 
     @staticmethod
@@ -205,8 +240,14 @@ class FakeOpenAI(FakeServer):
         if not isinstance(model, str) or not model:
             raise HTTPError(400, error_body("you must provide a model parameter"))
         if messages is None:
-            raise HTTPError(400, error_body("Missing required parameter: 'messages'.", param="messages",
-                                            code="missing_required_parameter"))
+            raise HTTPError(
+                400,
+                error_body(
+                    "Missing required parameter: 'messages'.",
+                    param="messages",
+                    code="missing_required_parameter",
+                ),
+            )
         if not isinstance(messages, list) or not messages:
             message = f"{json.dumps(messages)} is too short - 'messages'"
             raise HTTPError(400, error_body(message, param="messages"))
@@ -215,10 +256,14 @@ class FakeOpenAI(FakeServer):
             raise HTTPError(404, error_body(message, code="model_not_found"))
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         turn = _Completion(
-            id=f"chatcmpl-fake{next(self._ids):06d}", model=model, created=int(time.time()),
-            text=self._reply_text(messages), limit=limit if isinstance(limit, int) else None,
-            prompt_tokens=sum(len(split_tokens(message_text(m.get("content")))) + 4
-                              for m in messages if isinstance(m, dict)),
+            id=f"chatcmpl-fake{next(self._ids):06d}",
+            model=model,
+            created=int(time.time()),
+            text=self._reply_text(messages),
+            limit=limit if isinstance(limit, int) else None,
+            prompt_tokens=sum(
+                len(split_tokens(message_text(m.get("content")))) + 4 for m in messages if isinstance(m, dict)
+            ),
         )
         headers = {"x-request-id": f"req_{turn.id}", "cache-control": "no-cache"}
         if self.hostile == "set_cookie":
@@ -235,11 +280,23 @@ class FakeOpenAI(FakeServer):
         text = resolve_reply(self.reply, messages)
         return _ANSI_PREFIX + text + _ANSI_SUFFIX if self.hostile == "ansi" else text
 
-    def _stream(self, chunks: AsyncGenerator[bytes, None], media_type: str, headers: Mapping[str, str], *,
-                buffered: bool = False) -> LazyStream:
-        return LazyStream(self, chunks, media_type=media_type, headers=headers, buffered=buffered,
-                          render_error=lambda exc: _json(exc.payload, exc.status, exc.headers),
-                          frame_error=_event)
+    def _stream(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        media_type: str,
+        headers: Mapping[str, str],
+        *,
+        buffered: bool = False,
+    ) -> LazyStream:
+        return LazyStream(
+            self,
+            chunks,
+            media_type=media_type,
+            headers=headers,
+            buffered=buffered,
+            render_error=lambda exc: _json(exc.payload, exc.status, exc.headers),
+            frame_error=_event,
+        )
 
     async def _tokens(self, turn: _Completion) -> AsyncGenerator[str, None]:
         """The content tokens, paced by ``token_delay``; raises for ``fail_after_chunks``."""
@@ -286,12 +343,24 @@ class FakeOpenAI(FakeServer):
             content = "".join([token async for token in tokens])
         if turn.aborted:
             return
-        body = json.dumps({
-            "id": turn.id, "object": "chat.completion", "created": turn.created, "model": turn.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
-                         "logprobs": None, "finish_reason": turn.finish_reason}],
-            "usage": turn.usage(), "system_fingerprint": FINGERPRINT,
-        }).encode()
+        body = json.dumps(
+            {
+                "id": turn.id,
+                "object": "chat.completion",
+                "created": turn.created,
+                "model": turn.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": turn.finish_reason,
+                    }
+                ],
+                "usage": turn.usage(),
+                "system_fingerprint": FINGERPRINT,
+            }
+        ).encode()
         yield body[: len(body) // 2] if self.hostile == "bad_json" else body
 
 
@@ -301,8 +370,12 @@ def _decode(raw: bytes) -> dict[str, Any]:
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise HTTPError(400, error_body(
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-            "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
-            "valid JSON.)"))
+        raise HTTPError(
+            400,
+            error_body(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+                "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
+                "valid JSON.)"
+            ),
+        )
     return value

@@ -1,4 +1,4 @@
-"""The fake Ollama server speaks the protocol of protocols.md §A well enough for the official client."""
+"""The fake Ollama server speaks the protocol of docs/protocols.md, §A well enough for the official client."""
 
 from __future__ import annotations
 
@@ -200,8 +200,12 @@ def test_delete_and_copy(http: httpx.Client, client: ollama.Client) -> None:
 
 
 def test_create_from_local_and_from_registry(client: ollama.Client, http: httpx.Client) -> None:
-    statuses = [p.status for p in client.create("terse", from_="llama3.2", system="Be terse.",
-                                                parameters={"temperature": 0.1}, stream=True)]
+    statuses = [
+        p.status
+        for p in client.create(
+            "terse", from_="llama3.2", system="Be terse.", parameters={"temperature": 0.1}, stream=True
+        )
+    ]
     assert statuses[0].startswith("using existing layer sha256:")
     assert any(s.startswith("creating new layer sha256:") for s in statuses)
     assert statuses[-2:] == ["writing manifest", "success"]
@@ -222,16 +226,28 @@ REQUEST_ERRORS = [  # (path, raw body, status, error text)
     ("/api/chat", b'{"model":', 400, "unexpected EOF"),
     ("/api/chat", b'{"model": }', 400, "invalid character '}' looking for beginning of value"),
     ("/api/show", b"[]", 400, "json: cannot unmarshal array into Go value of type api.ShowRequest"),
-    ("/api/chat", b'{"model": 7}', 400,
-     "json: cannot unmarshal number into Go struct field ChatRequest.model of type string"),
+    (
+        "/api/chat",
+        b'{"model": 7}',
+        400,
+        "json: cannot unmarshal number into Go struct field ChatRequest.model of type string",
+    ),
     ("/api/chat", b'{"messages": []}', 400, "model is required"),
     ("/api/generate", b'{"prompt": "x"}', 404, "model '' not found"),
     ("/api/chat", b'{"model": "bad name"}', 400, "invalid model name"),
     ("/api/chat", b'{"model": "llama3.2", "keep_alive": "300"}', 400, 'time: missing unit in duration "300"'),
-    ("/api/chat", b'{"model": "llama3.2", "think": "x"}', 400,
-     'invalid think value: "x" (must be "high", "medium", "low", "max", true, or false)'),
-    ("/api/chat", b'{"model": "nomic-embed-text", "messages": [{"role": "user", "content": "x"}]}', 400,
-     '"nomic-embed-text" does not support chat'),
+    (
+        "/api/chat",
+        b'{"model": "llama3.2", "think": "x"}',
+        400,
+        'invalid think value: "x" (must be "high", "medium", "low", "max", true, or false)',
+    ),
+    (
+        "/api/chat",
+        b'{"model": "nomic-embed-text", "messages": [{"role": "user", "content": "x"}]}',
+        400,
+        '"nomic-embed-text" does not support chat',
+    ),
     ("/api/create", b'{"model": "x"}', 400, "neither 'from' or 'files' was specified"),
 ]
 
@@ -333,9 +349,26 @@ def test_hang_and_load_delay_send_no_bytes(fake: FakeOllama) -> None:
         ("_why/_the/_lucky:_stiff", "_why/_the/_lucky:_stiff"),
         ("https://registry.ollama.ai/library/m:t", "registry.ollama.ai/library/m:t"),
     ]
-    + [(bad, None) for bad in ("m:", ":t", "/m", "a//m", "-m", "m:-t", "ns/.m", "name.space/m",
-                               "host/name:space/model:tag", "a/b/c/d", "m@sha256:abc", "../etc/passwd",
-                               "my model", "m" * 81, "")],
+    + [
+        (bad, None)
+        for bad in (
+            "m:",
+            ":t",
+            "/m",
+            "a//m",
+            "-m",
+            "m:-t",
+            "ns/.m",
+            "name.space/m",
+            "host/name:space/model:tag",
+            "a/b/c/d",
+            "m@sha256:abc",
+            "../etc/passwd",
+            "my model",
+            "m" * 81,
+            "",
+        )
+    ],
 )
 def test_model_name_grammar(text: str, full: str | None) -> None:
     name = parse_name(text)

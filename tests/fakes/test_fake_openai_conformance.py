@@ -1,4 +1,4 @@
-"""The fake OpenAI-compatible server speaks §E of protocols.md well enough for the official SDK."""
+"""The fake OpenAI-compatible server speaks docs/protocols.md, §E well enough for the official SDK."""
 
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
 
 def sse_events(body: str) -> list[str]:
     """The ``data:`` payloads of an SSE body, one per event."""
-    return [block[len("data: "):] for block in body.split("\n\n") if block.startswith("data: ")]
+    return [block[len("data: ") :] for block in body.split("\n\n") if block.startswith("data: ")]
 
 
 def post_chat(fake: FakeOpenAI, **extra: object) -> httpx.Response:
     body = {"model": "gpt-4o-mini", "messages": USER, **extra}
-    return httpx.post(f"{fake.url}/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"},
-                      timeout=10)
+    return httpx.post(
+        f"{fake.url}/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}, timeout=10
+    )
 
 
 def test_models(client: openai.OpenAI) -> None:
@@ -59,8 +60,11 @@ def test_chat_not_streamed(client: openai.OpenAI) -> None:
 
 
 def test_chat_streamed(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content == ""
     *content, finish, usage = chunks
     assert "".join(c.choices[0].delta.content for c in content) == REPLY
@@ -127,8 +131,9 @@ def test_client_disconnect_stops_stream(fake: FakeOpenAI) -> None:
     fake.token_delay = 0.05
     body = {"model": "gpt-4o-mini", "messages": USER, "stream": True}
     with httpx.Client(timeout=10) as http:
-        with http.stream("POST", f"{fake.url}/chat/completions", json=body,
-                         headers={"authorization": f"Bearer {KEY}"}) as response:
+        with http.stream(
+            "POST", f"{fake.url}/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+        ) as response:
             lines = response.iter_lines()  # keep a reference: a discarded iterator closes the connection
             next(lines)
             assert fake.active_streams == 1

@@ -196,5 +196,11 @@ def message_row(app: FastAPI, message_id: str | uuid.UUID) -> dict[str, Any]:
     with app.state.runtime.session_factory() as session:
         m = session.get(Message, uuid.UUID(str(message_id)))
         assert m is not None
-        return {"status": m.status, "content": m.content, "error": m.error, "role": m.role, "parent_id": m.parent_id,
-                "updated_at": m.updated_at}
+        return {
+            "status": m.status,
+            "content": m.content,
+            "error": m.error,
+            "role": m.role,
+            "parent_id": m.parent_id,
+            "updated_at": m.updated_at,
+        }

@@ -35,7 +35,7 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'data' / 'modeltrain.db'}"
 
 
-# --- PostgreSQL mode (deployment issue 8) ---------------------------------------------------------------
+# --- PostgreSQL mode ---------------------------------------------------------------
 
 _PG: dict = {"cluster": None, "databases": {}}
 
@@ -44,7 +44,7 @@ def postgres_mode() -> bool:
     return os.environ.get("MODELTRAIN_TEST_POSTGRES", "") not in ("", "0")
 
 
-def postgres_cluster():  # noqa: ANN201
+def postgres_cluster():
     """The session's private PostgreSQL cluster, started on first use (stopped at session end)."""
     if _PG["cluster"] is None:
         from tests.server.pg_support import PostgresCluster
@@ -92,7 +92,7 @@ def _postgres_drop_databases() -> Iterator[None]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    def make(**overrides) -> Settings:  # noqa: ANN003
+    def make(**overrides) -> Settings:
         values = {
             "data_dir": tmp_path / "data",
             "database_url": database_url(tmp_path),

@@ -1,6 +1,6 @@
 """An in-memory keyring backend for tests, so no test ever touches the real OS keyring.
 
-    from tests.server.memory_keyring import memory_keyring  # noqa: F401  (the fixture)
+from tests.server.memory_keyring import memory_keyring  # noqa: F401  (the fixture)
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ def populate(
     alphabet = string.ascii_letters + string.digits + "     "
 
     if words:  # prose-like: a vocabulary of pseudo-words, as chat text compresses
-        vocabulary = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+        vocabulary = [
+            "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9))) for _ in range(3000)
+        ]
         corpus = " ".join(rng.choice(vocabulary) for _ in range(20000))
     else:
         corpus = "".join(rng.choice(alphabet) for _ in range(65536))
@@ -46,28 +48,60 @@ def populate(
         if incompressible:
             return os.urandom(text_size // 2).hex()
         start = rng.randrange(0, len(corpus) - text_size) if text_size < len(corpus) else 0
-        return corpus[start:start + text_size]
+        return corpus[start : start + text_size]
 
     with engine.begin() as conn:
         conn.execute(
             insert(User.__table__),
-            [{"id": user_id, "email": f"bulk-{user_id.hex[:8]}@example.com", "display_name": "", "password_hash": "x",
-              "role": "user", "is_active": True, "must_change_password": False, "token_version": 0,
-              "created_at": now, "updated_at": now}],
+            [
+                {
+                    "id": user_id,
+                    "email": f"bulk-{user_id.hex[:8]}@example.com",
+                    "display_name": "",
+                    "password_hash": "x",
+                    "role": "user",
+                    "is_active": True,
+                    "must_change_password": False,
+                    "token_version": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
         )
     batch_convs = 200
     for start in range(0, conversations, batch_convs):
         convs, msgs = [], []
         for i in range(start, min(conversations, start + batch_convs)):
             cid = uuid.uuid4()
-            convs.append({"id": cid, "user_id": user_id, "title": f"conversation {i}", "title_edited": False,
-                          "model": "m", "system_prompt": "", "options": {}, "pinned": False,
-                          "created_at": now, "updated_at": now})
+            convs.append(
+                {
+                    "id": cid,
+                    "user_id": user_id,
+                    "title": f"conversation {i}",
+                    "title_edited": False,
+                    "model": "m",
+                    "system_prompt": "",
+                    "options": {},
+                    "pinned": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
             for j in range(messages_per):
-                msgs.append({"id": uuid.uuid4(), "conversation_id": cid, "parent_id": None,
-                             "role": "user" if j % 2 == 0 else "assistant", "content": body(), "thinking": "",
-                             "status": "complete", "model": "m", "created_at": now + timedelta(seconds=j),
-                             "updated_at": now})
+                msgs.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "conversation_id": cid,
+                        "parent_id": None,
+                        "role": "user" if j % 2 == 0 else "assistant",
+                        "content": body(),
+                        "thinking": "",
+                        "status": "complete",
+                        "model": "m",
+                        "created_at": now + timedelta(seconds=j),
+                        "updated_at": now,
+                    }
+                )
         with engine.begin() as conn:
             conn.execute(insert(Conversation.__table__), convs)
             conn.execute(insert(Message.__table__), msgs)
@@ -143,7 +177,9 @@ class TmpfsMount:
 
     def __enter__(self) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "tmpfs", str(self.path)], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "tmpfs", str(self.path)], check=True
+        )
         return self.path
 
     def remount(self, size: str) -> None:

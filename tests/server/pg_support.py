@@ -64,7 +64,9 @@ class PostgresCluster:
                 pwd.getpwnam("postgres")
                 self.run_as = "postgres"
             except KeyError as exc:
-                raise RuntimeError("running as root needs the 'postgres' OS user (Debian's postgresql)") from exc
+                raise RuntimeError(
+                    "running as root needs the 'postgres' OS user (Debian's postgresql)"
+                ) from exc
         self._lock = threading.Lock()
         self.started = False
 
@@ -86,8 +88,15 @@ class PostgresCluster:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         os.chmod(self.root, 0o700)
         self._run(
-            str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust",
-            "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
         )
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
@@ -95,8 +104,17 @@ class PostgresCluster:
             "-c shared_buffers=64MB"
         )
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"),
-            "-o", options, "-w", "-t", "60", "start",
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
         self.started = True
         return self
@@ -104,7 +122,9 @@ class PostgresCluster:
     def stop(self) -> None:
         if self.started:
             try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+                self._run(
+                    str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"
+                )
             finally:
                 self.started = False
         shutil.rmtree(self.root, ignore_errors=True)
@@ -121,7 +141,9 @@ class PostgresCluster:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def connect(self, database: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname=database, autocommit=True)
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, dbname=database, autocommit=True
+        )
 
     def new_database(self, prefix: str = "t") -> str:
         """Create an empty database; return its SQLAlchemy URL."""

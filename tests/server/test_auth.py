@@ -1,4 +1,4 @@
-"""Sign-in, refresh rotation and reuse detection, logout, password change (security.md B3, B4, B6)."""
+"""Sign-in, refresh rotation and reuse detection, logout, password change (docs/security.md, B3, B4, B6)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_login_returns_token_user_and_strict_httponly_cookie(client: TestClient,
     assert "secure" not in lowered  # plain http on loopback; Secure is set under TLS
 
 
-def test_cookie_is_secure_under_tls(app) -> None:  # noqa: ANN001
+def test_cookie_is_secure_under_tls(app) -> None:
     with TestClient(app, base_url="https://127.0.0.1") as tls:
         from tests.server.conftest import INITIAL_PASSWORD
 
@@ -39,13 +39,19 @@ def test_email_is_case_insensitive(client: TestClient, admin_token: str) -> None
 
 def test_unknown_email_answers_exactly_like_a_wrong_password(client: TestClient, admin_token: str) -> None:
     wrong = client.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": "not-the-password"})
-    unknown = client.post("/api/auth/login", json={"email": "nobody@example.com", "password": "not-the-password"})
+    unknown = client.post(
+        "/api/auth/login", json={"email": "nobody@example.com", "password": "not-the-password"}
+    )
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {
-        "code": "invalid_credentials",
-        "message": "wrong e-mail or password",
-        "detail": None,
-    }
+    assert (
+        wrong.json()
+        == unknown.json()
+        == {
+            "code": "invalid_credentials",
+            "message": "wrong e-mail or password",
+            "detail": None,
+        }
+    )
 
 
 def test_refresh_rotates_and_replay_revokes_the_family(
@@ -81,7 +87,7 @@ def test_refresh_without_cookie_or_with_garbage_is_401(client: TestClient) -> No
     assert r.status_code == 401 and r.json()["code"] == "invalid_refresh_token"
 
 
-def test_refresh_fails_after_the_absolute_lifetime(client: TestClient, admin_token: str, app) -> None:  # noqa: ANN001
+def test_refresh_fails_after_the_absolute_lifetime(client: TestClient, admin_token: str, app) -> None:
     from datetime import datetime, timedelta, timezone
 
     from sqlalchemy import update
@@ -109,7 +115,9 @@ def test_logout_revokes_refresh_and_access_of_that_session(client: TestClient, a
     assert client.get("/api/users/me", headers=bearer(admin_token)).status_code == 200
 
 
-def test_password_change_revokes_every_session_and_opens_a_new_one(client: TestClient, admin_token: str) -> None:
+def test_password_change_revokes_every_session_and_opens_a_new_one(
+    client: TestClient, admin_token: str
+) -> None:
     other = login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     r = client.post(
         "/api/auth/password",
@@ -122,17 +130,26 @@ def test_password_change_revokes_every_session_and_opens_a_new_one(client: TestC
         assert client.get("/api/users/me", headers=bearer(old)).status_code == 401
     assert client.get("/api/users/me", headers=bearer(fresh)).status_code == 200
     assert login(client, ADMIN_EMAIL, "a-brand-new-passphrase")
-    assert client.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code == 401
+    assert (
+        client.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code
+        == 401
+    )
 
 
-def test_password_change_needs_the_current_password_and_a_good_new_one(client: TestClient, admin_token: str) -> None:
+def test_password_change_needs_the_current_password_and_a_good_new_one(
+    client: TestClient, admin_token: str
+) -> None:
     r = client.post(
         "/api/auth/password",
         json={"current_password": "wrong-current", "new_password": "another-good-passphrase"},
         headers=bearer(admin_token),
     )
     assert r.status_code == 401
-    for bad, code in (("short", "password_too_short"), ("password1", "password_too_short"), ("12345678", "password_too_common")):
+    for bad, code in (
+        ("short", "password_too_short"),
+        ("password1", "password_too_short"),
+        ("12345678", "password_too_common"),
+    ):
         r = client.post(
             "/api/auth/password",
             json={"current_password": ADMIN_PASSWORD, "new_password": bad},
@@ -143,7 +160,7 @@ def test_password_change_needs_the_current_password_and_a_good_new_one(client: T
     assert login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
 
 
-def test_argon2id_parameters_and_salting(app, client: TestClient, create_user) -> None:  # noqa: ANN001
+def test_argon2id_parameters_and_salting(app, client: TestClient, create_user) -> None:
     from sqlalchemy import select
 
     from server.db.models import User
@@ -156,7 +173,7 @@ def test_argon2id_parameters_and_salting(app, client: TestClient, create_user) -
     assert hashes["a@example.com"] != hashes["b@example.com"]
 
 
-def test_long_unicode_password_is_not_truncated(client: TestClient, create_user) -> None:  # noqa: ANN001
+def test_long_unicode_password_is_not_truncated(client: TestClient, create_user) -> None:
     password = "密码很长的口令" * 4 + "ünïcødé-пароль-" * 2  # > 80 UTF-8 bytes
     assert len(password.encode()) > 80
     create_user("long@example.com", password=password)
@@ -165,7 +182,7 @@ def test_long_unicode_password_is_not_truncated(client: TestClient, create_user)
     assert r.status_code == 401
 
 
-def test_outdated_hash_is_upgraded_at_login(app, client: TestClient, create_user) -> None:  # noqa: ANN001
+def test_outdated_hash_is_upgraded_at_login(app, client: TestClient, create_user) -> None:
     from pwdlib import PasswordHash
     from pwdlib.hashers.argon2 import Argon2Hasher
     from sqlalchemy import select, update
@@ -180,4 +197,3 @@ def test_outdated_hash_is_upgraded_at_login(app, client: TestClient, create_user
     with app.state.runtime.session_factory() as s:
         stored = s.scalar(select(User.password_hash).where(User.email == "old@example.com"))
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-

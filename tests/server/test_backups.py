@@ -56,8 +56,12 @@ def db_path(settings: Settings) -> Path:
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTRAIN_") and k not in (
-        "DATABASE_URL", "SECRET_KEY", "INITIAL_ADMIN_PASSWORD", "LOG_LEVEL", "CORS_ORIGINS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MODELTRAIN_")
+        and k not in ("DATABASE_URL", "SECRET_KEY", "INITIAL_ADMIN_PASSWORD", "LOG_LEVEL", "CORS_ORIGINS")
+    }
     env["MODELTRAIN_DATA_DIR"] = str(tmp_path / "data")
     return env
 
@@ -87,7 +91,16 @@ def test_backup_list_download_keep_delete(client: TestClient, admin_token: str, 
     assert r.status_code == 200
     items = r.json()["items"]
     assert [b["id"] for b in items] == [made["id"]]
-    assert set(items[0]) >= {"id", "created_at", "size", "sha256", "schema_revision", "app_version", "keep", "verified"}
+    assert set(items[0]) >= {
+        "id",
+        "created_at",
+        "size",
+        "sha256",
+        "schema_revision",
+        "app_version",
+        "keep",
+        "verified",
+    }
 
     r = client.get(f"/api/backups/{made['id']}/download", headers=bearer(admin_token))
     assert r.status_code == 200
@@ -99,8 +112,12 @@ def test_backup_list_download_keep_delete(client: TestClient, admin_token: str, 
 
     r = client.patch(f"/api/backups/{made['id']}", json={"keep": True}, headers=bearer(admin_token))
     assert r.status_code == 200 and r.json()["keep"] is True
-    assert client.patch(f"/api/backups/{made['id']}", json={"keep": True, "path": "/x"},
-                        headers=bearer(admin_token)).status_code == 422
+    assert (
+        client.patch(
+            f"/api/backups/{made['id']}", json={"keep": True, "path": "/x"}, headers=bearer(admin_token)
+        ).status_code
+        == 422
+    )
 
     r = client.delete(f"/api/backups/{made['id']}", headers=bearer(admin_token))
     assert r.status_code == 204
@@ -130,21 +147,36 @@ def test_backup_files_are_private_and_apart_from_the_database(
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["..%2F..%2Fetc%2Fpasswd", "..", "%2e%2e%2f", "20261127T030000Z-1a2b3c4d.tar.gz",
-     "C:%5Cwindows", "x%00y", "20261127T030000Z-1a2b3c4d%2F..", "20261127T030000Z-1A2B3C4D"],
+    [
+        "..%2F..%2Fetc%2Fpasswd",
+        "..",
+        "%2e%2e%2f",
+        "20261127T030000Z-1a2b3c4d.tar.gz",
+        "C:%5Cwindows",
+        "x%00y",
+        "20261127T030000Z-1a2b3c4d%2F..",
+        "20261127T030000Z-1A2B3C4D",
+    ],
 )
 def test_backup_ids_are_never_paths(client: TestClient, admin_token: str, bad_id: str) -> None:
     for method, suffix in (("GET", "/download"), ("POST", "/restore"), ("DELETE", ""), ("PATCH", "")):
-        r = client.request(method, f"/api/backups/{bad_id}{suffix}", headers=bearer(admin_token),
-                           json={"keep": True} if method == "PATCH" else None)
+        r = client.request(
+            method,
+            f"/api/backups/{bad_id}{suffix}",
+            headers=bearer(admin_token),
+            json={"keep": True} if method == "PATCH" else None,
+        )
         assert r.status_code in (404, 405), (method, bad_id, r.status_code, r.text)
         assert r.json()["code"] in ("backup_not_found", "not_found", "method_not_allowed")
 
 
 def test_backups_are_admin_only(client: TestClient, user_token: str) -> None:
     assert client.get("/api/backups").status_code == 401
-    for method, path in (("GET", "/api/backups"), ("POST", "/api/backups"),
-                         ("POST", "/api/backups/upload-restore")):
+    for method, path in (
+        ("GET", "/api/backups"),
+        ("POST", "/api/backups"),
+        ("POST", "/api/backups/upload-restore"),
+    ):
         r = client.request(method, path, headers=bearer(user_token))
         assert r.status_code == 403, (method, path, r.status_code)
 
@@ -195,11 +227,15 @@ def test_backup_during_concurrent_writes_is_consistent(client: TestClient, admin
         try:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == info["schema_revision"]
+            assert (
+                conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+                == info["schema_revision"]
+            )
             # every writer transaction is all-or-nothing in the copy: 5 messages per conversation
             sizes = conn.execute(
                 "SELECT count(m.id) FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id "
-                "GROUP BY c.id").fetchall()
+                "GROUP BY c.id"
+            ).fetchall()
             assert sizes and {s[0] for s in sizes} == {5}
         finally:
             conn.close()
@@ -266,8 +302,14 @@ def test_restore_replaces_data_revokes_sessions_and_keeps_the_previous_database(
     assert listing[previous]["kind"] == "pre-restore"
     assert listing[previous]["counts"]["users"] == 3
     # the app's own writes keep working on the restored file
-    assert client.post("/api/users", json={"email": "later@example.com", "password": "later-password-Long-1"},
-                       headers=bearer(token)).status_code == 201
+    assert (
+        client.post(
+            "/api/users",
+            json={"email": "later@example.com", "password": "later-password-Long-1"},
+            headers=bearer(token),
+        ).status_code
+        == 201
+    )
 
 
 def test_upload_restore_accepts_a_large_valid_backup(
@@ -278,8 +320,11 @@ def test_upload_restore_accepts_a_large_valid_backup(
     archive = client.get(f"/api/backups/{made['id']}/download", headers=bearer(admin_token)).content
     assert len(archive) > settings.max_body_bytes  # the upload path has its own, larger limit
     client.delete(f"/api/backups/{made['id']}", headers=bearer(admin_token))
-    r = client.post("/api/backups/upload-restore", headers=bearer(admin_token),
-                    files={"file": ("../../evil name.tar.gz", archive, "application/gzip")})
+    r = client.post(
+        "/api/backups/upload-restore",
+        headers=bearer(admin_token),
+        files={"file": ("../../evil name.tar.gz", archive, "application/gzip")},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["counts"]["messages"] == 600
     assert r.json()["source"] == "uploaded file"
@@ -318,7 +363,8 @@ def _bad_inputs(tmp_path: Path, good_archive: Path) -> dict[str, bytes]:
     conn.executescript(
         "CREATE TABLE filler(x TEXT, y TEXT); CREATE INDEX ix_filler_x ON filler(x);"
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
-        "INSERT INTO filler SELECT printf('value-%08d', i), printf('other-%08d', i) FROM n;")
+        "INSERT INTO filler SELECT printf('value-%08d', i), printf('other-%08d', i) FROM n;"
+    )
     conn.commit()
     conn.close()
     corrupt_index(broken, "ix_filler_x", "y")
@@ -328,7 +374,9 @@ def _bad_inputs(tmp_path: Path, good_archive: Path) -> dict[str, bytes]:
     # another application's SQLite database
     other = tmp_path / "other.db"
     conn = sqlite3.connect(other)
-    conn.executescript("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('hi');")
+    conn.executescript(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('hi');"
+    )
     conn.commit()
     conn.close()
     out["other app sqlite"] = other.read_bytes()
@@ -336,8 +384,10 @@ def _bad_inputs(tmp_path: Path, good_archive: Path) -> dict[str, bytes]:
     # another application's Alembic-managed database
     alembic_other = tmp_path / "alembic_other.db"
     conn = sqlite3.connect(alembic_other)
-    conn.executescript("CREATE TABLE alembic_version(version_num TEXT); INSERT INTO alembic_version VALUES ('abc');"
-                       "CREATE TABLE items(id INTEGER);")
+    conn.executescript(
+        "CREATE TABLE alembic_version(version_num TEXT); INSERT INTO alembic_version VALUES ('abc');"
+        "CREATE TABLE items(id INTEGER);"
+    )
     conn.commit()
     conn.close()
     out["other app alembic"] = alembic_other.read_bytes()
@@ -350,9 +400,14 @@ def _bad_inputs(tmp_path: Path, good_archive: Path) -> dict[str, bytes]:
     out["zip-slip name"] = build_archive(manifest, "../../modeltrain.sqlite3", db)
     # the archive of a newer schema (manifest and database agree)
     meta = json.loads(manifest)
-    meta.update(schema_revision="9999_future", sha256=hashlib.sha256(out["newer schema"]).hexdigest(),
-                size=len(out["newer schema"]))
-    out["newer schema archive"] = build_archive(json.dumps(meta).encode(), "modeltrain.sqlite3", out["newer schema"])
+    meta.update(
+        schema_revision="9999_future",
+        sha256=hashlib.sha256(out["newer schema"]).hexdigest(),
+        size=len(out["newer schema"]),
+    )
+    out["newer schema archive"] = build_archive(
+        json.dumps(meta).encode(), "modeltrain.sqlite3", out["newer schema"]
+    )
     return out
 
 
@@ -366,8 +421,11 @@ def test_restore_refuses_every_bad_input_and_leaves_the_live_database_alone(
     good = backups.store_for(settings).archive_path(made["id"])
     before = logical_hash(db_path(settings))
     for name, data in _bad_inputs(tmp_path, good).items():
-        r = client.post("/api/backups/upload-restore", headers=bearer(admin_token),
-                        files={"file": ("backup.tar.gz", data, "application/octet-stream")})
+        r = client.post(
+            "/api/backups/upload-restore",
+            headers=bearer(admin_token),
+            files={"file": ("backup.tar.gz", data, "application/octet-stream")},
+        )
         assert r.status_code == EXPECTED_STATUS.get(name, 422), (name, r.status_code, r.text)
         body = r.json()
         assert body["code"] in ("invalid_backup", "schema_too_new"), (name, body)
@@ -376,8 +434,12 @@ def test_restore_refuses_every_bad_input_and_leaves_the_live_database_alone(
         # the app keeps serving with the same sessions (nothing was revoked)
         assert client.get("/api/users/me", headers=bearer(admin_token)).status_code == 200, name
     # no temp files left beside the database or in the backup directory
-    assert [p.name for p in db_path(settings).parent.iterdir() if ".restore-" in p.name or ".incoming-" in p.name] == []
-    assert [b["id"] for b in client.get("/api/backups", headers=bearer(admin_token)).json()["items"]] == [made["id"]]
+    assert [
+        p.name for p in db_path(settings).parent.iterdir() if ".restore-" in p.name or ".incoming-" in p.name
+    ] == []
+    assert [b["id"] for b in client.get("/api/backups", headers=bearer(admin_token)).json()["items"]] == [
+        made["id"]
+    ]
 
 
 def test_cli_restore_refuses_bad_files_with_the_live_file_unchanged(
@@ -413,11 +475,17 @@ def test_cli_restore_refuses_while_another_process_has_the_database_open(
     settings = Settings(_env_file=None, data_dir=tmp_path / "data")
     good = backups.store_for(settings).list()[0].path
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('pragma journal_mode=wal');"
-         "c.execute('select count(*) from users').fetchone(); print('ready', flush=True); sys.stdin.read()",
-         str(db_path(settings))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('pragma journal_mode=wal');"
+            "c.execute('select count(*) from users').fetchone(); print('ready', flush=True); sys.stdin.read()",
+            str(db_path(settings)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
         before = logical_hash(db_path(settings))
@@ -449,7 +517,9 @@ def test_a_backup_of_a_damaged_database_is_marked_failed_and_raises_an_alert(
     assert active and active[0]["level"] == "alert" and r.json()["id"] in active[0]["message"]
 
 
-def test_an_unverified_backup_on_disk_is_an_alert_at_start(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+def test_an_unverified_backup_on_disk_is_an_alert_at_start(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     settings = make_settings(database_url=sqlite_url(tmp_path), backup_schedule="off")
     with TestClient(create_app(settings), base_url=BASE_URL) as c:
         token = _admin(c)
@@ -468,8 +538,11 @@ def _admin(c: TestClient) -> str:
     from tests.server.conftest import INITIAL_PASSWORD
 
     token = login(c, ADMIN_EMAIL, INITIAL_PASSWORD)
-    r = c.post("/api/auth/password", json={"current_password": INITIAL_PASSWORD, "new_password": ADMIN_PASSWORD},
-               headers=bearer(token))
+    r = c.post(
+        "/api/auth/password",
+        json={"current_password": INITIAL_PASSWORD, "new_password": ADMIN_PASSWORD},
+        headers=bearer(token),
+    )
     assert r.status_code == 200
     return r.json()["access_token"]
 
@@ -489,11 +562,17 @@ def test_kill_9_during_backup_leaves_no_half_backup(tmp_path: Path, cli_environm
     engine.dispose()
     directory = settings.resolved_backup_dir
     store = backups.store_for(settings)
-    markers = {"snapshot": lambda: any(p.name.startswith(".tmp-") for p in _entries(directory)),
-               "archive": lambda: any(p.name.endswith(".part") for p in _entries(directory))}
+    markers = {
+        "snapshot": lambda: any(p.name.startswith(".tmp-") for p in _entries(directory)),
+        "archive": lambda: any(p.name.endswith(".part") for p in _entries(directory)),
+    }
     for stage, seen in markers.items():
-        proc = subprocess.Popen([sys.executable, "-m", "server", "backup"], env=cli_env(tmp_path),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "backup"],
+            env=cli_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while not seen() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
@@ -523,11 +602,14 @@ def small_backup_disk(tmp_path: Path) -> Iterator[TmpfsMount]:
 def test_disk_full_during_backup_is_a_clear_error_and_recovers_without_restart(
     make_settings: Callable[..., Settings], tmp_path: Path, small_backup_disk: TmpfsMount
 ) -> None:
-    settings = make_settings(database_url=sqlite_url(tmp_path), backup_schedule="off",
-                             backup_dir=small_backup_disk.path)
+    settings = make_settings(
+        database_url=sqlite_url(tmp_path), backup_schedule="off", backup_dir=small_backup_disk.path
+    )
     with TestClient(create_app(settings), base_url=BASE_URL) as c:
         token = _admin(c)
-        populate(c.app.state.runtime.engine, conversations=40, messages_per=10, text_size=2000, incompressible=True)
+        populate(
+            c.app.state.runtime.engine, conversations=40, messages_per=10, text_size=2000, incompressible=True
+        )
         before = logical_hash(db_path(settings))
         r = c.post("/api/backups", headers=bearer(token))
         assert r.status_code == 507, r.text

@@ -85,11 +85,11 @@ def test_stream_sends_meta_deltas_done_and_persists_the_reply(client, app, user_
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["x-accel-buffering"] == "no"
     names = [e.event for e in events]
-    assert names[0] == "meta" and names[-1] == "done"
+    assert names[0] == "meta" and names[-2:] == ["done", "title"]  # a new conversation: titled after done
     deltas = by_name(events, "delta")
     assert len(deltas) >= 3
     text = "".join(d.data.get("content", "") for d in deltas)
-    done = events[-1].data
+    done = events[-2].data
     assert text == done["message"]["content"]
     assert "Tell me about rivers" in text
     assert done["message"]["status"] == "complete"
@@ -113,7 +113,7 @@ def test_user_message_is_committed_before_the_upstream_is_called(client, app, us
 
     chat_model.fake.reply = reply
     status, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "persist me first"})
-    assert status == 200 and events[-1].event == "done"
+    assert status == 200 and [e.event for e in events][-2:] == ["done", "title"]
     assert seen[0] == ["persist me first"]  # (a later call is the title request)
 
 
@@ -441,7 +441,7 @@ def test_per_user_stream_cap_answers_429_before_calling_upstream(make_settings, 
                     assert int(second.headers["retry-after"]) >= 1
                     assert fake.requests.count(("POST", "/api/chat")) == chats_before
                     c.post(f"/api/chat/{meta['assistant_message_id']}/stop", headers=bearer(token))
-            assert wait_for(lambda: app.state.runtime.extras["chat_streams"].count == 0, timeout=2)
+            assert wait_for(lambda: app.state.runtime.streams.count == 0, timeout=2)
 
 
 def test_stop_of_unknown_or_finished_message(client, user_token, chat_model) -> None:
@@ -454,7 +454,7 @@ def test_stop_of_unknown_or_finished_message(client, user_token, chat_model) -> 
 
 
 def test_active_stream_count_is_exposed(client, app, user_token, chat_model) -> None:
-    streams = app.state.runtime.extras["chat_streams"]
+    streams = app.state.runtime.streams
     assert streams.count == 0
     chat(client, user_token, {"model": chat_model.id, "content": "hi"})
     assert streams.count == 0
@@ -500,6 +500,73 @@ def test_title_failure_keeps_fallback_and_chat_succeeds(client, user_token, chat
     assert wait_for(lambda: calls["n"] >= 2, timeout=5)
     title = client.get(f"/api/conversations/{conv}", headers=bearer(user_token)).json()["title"]
     assert title.startswith("Please explain how photosynthesis") and len(title) <= 52
+
+
+def test_a_new_conversation_gets_its_title_as_a_last_event_after_done(client, user_token, chat_model) -> None:
+    chat_model.fake.reply = lambda messages: (
+        "Rivers of Europe" if messages[0]["role"] == "system" else "Long answer about rivers and more."
+    )
+    body = {"model": chat_model.id, "content": "Tell me about big rivers"}
+    _, events, _, _ = chat(client, user_token, body)
+    names = [e.event for e in events]
+    assert names[0] == "meta"
+    assert names[-2:] == ["done", "title"]
+    assert names.count("title") == 1
+    conv = events[0].data["conversation_id"]
+    assert events[-1].data == {"conversation_id": conv, "title": "Rivers of Europe"}
+    # sent once stored: the conversation already reads with it
+    stored = client.get(f"/api/conversations/{conv}", headers=bearer(user_token)).json()["title"]
+    assert stored == events[-1].data["title"]
+    # only the first exchange is titled: the next reply ends with done
+    _, later, _, _ = chat(client, user_token, {**body, "content": "more", "conversation_id": conv})
+    assert later[-1].event == "done"
+    assert not by_name(later, "title")
+
+
+def test_a_slow_title_ends_the_stream_after_the_title_timeout(make_settings, monkeypatch) -> None:
+    settings = make_settings(chat_title_timeout=0.3, chat_ping_interval=0.05)
+    app = create_app(settings)
+    with FakeOllama() as fake, TestClient(app, base_url=BASE_URL) as client:
+        model = install_fake_model(monkeypatch, fake)
+        token = _user(client)
+
+        def reply(messages) -> str:
+            if messages[0]["role"] == "system":  # the title request: first word at once, then 1 s per word
+                fake.token_delay = 1.0
+                return "A title far too slow"
+            return "the answer"
+
+        fake.reply = reply
+        started = time.monotonic()
+        status, events, _, _ = chat(client, token, {"model": model.id, "content": "hello"})
+        elapsed = time.monotonic() - started
+        conv = events[0].data["conversation_id"]
+        fallback = client.get(f"/api/conversations/{conv}", headers=bearer(token)).json()["title"]
+    assert status == 200
+    assert events[-1].event == "done"
+    assert not by_name(events, "title")
+    assert elapsed < 0.3 + chat_service.TITLE_SAVE_GRACE
+    assert fallback == "hello"
+
+
+def test_stream_payloads_validate_against_the_declared_schemas(client, user_token, chat_model) -> None:
+    from server.schemas.chat_stream import ChatStreamEvent
+
+    chat_model.fake.reply = lambda messages: (
+        "A short title" if messages[0]["role"] == "system" else "An answer of many words, sent in pieces."
+    )
+    body = {"model": chat_model.id, "content": "first question"}
+    _, first, _, _ = chat(client, user_token, body)
+    conv = first[0].data["conversation_id"]
+    _, continued, _, _ = chat(client, user_token, {**body, "content": "again", "conversation_id": conv})
+    chat_model.fake.fail_after_chunks = 2
+    _, failed, _, _ = chat(client, user_token, {**body, "content": "fail", "conversation_id": conv})
+    chat_model.fake.fail_after_chunks = None
+    events = first + continued + failed
+    assert {e.event for e in events} == {"meta", "delta", "done", "error", "title"}
+    for e in events:
+        parsed = ChatStreamEvent.model_validate({"event": e.event, "data": e.data}).root
+        assert parsed.event == e.event
 
 
 # --- crash recovery ------------------------------------------------------------------------------------

@@ -17,8 +17,12 @@ PY = sys.executable
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTRAIN_") and k not in (
-        "DATABASE_URL", "SECRET_KEY", "INITIAL_ADMIN_PASSWORD", "LOG_LEVEL", "CORS_ORIGINS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MODELTRAIN_")
+        and k not in ("DATABASE_URL", "SECRET_KEY", "INITIAL_ADMIN_PASSWORD", "LOG_LEVEL", "CORS_ORIGINS")
+    }
     env.update({"MODELTRAIN_DATA_DIR": str(tmp_path / "data"), **extra})
     return env
 
@@ -29,9 +33,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "server", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=60, input=stdin)
+def _run(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-m", "server", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, input=stdin
+    )
 
 
 def test_bad_setting_is_one_line_without_traceback(tmp_path: Path) -> None:
@@ -53,8 +60,14 @@ def test_port_in_use_says_so_and_exits_non_zero(tmp_path: Path) -> None:
 
 def test_serve_starts_prints_the_initial_password_once_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
-    proc = subprocess.Popen([PY, "-m", "server", "serve", "--port", str(port)], env=_env(tmp_path), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "server", "serve", "--port", str(port)],
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -86,7 +99,12 @@ def test_migrate_create_admin_and_reset_password(tmp_path: Path) -> None:
     env = _env(tmp_path)
     r = _run(["migrate"], env, tmp_path)
     assert r.returncode == 0 and "-> " in r.stdout
-    r = _run(["create-admin", "ops@example.com", "--password-stdin"], env, tmp_path, stdin="an-operator-passphrase\n")
+    r = _run(
+        ["create-admin", "ops@example.com", "--password-stdin"],
+        env,
+        tmp_path,
+        stdin="an-operator-passphrase\n",
+    )
     assert r.returncode == 0, r.stderr
     r = _run(["create-admin", "ops2@example.com", "--password-stdin"], env, tmp_path, stdin="short\n")
     assert r.returncode != 0 and "at least" in r.stderr and "Traceback" not in r.stderr

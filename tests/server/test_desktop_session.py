@@ -105,16 +105,22 @@ def test_non_loopback_host_is_refused(desktop: EmbeddedServer, http: httpx.Clien
     # The LAN names are allowed by the guard while LAN access is on, but never for the desktop token.
     desktop.runtime.guard.allowed_hosts.add("10.213.0.1")
     try:
-        r = http.post("/api/auth/desktop", json={}, headers={HEADER: desktop.desktop_token, "Host": "10.213.0.1"})
+        r = http.post(
+            "/api/auth/desktop", json={}, headers={HEADER: desktop.desktop_token, "Host": "10.213.0.1"}
+        )
     finally:
         desktop.runtime.guard.allowed_hosts.discard("10.213.0.1")
     assert r.status_code == 403 and r.json()["code"] == "desktop_sign_in_refused"
 
 
-def test_lan_listener_refuses_the_token_and_desktop_sessions(desktop: EmbeddedServer, http: httpx.Client) -> None:
+def test_lan_listener_refuses_the_token_and_desktop_sessions(
+    desktop: EmbeddedServer, http: httpx.Client
+) -> None:
     """Even on a loopback address, the LAN listener never accepts the desktop token or its sessions."""
     owner = sign_in(http, desktop.desktop_token).json()["access_token"]
-    new = http.post("/api/auth/desktop/password", json={"new_password": ADMIN_PASSWORD}, headers=bearer(owner))
+    new = http.post(
+        "/api/auth/desktop/password", json={"new_password": ADMIN_PASSWORD}, headers=bearer(owner)
+    )
     assert new.status_code == 200
     desktop_session = sign_in(http, desktop.desktop_token).json()["access_token"]
     status = desktop.lan.enable("127.0.0.1", 0)
@@ -124,9 +130,16 @@ def test_lan_listener_refuses_the_token_and_desktop_sessions(desktop: EmbeddedSe
         assert r.status_code == 403 and r.json()["code"] == "desktop_sign_in_refused"
         assert httpx.get(lan + "/api/users/me", headers=bearer(desktop_session)).status_code == 401
         assert httpx.get(desktop.url + "/api/users/me", headers=bearer(desktop_session)).status_code == 200
-        password_session = httpx.post(lan + "/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        password_session = httpx.post(
+            lan + "/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
         assert password_session.status_code == 200
-        assert httpx.get(lan + "/api/users/me", headers=bearer(password_session.json()["access_token"])).status_code == 200
+        assert (
+            httpx.get(
+                lan + "/api/users/me", headers=bearer(password_session.json()["access_token"])
+            ).status_code
+            == 200
+        )
     finally:
         desktop.lan.disable()
 
@@ -156,22 +169,32 @@ def test_desktop_session_sets_the_initial_password(desktop: EmbeddedServer, http
     assert http.get("/api/users/me", headers=bearer(owner)).status_code == 401  # old sessions revoked
     fresh = r.json()["access_token"]
     assert http.get("/api/users", headers=bearer(fresh)).status_code == 200
-    assert http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code == 200
+    assert (
+        http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code
+        == 200
+    )
     # Only while the password is still the initial one:
     again = http.post(
-        "/api/auth/desktop/password", json={"new_password": "another-Long-pass-2"},
+        "/api/auth/desktop/password",
+        json={"new_password": "another-Long-pass-2"},
         headers=bearer(sign_in(http, desktop.desktop_token).json()["access_token"]),
     )
     assert again.status_code == 409 and again.json()["code"] == "password_already_set"
 
 
-def test_password_sessions_cannot_use_the_desktop_password_route(desktop: EmbeddedServer, http: httpx.Client) -> None:
-    token = http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": INITIAL_PASSWORD}).json()["access_token"]
+def test_password_sessions_cannot_use_the_desktop_password_route(
+    desktop: EmbeddedServer, http: httpx.Client
+) -> None:
+    token = http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": INITIAL_PASSWORD}).json()[
+        "access_token"
+    ]
     r = http.post("/api/auth/desktop/password", json={"new_password": ADMIN_PASSWORD}, headers=bearer(token))
     assert r.status_code == 403 and r.json()["code"] == "desktop_session_required"
 
 
-def test_token_is_never_logged(desktop: EmbeddedServer, http: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+def test_token_is_never_logged(
+    desktop: EmbeddedServer, http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
     sign_in(http, desktop.desktop_token)
     sign_in(http, "wrong-token")

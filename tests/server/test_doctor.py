@@ -34,7 +34,12 @@ def _undo_cli_logging() -> Iterator[None]:
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):
-        if key.startswith(("MODELTRAIN_", "OLLAMA_")) or key in ("DATABASE_URL", "SECRET_KEY", "LOG_LEVEL", "CORS_ORIGINS"):
+        if key.startswith(("MODELTRAIN_", "OLLAMA_")) or key in (
+            "DATABASE_URL",
+            "SECRET_KEY",
+            "LOG_LEVEL",
+            "CORS_ORIGINS",
+        ):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODELTRAIN_DATA_DIR", str(tmp_path / "data"))
@@ -66,7 +71,17 @@ def test_a_good_setup_passes_every_check(ollama: FakeOllama, capsys: pytest.Capt
     assert cli_main(["doctor"]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("[")]
-    assert [line.split()[1] for line in lines] == ["config", "port", "database", "disk", "memory", "backups", "ollama", "logs", "deploy"]
+    assert [line.split()[1] for line in lines] == [
+        "config",
+        "port",
+        "database",
+        "disk",
+        "memory",
+        "backups",
+        "ollama",
+        "logs",
+        "deploy",
+    ]
     assert all(line.startswith("[PASS]") for line in lines), out
     assert "all checks passed" in out
 
@@ -81,8 +96,9 @@ def test_bad_config_fails_with_the_fix_and_skips_the_rest(
     assert out.count("[SKIP]") == 8
 
 
-def test_port_taken_by_another_program(ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_port_taken_by_another_program(
+    ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _good_setup(capsys)
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
@@ -99,7 +115,9 @@ def test_port_taken_by_our_own_running_server_passes(
     from server.embedded import EmbeddedServer
 
     _good_setup(capsys)
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", backup_schedule="off", metrics_enabled=False)
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path / "data", backup_schedule="off", metrics_enabled=False
+    )
     server = EmbeddedServer(settings)
     url = server.start()
     try:
@@ -124,8 +142,9 @@ def test_locked_database_fails(ollama: FakeOllama, capsys: pytest.CaptureFixture
     assert results()["database"].ok
 
 
-def test_no_backups_and_stale_or_unverified_backups_fail(ollama: FakeOllama, env: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_backups_and_stale_or_unverified_backups_fail(
+    ollama: FakeOllama, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from datetime import datetime, timedelta, timezone
 
     from server.services import backups
@@ -149,7 +168,9 @@ def test_no_backups_and_stale_or_unverified_backups_fail(ollama: FakeOllama, env
     assert old.id
 
 
-def test_ollama_missing_or_not_running(env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ollama_missing_or_not_running(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _good_setup(capsys)
     check = results()["ollama"]
     assert not check.ok and "not installed" in check.detail and "install Ollama" in check.fix
@@ -158,8 +179,9 @@ def test_ollama_missing_or_not_running(env: Path, monkeypatch: pytest.MonkeyPatc
     assert not check.ok and "not running" in check.detail and "ollama serve" in check.fix
 
 
-def test_unwritable_log_dir_fails(ollama: FakeOllama, env: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_log_dir_fails(
+    ollama: FakeOllama, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _good_setup(capsys)
     blocker = env / "a-file"
     blocker.write_text("not a directory")
@@ -169,7 +191,7 @@ def test_unwritable_log_dir_fails(ollama: FakeOllama, env: Path, monkeypatch: py
     assert cli_main(["doctor"]) == 1
 
 
-def test_deployed_setup_checks(make_settings, tmp_path: Path) -> None:  # noqa: ANN001
+def test_deployed_setup_checks(make_settings, tmp_path: Path) -> None:
     ok = doctor.check_deployment(make_settings(), which=lambda tool: f"/usr/bin/{tool}")
     assert ok.ok and "127.0.0.1" in ok.detail
 

@@ -31,10 +31,12 @@ def test_start_serves_on_a_free_loopback_port_and_stops(make_settings: Callable[
         assert server.app is server.app  # the app object itself, not an import string
         assert httpx.get(url + "/api/health").json() == {"status": "ok"}
         assert httpx.get(url + "/api/health/ready").status_code == 200
-        # security.md A5: by default nothing listens beyond loopback.
+        # By default nothing listens beyond loopback (docs/security.md, A5).
         import psutil
 
-        listening = [c.laddr for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        listening = [
+            c.laddr for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+        ]
         assert listening and all(addr.ip in ("127.0.0.1", "::1") for addr in listening)
     finally:
         server.stop()
@@ -87,7 +89,9 @@ def test_stop_is_bounded_with_an_open_stream(make_settings: Callable[..., Settin
             yield b"data: tick\n\n"
             await asyncio.sleep(0.05)
 
-    app.add_api_route("/api/test-stream", lambda: StreamingResponse(endless(), media_type="text/event-stream"))
+    app.add_api_route(
+        "/api/test-stream", lambda: StreamingResponse(endless(), media_type="text/event-stream")
+    )
     server = EmbeddedServer(settings, app=app)
     url = server.start(timeout=60)
     received: list[bytes] = []
@@ -117,7 +121,12 @@ def test_stop_checkpoints_the_wal(make_settings: Callable[..., Settings]) -> Non
     settings = make_settings()
     server = EmbeddedServer(settings)
     url = server.start(timeout=60)
-    assert httpx.post(url + "/api/auth/login", json={"email": "admin@example.com", "password": "nope-nope"}).status_code == 401
+    assert (
+        httpx.post(
+            url + "/api/auth/login", json={"email": "admin@example.com", "password": "nope-nope"}
+        ).status_code
+        == 401
+    )
     server.stop()
     wal = settings.data_dir / "modeltrain.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0

@@ -10,11 +10,13 @@ def test_health_is_public_and_tells_nothing_else(client: TestClient) -> None:
     assert "server" not in {k.lower() for k in r.headers}
 
 
-def test_readiness_reports_database_and_migrations(client: TestClient, app) -> None:  # noqa: ANN001
+def test_readiness_reports_database_and_migrations(client: TestClient, app) -> None:
     r = client.get("/api/health/ready")
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ready" and body["checks"]["database"]["ok"] and body["checks"]["migrations"]["ok"]
+    assert (
+        body["status"] == "ready" and body["checks"]["database"]["ok"] and body["checks"]["migrations"]["ok"]
+    )
     with app.state.runtime.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0000_old'"))
     r = client.get("/api/health/ready")

@@ -20,7 +20,7 @@ class RecordingTransport(asyncio.Transport):
         self.events: list[str] = []
         self.closing = False
 
-    def write(self, data) -> None:  # noqa: ANN001
+    def write(self, data) -> None:
         self.writes.append(bytes(data))
         self.events.append("write")
 
@@ -38,7 +38,7 @@ class RecordingTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         return 0
 
-    def get_extra_info(self, name, default=None):  # noqa: ANN001
+    def get_extra_info(self, name, default=None):
         return {"peername": ("127.0.0.1", 1)}.get(name, default)
 
 
@@ -98,7 +98,9 @@ def test_a_server_with_the_protocol_answers_plain_and_streamed_requests() -> Non
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, http=CoalescingHttpToolsProtocol, log_config=None, lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, http=CoalescingHttpToolsProtocol, log_config=None, lifespan="off")
+        )
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             await asyncio.sleep(0.01)

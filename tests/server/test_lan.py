@@ -11,7 +11,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from server.embedded import EmbeddedServer, host_names
+from server.embedded import EmbeddedServer
+from server.lan_listener import host_names
 from server.settings import Settings
 from tests.server.conftest import ADMIN_PASSWORD, USER_PASSWORD, bearer
 
@@ -24,7 +25,9 @@ HEADER = "X-ModelTrain-Desktop"
 def test_headless_server_has_no_lan_switch(client: TestClient, admin_token: str) -> None:
     for r in (
         client.get("/api/lan", headers=bearer(admin_token)),
-        client.put("/api/lan", json={"enabled": True, "password": ADMIN_PASSWORD}, headers=bearer(admin_token)),
+        client.put(
+            "/api/lan", json={"enabled": True, "password": ADMIN_PASSWORD}, headers=bearer(admin_token)
+        ),
     ):
         assert r.status_code == 409
         assert r.json()["code"] == "lan_unavailable"
@@ -71,7 +74,8 @@ def owner(desktop: EmbeddedServer) -> str:
     """The desktop owner's session after the initial password was replaced."""
     first = httpx.post(desktop.url + "/api/auth/desktop", json={}, headers={HEADER: desktop.desktop_token})
     r = httpx.post(
-        desktop.url + "/api/auth/desktop/password", json={"new_password": ADMIN_PASSWORD},
+        desktop.url + "/api/auth/desktop/password",
+        json={"new_password": ADMIN_PASSWORD},
         headers=bearer(first.json()["access_token"]),
     )
     assert r.status_code == 200, r.text
@@ -97,9 +101,9 @@ def test_off_by_default_with_defaults(desktop: EmbeddedServer, owner: str) -> No
 
 
 def test_refused_while_an_initial_password_remains(desktop: EmbeddedServer) -> None:
-    token = httpx.post(desktop.url + "/api/auth/desktop", json={}, headers={HEADER: desktop.desktop_token}).json()[
-        "access_token"
-    ]
+    token = httpx.post(
+        desktop.url + "/api/auth/desktop", json={}, headers={HEADER: desktop.desktop_token}
+    ).json()["access_token"]
     from tests.server.conftest import INITIAL_PASSWORD
 
     r = put(desktop, token, {"enabled": True, "host": "127.0.0.1", "port": 0, "password": INITIAL_PASSWORD})
@@ -109,11 +113,14 @@ def test_refused_while_an_initial_password_remains(desktop: EmbeddedServer) -> N
 
 def test_refused_while_any_account_has_a_temporary_password(desktop: EmbeddedServer, owner: str) -> None:
     created = httpx.post(
-        desktop.url + "/api/users", json={"email": "temp@example.com", "password": USER_PASSWORD}, headers=bearer(owner)
+        desktop.url + "/api/users",
+        json={"email": "temp@example.com", "password": USER_PASSWORD},
+        headers=bearer(owner),
     )
     assert created.status_code == 201
     reset = httpx.post(
-        desktop.url + f"/api/users/{created.json()['id']}/password", json={"new_password": "temporary-Pass-77"},
+        desktop.url + f"/api/users/{created.json()['id']}/password",
+        json={"new_password": "temporary-Pass-77"},
         headers=bearer(owner),
     )
     assert reset.status_code == 200
@@ -124,7 +131,9 @@ def test_refused_while_any_account_has_a_temporary_password(desktop: EmbeddedSer
 def test_needs_the_password_again(desktop: EmbeddedServer, owner: str) -> None:
     missing = put(desktop, owner, {"enabled": True, "host": "127.0.0.1", "port": 0})
     assert missing.status_code == 422 and missing.json()["code"] == "password_required"
-    wrong = put(desktop, owner, {"enabled": True, "host": "127.0.0.1", "port": 0, "password": "not-my-password"})
+    wrong = put(
+        desktop, owner, {"enabled": True, "host": "127.0.0.1", "port": 0, "password": "not-my-password"}
+    )
     assert wrong.status_code == 403 and wrong.json()["code"] == "invalid_password"
     assert desktop.lan.status()["enabled"] is False
 
@@ -157,13 +166,13 @@ def test_turn_on_and_off(desktop: EmbeddedServer, owner: str) -> None:
 
 
 def test_turning_off_over_the_lan_itself(desktop: EmbeddedServer, owner: str) -> None:
-    port = put(desktop, owner, {"enabled": True, "host": "127.0.0.1", "port": 0, "password": ADMIN_PASSWORD}).json()[
-        "port"
-    ]
+    port = put(
+        desktop, owner, {"enabled": True, "host": "127.0.0.1", "port": 0, "password": ADMIN_PASSWORD}
+    ).json()["port"]
     lan = f"http://127.0.0.1:{port}"
-    token = httpx.post(lan + "/api/auth/login", json={"email": "admin@example.com", "password": ADMIN_PASSWORD}).json()[
-        "access_token"
-    ]
+    token = httpx.post(
+        lan + "/api/auth/login", json={"email": "admin@example.com", "password": ADMIN_PASSWORD}
+    ).json()["access_token"]
     r = httpx.put(lan + "/api/lan", json={"enabled": False}, headers=bearer(token), timeout=10)
     assert r.status_code == 200 and r.json()["enabled"] is False
     assert _refused(lan)
@@ -174,8 +183,16 @@ def test_port_in_use(desktop: EmbeddedServer, owner: str) -> None:
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     try:
-        r = put(desktop, owner, {"enabled": True, "host": "127.0.0.1", "port": taken.getsockname()[1],
-                                 "password": ADMIN_PASSWORD})
+        r = put(
+            desktop,
+            owner,
+            {
+                "enabled": True,
+                "host": "127.0.0.1",
+                "port": taken.getsockname()[1],
+                "password": ADMIN_PASSWORD,
+            },
+        )
     finally:
         taken.close()
     assert r.status_code == 409 and r.json()["code"] == "port_in_use"
@@ -207,8 +224,15 @@ def test_setting_survives_a_restart(make_settings: Callable[..., Settings]) -> N
         second.stop()
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"enabled": true, "host": "*", "port": 8765}', '[1, 2]',
-                                     '{"enabled": true, "host": "127.0.0.1", "port": 99999}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        '{"enabled": true, "host": "*", "port": 8765}',
+        "[1, 2]",
+        '{"enabled": true, "host": "127.0.0.1", "port": 99999}',
+    ],
+)
 def test_corrupted_setting_means_off(make_settings: Callable[..., Settings], content: str) -> None:
     settings = make_settings(desktop_mode=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def test_secrets_never_reach_the_log_file_at_any_level(logging_to: Callable[...,
     settings = logging_to(log_level="DEBUG")
     log = logging.getLogger("server.test.redaction")
     pw, jwt, key, refresh = SECRETS
-    log.debug("login body {\"email\": \"a@b.c\", \"password\": \"%s\"}", pw)
+    log.debug('login body {"email": "a@b.c", "password": "%s"}', pw)
     log.info("headers: Authorization: Bearer %s", jwt)
     log.warning("provider configured with api_key=%s", key)
     log.error("refresh_token=%s&next=/", refresh)
@@ -81,14 +81,19 @@ def test_secrets_never_reach_the_log_file_at_any_level(logging_to: Callable[...,
     assert text.count("[REDACTED]") >= 8
     assert "call failed" in text and "ValueError" in text
     # a message cannot forge a log line: newlines are escaped
-    assert not any(line.startswith("2026-01-01T00:00:00.000+00:00 CRITICAL forged") for line in text.splitlines())
+    assert not any(
+        line.startswith("2026-01-01T00:00:00.000+00:00 CRITICAL forged") for line in text.splitlines()
+    )
     assert ((settings.resolved_log_dir / "app.log").stat().st_mode & 0o777) == 0o600
 
 
 def test_redact_leaves_ordinary_text_alone() -> None:
     plain = "user 3f2a created with role admin; 12 tokens streamed in 0.4 s; max_tokens=100"
     assert redact(plain) == plain
-    assert redact("password of user 7 reset by an administrator") == "password of user 7 reset by an administrator"
+    assert (
+        redact("password of user 7 reset by an administrator")
+        == "password of user 7 reset by an administrator"
+    )
 
 
 def test_level_follows_log_level(logging_to: Callable[..., Settings]) -> None:
@@ -125,7 +130,9 @@ def test_daily_rotation_gzips_and_keeps_thirty_days(logging_to: Callable[..., Se
     assert (newest.stat().st_mode & 0o777) == 0o600
     assert "entry of today" in (settings.resolved_log_dir / "app.log").read_text()
     # the oldest five days were deleted
-    contents = "".join(gzip.decompress((settings.resolved_log_dir / n).read_bytes()).decode() for n in rotated)
+    contents = "".join(
+        gzip.decompress((settings.resolved_log_dir / n).read_bytes()).decode() for n in rotated
+    )
     assert "entry of day 4\n" not in contents and "entry of day 5\n" in contents
 
 
@@ -179,8 +186,9 @@ def test_logs_api_is_admin_only_and_returns_records(
     _flush()
     assert client.get("/api/logs").status_code == 401
     assert client.get("/api/logs", headers=bearer(user_token)).status_code == 403
-    r = client.get("/api/logs", params={"tail": 50, "level": "WARNING", "q": "api visible"},
-                   headers=bearer(admin_token))
+    r = client.get(
+        "/api/logs", params={"tail": 50, "level": "WARNING", "q": "api visible"}, headers=bearer(admin_token)
+    )
     assert r.status_code == 200, r.text
     lines = r.json()["lines"]
     assert len(lines) == 1

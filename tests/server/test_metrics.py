@@ -49,8 +49,14 @@ def test_rolling_windows_percentiles_and_error_rate() -> None:
     assert stats.total == 111 and stats.total_by_class["5xx"] == 5
 
 
-def _collector(settings: Settings, monkeypatch: pytest.MonkeyPatch, cpu: float, mem: float, disk: float,
-               **probes: Callable[[], Any]) -> metrics.MetricsCollector:
+def _collector(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    cpu: float,
+    mem: float,
+    disk: float,
+    **probes: Callable[[], Any],
+) -> metrics.MetricsCollector:
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: cpu)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(percent=mem))
     monkeypatch.setattr(psutil, "disk_usage", lambda path: SimpleNamespace(percent=disk))
@@ -94,7 +100,9 @@ def test_latency_and_errors_need_enough_requests(settings: Settings, monkeypatch
     assert status["error_rate"] == "warning"  # 3 / 63 = 4.8 %
 
 
-def test_thresholds_are_configurable(make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thresholds_are_configurable(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODELTRAIN_METRICS_THRESHOLDS", '{"cpu": [20, 40], "latency": [50, 100]}')
     settings = make_settings()
     c = _collector(settings, monkeypatch, cpu=30, mem=1, disk=1)
@@ -116,8 +124,15 @@ def test_history_is_bounded(make_settings: Callable[..., Settings], monkeypatch:
 
 def test_streams_and_ollama_state_from_probes(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     state = {"streams": 3, "ollama": "crashed"}
-    c = _collector(settings, monkeypatch, cpu=1, mem=1, disk=1,
-                   active_streams=lambda: state["streams"], ollama_state=lambda: state["ollama"])
+    c = _collector(
+        settings,
+        monkeypatch,
+        cpu=1,
+        mem=1,
+        disk=1,
+        active_streams=lambda: state["streams"],
+        ollama_state=lambda: state["ollama"],
+    )
     sample = c.sample()
     assert sample["current"]["active_streams"] == 3
     assert sample["current"]["ollama_state"] == "crashed" and sample["status"]["ollama"] == "alert"
@@ -152,8 +167,17 @@ def test_metrics_api_counts_requests(client: TestClient, admin_token: str, user_
     body = r.json()
     cur = body["current"]
     assert cur["requests_1m"] >= 5 and cur["requests_15m"] >= cur["requests_1m"]
-    for key in ("cpu_percent", "memory_percent", "disk_percent", "latency_p50_ms", "latency_p95_ms",
-                "latency_p99_ms", "error_rate", "active_streams", "ollama_state"):
+    for key in (
+        "cpu_percent",
+        "memory_percent",
+        "disk_percent",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "error_rate",
+        "active_streams",
+        "ollama_state",
+    ):
         assert key in cur
     assert set(body["status"]) == {"cpu", "memory", "disk", "latency", "error_rate", "ollama"}
     assert body["thresholds"]["cpu"] == {"warning": 70.0, "alert": 90.0}
@@ -188,11 +212,21 @@ def test_prometheus_endpoint_access(client: TestClient, admin_token: str, user_t
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
-    for name in ("modeltrain_cpu_percent", "modeltrain_memory_percent", "modeltrain_disk_percent",
-                 "modeltrain_http_latency_ms", "modeltrain_http_error_rate_percent", "modeltrain_http_requests_total",
-                 "modeltrain_active_streams", "modeltrain_ollama_up", "modeltrain_status"):
+    for name in (
+        "modeltrain_cpu_percent",
+        "modeltrain_memory_percent",
+        "modeltrain_disk_percent",
+        "modeltrain_http_latency_ms",
+        "modeltrain_http_error_rate_percent",
+        "modeltrain_http_requests_total",
+        "modeltrain_active_streams",
+        "modeltrain_ollama_up",
+        "modeltrain_status",
+    ):
         assert f"# TYPE {name} " in text
-    assert re.search(r'^modeltrain_http_latency_ms\{window="1m",quantile="0.95"\} [0-9.e+-]+$', text, re.MULTILINE)
+    assert re.search(
+        r'^modeltrain_http_latency_ms\{window="1m",quantile="0.95"\} [0-9.e+-]+$', text, re.MULTILINE
+    )
     assert re.search(r'^modeltrain_status\{metric="cpu"\} [012]$', text, re.MULTILINE)
 
     local = TestClient(app, base_url=BASE_URL, client=("127.0.0.1", 40000))
@@ -206,7 +240,9 @@ def test_prometheus_endpoint_access(client: TestClient, admin_token: str, user_t
     assert lan_peer.get("/metrics").status_code == 401
 
 
-def test_prometheus_behind_a_trusted_local_proxy_needs_a_token(make_settings: Callable[..., Settings]) -> None:
+def test_prometheus_behind_a_trusted_local_proxy_needs_a_token(
+    make_settings: Callable[..., Settings],
+) -> None:
     from server.app import create_app
 
     settings = make_settings(trusted_proxies=["127.0.0.1/32"])
@@ -243,7 +279,7 @@ def test_reports_show_the_sampled_cpu_and_never_reset_the_sampling_interval(
     c.sample()
     calls: list[float | None] = []
 
-    def counting(interval=None):  # noqa: ANN001, ANN202
+    def counting(interval=None):
         calls.append(interval)
         return 0.0  # what a second psutil call right after the first would say
 

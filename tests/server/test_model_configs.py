@@ -13,7 +13,7 @@ def default_provider_id(client: TestClient, admin_token: str) -> str:
     return client.get("/api/providers", headers=bearer(admin_token)).json()["items"][0]["id"]
 
 
-def new_config(client: TestClient, admin_token: str, **body) -> dict:  # noqa: ANN003
+def new_config(client: TestClient, admin_token: str, **body) -> dict:
     body.setdefault("provider_id", default_provider_id(client, admin_token))
     body.setdefault("name", "Assistant")
     body.setdefault("model", "llama3.2:latest")
@@ -66,17 +66,26 @@ def test_users_cannot_change_configurations(client: TestClient, admin_token: str
     ):
         r = client.request(method, path, json=body, headers=bearer(user_token))
         assert (r.status_code, r.json()["code"]) == (403, "admin_required"), (method, path)
-    assert client.get("/api/model-configs", headers=bearer(admin_token)).json()["items"][0]["name"] == "Assistant"
+    assert (
+        client.get("/api/model-configs", headers=bearer(admin_token)).json()["items"][0]["name"]
+        == "Assistant"
+    )
 
 
-def test_disabled_configurations_are_hidden_from_users(client: TestClient, admin_token: str, user_token: str) -> None:
+def test_disabled_configurations_are_hidden_from_users(
+    client: TestClient, admin_token: str, user_token: str
+) -> None:
     config = new_config(client, admin_token, enabled=False)
     assert client.get("/api/model-configs", headers=bearer(user_token)).json()["total"] == 0
-    assert client.get("/api/model-configs", headers=bearer(admin_token)).json()["items"][0]["id"] == config["id"]
+    assert (
+        client.get("/api/model-configs", headers=bearer(admin_token)).json()["items"][0]["id"] == config["id"]
+    )
     client.patch(f"/api/model-configs/{config['id']}", json={"enabled": True}, headers=bearer(admin_token))
     assert client.get("/api/model-configs", headers=bearer(user_token)).json()["total"] == 1
     # ... and so are those of a disabled provider
-    client.patch(f"/api/providers/{config['provider_id']}", json={"enabled": False}, headers=bearer(admin_token))
+    client.patch(
+        f"/api/providers/{config['provider_id']}", json={"enabled": False}, headers=bearer(admin_token)
+    )
     assert client.get("/api/model-configs", headers=bearer(user_token)).json()["total"] == 0
 
 
@@ -86,9 +95,21 @@ def test_validation(client: TestClient, admin_token: str) -> None:
         ({"provider_id": pid, "name": "x", "model": "../etc/passwd"}, 422, "invalid_model_name"),
         ({"provider_id": pid, "name": "x", "model": "my model"}, 422, "invalid_model_name"),
         ({"provider_id": pid, "name": "x", "model": "llama3.2", "temperature": 3}, 422, "invalid_input"),
-        ({"provider_id": pid, "name": "x", "model": "llama3.2", "options": {"num_gpu": 99}}, 422, "invalid_input"),
-        ({"provider_id": pid, "name": "x", "model": "llama3.2", "options": {"seed": "7"}}, 422, "invalid_input"),
-        ({"provider_id": pid, "name": "x", "model": "llama3.2", "options": {"top_k": True}}, 422, "invalid_input"),
+        (
+            {"provider_id": pid, "name": "x", "model": "llama3.2", "options": {"num_gpu": 99}},
+            422,
+            "invalid_input",
+        ),
+        (
+            {"provider_id": pid, "name": "x", "model": "llama3.2", "options": {"seed": "7"}},
+            422,
+            "invalid_input",
+        ),
+        (
+            {"provider_id": pid, "name": "x", "model": "llama3.2", "options": {"top_k": True}},
+            422,
+            "invalid_input",
+        ),
         ({"provider_id": pid, "name": "", "model": "llama3.2"}, 422, "invalid_input"),
         ({"provider_id": pid, "name": "x", "model": "llama3.2", "role": "admin"}, 422, "invalid_input"),
         ({"provider_id": str(uuid.uuid4()), "name": "x", "model": "llama3.2"}, 404, "provider_not_found"),
@@ -99,7 +120,9 @@ def test_validation(client: TestClient, admin_token: str) -> None:
         assert (r.status_code, r.json()["code"]) == (status, code), (body, r.text)
     new_config(client, admin_token, name="Same")
     r = client.post(
-        "/api/model-configs", json={"provider_id": pid, "name": "same", "model": "qwen3:0.6b"}, headers=bearer(admin_token)
+        "/api/model-configs",
+        json={"provider_id": pid, "name": "same", "model": "qwen3:0.6b"},
+        headers=bearer(admin_token),
     )
     assert (r.status_code, r.json()["code"]) == (409, "model_config_name_taken")
     r = client.patch(f"/api/model-configs/{uuid.uuid4()}", json={"name": "x"}, headers=bearer(admin_token))
@@ -113,7 +136,13 @@ def test_openai_model_names_are_free_form(client: TestClient, admin_token: str) 
         headers=bearer(admin_token),
     )
     pid = r.json()["id"]
-    config = new_config(client, admin_token, provider_id=pid, name="Llama GGUF", model="lmstudio-community/Meta-Llama-3-8B-Instruct-GGUF/x.gguf")
+    config = new_config(
+        client,
+        admin_token,
+        provider_id=pid,
+        name="Llama GGUF",
+        model="lmstudio-community/Meta-Llama-3-8B-Instruct-GGUF/x.gguf",
+    )
     assert config["model"].endswith("x.gguf")
 
 

@@ -33,7 +33,7 @@ def default_provider(client: TestClient, admin_token: str) -> dict:
     return client.get("/api/providers", headers=bearer(admin_token)).json()["items"][0]
 
 
-def add_provider(client: TestClient, admin_token: str, **body) -> dict:  # noqa: ANN003
+def add_provider(client: TestClient, admin_token: str, **body) -> dict:
     body.setdefault("name", f"p-{uuid.uuid4().hex[:6]}")
     body.setdefault("kind", "ollama")
     r = client.post("/api/providers", json=body, headers=bearer(admin_token))
@@ -41,7 +41,7 @@ def add_provider(client: TestClient, admin_token: str, **body) -> dict:  # noqa:
     return r.json()
 
 
-def add_config(client: TestClient, admin_token: str, **body) -> dict:  # noqa: ANN003
+def add_config(client: TestClient, admin_token: str, **body) -> dict:
     r = client.post("/api/model-configs", json=body, headers=bearer(admin_token))
     assert r.status_code == 201, r.text
     return r.json()
@@ -57,7 +57,9 @@ def tags_requests(fake: FakeOllama) -> int:
     return sum(1 for method, path in fake.requests if path == "/api/tags")
 
 
-def test_lists_discovered_ollama_models_for_any_user(client: TestClient, admin_token: str, user_token: str) -> None:
+def test_lists_discovered_ollama_models_for_any_user(
+    client: TestClient, admin_token: str, user_token: str
+) -> None:
     provider = default_provider(client, admin_token)
     body = models(client, user_token)
     assert body["errors"] == []
@@ -69,16 +71,28 @@ def test_lists_discovered_ollama_models_for_any_user(client: TestClient, admin_t
     assert qwen["provider"] == {"id": provider["id"], "name": "Ollama (local)", "kind": "ollama"}
     assert "thinking" in qwen["capabilities"]
     assert qwen["defaults"] == {
-        "system_prompt": "", "temperature": None, "top_p": None, "context_length": None, "max_tokens": None,
+        "system_prompt": "",
+        "temperature": None,
+        "top_p": None,
+        "context_length": None,
+        "max_tokens": None,
         "options": {},
     }
 
 
-def test_configurations_are_listed_with_their_defaults(client: TestClient, admin_token: str, user_token: str) -> None:
+def test_configurations_are_listed_with_their_defaults(
+    client: TestClient, admin_token: str, user_token: str
+) -> None:
     provider = default_provider(client, admin_token)
     config = add_config(
-        client, admin_token, provider_id=provider["id"], name="Thinker", model="qwen3:0.6b",
-        system_prompt="Think first.", temperature=0.3, options={"seed": 1},
+        client,
+        admin_token,
+        provider_id=provider["id"],
+        name="Thinker",
+        model="qwen3:0.6b",
+        system_prompt="Think first.",
+        temperature=0.3,
+        options={"seed": 1},
     )
     add_config(client, admin_token, provider_id=provider["id"], name="Off", model="qwen3:0.6b", enabled=False)
     items = models(client, user_token)["items"]
@@ -149,12 +163,24 @@ def test_ids_round_trip_and_encode_slashes() -> None:
     assert plain == f"ollama:{pid}:qwen3:0.6b"
     slashed = models_service.ollama_model_id(pid, "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M")
     assert "/" not in slashed and slashed.startswith(f"ollama:{pid}:~")
-    for model_id, name in ((plain, "qwen3:0.6b"), (slashed, "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M")):
+    for model_id, name in (
+        (plain, "qwen3:0.6b"),
+        (slashed, "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"),
+    ):
         assert models_service.parse_model_id(model_id) == ("ollama", pid, name)
     cid = uuid.uuid4()
     assert models_service.parse_model_id(f"cfg:{cid}") == ("cfg", cid, None)
-    for bad in ("", "cfg:", "cfg:nope", f"ollama:{pid}", f"ollama:{pid}:../x", f"ollama:{pid}:~!!", "gpt-4o",
-                f"ollama:nope:llama3.2", "x" * 2000):
+    for bad in (
+        "",
+        "cfg:",
+        "cfg:nope",
+        f"ollama:{pid}",
+        f"ollama:{pid}:../x",
+        f"ollama:{pid}:~!!",
+        "gpt-4o",
+        "ollama:nope:llama3.2",
+        "x" * 2000,
+    ):
         with pytest.raises(NotFound) as info:
             models_service.parse_model_id(bad)
         assert info.value.code == "model_not_found"
@@ -193,13 +219,25 @@ def test_resolve_discovered_model_and_stream_from_it(client: TestClient, admin_t
 def test_resolve_configuration(client: TestClient, admin_token: str) -> None:
     provider = default_provider(client, admin_token)
     config = add_config(
-        client, admin_token, provider_id=provider["id"], name="Short", model="llama3.2",
-        system_prompt="Be brief.", max_tokens=2, context_length=2048, options={"seed": 3},
+        client,
+        admin_token,
+        provider_id=provider["id"],
+        name="Short",
+        model="llama3.2",
+        system_prompt="Be brief.",
+        max_tokens=2,
+        context_length=2048,
+        options={"seed": 3},
     )
     resolved = resolve(client, f"cfg:{config['id']}")
-    assert (resolved.upstream_model, resolved.name, resolved.model_id) == ("llama3.2", "Short", f"cfg:{config['id']}")
+    assert (resolved.upstream_model, resolved.name, resolved.model_id) == (
+        "llama3.2",
+        "Short",
+        f"cfg:{config['id']}",
+    )
     assert resolved.defaults == {
-        "system_prompt": "Be brief.", "options": {"seed": 3, "max_tokens": 2, "context_length": 2048},
+        "system_prompt": "Be brief.",
+        "options": {"seed": 3, "max_tokens": 2, "context_length": 2048},
     }
     events = stream(client, resolved)
     assert "".join(e.content for e in events if isinstance(e, Delta)) == "Hello from"  # max_tokens honoured
@@ -210,7 +248,9 @@ def test_resolve_openai_configuration_uses_the_key_from_the_keyring(
     client: TestClient, admin_token: str, memory_keyring: MemoryKeyring
 ) -> None:
     with FakeOpenAI(api_key="sk-test-key-1234567890", reply="Remote answer.") as fake:
-        p = add_provider(client, admin_token, kind="openai", base_url=fake.url, api_key="sk-test-key-1234567890")
+        p = add_provider(
+            client, admin_token, kind="openai", base_url=fake.url, api_key="sk-test-key-1234567890"
+        )
         config = add_config(client, admin_token, provider_id=p["id"], name="Mini", model="gpt-4o-mini")
         resolved = resolve(client, f"cfg:{config['id']}")
         assert resolved.adapter.kind == "openai"

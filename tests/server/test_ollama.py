@@ -1,17 +1,16 @@
-"""``/api/ollama``: status, models, running models, pulls — against the fake Ollama server, plus the
-daemon supervised through the app lifespan with the fake ``ollama`` executable."""
+"""``/api/ollama``: status, models, running models, name checks and roles, several Ollama hosts — against
+the fake Ollama server, plus the daemon supervised through the app lifespan with the fake ``ollama``
+executable. Pulls are in tests/server/services/test_ollama_pulls.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,77 +19,15 @@ from server.db.models import Provider
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 from tests.server.conftest import BASE_URL, bearer
+from tests.server.ollama_support import (  # noqa: F401  (fixtures)
+    PULL,
+    disk,
+    fake,
+    pulls,
+    read_until_final,
+    settings,
+)
 from tests.server.services.test_ollama_daemon import FAKE_BIN, REPO, free_port, group_members, wait_until
-
-PULL = "tinyllama"  # in the fake registry, not installed
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama(pull_tick=0.01) as server:
-        yield server
-
-
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings], fake: FakeOllama, tmp_path: Path) -> Settings:
-    (tmp_path / "models").mkdir()
-    return make_settings(
-        ollama_url=fake.url,
-        ollama_models_dir=tmp_path / "models",
-        ollama_disk_reserve_bytes=0,
-        ollama_pull_stall_seconds=0.15,
-    )
-
-
-@pytest.fixture
-def disk(client: TestClient) -> dict:
-    """Inject the free-space function of the pull manager: ``disk["free"]`` bytes, paths asked."""
-    state: dict = {"free": 10**15, "asked": []}
-
-    def free_space(path: Path) -> int:
-        state["asked"].append(path)
-        return state["free"]
-
-    client.app.state.runtime.extras["ollama_pulls"].free_space = free_space
-    return state
-
-
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    event, data = "message", []
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-
-
-def read_until_final(response: httpx.Response) -> list[tuple[str, dict]]:
-    events = []
-    for event, data in sse_events(response):
-        events.append((event, data))
-        if event in ("done", "error"):
-            break
-    return events
-
-
-def pulls(client: TestClient, token: str) -> list[dict]:
-    r = client.get("/api/ollama/pulls", headers=bearer(token))
-    assert r.status_code == 200, r.text
-    return r.json()["items"]
-
-
-def pull_state(client: TestClient, token: str, name: str) -> str | None:
-    for item in pulls(client, token):
-        if item["name"] == name:
-            return item["state"]
-    return None
-
 
 # --- status and daemon control ---------------------------------------------------------------------
 
@@ -232,153 +169,7 @@ def test_load_pin_and_unload(client: TestClient, admin_token: str, user_token: s
     assert r.json()["code"] == "invalid_keep_alive"
 
 
-# --- pulls -----------------------------------------------------------------------------------------
-
-
-def test_pull_streams_progress_then_done(
-    client: TestClient, admin_token: str, disk: dict, settings: Settings
-) -> None:
-    h = bearer(admin_token)
-    with client.stream("POST", "/api/ollama/pull", json={"name": PULL}, headers=h) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        events = read_until_final(r)
-    kinds = [e for e, _ in events]
-    assert kinds[-1] == "done" and set(kinds[:-1]) == {"progress"}
-    progress = [d for e, d in events if e == "progress"]
-    assert set(progress[0]) == {
-        "name",
-        "status",
-        "digest",
-        "total",
-        "completed",
-        "percent",
-        "bytes_per_s",
-        "eta_s",
-        "stalled",
-    }
-    layer = [d for d in progress if d["digest"] and d["total"] and d["total"] > 1 << 20]
-    assert layer[-1]["percent"] == 100.0 and layer[-1]["completed"] == layer[-1]["total"]
-    assert any(d["bytes_per_s"] for d in layer)
-    assert any(d["eta_s"] is not None for d in layer)
-    statuses = [d["status"] for d in progress]
-    assert statuses[0] == "pulling manifest"  # the client that started the pull sees every event
-    assert statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
-    assert events[-1][1]["name"] == PULL
-    assert disk["asked"] == [settings.ollama_models_dir]
-    names = [m["name"] for m in client.get("/api/ollama/models", headers=h).json()["items"]]
-    assert "tinyllama:latest" in names
-    assert pull_state(client, admin_token, PULL) == "success"
-
-
-def test_pull_continues_after_disconnect_and_reattaches(
-    client: TestClient, admin_token: str, disk: dict, fake: FakeOllama
-) -> None:
-    h = bearer(admin_token)
-    fake.pull_tick = 0.1
-    with client.stream("POST", "/api/ollama/pull", json={"name": PULL}, headers=h) as r:
-        seen = []
-        for event, data in sse_events(r):
-            seen.append(data)
-            if data.get("completed"):
-                break
-    # The browser went away; the pull did not.
-    assert pull_state(client, admin_token, PULL) == "running"
-    # Starting the same pull again joins it rather than starting a second download.
-    with client.stream("GET", f"/api/ollama/pulls/{PULL}/events", headers=h) as r:
-        assert r.status_code == 200
-        events = read_until_final(r)
-    first = events[0][1]
-    assert events[0][0] == "progress"
-    assert (first["completed"] or 0) >= seen[-1]["completed"] or first["digest"] != seen[-1]["digest"]
-    assert events[-1][0] == "done"
-    assert [m for m, p in fake.requests if p == "/api/pull"] == ["POST"]
-    # A finished pull can still be re-attached to: it answers its final event at once.
-    with client.stream("GET", f"/api/ollama/pulls/{PULL}/events", headers=h) as r:
-        assert read_until_final(r)[-1][0] == "done"
-
-
-def test_cancel_a_pull(client: TestClient, admin_token: str, disk: dict, fake: FakeOllama) -> None:
-    h = bearer(admin_token)
-    fake.pull_tick = 0.2
-    with client.stream("POST", "/api/ollama/pull", json={"name": "smollm2:135m"}, headers=h) as r:
-        for event, data in sse_events(r):
-            if data.get("digest"):
-                break
-    assert pull_state(client, admin_token, "smollm2:135m") == "running"
-    r = client.delete("/api/ollama/pull/smollm2:135m", headers=h)
-    assert r.status_code == 200, r.text
-    assert r.json()["state"] == "cancelled"
-    assert r.json()["error"]["code"] == "cancelled"
-    assert wait_until(lambda: fake.active_streams == 0, 5)
-    assert fake.disconnects >= 1
-    with client.stream("GET", "/api/ollama/pulls/smollm2:135m/events", headers=h) as r:
-        assert read_until_final(r) == [
-            ("error", {"name": "smollm2:135m", "code": "cancelled", "message": "the pull was cancelled"})
-        ]
-    names = [m["name"] for m in client.get("/api/ollama/models", headers=h).json()["items"]]
-    assert "smollm2:135m" not in names
-    assert client.delete("/api/ollama/pull/smollm2:135m", headers=h).status_code == 404
-
-
-def test_several_pulls_at_once(client: TestClient, admin_token: str, disk: dict, fake: FakeOllama) -> None:
-    h = bearer(admin_token)
-    fake.pull_tick = 0.1
-    streams = [
-        client.stream("POST", "/api/ollama/pull", json={"name": n}, headers=h) for n in (PULL, "smollm2:135m")
-    ]
-    responses = [s.__enter__() for s in streams]
-    try:
-        assert all(r.status_code == 200 for r in responses)
-        assert {p["name"] for p in pulls(client, admin_token) if p["state"] == "running"} == {
-            PULL,
-            "smollm2:135m",
-        }
-        finals = [read_until_final(r)[-1][0] for r in responses]
-    finally:
-        for s in streams:
-            s.__exit__(None, None, None)
-    assert finals == ["done", "done"]
-
-
-def test_pull_refused_when_disk_is_full(
-    client: TestClient, admin_token: str, disk: dict, fake: FakeOllama
-) -> None:
-    disk["free"] = 1000
-    r = client.post("/api/ollama/pull", json={"name": PULL}, headers=bearer(admin_token))
-    assert r.status_code == 507
-    body = r.json()
-    assert body["code"] == "disk_full"
-    assert body["detail"]["free_bytes"] == 1000
-    assert body["detail"]["needed_bytes"] > 600_000_000
-    assert wait_until(lambda: fake.active_streams == 0, 5)  # the download was abandoned
-    names = [m["name"] for m in client.get("/api/ollama/models", headers=bearer(admin_token)).json()["items"]]
-    assert "tinyllama:latest" not in names
-    assert pull_state(client, admin_token, PULL) == "error"
-
-
-def test_stalled_pull_is_reported(client: TestClient, admin_token: str, disk: dict, fake: FakeOllama) -> None:
-    h = bearer(admin_token)
-    fake.pull_tick = 0.6  # settings: stalled after 0.15 s without progress
-    flags = []
-    with client.stream("POST", "/api/ollama/pull", json={"name": PULL}, headers=h) as r:
-        for event, data in sse_events(r):
-            flags.append(data["stalled"])
-            if True in flags and flags[-1] is False:
-                break
-    assert True in flags and flags[-1] is False  # reported stalled, then progress resumed
-    stalled_listed = client.get("/api/ollama/pulls", headers=h).json()["items"][0]
-    assert stalled_listed["state"] == "running"
-    assert client.delete(f"/api/ollama/pull/{PULL}", headers=h).status_code == 200
-
-
-def test_pull_of_unknown_model_is_an_error(client: TestClient, admin_token: str, disk: dict) -> None:
-    r = client.post("/api/ollama/pull", json={"name": "no-such-model:1b"}, headers=bearer(admin_token))
-    assert r.status_code == 404
-    assert r.json()["code"] == "model_not_found"
-
-
-# --- names (security.md C4) and roles -------------------------------------------------------------
+# --- names (docs/security.md, C4) and roles -------------------------------------------------------
 
 BAD_NAMES = [
     "../x",

@@ -44,7 +44,7 @@ def providers(client: TestClient, token: str) -> list[dict]:
     return r.json()["items"]
 
 
-def create(client: TestClient, token: str, **body) -> dict:  # noqa: ANN003
+def create(client: TestClient, token: str, **body) -> dict:
     body.setdefault("kind", "openai")
     body.setdefault("name", f"p-{uuid.uuid4().hex[:8]}")
     r = client.post("/api/providers", json=body, headers=bearer(token))
@@ -66,8 +66,16 @@ def test_fresh_install_has_one_default_ollama_provider(
     assert default["base_url"] == "http://127.0.0.1:11434"
     assert default["has_api_key"] is False and default["api_key_masked"] == ""
     assert set(default) == {
-        "id", "name", "kind", "base_url", "has_api_key", "api_key_masked", "is_default", "enabled",
-        "created_at", "updated_at",
+        "id",
+        "name",
+        "kind",
+        "base_url",
+        "has_api_key",
+        "api_key_masked",
+        "is_default",
+        "enabled",
+        "created_at",
+        "updated_at",
     }
 
 
@@ -172,7 +180,12 @@ def test_without_a_usable_keyring_saving_a_key_fails_clearly_and_stores_nothing(
     before = providers(client, admin_token)
     r = client.post(
         "/api/providers",
-        json={"name": "OpenAI", "kind": "openai", "base_url": "https://api.example.test/v1", "api_key": LONG_KEY},
+        json={
+            "name": "OpenAI",
+            "kind": "openai",
+            "base_url": "https://api.example.test/v1",
+            "api_key": LONG_KEY,
+        },
         headers=bearer(admin_token),
     )
     assert r.status_code == 503
@@ -224,7 +237,9 @@ def test_changing_base_url_drops_the_key_unless_a_new_one_is_given(
     r = client.patch(f"/api/providers/{p['id']}", json={"name": "renamed"}, headers=bearer(admin_token))
     assert r.json()["has_api_key"] is True and memory_keyring.store[slot] == LONG_KEY
     r = client.patch(
-        f"/api/providers/{p['id']}", json={"base_url": "https://other.example.test/v1"}, headers=bearer(admin_token)
+        f"/api/providers/{p['id']}",
+        json={"base_url": "https://other.example.test/v1"},
+        headers=bearer(admin_token),
     )
     assert r.status_code == 200
     assert (r.json()["has_api_key"], r.json()["api_key_masked"]) == (False, "")
@@ -301,7 +316,7 @@ def test_the_key_never_reaches_db_responses_or_logs(
     for path in data_files:
         assert LONG_KEY.encode() not in path.read_bytes(), path
     log_dir = Path(settings.resolved_log_dir)
-    for path in (log_dir.rglob("*") if log_dir.exists() else []):
+    for path in log_dir.rglob("*") if log_dir.exists() else []:
         if path.is_file():
             assert LONG_KEY.encode() not in path.read_bytes(), path
     for record in caplog.records:
@@ -375,19 +390,25 @@ def test_host_names_are_judged_by_what_they_resolve_to() -> None:
 
     from server.errors import InvalidInput
 
-    def resolver(answer: str):  # noqa: ANN202
+    def resolver(answer: str):
         return lambda host, port: [ipaddress.ip_address(answer)]
 
     with pytest.raises(InvalidInput, match="link-local"):
-        providers_service.validate_base_url("openai", "https://metadata.example.test/v1", resolve=resolver("169.254.169.254"))
+        providers_service.validate_base_url(
+            "openai", "https://metadata.example.test/v1", resolve=resolver("169.254.169.254")
+        )
     with pytest.raises(InvalidInput, match="https"):
-        providers_service.validate_base_url("openai", "http://api.example.test/v1", resolve=resolver("93.184.216.34"))
+        providers_service.validate_base_url(
+            "openai", "http://api.example.test/v1", resolve=resolver("93.184.216.34")
+        )
     assert (
-        providers_service.validate_base_url("openai", "http://lmstudio.lan:1234/v1", resolve=resolver("192.168.1.9"))
+        providers_service.validate_base_url(
+            "openai", "http://lmstudio.lan:1234/v1", resolve=resolver("192.168.1.9")
+        )
         == "http://lmstudio.lan:1234/v1"
     )
 
-    def unresolvable(host: str, port: int):  # noqa: ANN202
+    def unresolvable(host: str, port: int):
         raise OSError("no such host")
 
     with pytest.raises(InvalidInput, match="cannot be resolved"):
@@ -397,7 +418,9 @@ def test_host_names_are_judged_by_what_they_resolve_to() -> None:
 def test_patch_base_url_is_validated_too(client: TestClient, admin_token: str) -> None:
     default = providers(client, admin_token)[0]
     r = client.patch(
-        f"/api/providers/{default['id']}", json={"base_url": "http://169.254.169.254"}, headers=bearer(admin_token)
+        f"/api/providers/{default['id']}",
+        json={"base_url": "http://169.254.169.254"},
+        headers=bearer(admin_token),
     )
     assert (r.status_code, r.json()["code"]) == (422, "invalid_base_url")
     assert providers(client, admin_token)[0]["base_url"] == "http://127.0.0.1:11434"
@@ -436,7 +459,9 @@ def test_default_provider_rules(client: TestClient, admin_token: str) -> None:
     default = providers(client, admin_token)[0]
     r = client.delete(f"/api/providers/{default['id']}", headers=bearer(admin_token))
     assert (r.status_code, r.json()["code"]) == (409, "last_provider")
-    r = client.patch(f"/api/providers/{default['id']}", json={"is_default": False}, headers=bearer(admin_token))
+    r = client.patch(
+        f"/api/providers/{default['id']}", json={"is_default": False}, headers=bearer(admin_token)
+    )
     assert (r.status_code, r.json()["code"]) == (409, "default_provider_required")
     other = create(client, admin_token, kind="ollama", base_url="http://127.0.0.1:11435")
     assert other["is_default"] is False
@@ -464,13 +489,17 @@ def test_connection_to_ollama_lists_models(client: TestClient, admin_token: str)
     }
 
 
-def test_connection_failures_say_why(client: TestClient, admin_token: str, memory_keyring: MemoryKeyring) -> None:
+def test_connection_failures_say_why(
+    client: TestClient, admin_token: str, memory_keyring: MemoryKeyring
+) -> None:
     default = providers(client, admin_token)[0]
     with FakeOllama() as fake:
         port = fake.url.rsplit(":", 1)[1]
     # nothing listens there any more
     client.patch(
-        f"/api/providers/{default['id']}", json={"base_url": f"http://127.0.0.1:{port}"}, headers=bearer(admin_token)
+        f"/api/providers/{default['id']}",
+        json={"base_url": f"http://127.0.0.1:{port}"},
+        headers=bearer(admin_token),
     )
     r = client.post(f"/api/providers/{default['id']}/test", headers=bearer(admin_token))
     assert r.status_code == 200

@@ -11,7 +11,14 @@ from server.settings import Settings, SettingsError, load_settings, ollama_host_
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in ("DATABASE_URL", "SECRET_KEY", "CORS_ORIGINS", "LOG_LEVEL", "MODELTRAIN_DATA_DIR", "OLLAMA_HOST"):
+    for name in (
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "CORS_ORIGINS",
+        "LOG_LEVEL",
+        "MODELTRAIN_DATA_DIR",
+        "OLLAMA_HOST",
+    ):
         monkeypatch.delenv(name, raising=False)
     s = Settings()
     assert s.host == "127.0.0.1" and s.port == 8000
@@ -58,7 +65,9 @@ def test_precedence_arguments_env_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("随机生成的强密钥", "well-known"),
     ],
 )
-def test_weak_secret_is_refused_with_one_clear_line(monkeypatch: pytest.MonkeyPatch, value: str, fragment: str) -> None:
+def test_weak_secret_is_refused_with_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, value: str, fragment: str
+) -> None:
     monkeypatch.setenv("SECRET_KEY", value)
     with pytest.raises(SettingsError) as err:
         load_settings(_env_file=None)

@@ -25,7 +25,7 @@ def dist(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ui(make_settings, dist: Path):  # noqa: ANN001, ANN201
+def ui(make_settings, dist: Path):
     with TestClient(create_app(make_settings(webui_dist=dist)), base_url=BASE_URL) as c:
         yield c
 
@@ -80,8 +80,14 @@ def test_no_path_escapes_the_dist_directory(ui: TestClient, raw: str) -> None:
     from server.static import StaticUI
 
     static = StaticUI(ui.app.state.runtime.settings.webui_dist)
-    scope = {"type": "http", "method": "GET", "path": raw, "raw_path": raw.encode(), "headers": [],
-             "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": raw,
+        "raw_path": raw.encode(),
+        "headers": [],
+        "query_string": b"",
+    }
     response = static.respond(Request(scope))
     body = getattr(response, "body", b"") or b""
     if hasattr(response, "path"):
@@ -95,7 +101,7 @@ def test_no_path_escapes_the_dist_directory(ui: TestClient, raw: str) -> None:
     assert "outside" not in r.text and "sibling" not in r.text and "root:" not in r.text
 
 
-def test_without_a_build_the_server_explains(make_settings, tmp_path: Path) -> None:  # noqa: ANN001
+def test_without_a_build_the_server_explains(make_settings, tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(webui_dist=tmp_path / "nothing")), base_url=BASE_URL) as c:
         r = c.get("/")
         assert r.status_code == 200 and "has not been built" in r.text

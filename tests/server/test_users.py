@@ -15,8 +15,11 @@ def _me(client: TestClient, token: str) -> dict:
 
 def test_admin_creates_lists_and_pages_users(client: TestClient, admin_token: str) -> None:
     for i in range(5):
-        r = client.post("/api/users", json={"email": f"U{i}@Example.com", "password": USER_PASSWORD},
-                        headers=bearer(admin_token))
+        r = client.post(
+            "/api/users",
+            json={"email": f"U{i}@Example.com", "password": USER_PASSWORD},
+            headers=bearer(admin_token),
+        )
         assert r.status_code == 201
         assert r.json()["email"] == f"u{i}@example.com" and r.json()["role"] == "user"
     page1 = client.get("/api/users?page=1&size=4", headers=bearer(admin_token)).json()
@@ -33,23 +36,29 @@ def test_duplicate_email_and_bad_input_are_clear_4xx(client: TestClient, admin_t
     assert client.post("/api/users", json=body, headers=bearer(admin_token)).status_code == 201
     r = client.post("/api/users", json={**body, "email": "DUP@example.com"}, headers=bearer(admin_token))
     assert r.status_code == 409 and r.json()["code"] == "email_taken"
-    for bad in ({"email": "not-an-email", "password": USER_PASSWORD},
-                {"email": "x@example.com", "password": "short"},
-                {"email": "x@example.com", "password": USER_PASSWORD, "role": "root"},
-                {"email": "x@example.com", "password": USER_PASSWORD, "is_admin": True}):
+    for bad in (
+        {"email": "not-an-email", "password": USER_PASSWORD},
+        {"email": "x@example.com", "password": "short"},
+        {"email": "x@example.com", "password": USER_PASSWORD, "role": "root"},
+        {"email": "x@example.com", "password": USER_PASSWORD, "is_admin": True},
+    ):
         r = client.post("/api/users", json=bad, headers=bearer(admin_token))
         assert r.status_code == 422, bad
         assert set(r.json()) == {"code", "message", "detail"}
 
 
 def test_user_cannot_promote_themselves(client: TestClient, user_token: str) -> None:
-    r = client.patch("/api/users/me", json={"display_name": "Me", "role": "admin"}, headers=bearer(user_token))
+    r = client.patch(
+        "/api/users/me", json={"display_name": "Me", "role": "admin"}, headers=bearer(user_token)
+    )
     assert r.status_code == 422
     r = client.patch("/api/users/me", json={"display_name": "Me"}, headers=bearer(user_token))
     assert r.status_code == 200 and r.json()["display_name"] == "Me" and r.json()["role"] == "user"
 
 
-def test_disable_takes_effect_on_the_next_request(client: TestClient, admin_token: str, user_token: str) -> None:
+def test_disable_takes_effect_on_the_next_request(
+    client: TestClient, admin_token: str, user_token: str
+) -> None:
     user_id = _me(client, user_token)["id"]
     r = client.patch(f"/api/users/{user_id}", json={"is_active": False}, headers=bearer(admin_token))
     assert r.status_code == 200 and r.json()["is_active"] is False
@@ -60,7 +69,7 @@ def test_disable_takes_effect_on_the_next_request(client: TestClient, admin_toke
     assert login(client, "user@example.com", USER_PASSWORD)
 
 
-def test_demotion_takes_effect_on_the_next_request(client: TestClient, admin_token: str, create_user) -> None:  # noqa: ANN001
+def test_demotion_takes_effect_on_the_next_request(client: TestClient, admin_token: str, create_user) -> None:
     second = create_user("second@example.com", role="admin")
     assert client.get("/api/users", headers=bearer(second)).status_code == 200
     second_id = _me(client, second)["id"]
@@ -76,9 +85,15 @@ def test_the_last_admin_cannot_be_removed_demoted_or_disabled(client: TestClient
     assert _me(client, admin_token)["role"] == "admin"
 
 
-def test_admin_password_reset_forces_a_change_and_revokes_sessions(client: TestClient, admin_token: str, user_token: str) -> None:
+def test_admin_password_reset_forces_a_change_and_revokes_sessions(
+    client: TestClient, admin_token: str, user_token: str
+) -> None:
     user_id = _me(client, user_token)["id"]
-    r = client.post(f"/api/users/{user_id}/password", json={"new_password": "temporary-pass-42"}, headers=bearer(admin_token))
+    r = client.post(
+        f"/api/users/{user_id}/password",
+        json={"new_password": "temporary-pass-42"},
+        headers=bearer(admin_token),
+    )
     assert r.status_code == 200 and r.json()["must_change_password"] is True
     assert client.get("/api/users/me", headers=bearer(user_token)).status_code == 401
     token = login(client, "user@example.com", "temporary-pass-42")

@@ -5,9 +5,9 @@ from fastapi import APIRouter, Request, Response, status
 from server.deps import ClientIP, PendingUser, RuntimeDep, SessionDep, SettingsDep
 from server.schemas.auth import DesktopPasswordSet, LoginRequest, PasswordChange, TokenRead
 from server.schemas.user import UserRead
-from server.services import auth as auth_service
 from server.security import desktop_token
 from server.security.network_guard import parse_host
+from server.services import auth as auth_service
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -32,7 +32,9 @@ def _set_refresh_cookie(response: Response, request: Request, opened: auth_servi
 
 
 def _clear_refresh_cookie(response: Response, request: Request) -> None:
-    response.delete_cookie(REFRESH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict", secure=_secure(request))
+    response.delete_cookie(
+        REFRESH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict", secure=_secure(request)
+    )
 
 
 def _token_read(opened: auth_service.AuthSession, *, desktop: bool = False) -> TokenRead:
@@ -46,23 +48,37 @@ def _token_read(opened: auth_service.AuthSession, *, desktop: bool = False) -> T
 
 @router.post("/login", response_model=TokenRead, summary="Sign in with e-mail and password")
 def login(
-    body: LoginRequest, request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
+    body: LoginRequest,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
     client: ClientIP,
 ) -> TokenRead:
     opened = auth_service.login(
-        session, runtime.settings, runtime.require_codec(), body.email, body.password, client=client,
+        session,
+        runtime.settings,
+        runtime.require_codec(),
+        body.email,
+        body.password,
+        client=client,
         user_agent=request.headers.get("user-agent", ""),
     )
     _set_refresh_cookie(response, request, opened)
     return _token_read(opened)
 
 
-@router.post("/refresh", response_model=TokenRead, summary="Rotate the refresh cookie and get a new access token")
+@router.post(
+    "/refresh", response_model=TokenRead, summary="Rotate the refresh cookie and get a new access token"
+)
 def refresh(request: Request, response: Response, session: SessionDep, runtime: RuntimeDep) -> TokenRead:
-    opened = auth_service.refresh(session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE))
+    opened = auth_service.refresh(
+        session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE)
+    )
     _set_refresh_cookie(response, request, opened)
     return _token_read(
-        opened, desktop=desktop_token.desktop_session_allowed(runtime.desktop_token, request.scope, opened.family_id)
+        opened,
+        desktop=desktop_token.desktop_session_allowed(runtime.desktop_token, request.scope, opened.family_id),
     )
 
 
@@ -74,22 +90,39 @@ def logout(request: Request, session: SessionDep, settings: SettingsDep) -> Resp
     return response
 
 
-@router.post("/password", response_model=TokenRead, summary="Change the password (revokes every other session)")
+@router.post(
+    "/password", response_model=TokenRead, summary="Change the password (revokes every other session)"
+)
 def change_password(
-    body: PasswordChange, request: Request, response: Response, user: PendingUser, session: SessionDep,
+    body: PasswordChange,
+    request: Request,
+    response: Response,
+    user: PendingUser,
+    session: SessionDep,
     runtime: RuntimeDep,
 ) -> TokenRead:
     opened = auth_service.change_password(
-        session, runtime.settings, runtime.require_codec(), user, body.current_password, body.new_password,
+        session,
+        runtime.settings,
+        runtime.require_codec(),
+        user,
+        body.current_password,
+        body.new_password,
         user_agent=request.headers.get("user-agent", ""),
     )
     _set_refresh_cookie(response, request, opened)
     return _token_read(opened)
 
 
-@router.post("/desktop", response_model=TokenRead, summary="Desktop app only: sign the owner in with the desktop token")
-def desktop_sign_in(request: Request, response: Response, session: SessionDep, runtime: RuntimeDep) -> TokenRead:
-    token = desktop_token.verify_request(runtime.desktop_token, request.scope, parse_host(request.headers.get("host", "")))
+@router.post(
+    "/desktop", response_model=TokenRead, summary="Desktop app only: sign the owner in with the desktop token"
+)
+def desktop_sign_in(
+    request: Request, response: Response, session: SessionDep, runtime: RuntimeDep
+) -> TokenRead:
+    token = desktop_token.verify_request(
+        runtime.desktop_token, request.scope, parse_host(request.headers.get("host", ""))
+    )
     opened, family = auth_service.desktop_login(
         session, runtime.settings, runtime.require_codec(), user_agent=request.headers.get("user-agent", "")
     )
@@ -98,14 +131,24 @@ def desktop_sign_in(request: Request, response: Response, session: SessionDep, r
     return _token_read(opened, desktop=True)
 
 
-@router.post("/desktop/password", response_model=TokenRead, summary="Desktop app only: set the initial password")
+@router.post(
+    "/desktop/password", response_model=TokenRead, summary="Desktop app only: set the initial password"
+)
 def desktop_set_password(
-    body: DesktopPasswordSet, request: Request, response: Response, user: PendingUser, session: SessionDep,
+    body: DesktopPasswordSet,
+    request: Request,
+    response: Response,
+    user: PendingUser,
+    session: SessionDep,
     runtime: RuntimeDep,
 ) -> TokenRead:
     desktop_token.require_desktop_session(runtime.desktop_token, request.scope, request.state.session_id)
     opened = auth_service.set_initial_password(
-        session, runtime.settings, runtime.require_codec(), user, body.new_password,
+        session,
+        runtime.settings,
+        runtime.require_codec(),
+        user,
+        body.new_password,
         user_agent=request.headers.get("user-agent", ""),
     )
     _set_refresh_cookie(response, request, opened)

@@ -13,40 +13,35 @@ from server.services.alerts import get_alert_center
 router = APIRouter(prefix="/api/backups", tags=["backups"])
 
 
-def _read(info: backups_service.BackupInfo) -> BackupRead:
-    return BackupRead.model_validate(info.sidecar())
-
-
 @router.get("", response_model=BackupPage, summary="List backups, newest first (admin)")
 def list_backups(_: AdminUser, runtime: RuntimeDep) -> BackupPage:
     items = backups_service.store_for(runtime.settings).list()
-    return BackupPage(items=[_read(b) for b in items], total=len(items))
+    return BackupPage(items=list(items), total=len(items))
 
 
-@router.post("", response_model=BackupRead, status_code=status.HTTP_201_CREATED, summary="Back up now (admin)")
+@router.post(
+    "", response_model=BackupRead, status_code=status.HTTP_201_CREATED, summary="Back up now (admin)"
+)
 def create_backup(
     _: AdminUser, runtime: RuntimeDep, session: SessionDep, body: BackupCreate | None = None
 ) -> BackupRead:
     backups_service.release_request_session(session)
-    info = backups_service.create_backup(
-        runtime.settings, keep=bool(body and body.keep), alerts=get_alert_center(runtime.extras)
+    return backups_service.create_backup(
+        runtime.settings, keep=bool(body and body.keep), alerts=get_alert_center(runtime)
     )
-    return _read(info)
 
 
 @router.get("/{backup_id}/download", summary="Download a backup archive (admin)", response_class=FileResponse)
 def download_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep) -> FileResponse:
     info = backups_service.store_for(runtime.settings).get(backup_id)
     return FileResponse(
-        info.path,  # type: ignore[arg-type]
-        media_type="application/gzip",
-        filename=f"modeltrain-backup-{info.id}.tar.gz",
+        info.path, media_type="application/gzip", filename=f"modeltrain-backup-{info.id}.tar.gz"
     )
 
 
 @router.patch("/{backup_id}", response_model=BackupRead, summary="Mark a backup keep (exempt from retention)")
 def update_backup(backup_id: str, body: BackupUpdate, _: AdminUser, runtime: RuntimeDep) -> BackupRead:
-    return _read(backups_service.store_for(runtime.settings).set_keep(backup_id, body.keep))
+    return backups_service.store_for(runtime.settings).set_keep(backup_id, body.keep)
 
 
 @router.delete("/{backup_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a backup (admin)")
@@ -57,18 +52,18 @@ def delete_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep) -> None:
 @router.post("/{backup_id}/restore", response_model=RestoreRead, summary="Restore a backup (admin)")
 def restore_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep) -> RestoreRead:
     backups_service.release_request_session(session)
-    result = backups_service.restore_backup(
-        runtime.settings, backup_id, engine=runtime.engine, alerts=get_alert_center(runtime.extras)
+    return backups_service.restore_backup(
+        runtime.settings, backup_id, engine=runtime.engine, alerts=get_alert_center(runtime)
     )
-    return RestoreRead.model_validate(result.as_dict())
 
 
-@router.post("/upload-restore", response_model=RestoreRead, summary="Upload a backup file and restore it (admin)")
+@router.post(
+    "/upload-restore", response_model=RestoreRead, summary="Upload a backup file and restore it (admin)"
+)
 def upload_restore(
     _: AdminUser, runtime: RuntimeDep, session: SessionDep, file: Annotated[UploadFile, File()]
 ) -> RestoreRead:
     backups_service.release_request_session(session)
-    result = backups_service.restore_upload(
-        runtime.settings, file.file, engine=runtime.engine, alerts=get_alert_center(runtime.extras)
+    return backups_service.restore_upload(
+        runtime.settings, file.file, engine=runtime.engine, alerts=get_alert_center(runtime)
     )
-    return RestoreRead.model_validate(result.as_dict())

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter
 
 from server.api.sse import EventStreamResponse, encode_events
 from server.deps import CurrentUser, RuntimeDep, SessionDep
+from server.schemas.chat_stream import ChatStreamEvent
 from server.schemas.message import ChatCreate, ChatRegenerate, ChatStopRead
 from server.services import chat as chat_service
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 
-_SSE_DOC = {
+#: The events are documented as the ``text/event-stream`` response's schema (one ``ChatStreamEvent`` per
+#: event: its name and its JSON data), so the OpenAPI document and the web UI's types carry every payload.
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Server-sent events: meta, delta (coalesced), then done or error; ': ping' comments.",
-        "content": {"text/event-stream": {}},
+        "model": ChatStreamEvent,
+        "description": (
+            "Server-sent events: meta, delta (coalesced), then done or error; then title when a new "
+            "conversation was titled after its first exchange. ': ping' comments at any time."
+        ),
     }
 }
 
@@ -28,8 +35,12 @@ def _respond(stream: chat_service.ChatStream, runtime: RuntimeDep) -> EventStrea
     )
 
 
-@router.post("", response_class=EventStreamResponse, responses=_SSE_DOC, summary="Send a message, stream the reply")
-async def chat(body: ChatCreate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep) -> EventStreamResponse:
+@router.post(
+    "", response_class=EventStreamResponse, responses=_SSE_DOC, summary="Send a message, stream the reply"
+)
+async def chat(
+    body: ChatCreate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep
+) -> EventStreamResponse:
     stream = await chat_service.start_chat(runtime, session, user, body)
     return _respond(stream, runtime)
 
@@ -48,5 +59,7 @@ async def regenerate(
 
 
 @router.post("/{message_id}/stop", response_model=ChatStopRead, summary="Stop a streaming reply")
-async def stop(message_id: uuid.UUID, user: CurrentUser, runtime: RuntimeDep, session: SessionDep) -> ChatStopRead:
+async def stop(
+    message_id: uuid.UUID, user: CurrentUser, runtime: RuntimeDep, session: SessionDep
+) -> ChatStopRead:
     return ChatStopRead.model_validate(await chat_service.stop_stream(runtime, session, user, message_id))

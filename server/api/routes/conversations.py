@@ -15,11 +15,11 @@ from server.schemas.conversation import (
     ConversationExport,
     ConversationImportRead,
     ConversationPage,
-    ConversationRead,
     ConversationUpdate,
     SearchHit,
     SearchPage,
 )
+from server.services import conversation_search, conversation_transfer
 from server.services import conversations as conversations_service
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
@@ -36,10 +36,8 @@ def _attachment(name: str) -> dict[str, str]:
 def list_conversations(
     user: CurrentUser, session: SessionDep, page: int = Query(1, ge=1), size: int = Query(50, ge=1, le=200)
 ) -> ConversationPage:
-    rows, total = conversations_service.list_conversations(session, user, page, size)
-    return ConversationPage(
-        items=[ConversationRead.model_validate(c) for c in rows], total=total, page=page, size=size
-    )
+    items, total = conversations_service.list_conversations(session, user, page, size)
+    return ConversationPage(items=items, total=total, page=page, size=size)
 
 
 @router.get("/search", response_model=SearchPage, summary="Full-text search over titles and messages")
@@ -50,13 +48,13 @@ def search_conversations(
     page: int = Query(1, ge=1),
     size: int = Query(20, ge=1, le=100),
 ) -> SearchPage:
-    hits, total = conversations_service.search_conversations(session, user, q, page, size)
+    hits, total = conversation_search.search_conversations(session, user, q, page, size)
     return SearchPage(items=[SearchHit.model_validate(h) for h in hits], total=total, page=page, size=size)
 
 
 @router.get("/export", summary="Export all your conversations (JSON, lossless)")
 def export_all(user: CurrentUser, session: SessionDep) -> JSONResponse:
-    data = conversations_service.export_all(session, user)
+    data = conversation_transfer.export_all(session, user)
     return JSONResponse(data, headers=_attachment("modeltrain-conversations.json"))
 
 
@@ -69,23 +67,26 @@ def export_all(user: CurrentUser, session: SessionDep) -> JSONResponse:
 def import_conversations(
     body: ConversationExport, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> ConversationImportRead:
-    ids, count = conversations_service.import_conversations(
+    ids, count = conversation_transfer.import_conversations(
         session, user, body, max_message_chars=settings.chat_max_message_chars
     )
     return ConversationImportRead(imported=len(ids), messages=count, ids=ids)
 
 
-@router.get("/{conversation_id}", response_model=ConversationDetail, summary="A conversation with every branch")
-def get_conversation(conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> ConversationDetail:
-    return ConversationDetail.model_validate(conversations_service.conversation_detail(session, user, conversation_id))
+@router.get(
+    "/{conversation_id}", response_model=ConversationDetail, summary="A conversation with every branch"
+)
+def get_conversation(
+    conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> ConversationDetail:
+    return conversations_service.conversation_detail(session, user, conversation_id)
 
 
 @router.patch("/{conversation_id}", response_model=ConversationDetail, summary="Rename, pin, change settings")
 def update_conversation(
     conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, session: SessionDep
 ) -> ConversationDetail:
-    conv = conversations_service.update_conversation(session, user, conversation_id, body)
-    return ConversationDetail.model_validate(conv)
+    return conversations_service.update_conversation(session, user, conversation_id, body)
 
 
 @router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a conversation")
@@ -101,9 +102,11 @@ def export_conversation(
     format: Literal["json", "markdown"] = Query("json"),
 ) -> Response:
     if format == "markdown":
-        _title, text = conversations_service.export_markdown(session, user, conversation_id)
+        _title, text = conversation_transfer.export_markdown(session, user, conversation_id)
         return Response(
-            text, media_type="text/markdown; charset=utf-8", headers=_attachment(f"conversation-{conversation_id}.md")
+            text,
+            media_type="text/markdown; charset=utf-8",
+            headers=_attachment(f"conversation-{conversation_id}.md"),
         )
-    data = conversations_service.export_conversation(session, user, conversation_id)
+    data = conversation_transfer.export_conversation(session, user, conversation_id)
     return JSONResponse(data, headers=_attachment(f"conversation-{conversation_id}.json"))

@@ -62,7 +62,9 @@ def _collector(runtime: RuntimeDep) -> metrics_service.MetricsCollector:
     return metrics_service.get_collector(runtime)
 
 
-@router.get("/api/metrics", response_model=MetricsRead, summary="Current metrics, statuses and history (admin)")
+@router.get(
+    "/api/metrics", response_model=MetricsRead, summary="Current metrics, statuses and history (admin)"
+)
 def get_metrics(_: AdminUser, runtime: RuntimeDep) -> MetricsRead:
     return MetricsRead.model_validate(_collector(runtime).report())
 
@@ -74,5 +76,6 @@ def get_metrics(_: AdminUser, runtime: RuntimeDep) -> MetricsRead:
 )
 def prometheus(_: Annotated[None, Depends(metrics_access)], runtime: RuntimeDep) -> PlainTextResponse:
     return PlainTextResponse(
-        metrics_service.render_prometheus(_collector(runtime)), media_type="text/plain; version=0.0.4; charset=utf-8"
+        metrics_service.render_prometheus(_collector(runtime)),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
     )

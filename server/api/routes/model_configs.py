@@ -18,11 +18,16 @@ def list_model_configs(
     rows, total = model_configs_service.list_model_configs(
         session, include_disabled=user.role == "admin", page=page, size=size
     )
-    return ModelConfigPage(items=[ModelConfigRead.model_validate(c) for c in rows], total=total, page=page, size=size)
+    return ModelConfigPage(
+        items=[ModelConfigRead.model_validate(c) for c in rows], total=total, page=page, size=size
+    )
 
 
 @router.post(
-    "", response_model=ModelConfigRead, status_code=status.HTTP_201_CREATED, summary="Add a configuration (admin)"
+    "",
+    response_model=ModelConfigRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a configuration (admin)",
 )
 def create_model_config(body: ModelConfigCreate, _: AdminUser, session: SessionDep) -> ModelConfigRead:
     return ModelConfigRead.model_validate(model_configs_service.create_model_config(session, body))
@@ -35,6 +40,8 @@ def update_model_config(
     return ModelConfigRead.model_validate(model_configs_service.update_model_config(session, config_id, body))
 
 
-@router.delete("/{config_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a configuration (admin)")
+@router.delete(
+    "/{config_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a configuration (admin)"
+)
 def delete_model_config(config_id: uuid.UUID, _: AdminUser, session: SessionDep) -> None:
     model_configs_service.delete_model_config(session, config_id)

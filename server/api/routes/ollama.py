@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 
@@ -33,15 +33,18 @@ from server.schemas.ollama import (
     OllamaRunningRead,
     OllamaStatusRead,
 )
-from server.services import cluster, ollama_models
-from server.services.ollama_models import OllamaTarget, PullJob, PullManager
+from server.services import cluster, ollama_admin, ollama_pulls, ollama_runtime
+from server.services.ollama_admin import OllamaTarget
+from server.services.ollama_pulls import PullEvent, PullJob, PullManager
 
 router = APIRouter(prefix="/api/ollama", tags=["ollama"])
 
 #: How long POST /pull waits for the first layer's disk check before it starts streaming.
 PULL_CHECK_TIMEOUT = 15.0
 KEEPALIVE_SECONDS = 15.0
-_SSE = {200: {"content": {"text/event-stream": {}}, "description": "progress, then done or error"}}
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "progress, then done or error"}
+}
 
 
 def ollama_target(
@@ -51,7 +54,7 @@ def ollama_target(
         uuid.UUID | None, Query(description="Ollama provider id (default: the default Ollama)")
     ] = None,
 ) -> OllamaTarget:
-    return ollama_models.resolve_target(session, runtime.settings, provider)
+    return ollama_admin.resolve_target(session, runtime.settings, provider)
 
 
 TargetDep = Annotated[OllamaTarget, Depends(ollama_target)]
@@ -62,46 +65,46 @@ TargetDep = Annotated[OllamaTarget, Depends(ollama_target)]
 
 @router.get("/status", response_model=OllamaStatusRead, summary="Daemon / host status")
 def get_status(_: CurrentUser, runtime: RuntimeDep, target: TargetDep) -> OllamaStatusRead:
-    daemon = ollama_models.get_daemon(runtime)
-    return OllamaStatusRead.model_validate(ollama_models.target_status(daemon, target))
+    daemon = ollama_runtime.get_daemon(runtime)
+    return ollama_admin.target_status(daemon, target)
 
 
 @router.post("/start", response_model=OllamaStatusRead, summary="Start (or adopt) the local Ollama (admin)")
 def start_daemon(
     _: AdminUser, runtime: RuntimeDep, wait: bool = Query(True, description="Wait until it answers")
 ) -> OllamaStatusRead:
-    daemon = ollama_models.get_daemon(runtime)
+    daemon = ollama_runtime.get_daemon(runtime)
     daemon.start()
     if wait:
-        ollama_models.wait_settled(daemon, runtime.settings)
-    return OllamaStatusRead.model_validate(daemon.status().as_dict())
+        ollama_runtime.wait_settled(daemon, runtime.settings)
+    return daemon.status()
 
 
 @router.post("/stop", response_model=OllamaStatusRead, summary="Stop the managed Ollama (admin)")
 def stop_daemon(_: AdminUser, runtime: RuntimeDep) -> OllamaStatusRead:
-    daemon = ollama_models.get_daemon(runtime)
+    daemon = ollama_runtime.get_daemon(runtime)
     if daemon.state == "external":
         raise Conflict(
             "the Ollama at this URL was not started by ModelTrain; stop it where it runs",
             code="ollama_external",
         )
-    return OllamaStatusRead.model_validate(daemon.stop().as_dict())
+    return daemon.stop()
 
 
 @router.post("/restart", response_model=OllamaStatusRead, summary="Restart the managed Ollama (admin)")
 def restart_daemon(
     _: AdminUser, runtime: RuntimeDep, wait: bool = Query(True, description="Wait until it answers")
 ) -> OllamaStatusRead:
-    daemon = ollama_models.get_daemon(runtime)
+    daemon = ollama_runtime.get_daemon(runtime)
     daemon.restart()
     if wait:
-        ollama_models.wait_settled(daemon, runtime.settings)
-    return OllamaStatusRead.model_validate(daemon.status().as_dict())
+        ollama_runtime.wait_settled(daemon, runtime.settings)
+    return daemon.status()
 
 
 @router.get("/logs", response_model=OllamaLogsRead, summary="Last lines of the managed Ollama's log (admin)")
 def get_logs(_: AdminUser, runtime: RuntimeDep, tail: int = Query(200, ge=1, le=5000)) -> OllamaLogsRead:
-    return OllamaLogsRead(lines=ollama_models.get_daemon(runtime).tail_logs(tail))
+    return OllamaLogsRead(lines=ollama_runtime.get_daemon(runtime).tail_logs(tail))
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -109,7 +112,7 @@ def get_logs(_: AdminUser, runtime: RuntimeDep, tail: int = Query(200, ge=1, le=
 
 @router.get("/models", response_model=OllamaModelPage, summary="Local models")
 def list_models(_: CurrentUser, target: TargetDep) -> OllamaModelPage:
-    items = [OllamaModelRead.model_validate(m) for m in ollama_models.list_models(target)]
+    items = [OllamaModelRead.model_validate(m) for m in ollama_admin.list_models(target)]
     return OllamaModelPage(items=items, total=len(items))
 
 
@@ -120,7 +123,7 @@ def list_models(_: CurrentUser, target: TargetDep) -> OllamaModelPage:
     summary="Copy a model (admin)",
 )
 def copy_model(body: OllamaModelCopy, _: AdminUser, target: TargetDep) -> OllamaModelRef:
-    return OllamaModelRef.model_validate(ollama_models.copy_model(target, body.source, body.destination))
+    return OllamaModelRef.model_validate(ollama_admin.copy_model(target, body.source, body.destination))
 
 
 @router.post(
@@ -132,7 +135,7 @@ def copy_model(body: OllamaModelCopy, _: AdminUser, target: TargetDep) -> Ollama
 def create_model(
     body: OllamaModelCreate, _: AdminUser, runtime: RuntimeDep, target: TargetDep
 ) -> OllamaModelRef:
-    result = ollama_models.create_model(
+    result = ollama_admin.create_model(
         runtime.settings, target, body.name, body.from_, body.system, body.parameters
     )
     return OllamaModelRef.model_validate(result)
@@ -140,14 +143,14 @@ def create_model(
 
 @router.get("/models/{name:path}", response_model=OllamaModelDetailRead, summary="Model details")
 def show_model(name: str, _: CurrentUser, target: TargetDep) -> OllamaModelDetailRead:
-    return OllamaModelDetailRead.model_validate(ollama_models.show_model(target, name))
+    return OllamaModelDetailRead.model_validate(ollama_admin.show_model(target, name))
 
 
 @router.delete(
     "/models/{name:path}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model (admin)"
 )
 def delete_model(name: str, _: AdminUser, target: TargetDep) -> None:
-    ollama_models.delete_model(target, name)
+    ollama_admin.delete_model(target, name)
 
 
 # --- running models -------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def delete_model(name: str, _: AdminUser, target: TargetDep) -> None:
 
 @router.get("/running", response_model=OllamaRunningPage, summary="Models loaded in memory")
 def list_running(_: CurrentUser, target: TargetDep) -> OllamaRunningPage:
-    items = [OllamaRunningRead.model_validate(m) for m in ollama_models.list_running(target)]
+    items = [OllamaRunningRead.model_validate(m) for m in ollama_admin.list_running(target)]
     return OllamaRunningPage(items=items, total=len(items))
 
 
@@ -163,7 +166,7 @@ def list_running(_: CurrentUser, target: TargetDep) -> OllamaRunningPage:
     "/running/{name:path}/unload", status_code=status.HTTP_204_NO_CONTENT, summary="Unload a model (admin)"
 )
 def unload_model(name: str, _: AdminUser, target: TargetDep) -> None:
-    ollama_models.unload_model(target, name)
+    ollama_admin.unload_model(target, name)
 
 
 @router.post(
@@ -172,14 +175,14 @@ def unload_model(name: str, _: AdminUser, target: TargetDep) -> None:
     summary="Load a model; keep_alive -1 pins it (admin)",
 )
 def load_model(name: str, _: AdminUser, target: TargetDep, body: OllamaModelLoad | None = None) -> None:
-    ollama_models.load_model(target, name, body.keep_alive if body else None)
+    ollama_admin.load_model(target, name, body.keep_alive if body else None)
 
 
 # --- pulls ----------------------------------------------------------------------------------------
 
 
 def _event_stream(
-    manager: PullManager, job: PullJob, queue: asyncio.Queue | None = None
+    manager: PullManager, job: PullJob, queue: asyncio.Queue[PullEvent] | None = None
 ) -> EventStreamResponse:
     queue = queue if queue is not None else manager.subscribe(job)
 
@@ -205,13 +208,13 @@ def _event_stream(
 async def pull_model(
     body: OllamaPullCreate, _: AdminUser, runtime: RuntimeDep, target: TargetDep
 ) -> EventStreamResponse:
-    manager = ollama_models.get_pulls(runtime)
+    manager = ollama_runtime.get_pulls(runtime)
     job, created = await manager.start(target, body.name)
     queue = manager.subscribe(job)  # before waiting: the client that started the pull sees every event
     try:
         if created:
             await manager.wait_checkpoint(job, PULL_CHECK_TIMEOUT)
-            error = ollama_models.early_pull_error(job)
+            error = ollama_pulls.early_pull_error(job)
             if error is not None:
                 raise error
     except BaseException:
@@ -222,7 +225,7 @@ async def pull_model(
 
 @router.get("/pulls", response_model=OllamaPullPage, summary="Active and recent pulls (admin)")
 def list_pulls(_: AdminUser, runtime: RuntimeDep, target: TargetDep) -> OllamaPullPage:
-    # This instance's pulls and those other instances sharing the database run (issue 8).
+    # This instance's pulls and those other instances sharing the database run.
     items = [OllamaPullRead.model_validate(p) for p in cluster.list_pulls(runtime, target.url)]
     return OllamaPullPage(items=items, total=len(items))
 
@@ -234,8 +237,8 @@ def list_pulls(_: AdminUser, runtime: RuntimeDep, target: TargetDep) -> OllamaPu
     summary="Re-attach to a pull's progress (admin)",
 )
 async def pull_events(name: str, _: AdminUser, runtime: RuntimeDep, target: TargetDep) -> EventStreamResponse:
-    ollama_models.check_name(name)
-    manager = ollama_models.get_pulls(runtime)
+    ollama_admin.check_name(name)
+    manager = ollama_runtime.get_pulls(runtime)
     job = manager.get(target.url, name)
     if job is None:
         raise NotFound("no recent pull of this model", code="pull_not_found")
@@ -244,5 +247,5 @@ async def pull_events(name: str, _: AdminUser, runtime: RuntimeDep, target: Targ
 
 @router.delete("/pull/{name:path}", response_model=OllamaPullRead, summary="Cancel a running pull (admin)")
 def cancel_pull(name: str, _: AdminUser, runtime: RuntimeDep, target: TargetDep) -> OllamaPullRead:
-    ollama_models.check_name(name)
-    return OllamaPullRead.model_validate(ollama_models.get_pulls(runtime).cancel(target.url, name))
+    ollama_admin.check_name(name)
+    return OllamaPullRead.model_validate(ollama_runtime.get_pulls(runtime).cancel(target.url, name))

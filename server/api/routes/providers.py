@@ -7,7 +7,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from server.deps import AdminUser, RuntimeDep, SessionDep
 from server.providers.registry import get_registry
-from server.schemas.provider import ProviderCreate, ProviderPage, ProviderRead, ProviderTestResult, ProviderUpdate
+from server.schemas.provider import (
+    ProviderCreate,
+    ProviderPage,
+    ProviderRead,
+    ProviderTestResult,
+    ProviderUpdate,
+)
 from server.services import providers as providers_service
 
 router = APIRouter(prefix="/api/providers", tags=["providers"])
@@ -21,7 +27,9 @@ def list_providers(
     return ProviderPage(items=[ProviderRead.from_row(p) for p in rows], total=total, page=page, size=size)
 
 
-@router.post("", response_model=ProviderRead, status_code=status.HTTP_201_CREATED, summary="Add a provider (admin)")
+@router.post(
+    "", response_model=ProviderRead, status_code=status.HTTP_201_CREATED, summary="Add a provider (admin)"
+)
 def create_provider(body: ProviderCreate, _: AdminUser, session: SessionDep) -> ProviderRead:
     return ProviderRead.from_row(providers_service.create_provider(session, body))
 
@@ -32,7 +40,9 @@ def get_provider(provider_id: uuid.UUID, _: AdminUser, session: SessionDep) -> P
 
 
 @router.patch("/{provider_id}", response_model=ProviderRead, summary="Change a provider (admin)")
-def update_provider(provider_id: uuid.UUID, body: ProviderUpdate, _: AdminUser, session: SessionDep) -> ProviderRead:
+def update_provider(
+    provider_id: uuid.UUID, body: ProviderUpdate, _: AdminUser, session: SessionDep
+) -> ProviderRead:
     return ProviderRead.from_row(providers_service.update_provider(session, provider_id, body))
 
 

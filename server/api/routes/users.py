@@ -29,7 +29,9 @@ def list_users(
     return UserPage(items=[UserRead.model_validate(u) for u in rows], total=total, page=page, size=size)
 
 
-@router.post("", response_model=UserRead, status_code=status.HTTP_201_CREATED, summary="Create a user (admin)")
+@router.post(
+    "", response_model=UserRead, status_code=status.HTTP_201_CREATED, summary="Create a user (admin)"
+)
 def create_user(body: UserCreate, _: AdminUser, session: SessionDep, settings: SettingsDep) -> UserRead:
     return UserRead.model_validate(users_service.create_user(session, settings, body))
 
@@ -48,7 +50,9 @@ def update_user(user_id: uuid.UUID, body: UserUpdate, _: AdminUser, session: Ses
 def reset_password(
     user_id: uuid.UUID, body: PasswordReset, _: AdminUser, session: SessionDep, settings: SettingsDep
 ) -> UserRead:
-    return UserRead.model_validate(users_service.reset_password(session, settings, user_id, body.new_password))
+    return UserRead.model_validate(
+        users_service.reset_password(session, settings, user_id, body.new_password)
+    )
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a user (admin)")

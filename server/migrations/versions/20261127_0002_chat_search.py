@@ -6,7 +6,7 @@ Create Date: 2026-11-27 19:00:00
 
 SQLite: two FTS5 *external-content* tables (the text is not stored twice) kept in sync by triggers.
 PostgreSQL: expression GIN indexes on to_tsvector('simple', ...) used by websearch_to_tsquery queries.
-Queries live in server/services/conversations.py (search_conversations); the object names below are
+Queries live in server/services/conversation_search.py (search_conversations); the object names below are
 excluded from autogenerate comparisons (env.py skips every name containing ``_fts``).
 """
 

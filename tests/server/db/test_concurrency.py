@@ -1,4 +1,4 @@
-"""Concurrent writers never surface "database is locked" (security.md E1, SQLite part)."""
+"""Concurrent writers never surface "database is locked" (docs/security.md, E1, SQLite part)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_twenty_writers_and_readers_without_lock_errors(tmp_path: Path) -> None:
                     # read-then-write in one transaction: the pattern that fails in deferred mode
                     s.scalar(select(func.count()).select_from(Message))
                     s.add(Message(conversation_id=conv_id, role="user", content=f"m{i}-{uuid.uuid4()}"))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     def reader() -> None:
@@ -45,10 +45,12 @@ def test_twenty_writers_and_readers_without_lock_errors(tmp_path: Path) -> None:
             for _ in range(40):
                 with factory() as s:
                     s.scalar(select(func.count()).select_from(Message))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer) for _ in range(20)] + [threading.Thread(target=reader) for _ in range(10)]
+    threads = [threading.Thread(target=writer) for _ in range(20)] + [
+        threading.Thread(target=reader) for _ in range(10)
+    ]
     for t in threads:
         t.start()
     for t in threads:

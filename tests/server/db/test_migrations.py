@@ -17,11 +17,11 @@ from server.db.session import create_db_engine, read_only
 from tests.server.conftest import database_url
 
 
-def _engine(tmp_path: Path):  # noqa: ANN202
+def _engine(tmp_path: Path):
     return create_db_engine(f"sqlite:///{tmp_path / 'm.db'}")
 
 
-def _suite_engine(tmp_path: Path):  # noqa: ANN202
+def _suite_engine(tmp_path: Path):
     """SQLite, or a fresh PostgreSQL database on the PostgreSQL run (MODELTRAIN_TEST_POSTGRES=1)."""
     return create_db_engine(database_url(tmp_path))
 
@@ -30,9 +30,12 @@ def test_upgrade_head_yields_exactly_the_models_schema(tmp_path: Path) -> None:
     engine = _suite_engine(tmp_path)
     migrate.upgrade(engine)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(
-            conn, opts={"compare_type": True, "include_object": migrate.include_object}
-        ), Base.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_object": migrate.include_object}
+            ),
+            Base.metadata,
+        )
     engine.dispose()
     assert diff == []
 
@@ -106,7 +109,7 @@ def test_every_pooled_connection_has_wal_busy_timeout_and_foreign_keys(tmp_path:
 
 
 def test_schema_head_constant_matches_the_migration_scripts() -> None:
-    assert migrate.SCHEMA_HEAD == migrate.script_head()
+    assert migrate.script_head() == migrate.SCHEMA_HEAD
 
 
 # --- a new SQLite database gets the schema file (server/migrations/sqlite_schema.sql) ---------------
@@ -124,7 +127,7 @@ def test_the_schema_file_is_what_the_migrations_produce(tmp_path: Path) -> None:
 def test_a_new_sqlite_database_gets_the_schema_file_without_alembic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_alembic(_url: str):  # noqa: ANN202
+    def no_alembic(_url: str):
         raise AssertionError("Alembic was used for a new database")
 
     monkeypatch.setattr(migrate, "alembic_config", no_alembic)
@@ -143,8 +146,9 @@ def test_a_new_sqlite_database_gets_the_schema_file_without_alembic(
 
 
 @pytest.mark.sqlite_only
-def test_a_schema_file_of_another_revision_is_not_used(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_schema_file_of_another_revision_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stale = tmp_path / "stale.sql"
     stale.write_text("-- revision: 0001\nCREATE TABLE wrong (x);\n", encoding="utf-8")
     monkeypatch.setattr(migrate, "SQLITE_SCHEMA_FILE", stale)

@@ -21,7 +21,9 @@ def request(model: str, text: str = "hi", **options: object) -> ChatRequest:
     return ChatRequest(model=model, messages=[ChatMessage("user", text)], options=dict(options))
 
 
-async def collect(adapter: ChatProvider, req: ChatRequest, timeouts: Timeouts = Timeouts()) -> list[ChatEvent]:
+async def collect(
+    adapter: ChatProvider, req: ChatRequest, timeouts: Timeouts = Timeouts()
+) -> list[ChatEvent]:
     return [event async for event in adapter.stream_chat(req, timeouts)]
 
 

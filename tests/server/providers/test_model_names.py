@@ -1,4 +1,4 @@
-"""The Ollama model-name grammar (protocols.md §F.4/§F.5)."""
+"""The Ollama model-name grammar (docs/protocols.md, §F.4/§F.5)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ VALID = {
     "qwen3:4b": ("registry.ollama.ai", "library", "qwen3", "4b"),
     "library/llama3.2": ("registry.ollama.ai", "library", "llama3.2", "latest"),
     "jdoe/my-model:v1.2": ("registry.ollama.ai", "jdoe", "my-model", "v1.2"),
-    "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M": ("hf.co", "bartowski", "Llama-3.2-1B-Instruct-GGUF", "Q4_K_M"),
+    "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M": (
+        "hf.co",
+        "bartowski",
+        "Llama-3.2-1B-Instruct-GGUF",
+        "Q4_K_M",
+    ),
     "registry.local:5000/team/m:dev": ("registry.local:5000", "team", "m", "dev"),
     "_why/_the/_lucky:_stiff": ("_why", "_the", "_lucky", "_stiff"),
     "Qwen3:4B": ("registry.ollama.ai", "library", "Qwen3", "4B"),

@@ -22,15 +22,20 @@ FAST = Timeouts(connect=1.0, first_token=5.0, idle=5.0)
 
 
 async def test_tokens_that_arrive_together_become_one_delta_and_an_error_after_them_keeps_them() -> None:
-    lines = [{"model": "m", "message": {"role": "assistant", "content": w}, "done": False} for w in ("a ", "b ", "c")]
+    lines = [
+        {"model": "m", "message": {"role": "assistant", "content": w}, "done": False}
+        for w in ("a ", "b ", "c")
+    ]
 
     def body(*tail: dict) -> bytes:  # the whole answer in one network read
         return b"".join(json.dumps(x).encode() + b"\n" for x in (*lines, *tail))
 
-    answers = iter([
-        body({"model": "m", "done": True, "done_reason": "stop", "eval_count": 3}),
-        body({"error": "model crashed"}),
-    ])
+    answers = iter(
+        [
+            body({"model": "m", "done": True, "done_reason": "stop", "eval_count": 3}),
+            body({"error": "model crashed"}),
+        ]
+    )
 
     def handler(req: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=next(answers), headers={"content-type": "application/x-ndjson"})
@@ -92,7 +97,9 @@ async def test_think_false_is_sent_and_honoured(registry: ProviderRegistry) -> N
 
 async def test_max_tokens_maps_to_num_predict(registry: ProviderRegistry) -> None:
     with FakeOllama(reply=REPLY) as fake:
-        events = await collect(registry.build_for("ollama", fake.url), request("llama3.2", max_tokens=3), FAST)
+        events = await collect(
+            registry.build_for("ollama", fake.url), request("llama3.2", max_tokens=3), FAST
+        )
     assert text_of(events) == "The quick brown"
     assert final(events).done_reason == "length"
 
@@ -219,7 +226,9 @@ async def test_idle_timeout_applies_between_chunks_not_as_a_total(registry: Prov
     # 20 tokens 0.1 s apart take ~2 s in total: fine with a 0.5 s idle timeout (it is per chunk).
     with FakeOllama(reply=" ".join(["tok"] * 20), token_delay=0.1) as fake:
         events = await collect(
-            registry.build_for("ollama", fake.url), request("llama3.2"), Timeouts(connect=1, first_token=2, idle=0.5)
+            registry.build_for("ollama", fake.url),
+            request("llama3.2"),
+            Timeouts(connect=1, first_token=2, idle=0.5),
         )
         assert final(events).usage["completion_tokens"] == 20
         # A stall longer than the idle timeout after the first token fails.
@@ -249,7 +258,9 @@ async def test_connect_timeout(registry: ProviderRegistry, unresponsive_port: in
 
 async def test_connection_refused_is_unreachable(registry: ProviderRegistry, closed_port: int) -> None:
     with pytest.raises(ProviderError) as info:
-        await collect(registry.build_for("ollama", f"http://127.0.0.1:{closed_port}"), request("llama3.2"), FAST)
+        await collect(
+            registry.build_for("ollama", f"http://127.0.0.1:{closed_port}"), request("llama3.2"), FAST
+        )
     assert (info.value.code, info.value.status) == ("upstream_unreachable", 502)
 
 

@@ -44,7 +44,11 @@ async def test_consecutive_answers_reuse_one_upstream_connection(registry: Provi
         adapter = adapter_for(registry, fake)
         for _ in range(3):
             assert text_of(await collect(adapter, request("gpt-4o-mini"), FAST)) == REPLY
-        chats = [peer for (method, path), peer in zip(fake.requests, fake.peers) if path.endswith("/chat/completions")]
+        chats = [
+            peer
+            for (method, path), peer in zip(fake.requests, fake.peers)
+            if path.endswith("/chat/completions")
+        ]
     assert len(chats) == 3
     assert len(set(chats)) == 1, "each answer opened a new connection"
 
@@ -251,7 +255,7 @@ async def test_redirects_are_not_followed(registry: ProviderRegistry) -> None:
     assert registry.client.trust_env is False
 
 
-# --- SSE and line parsing (protocols.md §E.6) ------------------------------------------------------
+# --- SSE and line parsing (docs/protocols.md, §E.6) ------------------------------------------------------
 
 
 def events_of(chunks: list[bytes]) -> list[tuple[str, bytes]]:
@@ -265,7 +269,10 @@ def events_of(chunks: list[bytes]) -> list[tuple[str, bytes]]:
 
 
 def test_sse_line_endings_split_anywhere() -> None:
-    stream = b'\xef\xbb\xbfdata: {"a":1}\r\n\r\n: ping\r\rdata: x\rdata: y\r\r' + b'event: foo\ndata: z\n\ndata:[DONE]\n\n'
+    stream = (
+        b'\xef\xbb\xbfdata: {"a":1}\r\n\r\n: ping\r\rdata: x\rdata: y\r\r'
+        + b"event: foo\ndata: z\n\ndata:[DONE]\n\n"
+    )
     expected = [("message", b'{"a":1}'), ("message", b"x\ny"), ("foo", b"z"), ("message", b"[DONE]")]
     assert events_of([stream]) == expected
     for size in (1, 2, 3, 7):  # every split point, including inside CRLF and the BOM

@@ -28,7 +28,9 @@ class _StubResolver:
     def __init__(self, *addresses: str) -> None:
         self.addresses = addresses
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[dict]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[dict]:
         return [
             {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
             for a in self.addresses
@@ -38,7 +40,9 @@ class _StubResolver:
         return None
 
 
-@pytest.mark.parametrize("answer", [("169.254.169.254",), ("10.0.0.7", "169.254.169.254"), ("::ffff:169.254.169.254",)])
+@pytest.mark.parametrize(
+    "answer", [("169.254.169.254",), ("10.0.0.7", "169.254.169.254"), ("::ffff:169.254.169.254",)]
+)
 async def test_a_name_resolving_to_a_blocked_address_is_refused(answer: tuple[str, ...]) -> None:
     resolver = GuardedResolver()
     resolver._inner = _StubResolver(*answer)  # what the system resolver answered (e.g. after a DNS rebind)
@@ -49,7 +53,10 @@ async def test_a_name_resolving_to_a_blocked_address_is_refused(answer: tuple[st
 async def test_a_name_resolving_to_allowed_addresses_passes() -> None:
     resolver = GuardedResolver()
     resolver._inner = _StubResolver("10.0.0.7", "fd00::7")
-    assert [r["host"] for r in await resolver.resolve("ollama.example.test", 11434)] == ["10.0.0.7", "fd00::7"]
+    assert [r["host"] for r in await resolver.resolve("ollama.example.test", 11434)] == [
+        "10.0.0.7",
+        "fd00::7",
+    ]
 
 
 async def test_the_resolver_guard_is_what_the_client_uses() -> None:
@@ -141,6 +148,7 @@ async def test_a_streamed_upload_is_sent_chunked() -> None:
     with FakeOllama() as fake:
         client = new_http_client()
         try:
+
             async def parts():
                 yield b'{"model": "llama3.2", '
                 yield b'"messages": [{"role": "user", "content": "hi"}], "stream": false}'

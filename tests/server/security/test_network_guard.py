@@ -45,7 +45,7 @@ def test_loopback_hosts_pass(client: TestClient, host: str) -> None:
     assert client.get("/api/health", headers={"Host": host}).status_code == 200
 
 
-def test_configured_host_passes(make_settings) -> None:  # noqa: ANN001
+def test_configured_host_passes(make_settings) -> None:
     app = create_app(make_settings(allowed_hosts="modeltrain.lan,192.168.7.20"))
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         assert c.get("/api/health", headers={"Host": "modeltrain.lan"}).status_code == 200
@@ -53,7 +53,7 @@ def test_configured_host_passes(make_settings) -> None:  # noqa: ANN001
         assert c.get("/api/health", headers={"Host": "modeltrain.lan.evil"}).status_code == 403
 
 
-def test_wildcard_host_setting_is_refused(make_settings) -> None:  # noqa: ANN001
+def test_wildcard_host_setting_is_refused(make_settings) -> None:
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError):
@@ -73,7 +73,7 @@ def _raw_request(port: int, request: bytes) -> bytes:
 
 
 @pytest.fixture
-def live_server(settings):  # noqa: ANN001, ANN201
+def live_server(settings):
     """The app under a real uvicorn on a free loopback port (for raw HTTP that TestClient cannot send)."""
     app = create_app(settings)
     sock = socket.socket()
@@ -95,16 +95,20 @@ def live_server(settings):  # noqa: ANN001, ANN201
 def test_duplicate_and_absolute_form_hosts_over_the_wire(live_server: int) -> None:
     port = live_server
     dup = _raw_request(
-        port, f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.test\r\nConnection: close\r\n\r\n".encode()
+        port,
+        f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.test\r\nConnection: close\r\n\r\n".encode(),
     )
     assert dup.split(b"\r\n")[0].split()[1] in (b"400", b"403")
     absolute = _raw_request(
-        port, f"GET http://attacker.test/api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        port,
+        f"GET http://attacker.test/api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode(),
     )
     assert absolute.split(b"\r\n")[0].split()[1] in (b"400", b"403")
     missing = _raw_request(port, b"GET /api/health HTTP/1.0\r\n\r\n")
     assert missing.split(b"\r\n")[0].split()[1] in (b"400", b"403")
-    ok = _raw_request(port, f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+    ok = _raw_request(
+        port, f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    )
     assert ok.split(b"\r\n")[0].split()[1] == b"200"
 
 
@@ -113,10 +117,16 @@ def test_forwarded_headers_are_not_trusted_by_default(client: TestClient) -> Non
     assert r.status_code == 403
     # X-Forwarded-For does not move a client to another throttling bucket.
     for i in range(5):
-        client.post("/api/auth/login", json={"email": "x@example.com", "password": "bad-pass"},
-                    headers={"X-Forwarded-For": f"10.0.0.{i}"})
-    r = client.post("/api/auth/login", json={"email": "y@example.com", "password": "bad-pass"},
-                    headers={"X-Forwarded-For": "10.9.9.9"})
+        client.post(
+            "/api/auth/login",
+            json={"email": "x@example.com", "password": "bad-pass"},
+            headers={"X-Forwarded-For": f"10.0.0.{i}"},
+        )
+    r = client.post(
+        "/api/auth/login",
+        json={"email": "y@example.com", "password": "bad-pass"},
+        headers={"X-Forwarded-For": "10.9.9.9"},
+    )
     assert r.status_code == 429
 
 
@@ -161,11 +171,15 @@ def test_same_origin_unsafe_request_passes(client: TestClient, admin_token: str)
 
 
 def test_cross_site_fetch_metadata_without_origin_is_refused(client: TestClient) -> None:
-    r = client.post("/api/auth/login", json={"email": "a@b.co", "password": "x"}, headers={"Sec-Fetch-Site": "cross-site"})
+    r = client.post(
+        "/api/auth/login", json={"email": "a@b.co", "password": "x"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize("ctype", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", None])
+@pytest.mark.parametrize(
+    "ctype", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", None]
+)
 def test_simple_requests_without_bearer_are_refused(client: TestClient, ctype: str | None) -> None:
     headers = {"Content-Type": ctype} if ctype else {}
     for path in ("/api/auth/login", "/api/auth/refresh", "/api/auth/logout"):
@@ -189,19 +203,22 @@ def test_no_cors_headers_by_default(client: TestClient) -> None:
     assert "access-control-allow-origin" not in r.headers
 
 
-def test_configured_cors_origin_only(make_settings) -> None:  # noqa: ANN001
+def test_configured_cors_origin_only(make_settings) -> None:
     app = create_app(make_settings(cors_origins="http://localhost:5173"))
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         ok = c.get("/api/health", headers={"Origin": "http://localhost:5173"})
         assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
         bad = c.get("/api/health", headers={"Origin": "http://attacker.test"})
         assert "access-control-allow-origin" not in bad.headers
-        r = c.post("/api/auth/login", json={"email": "admin@example.com", "password": INITIAL_PASSWORD},
-                   headers={"Origin": "http://localhost:5173"})
+        r = c.post(
+            "/api/auth/login",
+            json={"email": "admin@example.com", "password": INITIAL_PASSWORD},
+            headers={"Origin": "http://localhost:5173"},
+        )
         assert r.status_code == 200
 
 
-def test_wildcard_cors_is_refused(make_settings) -> None:  # noqa: ANN001
+def test_wildcard_cors_is_refused(make_settings) -> None:
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError):
@@ -209,25 +226,34 @@ def test_wildcard_cors_is_refused(make_settings) -> None:  # noqa: ANN001
 
 
 def test_security_headers_on_api_ui_and_errors(client: TestClient) -> None:
-    for path, host in (("/api/health", "127.0.0.1:8000"), ("/", "127.0.0.1:8000"), ("/api/nope", "127.0.0.1:8000"),
-                       ("/api/health", "evil.test")):
+    for path, host in (
+        ("/api/health", "127.0.0.1:8000"),
+        ("/", "127.0.0.1:8000"),
+        ("/api/nope", "127.0.0.1:8000"),
+        ("/api/health", "evil.test"),
+    ):
         r = client.get(path, headers={"Host": host})
         csp = r.headers["content-security-policy"]
-        for directive in ("script-src 'self'", "object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'"):
+        for directive in (
+            "script-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ):
             assert directive in csp
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "no-referrer"
     assert client.get("/api/health").headers["cache-control"] == "no-store"
 
 
-def test_body_size_limit_by_content_length_and_by_stream(make_settings) -> None:  # noqa: ANN001
+def test_body_size_limit_by_content_length_and_by_stream(make_settings) -> None:
     app = create_app(make_settings(max_body_bytes=4096))
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         big = b'{"email":"' + b"a" * 10_000 + b'","password":"x"}'
         r = c.post("/api/auth/login", content=big, headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
 
-        def chunks():  # noqa: ANN202
+        def chunks():
             yield b'{"email":"'
             for _ in range(10):
                 yield b"a" * 1000
@@ -238,8 +264,11 @@ def test_body_size_limit_by_content_length_and_by_stream(make_settings) -> None:
 
 
 def test_ten_megabyte_body_is_refused_before_parsing(client: TestClient) -> None:
-    r = client.post("/api/auth/login", content=b"{" + b" " * (10 * 1024 * 1024) + b"}",
-                    headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/api/auth/login",
+        content=b"{" + b" " * (10 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 413
 
 

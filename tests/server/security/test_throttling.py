@@ -1,4 +1,4 @@
-"""Login throttling (security.md B7)."""
+"""Login throttling (docs/security.md, B7)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,22 @@ from server.db.models import LoginThrottle
 from tests.server.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 
-def _attempt(client: TestClient, email: str = ADMIN_EMAIL, password: str = "wrong-password", ip: str | None = None):  # noqa: ANN202
+def _attempt(
+    client: TestClient, email: str = ADMIN_EMAIL, password: str = "wrong-password", ip: str | None = None
+):
     return client.post("/api/auth/login", json={"email": email, "password": password})
 
 
-def _expire_locks(app) -> None:  # noqa: ANN001
+def _expire_locks(app) -> None:
     with app.state.runtime.session_factory.begin() as s:
-        s.execute(update(LoginThrottle).values(locked_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        s.execute(
+            update(LoginThrottle).values(locked_until=datetime.now(timezone.utc) - timedelta(seconds=1))
+        )
 
 
-def test_five_failures_lock_the_account_even_for_the_right_password(client: TestClient, admin_token: str, app) -> None:  # noqa: ANN001
+def test_five_failures_lock_the_account_even_for_the_right_password(
+    client: TestClient, admin_token: str, app
+) -> None:
     for _ in range(5):
         assert _attempt(client).status_code == 401
     locked = _attempt(client, password=ADMIN_PASSWORD)
@@ -35,7 +41,7 @@ def test_five_failures_lock_the_account_even_for_the_right_password(client: Test
     assert _attempt(client, password=ADMIN_PASSWORD).status_code == 200
 
 
-def test_back_off_grows_with_each_lockout(client: TestClient, admin_token: str, app) -> None:  # noqa: ANN001
+def test_back_off_grows_with_each_lockout(client: TestClient, admin_token: str, app) -> None:
     waits = []
     for _ in range(3):
         for _ in range(5):
@@ -53,7 +59,7 @@ def test_unknown_accounts_are_throttled_the_same_way(client: TestClient) -> None
     assert _attempt(client, email="ghost@example.com").status_code == 429
 
 
-def test_one_address_is_throttled_across_accounts(client: TestClient, app) -> None:  # noqa: ANN001
+def test_one_address_is_throttled_across_accounts(client: TestClient, app) -> None:
     for i in range(5):
         assert _attempt(client, email=f"spray{i}@example.com").status_code == 401
     # A sixth, fresh account from the same address is refused too.

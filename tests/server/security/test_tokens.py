@@ -1,4 +1,4 @@
-"""JWT forgery matrix (security.md B2) and the one-credential-channel rule (B8)."""
+"""JWT forgery matrix (docs/security.md, B2) and the one-credential-channel rule (B8)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _claims(token: str) -> dict:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-def _forge(base: dict, secret: str = SECRET, headers: dict | None = None, **changes) -> str:  # noqa: ANN003
+def _forge(base: dict, secret: str = SECRET, headers: dict | None = None, **changes) -> str:
     claims = {**base, **changes}
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, secret, algorithm="HS256", headers=headers)
@@ -73,7 +73,7 @@ def test_every_forged_token_gets_the_same_401(client: TestClient, admin_token: s
     assert len(bodies) == 1, bodies
 
 
-def test_token_of_a_deleted_user_is_refused(client: TestClient, admin_token: str, create_user) -> None:  # noqa: ANN001
+def test_token_of_a_deleted_user_is_refused(client: TestClient, admin_token: str, create_user) -> None:
     token = create_user("gone@example.com")
     me = client.get("/api/users/me", headers=bearer(token)).json()
     assert client.delete(f"/api/users/{me['id']}", headers=bearer(admin_token)).status_code == 204
@@ -90,7 +90,7 @@ def test_claims_are_as_specified(admin_token: str) -> None:
     assert claims["exp"] - claims["iat"] == 30 * 60
 
 
-def test_secret_is_not_a_code_constant(make_settings, tmp_path) -> None:  # noqa: ANN001
+def test_secret_is_not_a_code_constant(make_settings, tmp_path) -> None:
     from server.security.secret_store import load_or_create_secret
 
     a = load_or_create_secret(make_settings(secret_key=None, data_dir=tmp_path / "a"))

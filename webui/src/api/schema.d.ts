@@ -1076,6 +1076,148 @@ export interface components {
             /** Stopped */
             stopped: boolean;
         };
+        /**
+         * ChatStreamDelta
+         * @description New text of the reply since the previous delta (coalesced). Only non-empty parts are sent.
+         */
+        ChatStreamDelta: {
+            /**
+             * Content
+             * @default
+             */
+            content?: string;
+            /**
+             * Thinking
+             * @default
+             */
+            thinking?: string;
+        };
+        /** ChatStreamDeltaEvent */
+        ChatStreamDeltaEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "delta";
+            data: components["schemas"]["ChatStreamDelta"];
+        };
+        /**
+         * ChatStreamDone
+         * @description The reply ended (complete, or stopped by the user, a disconnect or a shutdown).
+         */
+        ChatStreamDone: {
+            /** Message */
+            message: components["schemas"]["MessageRead"] | components["schemas"]["ChatStreamMessageStub"];
+            /** Usage */
+            usage: {
+                [key: string]: number;
+            };
+            /** Timings */
+            timings: {
+                [key: string]: number;
+            };
+        };
+        /** ChatStreamDoneEvent */
+        ChatStreamDoneEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "done";
+            data: components["schemas"]["ChatStreamDone"];
+        };
+        /**
+         * ChatStreamError
+         * @description The reply failed after the stream started; the text received so far is kept.
+         */
+        ChatStreamError: {
+            /** Code */
+            code: string;
+            /** Message */
+            message: string;
+            /**
+             * Message Id
+             * Format: uuid
+             */
+            message_id: string;
+        };
+        /** ChatStreamErrorEvent */
+        ChatStreamErrorEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "error";
+            data: components["schemas"]["ChatStreamError"];
+        };
+        /**
+         * ChatStreamEvent
+         * @description One event of a chat stream: ``event`` is the SSE event name, ``data`` the JSON of its data lines.
+         */
+        ChatStreamEvent: components["schemas"]["ChatStreamMetaEvent"] | components["schemas"]["ChatStreamDeltaEvent"] | components["schemas"]["ChatStreamDoneEvent"] | components["schemas"]["ChatStreamErrorEvent"] | components["schemas"]["ChatStreamTitleEvent"];
+        /**
+         * ChatStreamMessageStub
+         * @description What ``done`` carries instead of the message when its final state could not be saved (``id`` and
+         *     ``status`` only) or the message was deleted while it streamed (empty).
+         */
+        ChatStreamMessageStub: {
+            /** Id */
+            id?: string | null;
+            /** Status */
+            status?: ("streaming" | "complete" | "stopped" | "error") | null;
+        };
+        /**
+         * ChatStreamMeta
+         * @description First event: the conversation and the two messages of this exchange (already saved).
+         */
+        ChatStreamMeta: {
+            /**
+             * Conversation Id
+             * Format: uuid
+             */
+            conversation_id: string;
+            /**
+             * User Message Id
+             * Format: uuid
+             */
+            user_message_id: string;
+            /**
+             * Assistant Message Id
+             * Format: uuid
+             */
+            assistant_message_id: string;
+        };
+        /** ChatStreamMetaEvent */
+        ChatStreamMetaEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "meta";
+            data: components["schemas"]["ChatStreamMeta"];
+        };
+        /**
+         * ChatStreamTitle
+         * @description The title the server generated for a new conversation after its first exchange (already saved).
+         */
+        ChatStreamTitle: {
+            /**
+             * Conversation Id
+             * Format: uuid
+             */
+            conversation_id: string;
+            /** Title */
+            title: string;
+        };
+        /** ChatStreamTitleEvent */
+        ChatStreamTitleEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "title";
+            data: components["schemas"]["ChatStreamTitle"];
+        };
         /** ConversationDetail */
         ConversationDetail: {
             /**
@@ -3013,13 +3155,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Server-sent events: meta, delta (coalesced), then done or error; ': ping' comments. */
+            /** @description Server-sent events: meta, delta (coalesced), then done or error; then title when a new conversation was titled after its first exchange. ': ping' comments at any time. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["ChatStreamEvent"];
                 };
             };
             /** @description Validation Error */
@@ -3048,13 +3190,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Server-sent events: meta, delta (coalesced), then done or error; ': ping' comments. */
+            /** @description Server-sent events: meta, delta (coalesced), then done or error; then title when a new conversation was titled after its first exchange. ': ping' comments at any time. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["ChatStreamEvent"];
                 };
             };
             /** @description Validation Error */

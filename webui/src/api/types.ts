@@ -73,6 +73,16 @@ export type Message = Adjust<
 
 export type ChatOptions = S['ChatOptions'] & { [k: string]: unknown }
 
+/**
+ * One event of a chat stream (the `text/event-stream` of `POST /api/chat` and `.../regenerate`): `event` is
+ * the SSE event name, `data` the JSON of its data lines. Order: meta, delta..., done or error, then title
+ * when the server titled a new conversation.
+ */
+export type ChatStreamEvent = S['ChatStreamEvent']
+export type ChatStreamEventName = ChatStreamEvent['event']
+/** The payload of the chat stream event `E`, e.g. `ChatStreamData<'done'>`. */
+export type ChatStreamData<E extends ChatStreamEventName> = Extract<ChatStreamEvent, { event: E }>['data']
+
 export type Conversation = ConversationSummary &
   Adjust<
     Omit<S['ConversationDetail'], keyof S['ConversationRead']>,

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest'
 import { groupConversations } from './dateGroups'
-import { levelFor } from './thresholds'
 import { isValidModelName } from './modelName'
 import { formatBytes, formatDuration, formatPercent, formatRelative } from '@/composables/useFormat'
 import { safeRedirect } from '@/router'
@@ -23,21 +22,6 @@ describe('groupConversations', () => {
       ['previous30', ['m']],
       ['older', ['old']],
     ])
-  })
-})
-
-describe('levelFor', () => {
-  it('applies the spec thresholds', () => {
-    expect(levelFor('cpu', 50)).toBe('normal')
-    expect(levelFor('cpu', 75)).toBe('warning')
-    expect(levelFor('cpu', 95)).toBe('alert')
-    expect(levelFor('latency', 2500)).toBe('alert')
-    expect(levelFor('error_rate', 2)).toBe('warning')
-    expect(levelFor('cpu', null)).toBeNull()
-  })
-  it('prefers thresholds sent by the server', () => {
-    expect(levelFor('cpu', 60, { cpu: { warning: 50, alert: 80 } })).toBe('warning')
-    expect(levelFor('cpu', 85, { cpu: [50, 80] })).toBe('alert')
   })
 })
 

@@ -1,15 +1,16 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createPinia, setActivePinia } from 'pinia'
 import { useChatStore } from './chat'
+import { useConversationsStore } from './conversations'
 import { useModelsStore } from './models'
 
-function sse(events: Array<[string, unknown]>, opts: { hold?: Promise<void> } = {}) {
+function sse(events: Array<[string, unknown]>, opts: { hold?: Promise<void>; holdAt?: number } = {}) {
   const enc = new TextEncoder()
   return new ReadableStream<Uint8Array>({
     async start(c) {
       c.enqueue(enc.encode(': ping\n\n'))
       for (const [i, [name, data]] of events.entries()) {
-        if (i === 1 && opts.hold) await opts.hold
+        if (i === (opts.holdAt ?? 1) && opts.hold) await opts.hold
         c.enqueue(enc.encode(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`))
       }
       c.close()
@@ -41,11 +42,13 @@ describe('chat store streaming', () => {
             ['delta', { content: 'Hel' }],
             ['delta', { content: 'lo', thinking: 'hmm' }],
             ['done', { message: { id: 'a1', content: 'Hello', status: 'complete' }, usage: { completion_tokens: 2 }, timings: { tokens_per_s: 10 } }],
+            ['title', { conversation_id: 'c1', title: 'Greetings' }],
           ]),
         )
       return new Response('{}', { status: 200, headers: { 'Content-Type': 'application/json' } })
     })
     const chat = useChatStore()
+    const list = useConversationsStore()
     await chat.send('Hi')
     const [, init] = fetchMock.mock.calls[0]
     expect(JSON.parse(init.body)).toEqual({ model: 'm1', content: 'Hi' })
@@ -57,7 +60,59 @@ describe('chat store streaming', () => {
     expect(chat.path[1].thinking).toBe('hmm')
     expect(chat.path[1].usage).toEqual({ completion_tokens: 2 })
     expect(chat.isStreaming).toBe(false)
-    expect(chat.conversations[0].id).toBe('c1')
+    expect(list.conversations[0].id).toBe('c1')
+    // the title event after done names the new conversation, in the list and in the header
+    await vi.waitFor(() => expect(list.conversations[0].title).toBe('Greetings'))
+    expect(chat.current?.title).toBe('Greetings')
+    expect(fetchMock).toHaveBeenCalledTimes(1) // no polling for the title
+  })
+
+  it('ends the reply at done, before the title arrives on the same stream', async () => {
+    let release!: () => void
+    const hold = new Promise<void>((r) => (release = r))
+    fetchMock.mockImplementation(async () =>
+      streamResponse(
+        sse(
+          [
+            ['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1' }],
+            ['done', { message: { id: 'a1', content: 'ok', status: 'complete' }, usage: {}, timings: {} }],
+            ['title', { conversation_id: 'c1', title: 'Later' }],
+          ],
+          { hold, holdAt: 2 },
+        ),
+      ),
+    )
+    const chat = useChatStore()
+    const list = useConversationsStore()
+    await chat.send('Hi')
+    // the composer is free again while the server is still titling the conversation
+    expect(chat.isStreaming).toBe(false)
+    expect(chat.path[1].status).toBe('complete')
+    expect(list.conversations[0]).toMatchObject({ id: 'c1', title: null })
+    release()
+    await vi.waitFor(() => expect(list.conversations[0].title).toBe('Later'))
+    expect(chat.current?.title).toBe('Later')
+  })
+
+  it('reads a new conversation once when its stream ends without a title', async () => {
+    fetchMock.mockImplementation(async (url: string) => {
+      if (url === '/api/chat')
+        return streamResponse(
+          sse([
+            ['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1' }],
+            ['done', { message: { id: 'a1', content: 'ok', status: 'complete' }, usage: {}, timings: {} }],
+          ]),
+        )
+      return new Response(JSON.stringify({ id: 'c1', title: 'Hi', pinned: false, model: 'm1', updated_at: '2024-01-01T00:00:00Z' }), {
+        status: 200,
+        headers: { 'Content-Type': 'application/json' },
+      })
+    })
+    const chat = useChatStore()
+    const list = useConversationsStore()
+    await chat.send('Hi')
+    await vi.waitFor(() => expect(list.conversations[0].title).toBe('Hi'))
+    expect(fetchMock.mock.calls.map(([u]) => u)).toEqual(['/api/chat', '/api/conversations/c1'])
   })
 
   it('continues the shown path with parent_id, and an edit branches from the parent', async () => {

@@ -2,12 +2,12 @@ import { defineStore } from 'pinia'
 import { computed, ref, shallowRef, triggerRef } from 'vue'
 import { chatApi, conversationsApi, type ChatRequest } from '@/api/endpoints'
 import { ApiError } from '@/api/http'
-import { parseData, readSse } from '@/api/sse'
-import type { ChatOptions, Conversation, ConversationSummary, Message } from '@/api/types'
+import { parseData, readSse, type SseEvent } from '@/api/sse'
+import type { ChatOptions, ChatStreamData, Conversation, Message } from '@/api/types'
 import { buildTree, currentPath, selectBranchOf, siblingInfo, parentKey } from './chatTree'
+import { useConversationsStore } from './conversations'
 import { useModelsStore } from './models'
 
-const PAGE_SIZE = 50
 let tmpSeq = 0
 const tmpId = (kind: string) => `tmp-${kind}-${++tmpSeq}`
 
@@ -17,62 +17,10 @@ interface StreamState {
   stopRequested: boolean
 }
 
-interface DonePayload {
-  message?: Partial<Message>
-  usage?: Message['usage']
-  timings?: Record<string, number>
-}
-
+/** The open conversation: its messages and branches, and the reply being streamed into it. */
 export const useChatStore = defineStore('chat', () => {
-  // ---- conversation list -------------------------------------------------------------
-  const conversations = ref<ConversationSummary[]>([])
-  const total = ref(0)
-  const page = ref(0)
-  const listLoading = ref(false)
-  const listError = ref<unknown>(null)
-  const hasMore = computed(() => conversations.value.length < total.value)
+  const list = useConversationsStore()
 
-  async function loadConversations(reset = true) {
-    if (listLoading.value && !reset) return
-    listLoading.value = true
-    listError.value = null
-    try {
-      const next = reset ? 1 : page.value + 1
-      const r = await conversationsApi.list(next, PAGE_SIZE)
-      total.value = r.total
-      page.value = next
-      conversations.value = reset ? r.items : [...conversations.value, ...r.items.filter((i) => !conversations.value.some((c) => c.id === i.id))]
-    } catch (e) {
-      listError.value = e
-    } finally {
-      listLoading.value = false
-    }
-  }
-
-  const searchResults = ref<ConversationSummary[] | null>(null)
-  const searching = ref(false)
-  let searchSeq = 0
-  async function search(q: string) {
-    const seq = ++searchSeq
-    if (!q.trim()) {
-      searchResults.value = null
-      return
-    }
-    searching.value = true
-    try {
-      const r = await conversationsApi.search(q.trim())
-      if (seq === searchSeq) searchResults.value = r.items
-    } catch (e) {
-      if (seq === searchSeq) {
-        searchResults.value = []
-        listError.value = e
-      }
-    } finally {
-      if (seq === searchSeq) searching.value = false
-    }
-  }
-
-  // ---- the open conversation ------------------------------------------------------------
   const current = ref<Conversation | null>(null)
   const messages = ref<Message[]>([])
   const selected = ref<Record<string, string>>({})
@@ -135,13 +83,19 @@ export const useChatStore = defineStore('chat', () => {
     return messages.value.find((m) => m.id === id)
   }
 
-  function upsertSummary(s: Partial<ConversationSummary> & { id: string }) {
-    const i = conversations.value.findIndex((c) => c.id === s.id)
-    if (i >= 0) conversations.value[i] = { ...conversations.value[i], ...s }
-    else {
-      const now = new Date().toISOString()
-      conversations.value.unshift({ title: null, pinned: false, model: null, created_at: now, updated_at: now, ...s })
-      total.value++
+  /** A title the server gave a conversation (the `title` stream event) or the user set. */
+  function applyTitle(id: string, title: string) {
+    list.upsert({ id, title })
+    if (current.value?.id === id) current.value = { ...current.value, title }
+  }
+
+  async function refreshSummary(id: string) {
+    try {
+      const c = await conversationsApi.get(id)
+      list.upsert({ id, title: c.title, pinned: c.pinned, updated_at: c.updated_at, model: c.model })
+      if (current.value?.id === id) current.value = { ...current.value, title: c.title }
+    } catch {
+      /* not important */
     }
   }
 
@@ -152,86 +106,129 @@ export const useChatStore = defineStore('chat', () => {
     return Object.keys(o).length ? o : undefined
   }
 
+  /**
+   * Streams one reply (events: meta, delta..., then done or error, then possibly title). Resolves when the
+   * reply has ended (done, error, or the stream failed); a `title` that follows `done` for a new
+   * conversation is still read afterwards and updates the list.
+   */
   async function runStream(open: (signal: AbortSignal) => Promise<Response>, tmpUser: string | null, tmpAsst: string) {
     const controller = new AbortController()
     const st: StreamState = { assistantId: tmpAsst, controller, stopRequested: false }
     stream.value = st
     let asstId = tmpAsst
     let finished = false
-    let createdConversation = false
+    let createdConversation: string | null = null
+    let titled = false
+    let replyEnded!: () => void
+    const ended = new Promise<void>((resolve) => (replyEnded = resolve))
     const asst = () => find(asstId)
-    try {
+
+    function onMeta(meta: ChatStreamData<'meta'>) {
+      if (tmpUser) {
+        const u = find(tmpUser)
+        if (u) u.id = meta.user_message_id
+        const a = find(tmpAsst)
+        if (a) a.parent_id = meta.user_message_id
+      }
+      const a = find(tmpAsst)
+      if (a) a.id = meta.assistant_message_id
+      asstId = meta.assistant_message_id
+      st.assistantId = asstId
+      triggerRef(stream)
+      if (st.stopRequested) void chatApi.stop(asstId).catch(() => controller.abort())
+      selected.value = selectBranchOf(tree.value, {}, asstId)
+      if (!current.value) {
+        createdConversation = meta.conversation_id
+        const now = new Date().toISOString()
+        current.value = {
+          id: meta.conversation_id,
+          title: null,
+          pinned: false,
+          model: useModelsStore().selectedId,
+          created_at: now,
+          updated_at: now,
+          system_prompt: draftSystemPrompt.value || null,
+          options: { ...draftOptions.value },
+          messages: [],
+        }
+        list.upsert({ id: meta.conversation_id })
+        if (draftSystemPrompt.value) {
+          void conversationsApi.update(meta.conversation_id, { system_prompt: draftSystemPrompt.value }).catch(() => {})
+        }
+      }
+    }
+
+    function onDone(d: ChatStreamData<'done'>) {
+      const a = asst()
+      if (!a) return
+      const m = d.message ?? {}
+      if (m.id && m.id !== a.id) {
+        a.id = m.id
+        asstId = m.id
+      }
+      if ('content' in m) {
+        // the message as saved (read defensively: a proxy or an older server may send less)
+        if (typeof m.content === 'string') a.content = m.content
+        if (m.thinking !== undefined) a.thinking = m.thinking
+        if (m.model) a.model = m.model
+      }
+      a.status = m.status ?? 'complete'
+      a.usage = d.usage ?? a.usage
+      if (d.timings) timings.value = { ...timings.value, [a.id]: d.timings }
+    }
+
+    function onEvent(ev: SseEvent) {
+      if (ev.event === 'meta') {
+        const meta = parseData<ChatStreamData<'meta'>>(ev)
+        if (meta) onMeta(meta)
+      } else if (ev.event === 'delta') {
+        const d = parseData<ChatStreamData<'delta'>>(ev)
+        const a = asst()
+        if (!d || !a) return
+        if (d.content) a.content += d.content
+        if (d.thinking) a.thinking = (a.thinking ?? '') + d.thinking
+      } else if (ev.event === 'done') {
+        finished = true
+        const d = parseData<ChatStreamData<'done'>>(ev)
+        if (d) onDone(d)
+        else {
+          const a = asst()
+          if (a) a.status = 'complete'
+        }
+        replyEnded()
+      } else if (ev.event === 'error') {
+        finished = true
+        const d = parseData<ChatStreamData<'error'>>(ev)
+        const a = asst()
+        if (a) {
+          a.status = 'error'
+          a.error = { code: d?.code, message: d?.message }
+        }
+        replyEnded()
+      } else if (ev.event === 'title') {
+        const d = parseData<ChatStreamData<'title'>>(ev)
+        if (d) {
+          titled = true
+          applyTitle(d.conversation_id, d.title)
+        }
+      }
+    }
+
+    const reading = (async () => {
       const res = await open(controller.signal)
       const ct = res.headers.get('Content-Type') || ''
       if (!ct.includes('text/event-stream')) throw new ApiError(res.status, 'bad_stream', 'unexpected response')
-      await readSse(
-        res,
-        (ev) => {
-          if (ev.event === 'meta') {
-            const meta = parseData<{ conversation_id: string; user_message_id?: string; assistant_message_id?: string }>(ev)
-            if (!meta) return
-            if (tmpUser && meta.user_message_id) {
-              const u = find(tmpUser)
-              if (u) u.id = meta.user_message_id
-              const a = find(tmpAsst)
-              if (a) a.parent_id = meta.user_message_id
-            }
-            if (meta.assistant_message_id) {
-              const a = find(tmpAsst)
-              if (a) a.id = meta.assistant_message_id
-              asstId = meta.assistant_message_id
-              st.assistantId = asstId
-              triggerRef(stream)
-              if (st.stopRequested) void chatApi.stop(asstId).catch(() => controller.abort())
-            }
-            selected.value = selectBranchOf(tree.value, {}, asstId)
-            if (!current.value) {
-              createdConversation = true
-              current.value = {
-                id: meta.conversation_id, title: null, pinned: false, model: useModelsStore().selectedId,
-                created_at: new Date().toISOString(), updated_at: new Date().toISOString(),
-                system_prompt: draftSystemPrompt.value || null, options: { ...draftOptions.value }, messages: [],
-              }
-              upsertSummary({ id: meta.conversation_id })
-              if (draftSystemPrompt.value) {
-                void conversationsApi.update(meta.conversation_id, { system_prompt: draftSystemPrompt.value }).catch(() => {})
-              }
-            }
-          } else if (ev.event === 'delta') {
-            const d = parseData<{ content?: string; thinking?: string }>(ev)
-            const a = asst()
-            if (!d || !a) return
-            if (d.content) a.content += d.content
-            if (d.thinking) a.thinking = (a.thinking ?? '') + d.thinking
-          } else if (ev.event === 'done') {
-            finished = true
-            const d = parseData<DonePayload>(ev)
-            const a = asst()
-            if (a && d) {
-              const m = d.message ?? {}
-              if (m.id && m.id !== a.id) {
-                a.id = m.id
-                asstId = m.id
-              }
-              if (typeof m.content === 'string') a.content = m.content
-              if (m.thinking !== undefined) a.thinking = m.thinking
-              a.status = m.status ?? 'complete'
-              if (m.model) a.model = m.model
-              a.usage = d.usage ?? m.usage ?? a.usage
-              if (d.timings) timings.value = { ...timings.value, [a.id]: d.timings }
-            } else if (a) a.status = 'complete'
-          } else if (ev.event === 'error') {
-            finished = true
-            const d = parseData<{ code?: string; message?: string }>(ev)
-            const a = asst()
-            if (a) {
-              a.status = 'error'
-              a.error = { code: d?.code, message: d?.message }
-            }
-          }
-        },
-        controller.signal,
-      )
+      await readSse(res, onEvent, controller.signal)
+    })()
+    // When the stream ends, a new conversation that got no title event is read once for the one it has.
+    void reading
+      .catch(() => {})
+      .then(() => {
+        if (createdConversation && !titled) void refreshSummary(createdConversation)
+      })
+
+    try {
+      await Promise.race([reading, ended])
     } catch (e) {
       const a = asst()
       if (a && !controller.signal.aborted) {
@@ -240,32 +237,22 @@ export const useChatStore = defineStore('chat', () => {
       }
     } finally {
       const a = asst()
-      if (a && !finished && a.status === 'streaming') a.status = st.stopRequested || controller.signal.aborted ? 'stopped' : 'interrupted'
-      stream.value = null
-      if (current.value) {
-        upsertSummary({ id: current.value.id, updated_at: new Date().toISOString() })
-        // the server titles a new conversation after the first exchange
-        if (createdConversation) {
-          const id = current.value.id
-          setTimeout(() => void refreshSummary(id), 1500)
-          setTimeout(() => void refreshSummary(id), 6000)
-        }
-      }
-    }
-  }
-
-  async function refreshSummary(id: string) {
-    try {
-      const c = await conversationsApi.get(id)
-      upsertSummary({ id, title: c.title, pinned: c.pinned, updated_at: c.updated_at, model: c.model })
-      if (current.value?.id === id) current.value = { ...current.value, title: c.title }
-    } catch {
-      /* not important */
+      if (a && !finished && a.status === 'streaming')
+        a.status = st.stopRequested || controller.signal.aborted ? 'stopped' : 'interrupted'
+      if (stream.value === st) stream.value = null
+      if (current.value) list.upsert({ id: current.value.id, updated_at: new Date().toISOString() })
     }
   }
 
   function addLocal(m: Omit<Message, 'created_at' | 'status'> & Partial<Pick<Message, 'status'>>): Message {
-    const msg: Message = { status: 'complete', created_at: new Date().toISOString(), thinking: null, usage: null, error: null, ...m }
+    const msg: Message = {
+      status: 'complete',
+      created_at: new Date().toISOString(),
+      thinking: null,
+      usage: null,
+      error: null,
+      ...m,
+    }
     messages.value.push(msg)
     return msg
   }
@@ -277,7 +264,14 @@ export const useChatStore = defineStore('chat', () => {
     const leaf = path.value[path.value.length - 1]
     const parent = parentId === undefined ? (leaf?.id ?? null) : parentId
     const u = addLocal({ id: tmpId('u'), parent_id: parent, role: 'user', content })
-    const a = addLocal({ id: tmpId('a'), parent_id: u.id, role: 'assistant', content: '', status: 'streaming', model: models.selected?.name })
+    const a = addLocal({
+      id: tmpId('a'),
+      parent_id: u.id,
+      role: 'assistant',
+      content: '',
+      status: 'streaming',
+      model: models.selected?.name,
+    })
     selected.value = selectBranchOf(tree.value, selected.value, a.id)
     const body: ChatRequest = { model: models.selectedId, content }
     if (current.value) {
@@ -298,7 +292,14 @@ export const useChatStore = defineStore('chat', () => {
   async function regenerate(m: Message) {
     const models = useModelsStore()
     if (isStreaming.value || m.role !== 'assistant' || m.id.startsWith('tmp-')) return
-    const a = addLocal({ id: tmpId('a'), parent_id: m.parent_id, role: 'assistant', content: '', status: 'streaming', model: models.selected?.name })
+    const a = addLocal({
+      id: tmpId('a'),
+      parent_id: m.parent_id,
+      role: 'assistant',
+      content: '',
+      status: 'streaming',
+      model: models.selected?.name,
+    })
     selected.value = selectBranchOf(tree.value, selected.value, a.id)
     const body: { model?: string; options?: ChatOptions } = {}
     if (models.selectedId) body.model = models.selectedId
@@ -328,23 +329,14 @@ export const useChatStore = defineStore('chat', () => {
     }, 3000)
   }
 
-  // ---- conversation actions --------------------------------------------------------------------
+  // ---- actions on conversations that may be the open one ----------------------------------------
   async function rename(id: string, title: string) {
-    await conversationsApi.update(id, { title })
-    upsertSummary({ id, title })
+    await list.rename(id, title)
     if (current.value?.id === id) current.value = { ...current.value, title }
   }
 
-  async function setPinned(id: string, pinned: boolean) {
-    await conversationsApi.update(id, { pinned })
-    upsertSummary({ id, pinned })
-  }
-
   async function remove(id: string) {
-    await conversationsApi.remove(id)
-    conversations.value = conversations.value.filter((c) => c.id !== id)
-    total.value = Math.max(0, total.value - 1)
-    if (searchResults.value) searchResults.value = searchResults.value.filter((c) => c.id !== id)
+    await list.remove(id)
     if (current.value?.id === id) newChat()
   }
 
@@ -370,12 +362,31 @@ export const useChatStore = defineStore('chat', () => {
   }
 
   return {
-    conversations, total, hasMore, listLoading, listError, loadConversations,
-    searchResults, searching, search,
-    current, currentId, messages, selected, loading, loadError, tree, path, timings,
-    draftSystemPrompt, draftOptions,
-    stream, isStreaming,
-    newChat, open, siblings, showSibling, send, edit, regenerate, stop,
-    rename, setPinned, remove, saveSettings, setModel, parentKey,
+    current,
+    currentId,
+    messages,
+    selected,
+    loading,
+    loadError,
+    tree,
+    path,
+    timings,
+    draftSystemPrompt,
+    draftOptions,
+    stream,
+    isStreaming,
+    newChat,
+    open,
+    siblings,
+    showSibling,
+    send,
+    edit,
+    regenerate,
+    stop,
+    rename,
+    remove,
+    saveSettings,
+    setModel,
+    parentKey,
   }
 })
