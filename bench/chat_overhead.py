@@ -113,9 +113,10 @@ async def main_async(rounds: int, shapes: tuple[str, ...]) -> int:
                     )
                 )
                 print(
-                    f"{'upstream':>10} {'streams':>7} | {'TTFT p50 direct':>15} {'via MT':>8} {'overhead':>8} | "
-                    f"{'TTFT p95 direct':>15} {'via MT':>8} {'overhead':>8} | {'tok/s direct':>12} {'via MT':>8} "
-                    f"{'ratio':>6} | errors"
+                    f"{'upstream':>10} {'streams':>7} | "
+                    f"{'TTFT p50 direct':>15} {'via MT':>8} {'overhead':>8} | "
+                    f"{'TTFT p95 direct':>15} {'via MT':>8} {'overhead':>8} | "
+                    f"{'tok/s direct':>12} {'via MT':>8} {'ratio':>6} | errors"
                 )
                 for label, url in (("50 tok/s", slow_url), ("max", fast_url), ("max 1k", long_url)):
                     for n in (1, 10, 50):
@@ -133,10 +134,12 @@ async def main_async(rounds: int, shapes: tuple[str, ...]) -> int:
                         failures += len(errs)
                         dt = [r.ttft * 1000 for r in direct if r.ok]
                         vt = [r.ttft * 1000 for r in via if r.ok]
+                        d50, v50, d95, v95 = pct(dt, 50), pct(vt, 50), pct(dt, 95), pct(vt, 95)
                         print(
-                            f"{label:>10} {n:>7} | {pct(dt, 50):13.1f}ms {pct(vt, 50):6.1f}ms "
-                            f"{pct(vt, 50) - pct(dt, 50):+6.1f}ms | {pct(dt, 95):13.1f}ms {pct(vt, 95):6.1f}ms "
-                            f"{pct(vt, 95) - pct(dt, 95):+6.1f}ms | {d_tps:12.0f} {v_tps:8.0f} {v_tps / d_tps:6.2f} | "
+                            f"{label:>10} {n:>7} | "
+                            f"{d50:13.1f}ms {v50:6.1f}ms {v50 - d50:+6.1f}ms | "
+                            f"{d95:13.1f}ms {v95:6.1f}ms {v95 - d95:+6.1f}ms | "
+                            f"{d_tps:12.0f} {v_tps:8.0f} {v_tps / d_tps:6.2f} | "
                             f"{len(errs)}" + (f" ({errs[0].error})" if errs else "")
                         )
     finally:

@@ -186,7 +186,8 @@ def main() -> int:
                 base95 = base95 or p95
                 hits = body.get("total", "") if isinstance(body, dict) else ""
                 print(
-                    f"{label:<36} {pct(times, 50):8.1f} {p95:8.1f} {hits!s:>6}  ({p95 / base95:.1f}x baseline p95)"
+                    f"{label:<36} {pct(times, 50):8.1f} {p95:8.1f} {hits!s:>6}  "
+                    f"({p95 / base95:.1f}x baseline p95)"
                 )
     finally:
         mt.stop()

@@ -9,7 +9,8 @@ memory floor of Qt WebEngine as the app configures it. The app's own figures are
 (app = Qt browser process + embedded server; zygote, where there is one; renderer), and the embedded
 server's own share is measured alone in a process that has loaded Qt WebEngine's modules.
 
-    .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2] [--app build/package/dist/ModelTrain/ModelTrain]
+    .venv/bin/python bench/desktop_start.py [--runs 5] [--idle 2] \
+        [--app build/package/dist/ModelTrain/ModelTrain]
 
 Targets: interactive <= 1.5 s, idle RSS of the process tree <= 400 MiB.
 """
@@ -229,17 +230,20 @@ def main() -> int:
         f"tree RSS {b_rss:.0f} MiB   PSS {b_pss:.0f} MiB"
     )
     print(
-        f"  same, with the app's switches:  ready {med(floor, 'ready'):.2f} s (cpu {med(floor, 'cpu'):.2f} s)   "
+        f"  same, with the app's switches:  ready {med(floor, 'ready'):.2f} s "
+        f"(cpu {med(floor, 'cpu'):.2f} s)   "
         f"tree RSS {med(floor, 'rss'):.0f} MiB   PSS {med(floor, 'pss'):.0f} MiB"
     )
     f_int = med(firsts, "interactive")
     f_range = f"{min(r['interactive'] for r in firsts):.2f}-{max(r['interactive'] for r in firsts):.2f}"
     print(
-        f"first start (fresh data dir):    interactive {f_int:.2f} s ({f_range}; cpu {med(firsts, 'cpu'):.2f} s)   "
+        f"first start (fresh data dir):    interactive {f_int:.2f} s "
+        f"({f_range}; cpu {med(firsts, 'cpu'):.2f} s)   "
         f"tree RSS {med(firsts, 'rss'):.0f} MiB   PSS {med(firsts, 'pss'):.0f} MiB"
     )
     print(
-        f"warm start:                      UI loaded {w_ui:.2f} s   interactive {w_int:.2f} s (cpu {w_cpu:.2f} s)   "
+        f"warm start:                      UI loaded {w_ui:.2f} s   "
+        f"interactive {w_int:.2f} s (cpu {w_cpu:.2f} s)   "
         f"tree RSS {w_rss:.0f} MiB   PSS {w_pss:.0f} MiB"
     )
     roles = [key[:-4] for key in warm[0] if key.endswith(" rss") and all(key in row for row in warm)]
@@ -263,7 +267,8 @@ def main() -> int:
     uncached = 0 if args.app else uncached_modules()
     if uncached:
         print(
-            f"note: PYTHONDONTWRITEBYTECODE is set and {uncached} of ModelTrain's modules have no bytecode cache: "
+            f"note: PYTHONDONTWRITEBYTECODE is set and {uncached} of ModelTrain's modules "
+            "have no bytecode cache: "
             "each start above compiled those it imports from source (an installed app has its bytecode)"
         )
     print(

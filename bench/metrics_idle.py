@@ -86,14 +86,16 @@ def main() -> int:
 
         print(f"per sample (measured in-process): {per_sample * 1e3:.3f} ms CPU")
         print(
-            f"-> at one sample every {args.interval:g} s: {100 * per_sample / args.interval:.4f} % of one core"
+            f"-> at one sample every {args.interval:g} s: "
+            f"{100 * per_sample / args.interval:.4f} % of one core"
         )
         for interval in (args.interval, args.interval / 10):
             r = run_pair(args.seconds, interval, data_dir)
             base, met = r["baseline"]["cpu"], r["metrics"]["cpu"]
             extra = max(0.0, met - base)
             print(
-                f"interval {interval:g} s over {args.seconds:g} s wall: idle process {base * 1e3:.1f} ms CPU, "
+                f"interval {interval:g} s over {args.seconds:g} s wall: "
+                f"idle process {base * 1e3:.1f} ms CPU, "
                 f"with metrics {met * 1e3:.1f} ms CPU ({r['metrics']['samples']} samples); "
                 f"cost {100 * extra / args.seconds:.4f} % of one core (budget 1 %); "
                 f"ratio to the idle process x{met / max(base, 1e-6):.1f}"

@@ -126,7 +126,8 @@ def main() -> int:
                 ("nginx -> 2 instances", two.url),
             ]
             print(
-                f"nginx throughput: {args.concurrency} concurrent keep-alive clients, {args.seconds:g} s per figure,"
+                f"nginx throughput: {args.concurrency} concurrent keep-alive clients, "
+                f"{args.seconds:g} s per figure,"
                 " 2 CPU cores shared by clients, nginx and the apps"
             )
             for label, path, headers in (
@@ -149,7 +150,8 @@ def main() -> int:
             print(f"    direct               first delta {d_first:7.1f} ms   done {d_total:7.1f} ms")
             print(f"    nginx -> 1 instance  first delta {n_first:7.1f} ms   done {n_total:7.1f} ms")
             print(
-                f"    overhead via nginx   first delta {n_first - d_first:+7.1f} ms   done {n_total - d_total:+7.1f} ms"
+                f"    overhead via nginx   first delta {n_first - d_first:+7.1f} ms   "
+                f"done {n_total - d_total:+7.1f} ms"
                 f"   (x{n_total / d_total:.2f})"
             )
     finally:

@@ -25,16 +25,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import httpx
 from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.app import create_app
 from server.services.ollama_daemon import OllamaDaemon
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SECRET = "bench-secret-x7Kq2mPz9vRt4nLw8sYb3cHd6fJg1aE5"
 INITIAL = "initial-Admin-pass-9"
@@ -109,7 +110,8 @@ def recovery(tmp: Path, kills: int) -> None:
         f"   restart back-off (first step):                 {settings.ollama_restart_backoff * 1000:8.1f} ms"
     )
     print(
-        f"   crash -> running, median of {kills}:              {med * 1000:8.1f} ms   ({med / base:.2f}x cold start)"
+        f"   crash -> running, median of {kills}:              {med * 1000:8.1f} ms   "
+        f"({med / base:.2f}x cold start)"
     )
     print(f"   all recoveries (ms): {', '.join(f'{t * 1000:.0f}' for t in total)}")
     print(f"   restart_count after the run: {status.restart_count}")

@@ -102,7 +102,7 @@ async def adapted(registry: ProviderRegistry, url: str, prompt: str) -> tuple[in
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def run(url: str, streams: int, words: int, levels: list[int]) -> None:

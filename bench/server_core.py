@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen, float]:
@@ -130,15 +130,18 @@ def main() -> None:
                     hm = measure(health, args.requests, conc)
                     mm = measure(me, args.requests, conc)
                     print(
-                        f"[{conc:>2} clients] login       p50 {pct(lg, 50):7.1f} ms  p99 {pct(lg, 99):7.1f} ms"
+                        f"[{conc:>2} clients] login       p50 {pct(lg, 50):7.1f} ms"
+                        f"  p99 {pct(lg, 99):7.1f} ms"
                         f"  (x{pct(lg, 50) / pct(argon_ms, 50):.2f} of one argon2 verify)"
                     )
                     print(
-                        f"[{conc:>2} clients] users/me    p50 {pct(mm, 50):7.1f} ms  p99 {pct(mm, 99):7.1f} ms"
+                        f"[{conc:>2} clients] users/me    p50 {pct(mm, 50):7.1f} ms"
+                        f"  p99 {pct(mm, 99):7.1f} ms"
                         f"  (x{pct(mm, 50) / pct(hm, 50):.2f} of /api/health)"
                     )
                     print(
-                        f"[{conc:>2} clients] health      p50 {pct(hm, 50):7.1f} ms  p99 {pct(hm, 99):7.1f} ms"
+                        f"[{conc:>2} clients] health      p50 {pct(hm, 50):7.1f} ms"
+                        f"  p99 {pct(hm, 99):7.1f} ms"
                     )
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -2,7 +2,8 @@
 
 It signs in as the desktop owner with the desktop token (``POST /api/auth/desktop`` with the
 ``X-ModelTrain-Desktop`` header, loopback only), keeps the access token in memory, and signs in again
-once on a 401. The shell talks to the server only through HTTP, like any browser (ARCHITECTURE rule 2).
+once on a 401. The shell talks to the server only through HTTP, like any browser
+(docs/architecture.md, dependency rules).
 """
 
 from __future__ import annotations

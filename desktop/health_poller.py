@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -193,7 +193,7 @@ class HealthPoller(QObject):
     notify = Signal(object)  # Notification
     lan_status = Signal(object)  # dict from GET /api/lan, or None when unavailable
 
-    ENDPOINTS = {
+    ENDPOINTS: ClassVar[dict[str, str]] = {
         "live": "/api/health",
         "ready": "/api/health/ready",
         "metrics": "/api/metrics",

@@ -57,9 +57,9 @@ class SingleInstance(QObject):
         while self._server.hasPendingConnections():
             conn = self._server.nextPendingConnection()
             # One short message: read it (waiting briefly if it has not arrived yet) and hang up.
-            if conn.bytesAvailable() or conn.waitForReadyRead(500):
-                if MESSAGE.strip() in bytes(conn.readAll().data()):
-                    self.activated.emit()
+            arrived = conn.bytesAvailable() or conn.waitForReadyRead(500)
+            if arrived and MESSAGE.strip() in bytes(conn.readAll().data()):
+                self.activated.emit()
             conn.abort()
             conn.deleteLater()
 

@@ -89,7 +89,9 @@ class Tray(QObject):
         return action
 
     def _build_menu(self, close_to_tray: bool) -> None:
-        t = lambda key, **kw: tr(key, self.lang, **kw)
+        def t(key: str, **values: object) -> str:
+            return tr(key, self.lang, **values)
+
         self.open_action = self._action(t("tray_open"), self.open_requested.emit)
         self.menu.addSeparator()
         self.ollama_menu = self.menu.addMenu(t("tray_ollama"))

@@ -226,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Copy every table from --from to --to in foreign-key order in one transaction and verify "
         "the row counts. Stop the server first. The target's schema is created by the migrations; a target "
         "that already holds rows is refused unless --force. URLs: sqlite:///PATH, "
-        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB; to keep a password out of the process list, give the URLs "
-        "in MODELTRAIN_MIGRATE_FROM / MODELTRAIN_MIGRATE_TO instead.",
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB; to keep a password out of the process list, give the "
+        "URLs in MODELTRAIN_MIGRATE_FROM / MODELTRAIN_MIGRATE_TO instead.",
     )
     mdb.add_argument("--from", dest="source", metavar="URL", help="database to copy from")
     mdb.add_argument("--to", dest="target", metavar="URL", help="database to copy into")

@@ -7,6 +7,7 @@ reason on stderr), 2 bad configuration or usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -18,10 +19,9 @@ from server.cli_support import settings_from_args
 def _log_to_file(settings) -> None:
     from server.log_setup import configure_logging
 
-    try:
+    # The doctor reports an unwritable log directory; a backup must not fail on it.
+    with contextlib.suppress(OSError):
         configure_logging(settings, console=False)
-    except OSError:
-        pass  # the doctor reports an unwritable log directory; a backup must not fail on it
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -32,9 +32,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     dest = Path(args.dest).expanduser() if args.dest else None
     info = backups.create_backup(settings, dest=dest, keep=args.keep, lock_wait=30.0)
     print(f"backup {info.id}: {info.path} ({info.size} bytes, sha256 {info.sha256})")
-    print(
-        f"schema {info.schema_revision}, app {info.app_version}, rows {json.dumps(info.counts, sort_keys=True)}"
-    )
+    rows = json.dumps(info.counts, sort_keys=True)
+    print(f"schema {info.schema_revision}, app {info.app_version}, rows {rows}")
     if not info.verified:
         print(f"modeltrain: error: the backup FAILED verification: {info.verify_error}", file=sys.stderr)
         return 1

@@ -8,7 +8,6 @@ Precedence: explicit arguments > environment > ``.env`` > defaults.
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -208,6 +207,7 @@ class Settings(BaseSettings):
     def _ollama_registries_csv(cls, value: Any) -> Any:
         value = _split_csv(value)
         return [str(v).strip().lower() for v in value] if isinstance(value, list) else value
+
     migrate_on_start: bool = Field(default=True, description="Upgrade the database schema at start.")
     api_docs: bool = Field(default=False, description="Serve interactive API docs at /api/docs.")
     webui_dist: Path | None = Field(
@@ -222,12 +222,17 @@ class Settings(BaseSettings):
         description="Desktop host only: create a per-process desktop sign-in token. Never set for `serve`.",
     )
     lan_host: str = Field(default="0.0.0.0", description="Default address of the optional LAN listener.")
-    lan_port: int = Field(default=8765, ge=0, le=65535, description="Default port of the optional LAN listener.")
+    lan_port: int = Field(
+        default=8765, ge=0, le=65535, description="Default port of the optional LAN listener."
+    )
     shutdown_grace_seconds: float = Field(
-        default=2.0, ge=0, le=60, description="Seconds open requests and streams get at shutdown before cancel."
+        default=2.0,
+        ge=0,
+        le=60,
+        description="Seconds open requests and streams get at shutdown before cancel.",
     )
 
-    # --- operations: backups, logs, metrics and alerts (services/backups/, logs.py, metrics.py, alerts.py) ---
+    # --- operations: backups, logs, metrics, alerts (services/backups/, logs.py, metrics.py, alerts.py) ---
     backup_dir: Path | None = Field(
         default=None,
         description="Backup directory. Default: '<data dir>-backups' beside the data directory "
@@ -239,7 +244,10 @@ class Settings(BaseSettings):
     )
     backup_keep_days: int = Field(default=7, ge=1, le=3650, description="Days automatic backups are kept.")
     backup_check_seconds: float = Field(
-        default=60.0, ge=0.05, le=3600, description="How often the backup scheduler checks whether one is due."
+        default=60.0,
+        ge=0.05,
+        le=3600,
+        description="How often the backup scheduler checks whether one is due.",
     )
     log_keep_days: int = Field(default=30, ge=1, le=3650, description="Days of rotated logs kept (gzipped).")
     metrics_enabled: bool = Field(default=True, description="Sample CPU, memory, disk and API metrics.")
@@ -315,8 +323,9 @@ class Settings(BaseSettings):
     # --- deployment: gunicorn/systemd/logrotate/multi-instance (packaging/, server/asgi.py) ---
     log_rotation: Literal["app", "external"] = Field(
         default="app",
-        description="Who rotates app.log/access.log: 'app' (daily, gzipped, log_keep_days kept) or 'external' "
-        "(logrotate: the files are reopened when moved; use with several processes, e.g. gunicorn workers).",
+        description="Who rotates app.log/access.log: 'app' (daily, gzipped, log_keep_days kept) or "
+        "'external' (logrotate: the files are reopened when moved; use with several processes, e.g. gunicorn "
+        "workers).",
     )
     instance_name: str = Field(
         default="",
@@ -467,27 +476,28 @@ class SettingsError(Exception):
     """A setting is invalid. ``str()`` is one line naming the setting and the fix."""
 
 
-_ENV_NAMES = {
-    "database_url": "DATABASE_URL",
-    "secret_key": "SECRET_KEY",
-    "cors_origins": "CORS_ORIGINS",
-    "access_token_expire": "ACCESS_TOKEN_EXPIRE",
-    "refresh_token_expire": "REFRESH_TOKEN_EXPIRE",
-    "log_level": "LOG_LEVEL",
-    "initial_admin_password": "INITIAL_ADMIN_PASSWORD",
-}
-
 _FIXES = {
     "SECRET_KEY": "unset it to have one generated, or set a random value such as the output of "
-    "`python -c \"import secrets; print(secrets.token_urlsafe(48))\"`",
+    '`python -c "import secrets; print(secrets.token_urlsafe(48))"`',
     "DATABASE_URL": "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
     "LOG_LEVEL": "use DEBUG, INFO, WARNING or ERROR",
     "CORS_ORIGINS": "list origins like http://localhost:5173, comma-separated",
 }
 
 
+def env_names(field: str) -> list[str]:
+    """The environment variables a setting is read from, the preferred one first: its own upper-case
+    aliases (the spec's names, Ollama's OLLAMA_HOST...), else ``MODELTRAIN_<FIELD>``."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        names = [choice for choice in alias.choices if isinstance(choice, str) and choice.isupper()]
+        if names:
+            return names
+    return [f"MODELTRAIN_{field.upper()}"]
+
+
 def env_name(field: str) -> str:
-    return _ENV_NAMES.get(field, f"MODELTRAIN_{field.upper()}")
+    return env_names(field)[0]
 
 
 def load_settings(**overrides: Any) -> Settings:

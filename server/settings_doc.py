@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from server.settings import Settings, default_data_dir, env_name
+from server.settings import Settings, default_data_dir, env_names
 
 HEADER = """\
 # Settings reference
@@ -47,18 +47,6 @@ _PLACEHOLDER = re.compile(r"<[A-Za-z][^<>`]*>[^\s'`,;)]*")
 _COMPUTED_DEFAULTS: dict[Any, str] = {
     default_data_dir: "the platform's user data folder (Linux: `~/.local/share/modeltrain`)",
 }
-
-
-def env_names(name: str, field: FieldInfo) -> list[str]:
-    """The environment variable names a field is read from, the preferred one first."""
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        names = [choice for choice in alias.choices if isinstance(choice, str) and choice.isupper()]
-        if names:
-            return names
-    elif isinstance(alias, str):
-        return [alias.upper()]
-    return [env_name(name)]
 
 
 def _is_none(tp: Any) -> bool:
@@ -159,7 +147,7 @@ def render_settings_reference() -> str:
         "| --- | --- | --- | --- |",
     ]
     for name, field in Settings.model_fields.items():
-        names = " or ".join(f"`{n}`" for n in env_names(name, field))
+        names = " or ".join(f"`{n}`" for n in env_names(name))
         meaning = field.description or ""
         rows.append(
             f"| {names} | {_cell(type_text(field))} | {_cell(default_text(field))} | {_cell(meaning)} |"

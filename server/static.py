@@ -26,7 +26,8 @@ MIN_COMPRESS_BYTES = 1024
 MAX_COMPRESS_BYTES = 8 * 1024 * 1024
 
 _NOT_BUILT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ModelTrain</title></head>
-<body style="font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif; margin: 3rem">
+<body style="font-family: system-ui, 'PingFang SC', 'Microsoft YaHei', 'Noto Sans CJK SC', sans-serif; \
+margin: 3rem">
 <h1>ModelTrain</h1><p>The server is running, but the web UI has not been built.
 Run <code>make run</code> (or <code>cd webui &amp;&amp; npm ci &amp;&amp; npm run build</code>).</p>
 <p>服务器已运行，但网页界面尚未构建。请运行 <code>make run</code>。</p></body></html>"""

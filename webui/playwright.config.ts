@@ -6,14 +6,14 @@ import { defineConfig } from '@playwright/test'
  * Debian's Chromium only: never `playwright install`.
  */
 export const CHROMIUM_ARGS = [
-  // machine-recipes.md: flags that work as root (Playwright adds --headless and a fresh --user-data-dir)
+  // flags that work as root (Playwright adds --headless and a fresh --user-data-dir)
   '--no-sandbox',
   '--disable-gpu',
   '--no-first-run',
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
-  // nothing may leave the machine, whatever a page asks for (security.md D1): names resolve to nothing
+  // nothing may leave the machine, whatever a page asks for (docs/security.md, D1): names resolve to nothing
   '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
 ]
 

@@ -73,10 +73,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 503, "database_busy", "the database is busy; retry shortly", headers={"Retry-After": "1"}
             )
-        log.exception("database error")
+        log.error("database error", exc_info=exc)
         return error_response(503, "database_unavailable", "the database is unavailable")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
+        log.error("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "an unexpected error occurred; see the server log")

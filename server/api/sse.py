@@ -8,6 +8,7 @@ idle proxies from dropping the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -111,10 +112,9 @@ async def with_keepalive(
             pending.cancel()
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None and (pending is None or pending.done()):
-            try:
+            # RuntimeError: already closing; CancelledError: being cancelled.
+            with contextlib.suppress(RuntimeError, asyncio.CancelledError):
                 await aclose()
-            except (RuntimeError, asyncio.CancelledError):  # already closing / being cancelled
-                pass
 
 
 class EventStreamResponse(Response):
@@ -176,7 +176,5 @@ class EventStreamResponse(Response):
             tg.start_soon(listen, tg.cancel_scope)
         aclose = getattr(self.body_iterator, "aclose", None)
         if aclose is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 await aclose()
-            except RuntimeError:
-                pass

@@ -1,1 +1,2 @@
-"""Outbound LLM adapters (no FastAPI imports): one streaming interface over Ollama and OpenAI-compatible APIs."""
+"""Outbound LLM adapters (no FastAPI imports): one streaming interface over Ollama and
+OpenAI-compatible APIs."""

@@ -52,9 +52,8 @@ def parse_host(value: str) -> str | None:
         rest = sep + rest
         if not host:
             return None
-    if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
-            return None
+    if rest and (not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536):
+        return None
     return host
 
 

@@ -14,6 +14,7 @@ endpoint, the per-user cap, metrics and shutdown use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -259,7 +261,7 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         parent = conversations_service.current_branch(existing)[-1]
     path = _ancestors(existing, parent.id if parent else None)
     options = body.options.compact() if body.options else {}
-    history = _history(path) + [ChatMessage(role="user", content=body.content)]
+    history = [*_history(path), ChatMessage(role="user", content=body.content)]
     request = _build_request(resolved, conv, history, options)
 
     user_msg = Message(
@@ -357,9 +359,13 @@ def _persist_final(runtime: Runtime, plan: ChatPlan, values: dict[str, Any]) -> 
     messages, conversations = _table(Message), _table(Conversation)
     with runtime.engine.begin() as conn:
         written = conn.execute(
-            update(messages).where(messages.c.id == plan.assistant_message_id).values(**values, updated_at=now)
+            update(messages)
+            .where(messages.c.id == plan.assistant_message_id)
+            .values(**values, updated_at=now)
         ).rowcount
-        conn.execute(update(conversations).where(conversations.c.id == plan.conversation_id).values(updated_at=now))
+        conn.execute(
+            update(conversations).where(conversations.c.id == plan.conversation_id).values(updated_at=now)
+        )
     if not written:
         return {}
     from server.schemas.message import MessageRead
@@ -381,7 +387,9 @@ def message_dict(m: Message) -> dict[str, Any]:
     return MessageRead.model_validate(m).model_dump(mode="json")
 
 
-def recover_interrupted(runtime: Runtime, *, live: Iterable[uuid.UUID] = (), now: datetime | None = None) -> int:
+def recover_interrupted(
+    runtime: Runtime, *, live: Iterable[uuid.UUID] = (), now: datetime | None = None
+) -> int:
     """Mark replies left ``streaming`` by a crash as errors (docs/security.md, E5), keeping their text.
 
     Only rows untouched for ORPHAN_AFTER_SECONDS count: live streams (of this or any other instance
@@ -427,12 +435,12 @@ async def _heartbeat(runtime: Runtime) -> None:
     reg = registry(runtime)
     while True:
         await asyncio.sleep(HEARTBEAT_SECONDS)
-        ids = [s.plan.assistant_message_id for s in reg.all()]
+        ids = reg.ids()
         try:
             if ids:
                 await to_thread.run_sync(_touch_streaming, runtime, ids, limiter=reg.limiter(runtime))
             await to_thread.run_sync(
-                lambda: recover_interrupted(runtime, live=ids), limiter=reg.limiter(runtime)
+                partial(recover_interrupted, runtime, live=ids), limiter=reg.limiter(runtime)
             )
         except Exception:  # a busy or briefly unreachable database: try again next beat
             log.warning("chat heartbeat failed", exc_info=True)
@@ -519,7 +527,9 @@ class ChatStream:
                 idle_limit = self.timeouts.idle + WATCHDOG_GRACE
                 watchdog_at = loop.time() + self.timeouts.first_token + WATCHDOG_GRACE
                 async with aio.timeout_at(watchdog_at) as watchdog:
-                    async with aclosing(self.plan.adapter.stream_chat(self.plan.request, self.timeouts)) as events:
+                    async with aclosing(
+                        self.plan.adapter.stream_chat(self.plan.request, self.timeouts)
+                    ) as events:
                         async for event in events:
                             now = loop.time()
                             if watchdog_at - now < idle_limit:
@@ -548,7 +558,9 @@ class ChatStream:
                 which = "first_token" if first_token_at is None else "idle"
                 limit = self.timeouts.first_token if which == "first_token" else self.timeouts.idle
                 raise ProviderError(
-                    "upstream_timeout", f"the model sent nothing for {limit:g} s ({which} timeout)", status=504
+                    "upstream_timeout",
+                    f"the model sent nothing for {limit:g} s ({which} timeout)",
+                    status=504,
                 ) from None
         except asyncio.CancelledError:
             # Stop, client disconnect or shutdown: keep the partial answer. The cancellation is consumed
@@ -583,9 +595,8 @@ class ChatStream:
         self.started.set()
         self.changed.set()
         now = time.monotonic()
-        if (
-            self._flush_task is None
-            and (self._unsaved_bytes >= self.persist_bytes or now - self._last_persist >= self.persist_interval)
+        if self._flush_task is None and (
+            self._unsaved_bytes >= self.persist_bytes or now - self._last_persist >= self.persist_interval
         ):
             self._last_persist = now
             self._unsaved_bytes = 0
@@ -598,7 +609,10 @@ class ChatStream:
         try:
             self.db_writes += 1
             await self._to_thread(
-                _persist_partial, self.runtime, self.plan.assistant_message_id, "".join(self.content),
+                _persist_partial,
+                self.runtime,
+                self.plan.assistant_message_id,
+                "".join(self.content),
                 "".join(self.thinking),
             )
         except Exception:  # the final write repeats everything; a failed batch loses nothing
@@ -805,7 +819,9 @@ async def start_chat(runtime: Runtime, session: Session, user: User, body: ChatC
 async def start_regenerate(
     runtime: Runtime, session: Session, user: User, message_id: uuid.UUID, body: ChatRegenerate
 ) -> ChatStream:
-    return await _launch(runtime, session, user, lambda s: prepare_regenerate(s, runtime, user, message_id, body))
+    return await _launch(
+        runtime, session, user, lambda s: prepare_regenerate(s, runtime, user, message_id, body)
+    )
 
 
 def _owned_message_status(session: Session, user: User, message_id: uuid.UUID) -> str:
@@ -823,10 +839,8 @@ async def stop_stream(
     stream = registry(runtime).get(message_id)
     if stream is not None and stream.plan.user_id == user.id:
         stream.request_stop("stop")
-        try:
+        with contextlib.suppress(*aio.TIMEOUT_ERRORS):
             await asyncio.wait_for(asyncio.shield(stream.finished.wait()), wait)
-        except aio.TIMEOUT_ERRORS:
-            pass
         return {"id": message_id, "status": stream.outcome.status, "stopped": stream.stop_reason == "stop"}
     status = await to_thread.run_sync(_owned_message_status, session, user, message_id)
     if status == MessageStatus.STREAMING.value:
@@ -842,11 +856,11 @@ async def stop_stream(
 
 def clean_title(raw: str) -> str:
     line = next((ln for ln in raw.strip().splitlines() if ln.strip()), "")
-    line = line.strip().strip("\"'`*#“”‘’「」«»").strip()  # noqa: RUF001
+    line = line.strip().strip("\"'`*#“”‘’「」«»").strip()
     for prefix in ("Title:", "title:", "TITLE:"):
         if line.startswith(prefix):
             line = line[len(prefix) :].strip().strip("\"'`*“”")
-    line = " ".join(line.split()).rstrip(".。!！")  # noqa: RUF001
+    line = " ".join(line.split()).rstrip(".。!！")
     if len(line) > TITLE_MAX_CHARS:
         line = line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
     return line

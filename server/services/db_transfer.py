@@ -231,8 +231,10 @@ def _advance_sequences(dst, tables: list[Table]) -> None:
                 column.autoincrement is True
                 or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1)
             ):
+                quote = dst.dialect.identifier_preparer.quote
                 dst.execute(
                     text(
-                        f"SELECT setval(pg_get_serial_sequence(:t, :c), COALESCE(MAX({dst.dialect.identifier_preparer.quote(column.name)}), 0) + 1, false) FROM {dst.dialect.identifier_preparer.quote(table.name)}"
+                        "SELECT setval(pg_get_serial_sequence(:t, :c), "
+                        f"COALESCE(MAX({quote(column.name)}), 0) + 1, false) FROM {quote(table.name)}"
                     ).bindparams(t=table.name, c=column.name)
                 )

@@ -114,7 +114,8 @@ def check_database(settings: Settings) -> Check:
                     "database",
                     False,
                     f"{path.name} is damaged ({result})",
-                    "restore the latest backup: `modeltrain restore <backup>` (see `modeltrain verify-backup`)",
+                    "restore the latest backup: `modeltrain restore <backup>` "
+                    "(see `modeltrain verify-backup`)",
                 )
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
@@ -193,7 +194,8 @@ def check_disk(settings: Settings) -> Check:
             "disk",
             False,
             "; ".join(details),
-            "free disk space (old logs and backups, model files) or move MODELTRAIN_BACKUP_DIR to another disk",
+            "free disk space (old logs and backups, model files) "
+            "or move MODELTRAIN_BACKUP_DIR to another disk",
         )
     return Check("disk", True, "; ".join(details))
 
@@ -257,7 +259,8 @@ def check_ollama(settings: Settings) -> Check:
             "ollama",
             False,
             f"not running at {url} and not installed",
-            "install Ollama (https://ollama.com/download) or set MODELTRAIN_OLLAMA_BIN / MODELTRAIN_OLLAMA_URL",
+            "install Ollama (https://ollama.com/download) "
+            "or set MODELTRAIN_OLLAMA_BIN / MODELTRAIN_OLLAMA_URL",
         )
     return Check(
         "ollama",
@@ -309,8 +312,10 @@ def check_deployment(
     elif not settings.allowed_hosts:
         problems.append(
             (
-                f"bound to {settings.host}, but no MODELTRAIN_ALLOWED_HOSTS: browsers on other machines get 403",
-                "list the server's names/addresses in MODELTRAIN_ALLOWED_HOSTS, or bind 127.0.0.1 behind nginx",
+                f"bound to {settings.host}, but no MODELTRAIN_ALLOWED_HOSTS: "
+                "browsers on other machines get 403",
+                "list the server's names/addresses in MODELTRAIN_ALLOWED_HOSTS, "
+                "or bind 127.0.0.1 behind nginx",
             )
         )
     else:
@@ -323,7 +328,8 @@ def check_deployment(
             problems.append(
                 (
                     f"{' and '.join(missing)} not found: PostgreSQL backups and restores cannot run",
-                    "install the PostgreSQL client tools matching the server version (Debian: postgresql-client)",
+                    "install the PostgreSQL client tools matching the server version "
+                    "(Debian: postgresql-client)",
                 )
             )
     if settings.log_rotation == "external":
@@ -332,7 +338,8 @@ def check_deployment(
         else:
             problems.append(
                 (
-                    f"MODELTRAIN_LOG_ROTATION=external but {logrotate_config} does not exist: logs grow forever",
+                    f"MODELTRAIN_LOG_ROTATION=external but {logrotate_config} does not exist: "
+                    "logs grow forever",
                     "install packaging/logrotate/modeltrain there, or unset MODELTRAIN_LOG_ROTATION",
                 )
             )

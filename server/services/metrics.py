@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import math
 import threading
@@ -250,7 +251,9 @@ class MetricsCollector:
                 else:
                     warn, alert = self.thresholds[metric]
                     limit = alert if level == "alert" else warn
-                    message = f"{metric.replace('_', ' ')} is {value:.1f}{UNITS[metric]} (threshold {limit:g}{UNITS[metric]})"
+                    unit = UNITS[metric]
+                    name = metric.replace("_", " ")
+                    message = f"{name} is {value:.1f}{unit} (threshold {limit:g}{unit})"
                 self.alerts.raise_alert(
                     key, level=level, metric=metric, value=value, message=message, now=now
                 )
@@ -285,10 +288,8 @@ class MetricsCollector:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
 
 
 def _runtime_streams(runtime: Runtime) -> Callable[[], int]:
@@ -304,7 +305,8 @@ def _runtime_ollama_state(runtime: Runtime) -> Callable[[], str]:
 
 
 def get_collector(runtime: Runtime) -> MetricsCollector:
-    """The app's collector, created on first use (the lifespan creates it; a bare runtime in tests may not)."""
+    """The app's collector, created on first use (the lifespan creates it; a bare runtime in tests may
+    not)."""
     if runtime.metrics is None:
         runtime.metrics = MetricsCollector(
             runtime.settings,

@@ -257,7 +257,7 @@ async def list_models(session: Session, runtime: Runtime) -> ModelList:
     results = await asyncio.gather(*(one(p) for p in ollama))
     discovered: dict[uuid.UUID, list[ModelInfo]] = {}
     errors: list[ModelListError] = []
-    for provider, result in zip(ollama, results):
+    for provider, result in zip(ollama, results, strict=True):
         if isinstance(result, ProviderError):
             errors.append(
                 ModelListError(

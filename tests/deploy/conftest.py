@@ -1,4 +1,5 @@
-"""Fixtures for the deployment tests: one private PostgreSQL cluster per session (tests/server/pg_support.py)."""
+"""Fixtures for the deployment tests: one private PostgreSQL cluster per session
+(tests/server/pg_support.py)."""
 
 from __future__ import annotations
 

@@ -92,7 +92,8 @@ def test_build_and_self_test(tmp_path: Path) -> None:
     ui = re.search(r"ui ([\d.]+) s", result.group(0))
     print(
         f"\npackage: {_size_mib(bundle):.0f} MiB onedir ({sum(1 for _ in bundle.rglob('*'))} files), "
-        f"built in {build_s:.0f} s; packaged self-test: UI loaded {ui.group(1) if ui else '?'} s after start, "
+        f"built in {build_s:.0f} s; "
+        f"packaged self-test: UI loaded {ui.group(1) if ui else '?'} s after start, "
         f"whole run {wall_s:.1f} s; {result.group(0)}"
     )
     shutil.rmtree(tmp_path / "work", ignore_errors=True)

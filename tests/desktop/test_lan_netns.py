@@ -45,7 +45,8 @@ if job["mode"] == "probe":
     out["health"] = call("GET", "/api/health")
     out["anonymous_me"] = call("GET", "/api/users/me")
     out["desktop_token"] = call("POST", "/api/auth/desktop", {job["header"]: job["token"]}, {})
-    out["desktop_session"] = call("GET", "/api/users/me", {"Authorization": "Bearer " + job["desktop_session"]})
+    session = {"Authorization": "Bearer " + job["desktop_session"]}
+    out["desktop_session"] = call("GET", "/api/users/me", session)
     out["rebinding"] = call("GET", "/api/health", {"Host": "rebind.attacker.test"})
     login = call("POST", "/api/auth/login", None, {"email": job["email"], "password": job["password"]})
     out["login"] = [login[0], None]

@@ -130,7 +130,8 @@ class FakeServer:
 
     async def hold(self) -> None:
         """Wait while the ``hang`` knob is set (and the server is not stopping)."""
-        while self.hang and not self.stopping:
+        # The test thread flips ``hang``: a plain flag, as an asyncio.Event is not thread-safe.
+        while self.hang and not self.stopping:  # noqa: ASYNC110
             await asyncio.sleep(POLL_INTERVAL)
 
     def held(

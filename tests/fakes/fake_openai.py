@@ -373,9 +373,9 @@ def _decode(raw: bytes) -> dict[str, Any]:
         raise HTTPError(
             400,
             error_body(
-                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-                "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
-                "valid JSON.)"
+                "We could not parse the JSON body of your request. "
+                "(HINT: This likely means you aren't using your HTTP library correctly. "
+                "The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
             ),
         )
     return value

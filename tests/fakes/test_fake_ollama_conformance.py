@@ -276,8 +276,7 @@ def test_midstream_error_line(fake: FakeOllama, client: ollama.Client, http: htt
     fake.fail_after_chunks = 3
     received = []
     with pytest.raises(ollama.ResponseError) as error:
-        for part in client.chat("llama3.2", messages=USER, stream=True):
-            received.append(part)
+        received.extend(client.chat("llama3.2", messages=USER, stream=True))  # keeps what came first
     assert (len(received), error.value.status_code, error.value.error) == (3, -1, RUNNER_FAILURE)
     answer = http.post("/api/generate", json={"model": "llama3.2", "prompt": "x"})
     assert answer.status_code == 200 and ndjson(answer)[-1] == {"error": RUNNER_FAILURE}

@@ -1,6 +1,6 @@
 """Helpers for the chat and conversation tests: a fake Ollama wired in as a chat model, an SSE parser,
 a real uvicorn server on loopback (for disconnects, which the in-process TestClient cannot make),
-and DB write counting. Import the fixtures you use into the test module."""
+and DB write counting. Its fixtures are re-exported by tests/server/conftest.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""Fixtures: a fresh app per test on its own SQLite file, a client, and signed-in admin/user tokens."""
+"""Fixtures: a fresh app per test on its own SQLite file, a client, and signed-in admin/user tokens; and
+the fixtures several test modules share (in-memory keyrings, fake Ollama servers, settings variants).
+
+A module that needs a variant of ``settings`` overrides it, e.g.::
+
+    @pytest.fixture
+    def settings(ollama_settings: Settings) -> Settings:
+        return ollama_settings
+"""
 
 from __future__ import annotations
 
@@ -6,12 +14,21 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import keyring
+import keyring.backends.fail
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
+from tests.fakes.fake_ollama import FakeOllama
+
+# Defined next to their helpers in chat_support.py (test_chat.py imports them from there); re-exported
+# here so that pytest finds them for every module.
+from tests.server.chat_support import chat_model as chat_model
+from tests.server.chat_support import fake_ollama as fake_ollama
+from tests.server.memory_keyring import MemoryKeyring
 
 ADMIN_EMAIL = "admin@example.com"
 INITIAL_PASSWORD = "initial-Admin-pass-9"
@@ -164,3 +181,67 @@ def create_user(client: TestClient, admin_token: str) -> Callable[..., str]:
 @pytest.fixture
 def user_token(create_user: Callable[..., str]) -> str:
     return create_user()
+
+
+# --- shared by several test modules ----------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    """An in-memory keyring for the test, so no test ever touches the real OS keyring."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def failing_keyring() -> Iterator[None]:
+    """What a headless Linux box without Secret Service has: the fail backend."""
+    previous = keyring.get_keyring()
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def conversation_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """No background title requests: they would change rows while a test compares DB snapshots."""
+    return make_settings(chat_title_generation=False)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOllama]:
+    """The fake Ollama server of the ``/api/ollama`` tests (with a fast pull tick)."""
+    with FakeOllama(pull_tick=0.01) as server:
+        yield server
+
+
+@pytest.fixture
+def ollama_settings(make_settings: Callable[..., Settings], fake: FakeOllama, tmp_path: Path) -> Settings:
+    """Settings wired to :func:`fake`, with a models directory and no disk reserve."""
+    (tmp_path / "models").mkdir()
+    return make_settings(
+        ollama_url=fake.url,
+        ollama_models_dir=tmp_path / "models",
+        ollama_disk_reserve_bytes=0,
+        ollama_pull_stall_seconds=0.15,
+    )
+
+
+@pytest.fixture
+def disk(client: TestClient) -> dict:
+    """Inject the free-space function of the pull manager: ``disk["free"]`` bytes, paths asked."""
+    state: dict = {"free": 10**15, "asked": []}
+
+    def free_space(path: Path) -> int:
+        state["asked"].append(path)
+        return state["free"]
+
+    client.app.state.runtime.ollama_pulls.free_space = free_space
+    return state

@@ -1,22 +1,16 @@
-"""Helpers for the conversation tests: settings without background titles, an export document builder
-with a branched conversation, and a database snapshot. Import the fixtures you use into the test module."""
+"""Helpers for the conversation tests: an export document builder with a branched conversation, and a
+database snapshot. Their settings without background titles are ``conversation_settings`` in
+tests/server/conftest.py."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from server.db.models import Conversation, Message
 from tests.server.conftest import bearer
-
-
-@pytest.fixture
-def settings(make_settings):
-    # No background title requests: they would change rows while a test compares DB snapshots.
-    return make_settings(chat_title_generation=False)
 
 
 def export_doc(conversations: list[dict[str, Any]]) -> dict[str, Any]:

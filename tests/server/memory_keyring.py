@@ -1,16 +1,11 @@
-"""An in-memory keyring backend for tests, so no test ever touches the real OS keyring.
-
-from tests.server.memory_keyring import memory_keyring  # noqa: F401  (the fixture)
-"""
+"""An in-memory keyring backend for tests, so no test ever touches the real OS keyring (the
+``memory_keyring`` fixture in tests/server/conftest.py installs it)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import keyring
 import keyring.backend
 import keyring.errors
-import pytest
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):
@@ -30,27 +25,3 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
         if (service, username) not in self.store:
             raise keyring.errors.PasswordDeleteError("not found")
         del self.store[(service, username)]
-
-
-@pytest.fixture
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    try:
-        yield backend
-    finally:
-        keyring.set_keyring(previous)
-
-
-@pytest.fixture
-def failing_keyring() -> Iterator[None]:
-    """What a headless Linux box without Secret Service has: the fail backend."""
-    import keyring.backends.fail
-
-    previous = keyring.get_keyring()
-    keyring.set_keyring(keyring.backends.fail.Keyring())
-    try:
-        yield
-    finally:
-        keyring.set_keyring(previous)

@@ -1,52 +1,18 @@
-"""Helpers for the ``/api/ollama`` tests: a fake Ollama server wired in through the settings, an injected
-free-space function for the pull manager, and SSE readers. Import the fixtures you use into the test
-module."""
+"""Helpers for the ``/api/ollama`` tests: SSE readers and pull listings. Their fixtures (the fake Ollama
+server ``fake``, ``ollama_settings`` wired to it, the injected free-space function ``disk``) are in
+tests/server/conftest.py."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
-from server.settings import Settings
-from tests.fakes.fake_ollama import FakeOllama
 from tests.server.conftest import bearer
 
 PULL = "tinyllama"  # in the fake registry, not installed
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama(pull_tick=0.01) as server:
-        yield server
-
-
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings], fake: FakeOllama, tmp_path: Path) -> Settings:
-    (tmp_path / "models").mkdir()
-    return make_settings(
-        ollama_url=fake.url,
-        ollama_models_dir=tmp_path / "models",
-        ollama_disk_reserve_bytes=0,
-        ollama_pull_stall_seconds=0.15,
-    )
-
-
-@pytest.fixture
-def disk(client: TestClient) -> dict:
-    """Inject the free-space function of the pull manager: ``disk["free"]`` bytes, paths asked."""
-    state: dict = {"free": 10**15, "asked": []}
-
-    def free_space(path: Path) -> int:
-        state["asked"].append(path)
-        return state["free"]
-
-    client.app.state.runtime.ollama_pulls.free_space = free_space
-    return state
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:

@@ -1,4 +1,4 @@
-"""Backups and restore through the API and the CLI (security.md E3, E4, E6, D4; spec 数据备份)."""
+"""Backups and restore through the API and the CLI (docs/security.md, E3, E4, E6 and D4)."""
 
 from __future__ import annotations
 
@@ -479,7 +479,8 @@ def test_cli_restore_refuses_while_another_process_has_the_database_open(
             sys.executable,
             "-c",
             "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('pragma journal_mode=wal');"
-            "c.execute('select count(*) from users').fetchone(); print('ready', flush=True); sys.stdin.read()",
+            "c.execute('select count(*) from users').fetchone(); print('ready', flush=True); "
+            "sys.stdin.read()",
             str(db_path(settings)),
         ],
         stdin=subprocess.PIPE,

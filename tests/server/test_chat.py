@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -18,11 +18,8 @@ from server.services import chat as chat_service
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.server.chat_support import (  # noqa: F401  (fixtures)
-    ChatModel,
-    chat_model,
+from tests.server.chat_support import (
     count_message_writes,
-    fake_ollama,
     install_fake_model,
     live_server,
     message_row,
@@ -79,7 +76,9 @@ def test_signing_a_request_in_does_not_wait_for_the_write_lock(client, app, user
 
 def test_stream_sends_meta_deltas_done_and_persists_the_reply(client, app, user_token, chat_model) -> None:
     chat_model.fake.token_delay = 0.02  # 50 tok/s: several coalesced delta events
-    status, events, _, r = chat(client, user_token, {"model": chat_model.id, "content": "Tell me about rivers"})
+    status, events, _, r = chat(
+        client, user_token, {"model": chat_model.id, "content": "Tell me about rivers"}
+    )
     assert status == 200
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.headers["cache-control"] == "no-store"
@@ -118,7 +117,9 @@ def test_user_message_is_committed_before_the_upstream_is_called(client, app, us
 
 
 def test_reply_is_written_in_batches_not_per_token(make_settings, monkeypatch) -> None:
-    settings = make_settings(chat_title_generation=False, chat_persist_interval=0.05, chat_persist_bytes=10_000)
+    settings = make_settings(
+        chat_title_generation=False, chat_persist_interval=0.05, chat_persist_bytes=10_000
+    )
     app = create_app(settings)
     with FakeOllama(token_delay=0.005) as fake, TestClient(app, base_url=BASE_URL) as client:
         model = install_fake_model(monkeypatch, fake)
@@ -133,7 +134,9 @@ def test_reply_is_written_in_batches_not_per_token(make_settings, monkeypatch) -
 
 
 @pytest.mark.timeout(20)
-def test_the_end_of_a_reply_is_sent_at_once_not_after_the_coalescing_interval(make_settings, monkeypatch) -> None:
+def test_the_end_of_a_reply_is_sent_at_once_not_after_the_coalescing_interval(
+    make_settings, monkeypatch
+) -> None:
     # Deltas are held for chat_coalesce_ms; the last one and "done" must not wait for it. With a
     # 60 s interval, a stream that waited would hit this test's timeout.
     settings = make_settings(chat_title_generation=False, chat_coalesce_ms=60_000)
@@ -143,8 +146,11 @@ def test_the_end_of_a_reply_is_sent_at_once_not_after_the_coalescing_interval(ma
         token = _user(client)
         status, events, _, _ = chat(client, token, {"model": model.id, "content": "finish promptly"})
     assert status == 200
-    assert [e.event for e in events][0] == "meta" and events[-1].event == "done"
-    assert "".join(d.data.get("content", "") for d in by_name(events, "delta")) == events[-1].data["message"]["content"]
+    assert events[0].event == "meta" and events[-1].event == "done"
+    assert (
+        "".join(d.data.get("content", "") for d in by_name(events, "delta"))
+        == events[-1].data["message"]["content"]
+    )
 
 
 def _user(client: TestClient, email: str = "batch@example.com") -> str:
@@ -171,7 +177,9 @@ def test_thinking_deltas_are_forwarded_separately(client, app, user_token, monke
     assert thinking and content
     row = message_row(app, events[0].data["assistant_message_id"])
     assert row["content"] == content
-    detail = client.get(f"/api/conversations/{events[0].data['conversation_id']}", headers=bearer(user_token)).json()
+    detail = client.get(
+        f"/api/conversations/{events[0].data['conversation_id']}", headers=bearer(user_token)
+    ).json()
     assert detail["messages"][-1]["thinking"] == thinking
 
 
@@ -188,7 +196,9 @@ def test_continuing_a_conversation_sends_the_history(client, user_token, chat_mo
     chat_model.fake.reply = lambda messages: captured.append(messages) or "answer"
     _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "first"})
     conv = events[0].data["conversation_id"]
-    _, events2, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "second", "conversation_id": conv})
+    _, events2, _, _ = chat(
+        client, user_token, {"model": chat_model.id, "content": "second", "conversation_id": conv}
+    )
     assert events2[0].data["conversation_id"] == conv
     assert [(m["role"], m["content"]) for m in captured[-1]] == [
         ("user", "first"),
@@ -205,7 +215,11 @@ def test_continuing_a_conversation_sends_the_history(client, user_token, chat_mo
 def test_regenerate_and_edit_create_siblings(client, user_token, chat_model) -> None:
     _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "original question"})
     meta = events[0].data
-    conv, user_id, first_reply = meta["conversation_id"], meta["user_message_id"], meta["assistant_message_id"]
+    conv, user_id, first_reply = (
+        meta["conversation_id"],
+        meta["user_message_id"],
+        meta["assistant_message_id"],
+    )
 
     r = client.post(f"/api/chat/{first_reply}/regenerate", json={}, headers=bearer(user_token))
     assert r.status_code == 200
@@ -216,7 +230,9 @@ def test_regenerate_and_edit_create_siblings(client, user_token, chat_model) -> 
 
     # edit the first user message: same parent (none), new content -> a sibling user message
     _, edited, _, _ = chat(
-        client, user_token, {"model": chat_model.id, "content": "edited question", "conversation_id": conv, "parent_id": None}
+        client,
+        user_token,
+        {"model": chat_model.id, "content": "edited question", "conversation_id": conv, "parent_id": None},
     )
     assert edited[0].data["conversation_id"] == conv
     detail = client.get(f"/api/conversations/{conv}", headers=bearer(user_token)).json()
@@ -249,7 +265,9 @@ def test_too_long_message_is_422_and_nothing_is_stored(make_settings, monkeypatc
         assert r.status_code == 422 and r.json()["code"] == "message_too_long"
         r = client.post("/api/chat", json={"model": model.id, "content": ""}, headers=bearer(token))
         assert r.status_code == 422
-        r = client.post("/api/chat", json={"model": model.id, "content": "hi", "admin": True}, headers=bearer(token))
+        r = client.post(
+            "/api/chat", json={"model": model.id, "content": "hi", "admin": True}, headers=bearer(token)
+        )
         assert r.status_code == 422
         assert db_counts(app) == before
         assert ("POST", "/api/chat") not in fake_ollama.requests
@@ -279,7 +297,9 @@ def test_rate_limited_openai_429_is_passed_on_with_retry_after(client, app, user
     assert r.headers["retry-after"] == "7"
 
 
-def test_mid_stream_failure_sends_error_event_and_keeps_partial_text(client, app, user_token, chat_model) -> None:
+def test_mid_stream_failure_sends_error_event_and_keeps_partial_text(
+    client, app, user_token, chat_model
+) -> None:
     chat_model.fake.fail_after_chunks = 5
     status, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "break halfway"})
     assert status == 200
@@ -294,7 +314,10 @@ def test_mid_stream_failure_sends_error_event_and_keeps_partial_text(client, app
 
 def test_first_token_timeout_becomes_an_error_event(make_settings, monkeypatch, fake_ollama) -> None:
     settings = make_settings(
-        chat_first_token_timeout=0.4, chat_preflight_timeout=0.1, chat_ping_interval=0.05, chat_title_generation=False
+        chat_first_token_timeout=0.4,
+        chat_preflight_timeout=0.1,
+        chat_ping_interval=0.05,
+        chat_title_generation=False,
     )
     app = create_app(settings)
     with TestClient(app, base_url=BASE_URL) as client:
@@ -379,7 +402,9 @@ def _live_user(url: str) -> str:
             headers=bearer(admin),
         )
         admin = r.json()["access_token"]
-        c.post("/api/users", json={"email": "live@example.com", "password": USER_PASSWORD}, headers=bearer(admin))
+        c.post(
+            "/api/users", json={"email": "live@example.com", "password": USER_PASSWORD}, headers=bearer(admin)
+        )
         r = c.post("/api/auth/login", json={"email": "live@example.com", "password": USER_PASSWORD})
         return r.json()["access_token"]
 
@@ -387,7 +412,9 @@ def _live_user(url: str) -> str:
 def test_stop_endpoint_closes_upstream_and_keeps_partial(slow_live) -> None:
     live, fake, model, token = slow_live
     with httpx.Client(base_url=live.url, timeout=10) as c:
-        with c.stream("POST", "/api/chat", json={"model": model.id, "content": "long story"}, headers=bearer(token)) as r:
+        with c.stream(
+            "POST", "/api/chat", json={"model": model.id, "content": "long story"}, headers=bearer(token)
+        ) as r:
             assert r.status_code == 200
             meta, _, reader = _read_until_delta(r)
             assert fake.active_streams == 1
@@ -404,25 +431,33 @@ def test_stop_endpoint_closes_upstream_and_keeps_partial(slow_live) -> None:
     full = 'You said: "long story". This answer comes from a fake server'
     assert full.startswith(row["content"]) or row["content"].startswith(full[:10])
     content = row["content"]
-    assert wait_for(lambda: message_row(live.app, meta["assistant_message_id"])["content"] == content, timeout=0.3)
+    assert wait_for(
+        lambda: message_row(live.app, meta["assistant_message_id"])["content"] == content, timeout=0.3
+    )
 
 
 def test_client_disconnect_closes_upstream_within_one_second(slow_live) -> None:
     live, fake, model, token = slow_live
     with httpx.Client(base_url=live.url, timeout=10) as c:
-        with c.stream("POST", "/api/chat", json={"model": model.id, "content": "tell me"}, headers=bearer(token)) as r:
+        with c.stream(
+            "POST", "/api/chat", json={"model": model.id, "content": "tell me"}, headers=bearer(token)
+        ) as r:
             meta, seen, _reader = _read_until_delta(r)
             assert fake.active_streams == 1
         closed_at = time.monotonic()  # leaving the block closes the connection
     assert wait_for(lambda: fake.active_streams == 0, timeout=1.0)
     assert time.monotonic() - closed_at < 1.0
     assert fake.disconnects >= 1
-    assert wait_for(lambda: message_row(live.app, meta["assistant_message_id"])["status"] == "stopped", timeout=2)
+    assert wait_for(
+        lambda: message_row(live.app, meta["assistant_message_id"])["status"] == "stopped", timeout=2
+    )
     row = message_row(live.app, meta["assistant_message_id"])
     assert row["content"].startswith(seen)
     time_before = row["content"]
     # nothing is appended after the stop
-    assert not wait_for(lambda: message_row(live.app, meta["assistant_message_id"])["content"] != time_before, 0.3)
+    assert not wait_for(
+        lambda: message_row(live.app, meta["assistant_message_id"])["content"] != time_before, 0.3
+    )
 
 
 def test_per_user_stream_cap_answers_429_before_calling_upstream(make_settings, monkeypatch) -> None:
@@ -432,10 +467,14 @@ def test_per_user_stream_cap_answers_429_before_calling_upstream(make_settings, 
         with live_server(app) as live:
             token = _live_user(live.url)
             with httpx.Client(base_url=live.url, timeout=10) as c:
-                with c.stream("POST", "/api/chat", json={"model": model.id, "content": "one"}, headers=bearer(token)) as r:
+                with c.stream(
+                    "POST", "/api/chat", json={"model": model.id, "content": "one"}, headers=bearer(token)
+                ) as r:
                     meta, _, _reader = _read_until_delta(r)
                     chats_before = fake.requests.count(("POST", "/api/chat"))
-                    second = c.post("/api/chat", json={"model": model.id, "content": "two"}, headers=bearer(token))
+                    second = c.post(
+                        "/api/chat", json={"model": model.id, "content": "two"}, headers=bearer(token)
+                    )
                     assert second.status_code == 429
                     assert second.json()["code"] == "too_many_streams"
                     assert int(second.headers["retry-after"]) >= 1
@@ -463,11 +502,17 @@ def test_active_stream_count_is_exposed(client, app, user_token, chat_model) -> 
 # --- titles --------------------------------------------------------------------------------------------
 
 
-def test_title_is_generated_after_first_exchange_and_never_overwrites_user_title(client, app, user_token, chat_model) -> None:
+def test_title_is_generated_after_first_exchange_and_never_overwrites_user_title(
+    client, app, user_token, chat_model
+) -> None:
     chat_model.fake.reply = lambda messages: (
         "Rivers of Europe" if messages[0]["role"] == "system" else "Long answer about rivers and more."
     )
-    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "Tell me about the big rivers of Europe please"})
+    _, events, _, _ = chat(
+        client,
+        user_token,
+        {"model": chat_model.id, "content": "Tell me about the big rivers of Europe please"},
+    )
     conv = events[0].data["conversation_id"]
 
     def title() -> str:
@@ -569,18 +614,35 @@ def test_stream_payloads_validate_against_the_declared_schemas(client, user_toke
         assert parsed.event == e.event
 
 
+def test_the_openapi_document_describes_the_stream_events(app) -> None:
+    doc = app.openapi()
+    for path in ("/api/chat", "/api/chat/{message_id}/regenerate"):
+        content = doc["paths"][path]["post"]["responses"]["200"]["content"]
+        assert content["text/event-stream"]["schema"]["$ref"] == "#/components/schemas/ChatStreamEvent"
+    mapping = doc["components"]["schemas"]["ChatStreamEvent"]["discriminator"]["mapping"]
+    assert set(mapping) == {"meta", "delta", "done", "error", "title"}
+
+
 # --- crash recovery ------------------------------------------------------------------------------------
 
 
-def test_replies_left_streaming_by_a_crash_are_marked_interrupted(make_settings, client, user_token, chat_model, app) -> None:
+def test_replies_left_streaming_by_a_crash_are_marked_interrupted(
+    make_settings, client, user_token, chat_model, app
+) -> None:
     _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "before the crash"})
     mid = uuid.UUID(events[0].data["assistant_message_id"])
     with app.state.runtime.session_factory() as s:  # simulate a kill -9 mid-stream, a minute ago
         msg = s.get(Message, mid)
         msg.status = "streaming"
         s.commit()
-        s.execute(update(Message).where(Message.id == mid).values(
-            updated_at=datetime.now(timezone.utc) - timedelta(seconds=chat_service.ORPHAN_AFTER_SECONDS + 15)))
+        s.execute(
+            update(Message)
+            .where(Message.id == mid)
+            .values(
+                updated_at=datetime.now(timezone.utc)
+                - timedelta(seconds=chat_service.ORPHAN_AFTER_SECONDS + 15)
+            )
+        )
         s.commit()
     restarted = create_app(app.state.runtime.settings)
     with TestClient(restarted, base_url=BASE_URL):

@@ -84,7 +84,7 @@ def test_serve_starts_prints_the_initial_password_once_and_stops_on_sigterm(tmp_
         assert httpx.get(f"http://127.0.0.1:{port}/api/health/ready").json()["status"] == "ready"
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why (systemd: clean).
     assert proc.returncode in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in err

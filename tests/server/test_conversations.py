@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
 
 from server.db.models import Conversation, Message
-from tests.server.chat_support import chat_model, fake_ollama, parse_sse  # noqa: F401  (fixtures)
+from server.settings import Settings
+from tests.server.chat_support import parse_sse
 from tests.server.conftest import bearer
-from tests.server.conversation_support import (  # noqa: F401  (fixtures)
-    branched_conversation,
-    db_snapshot,
-    do_import,
-    settings,
-)
+from tests.server.conversation_support import branched_conversation, db_snapshot, do_import
+
+
+@pytest.fixture
+def settings(conversation_settings: Settings) -> Settings:
+    return conversation_settings
+
 
 # --- list, detail, update, delete -------------------------------------------------------------------
 
@@ -168,7 +171,7 @@ def test_cross_user_sweep_answers_404_and_changes_nothing(
     assert client.get("/api/conversations", headers=h).json()["total"] == 1
     assert client.get("/api/conversations/search?q=secret", headers=h).json()["total"] == 0
     assert "secret" not in client.get("/api/conversations/export", headers=h).text
-    after_intruder = [c for c in client.get("/api/conversations", headers=bearer(user_token)).json()["items"]]
+    after_intruder = list(client.get("/api/conversations", headers=bearer(user_token)).json()["items"])
     assert len(after_intruder) == 1 and after_intruder[0]["title"] == "secret plans"
     with client.app.state.runtime.session_factory() as s:
         victim_rows = s.query(Message).filter(Message.conversation_id == uuid.UUID(conv)).count()

@@ -44,7 +44,7 @@ def test_random_initial_password_in_a_private_file(make_settings) -> None:
 def test_two_installs_get_different_passwords(make_settings, tmp_path) -> None:
     seen = set()
     for name in ("one", "two"):
-        settings, app = _fresh(
+        _, app = _fresh(
             make_settings, data_dir=tmp_path / name, database_url=f"sqlite:///{tmp_path / name / 'db.sqlite'}"
         )
         with TestClient(app, base_url=BASE_URL):
@@ -62,7 +62,7 @@ def test_second_start_does_not_create_another_admin(make_settings) -> None:
 
 
 def test_initial_password_expires(make_settings) -> None:
-    settings, app = _fresh(make_settings)
+    _, app = _fresh(make_settings)
     with TestClient(app, base_url=BASE_URL) as client:
         with app.state.runtime.session_factory.begin() as s:
             s.execute(

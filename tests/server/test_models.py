@@ -15,7 +15,7 @@ from server.services import models as models_service
 from server.settings import Settings
 from tests.fakes import FakeOllama, FakeOpenAI
 from tests.server.conftest import bearer
-from tests.server.memory_keyring import MemoryKeyring, memory_keyring  # noqa: F401
+from tests.server.memory_keyring import MemoryKeyring
 
 
 @pytest.fixture

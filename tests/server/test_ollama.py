@@ -19,15 +19,14 @@ from server.db.models import Provider
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 from tests.server.conftest import BASE_URL, bearer
-from tests.server.ollama_support import (  # noqa: F401  (fixtures)
-    PULL,
-    disk,
-    fake,
-    pulls,
-    read_until_final,
-    settings,
-)
+from tests.server.ollama_support import PULL, read_until_final
 from tests.server.services.test_ollama_daemon import FAKE_BIN, REPO, free_port, group_members, wait_until
+
+
+@pytest.fixture
+def settings(ollama_settings: Settings) -> Settings:
+    return ollama_settings
+
 
 # --- status and daemon control ---------------------------------------------------------------------
 

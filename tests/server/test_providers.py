@@ -15,7 +15,7 @@ from server.services import providers as providers_service
 from server.settings import Settings
 from tests.fakes import FakeOllama, FakeOpenAI
 from tests.server.conftest import BASE_URL, bearer
-from tests.server.memory_keyring import MemoryKeyring, failing_keyring, memory_keyring  # noqa: F401
+from tests.server.memory_keyring import MemoryKeyring
 
 KEY = "sk-test"
 LONG_KEY = "sk-live-" + "Zq7" * 12 + "wxyz"

@@ -57,7 +57,7 @@ def test_precedence_arguments_env_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "value, fragment",
+    ("value", "fragment"),
     [
         ("short-key", "too short"),
         ("changeme", "well-known"),
@@ -77,7 +77,7 @@ def test_weak_secret_is_refused_with_one_clear_line(
 
 
 @pytest.mark.parametrize(
-    "env, name",
+    ("env", "name"),
     [
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
@@ -96,7 +96,7 @@ def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dic
 
 
 @pytest.mark.parametrize(
-    "value, url",
+    ("value", "url"),
     [
         ("0.0.0.0", "http://127.0.0.1:11434"),
         ("127.0.0.1:11500", "http://127.0.0.1:11500"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from server import settings_doc
-from server.settings import Settings
-from server.settings_doc import env_names, render_settings_reference
+from server.settings import Settings, env_names
+from server.settings_doc import render_settings_reference
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
@@ -29,7 +29,7 @@ def test_docs_settings_md_is_the_current_render() -> None:
 def test_every_setting_has_a_row_with_its_environment_name_and_a_description(name: str) -> None:
     field = Settings.model_fields[name]
     assert (field.description or "").strip(), f"{name} needs a Field(description=...)"
-    names = env_names(name, field)
+    names = env_names(name)
     # Documented names are the ones pydantic-settings reads: the field's aliases, else MODELTRAIN_<NAME>.
     aliases = getattr(field.validation_alias, "choices", None)
     expected = (

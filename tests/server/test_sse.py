@@ -31,7 +31,7 @@ def test_event_framing_ends_with_blank_line_and_json_on_one_line() -> None:
 def test_multiline_string_data_is_split_into_data_lines(text: str) -> None:
     raw = encode_event("message", text).decode()
     assert raw.endswith("\n\n")
-    body = raw[: -2]
+    body = raw[:-2]
     assert all(line.startswith(("event: ", "data: ")) for line in body.split("\n"))
     events, _ = parse_sse(raw)
     expected = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -39,9 +39,9 @@ def test_multiline_string_data_is_split_into_data_lines(text: str) -> None:
 
 
 def test_event_names_and_ids_cannot_inject_lines() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot contain line breaks"):
         encode_event("delta\ndata: evil", {})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot contain line breaks"):
         encode_event("delta", {}, id="1\r2")
     assert encode_event(None, "x", id="7") == b"id: 7\ndata: x\n\n"
 
@@ -113,8 +113,11 @@ def test_encode_events_sends_each_batch_as_one_chunk_and_closes_the_source() -> 
         return out
 
     out = asyncio.run(asyncio.wait_for(scenario(), 5))
-    assert out == [encode_event("meta", {"id": 1}) + encode_event("delta", {"content": "x"}), PING,
-                   encode_event("delta", {"content": "x"}) + encode_event("done", {"ok": True})]
+    assert out == [
+        encode_event("meta", {"id": 1}) + encode_event("delta", {"content": "x"}),
+        PING,
+        encode_event("delta", {"content": "x"}) + encode_event("done", {"ok": True}),
+    ]
     assert [isinstance(chunk, LastChunk) for chunk in out] == [False, False, True]
     assert closed.is_set()
 

@@ -1,5 +1,5 @@
 /**
- * First start: sign-in, the forced change of the initial administrator password (security.md B1),
+ * First start: sign-in, the forced change of the initial administrator password (docs/security.md, B1),
  * tokens kept out of web storage (B5), sign-out and sign-in again. Runs before every other spec.
  */
 import { ADMIN_EMAIL, INITIAL_ADMIN_PASSWORD, NEW_ADMIN_PASSWORD } from './fixtures/env'
@@ -29,7 +29,9 @@ test('the initial password must be changed before anything else', async ({ page 
   await page.waitForURL(/\/change-password/)
   await expect(page.locator('#cp-current')).toBeVisible()
   // B5: the access token lives in memory only
-  const stored = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }))
+  const stored = await page.evaluate(() =>
+    JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }),
+  )
   expect(stored).not.toContain(token)
   expect(stored).not.toMatch(/eyJ[\w-]+\.[\w-]+/)
 

@@ -119,3 +119,16 @@ test('Edit branches the conversation; previous/next show each branch with its an
   await page.reload()
   await expect(page.locator('.msg-user').first().locator('.msg-branch-pos')).toHaveText(/\d \/ 2/)
 })
+
+test('a new conversation gets its generated title from the stream, without polling or a reload', async ({ page }) => {
+  const fetched: string[] = []
+  page.on('request', (r) => {
+    if (r.method() === 'GET' && /\/api\/conversations\/[0-9a-f-]{36}$/.test(r.url())) fetched.push(r.url())
+  })
+  // the fake titles an [[echo]] conversation with the first line of the echoed text
+  await send(page, '[[echo]]Rivers of Europe\nThe Danube and the Rhine.')
+  await waitIdle(page)
+  await expect(page.locator('.chat-title')).toHaveText('Rivers of Europe')
+  await expect(page.locator('.sidebar .item-title').filter({ hasText: /^Rivers of Europe$/ })).toHaveCount(1)
+  expect(fetched, 'the title came with the chat stream').toEqual([])
+})

@@ -39,12 +39,23 @@ async function importConversation(request: APIRequestContext, title: string, que
         model: 'llama3.2:latest',
         messages: [
           { id: 'q', parent_id: null, role: 'user', content: question, status: 'complete', created_at: at(50) },
-          { id: 'a', parent_id: 'q', role: 'assistant', content: SAMPLE_ANSWER, status: 'complete', model: 'llama3.2:latest', created_at: at(40) },
+          {
+            id: 'a',
+            parent_id: 'q',
+            role: 'assistant',
+            content: SAMPLE_ANSWER,
+            status: 'complete',
+            model: 'llama3.2:latest',
+            created_at: at(40),
+          },
         ],
       },
     ],
   }
-  const r = await request.post('/api/conversations/import', { headers: { Authorization: `Bearer ${token}` }, data: body })
+  const r = await request.post('/api/conversations/import', {
+    headers: { Authorization: `Bearer ${token}` },
+    data: body,
+  })
   expect(r.status(), await r.text()).toBe(201)
   const ids = (await r.json()).ids as Record<string, string>
   return ids.screens
@@ -56,8 +67,30 @@ async function shoot(page: Page, name: string) {
 }
 
 for (const [locale, lang, strings] of [
-  ['en-US', 'en', { signIn: 'Sign in', title: 'Counting words in a file', question: 'How do I count the most common words in a file?', models: 'Local models', system: 'Health', settings: 'Settings' }],
-  ['zh-CN', 'zh-CN', { signIn: '登录', title: '统计文件中的词频', question: '怎样统计一个文件里最常见的单词？', models: '本地模型', system: '健康状态', settings: '设置' }],
+  [
+    'en-US',
+    'en',
+    {
+      signIn: 'Sign in',
+      title: 'Counting words in a file',
+      question: 'How do I count the most common words in a file?',
+      models: 'Local models',
+      system: 'Health',
+      settings: 'Settings',
+    },
+  ],
+  [
+    'zh-CN',
+    'zh-CN',
+    {
+      signIn: '登录',
+      title: '统计文件中的词频',
+      question: '怎样统计一个文件里最常见的单词？',
+      models: '本地模型',
+      system: '健康状态',
+      settings: '设置',
+    },
+  ],
 ] as const) {
   test.describe(`screens (${lang})`, () => {
     test.use({ locale })
@@ -77,7 +110,9 @@ for (const [locale, lang, strings] of [
 
       await page.goto('/models')
       await expect(page.getByRole('heading', { name: strings.models })).toBeVisible()
-      await expect(page.locator('section.card').first().getByRole('cell', { name: 'llama3.2:latest', exact: true })).toBeVisible()
+      await expect(
+        page.locator('section.card').first().getByRole('cell', { name: 'llama3.2:latest', exact: true }),
+      ).toBeVisible()
       await shoot(page, `${lang}-models`)
 
       await page.goto('/system')

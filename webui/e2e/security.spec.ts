@@ -1,5 +1,5 @@
 /**
- * security.md D1 — stored XSS through model output. A corpus of hostile answers, delivered by the fake
+ * Stored XSS through model output (docs/security.md, D1). A corpus of hostile answers, delivered by the fake
  * Ollama, must render inert: no dialog, no request to another origin (the guard fixture fails the test
  * on either), no active element or attribute in the rendered markdown. The same payloads as a
  * conversation title and a display name render as text. The CSP is the second line: active content
@@ -7,13 +7,25 @@
  */
 import type { Page } from '@playwright/test'
 import { HOSTILE_LINE, HOSTILE_NAME, HOSTILE_OUTPUTS, RAW_ACTIVE_HTML } from './fixtures/hostile'
-import { apiToken, expect, lastAssistant, newChat, scrollToLatest, scrollToTop, send, signIn, test, waitIdle } from './fixtures/test'
+import {
+  apiToken,
+  expect,
+  lastAssistant,
+  newChat,
+  scrollToLatest,
+  scrollToTop,
+  send,
+  signIn,
+  test,
+  waitIdle,
+} from './fixtures/test'
 
 /** Everything in rendered markdown that could run code or fetch something on its own. */
 async function activeContent(page: Page): Promise<string[]> {
   return page.locator('.msg-assistant .md').evaluateAll((roots) => {
     const bad: string[] = []
-    const tags = 'script,iframe,frame,object,embed,img,image,video,audio,source,track,picture,link,meta,base,form,input,button:not(.md-code-copy),style,foreignObject,use,animate,set,dialog,template,noscript'
+    const tags =
+      'script,iframe,frame,object,embed,img,image,video,audio,source,track,picture,link,meta,base,form,input,button:not(.md-code-copy),style,foreignObject,use,animate,set,dialog,template,noscript'
     const safeHref = /^(?:https?:|mailto:|#)/i
     for (const root of roots) {
       for (const el of root.querySelectorAll('*')) {
@@ -21,7 +33,21 @@ async function activeContent(page: Page): Promise<string[]> {
         for (const a of el.getAttributeNames()) {
           const v = el.getAttribute(a) ?? ''
           if (a.startsWith('on')) bad.push(`${el.tagName}[${a}]`)
-          if (['src', 'srcdoc', 'srcset', 'action', 'formaction', 'poster', 'background', 'xlink:href', 'ping', 'data'].includes(a)) bad.push(`${el.tagName}[${a}=${v}]`)
+          if (
+            [
+              'src',
+              'srcdoc',
+              'srcset',
+              'action',
+              'formaction',
+              'poster',
+              'background',
+              'xlink:href',
+              'ping',
+              'data',
+            ].includes(a)
+          )
+            bad.push(`${el.tagName}[${a}=${v}]`)
           if (a === 'style' && /url\s*\(|expression|javascript:/i.test(v)) bad.push(`${el.tagName}[style=${v}]`)
           if (a === 'href' && !safeHref.test(v.trim())) bad.push(`${el.tagName}[href=${v}]`)
         }
@@ -92,7 +118,9 @@ test('hostile conversation titles and display names render as text', async ({ pa
 
   await page.goto('/settings')
   await expect
-    .poll(() => page.evaluate((line) => [...document.querySelectorAll('input')].some((i) => i.value === line), HOSTILE_NAME))
+    .poll(() =>
+      page.evaluate((line) => [...document.querySelectorAll('input')].some((i) => i.value === line), HOSTILE_NAME),
+    )
     .toBe(true)
   await page.goto('/users')
   const cell = page.getByRole('cell').filter({ hasText: 'onerror=alert("name")' }).first()
@@ -119,5 +147,7 @@ test('the CSP blocks active content that bypasses the sanitiser, and records it'
   const blocked = (await guard.csp(page)).map((v) => v.blocked)
   expect(blocked.some((u) => u.startsWith('http://attacker.test'))).toBe(true)
   // the image was attempted and stopped inside the browser; the guard fails the test on anything else
-  await expect.poll(() => guard.foreignRequests.filter((f) => f.blockedByCsp).map((f) => f.url)).toContain('http://attacker.test/csp-img.png')
+  await expect
+    .poll(() => guard.foreignRequests.filter((f) => f.blockedByCsp).map((f) => f.url))
+    .toContain('http://attacker.test/csp-img.png')
 })

@@ -45,7 +45,12 @@ function exportSchema() {
 }
 
 async function render(schema) {
-  const ast = await openapiTS(schema, { alphabetize: false, exportType: false, immutable: false, defaultNonNullable: false })
+  const ast = await openapiTS(schema, {
+    alphabetize: false,
+    exportType: false,
+    immutable: false,
+    defaultNonNullable: false,
+  })
   return `${COMMENT_HEADER}${astToString(ast)}`.replace(/\r\n/g, '\n')
 }
 
@@ -53,7 +58,8 @@ function firstDifference(a, b) {
   const la = a.split('\n')
   const lb = b.split('\n')
   for (let i = 0; i < Math.max(la.length, lb.length); i++) {
-    if (la[i] !== lb[i]) return { line: i + 1, committed: la[i] ?? '<end of file>', generated: lb[i] ?? '<end of file>' }
+    if (la[i] !== lb[i])
+      return { line: i + 1, committed: la[i] ?? '<end of file>', generated: lb[i] ?? '<end of file>' }
   }
   return null
 }
@@ -73,7 +79,7 @@ if (!check) {
     const diff = firstDifference(committed, generated)
     if (diff) {
       console.error(
-        'check:api FAILED: webui/src/api/schema.d.ts is out of date with the server\'s OpenAPI schema.\n' +
+        "check:api FAILED: webui/src/api/schema.d.ts is out of date with the server's OpenAPI schema.\n" +
           `  first difference at line ${diff.line}:\n` +
           `    committed: ${diff.committed.trim()}\n` +
           `    generated: ${diff.generated.trim()}\n` +
@@ -81,7 +87,7 @@ if (!check) {
       )
       process.exitCode = 1
     } else {
-      console.log('check:api ok: src/api/schema.d.ts matches the server\'s OpenAPI schema')
+      console.log("check:api ok: src/api/schema.d.ts matches the server's OpenAPI schema")
     }
   } finally {
     rmSync(dir, { recursive: true, force: true })

@@ -28,7 +28,8 @@ configureAuth({
   onPasswordChangeRequired: () => {
     auth.markPasswordChangeRequired()
     const cur = router.currentRoute.value
-    if (cur.name !== 'change-password') void router.replace({ name: 'change-password', query: { redirect: cur.fullPath } })
+    if (cur.name !== 'change-password')
+      void router.replace({ name: 'change-password', query: { redirect: cur.fullPath } })
   },
 })
 

@@ -2,7 +2,8 @@ import type { GlobalThemeOverrides } from 'naive-ui'
 
 export const FONT_SANS =
   'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "Noto Sans CJK SC", "Source Han Sans SC", sans-serif'
-export const FONT_MONO = 'ui-monospace, SFMono-Regular, "JetBrains Mono", Menlo, Consolas, "Liberation Mono", "Noto Sans Mono CJK SC", monospace'
+export const FONT_MONO =
+  'ui-monospace, SFMono-Regular, "JetBrains Mono", Menlo, Consolas, "Liberation Mono", "Noto Sans Mono CJK SC", monospace'
 
 const ACCENT = { base: '#3b6ef5', hover: '#5a86f7', pressed: '#2f5bd6', suppl: '#5a86f7' }
 const ACCENT_DARK = { base: '#7395ff', hover: '#8ea9ff', pressed: '#5f82ee', suppl: '#8ea9ff' }
@@ -20,7 +21,13 @@ export function themeOverrides(dark: boolean): GlobalThemeOverrides {
       borderRadius: '8px',
       borderRadiusSmall: '6px',
       ...(dark
-        ? { bodyColor: '#17181b', cardColor: '#1e1f23', modalColor: '#1e1f23', popoverColor: '#25262b', tableColor: '#1e1f23' }
+        ? {
+            bodyColor: '#17181b',
+            cardColor: '#1e1f23',
+            modalColor: '#1e1f23',
+            popoverColor: '#25262b',
+            tableColor: '#1e1f23',
+          }
         : { bodyColor: '#ffffff', cardColor: '#ffffff' }),
     },
   }

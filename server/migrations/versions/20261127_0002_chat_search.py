@@ -37,7 +37,8 @@ _SQLITE_UP = [
     "CREATE TRIGGER conversations_fts_ai AFTER INSERT ON conversations BEGIN "
     "INSERT INTO conversations_fts(rowid, title) VALUES (new.rowid, new.title); END",
     "CREATE TRIGGER conversations_fts_ad AFTER DELETE ON conversations BEGIN "
-    "INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.rowid, old.title); END",
+    "INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.rowid, old.title); "
+    "END",
     "CREATE TRIGGER conversations_fts_au AFTER UPDATE OF title ON conversations BEGIN "
     "INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.rowid, old.title); "
     "INSERT INTO conversations_fts(rowid, title) VALUES (new.rowid, new.title); END",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 
@@ -12,7 +13,7 @@ from server.providers.base import ChatEvent, ChatMessage, ChatProvider, ChatRequ
 async def wait_for(predicate: Callable[[], bool], timeout: float = 1.0) -> bool:
     """Bounded polling of a condition (no fixed sleeps as synchronisation)."""
     with anyio.move_on_after(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110  (the condition is state of another thread; no event to await)
             await anyio.sleep(0.01)
     return bool(predicate())
 
@@ -25,6 +26,15 @@ async def collect(
     adapter: ChatProvider, req: ChatRequest, timeouts: Timeouts = Timeouts()
 ) -> list[ChatEvent]:
     return [event async for event in adapter.stream_chat(req, timeouts)]
+
+
+async def collect_into(
+    got: list[Any], adapter: ChatProvider, req: ChatRequest, timeouts: Timeouts = Timeouts()
+) -> None:
+    """Like :func:`collect`, appending each event to ``got`` as it arrives: what came before an error
+    stays there for the test to check."""
+    async for event in adapter.stream_chat(req, timeouts):
+        got.append(event)
 
 
 def text_of(events: list[ChatEvent]) -> str:

@@ -13,7 +13,15 @@ from server.providers.base import Delta, Done, ProviderError, Timeouts
 from server.providers.ollama import OllamaProvider
 from server.providers.registry import ProviderRegistry
 from tests.fakes import FakeOllama
-from tests.server.providers.helpers import collect, final, request, text_of, thinking_of, wait_for
+from tests.server.providers.helpers import (
+    collect,
+    collect_into,
+    final,
+    request,
+    text_of,
+    thinking_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -47,8 +55,7 @@ async def test_tokens_that_arrive_together_become_one_delta_and_an_error_after_t
         assert isinstance(events[1], Done) and len(events) == 2
         got: list = []
         with pytest.raises(ProviderError) as info:
-            async for event in adapter.stream_chat(request("m"), FAST):
-                got.append(event)
+            await collect_into(got, adapter, request("m"), FAST)
     assert got == [Delta(content="a b c", thinking="")]  # passed on before the error
     assert info.value.code == "upstream_error" and "model crashed" in info.value.message
 
@@ -71,7 +78,11 @@ async def test_consecutive_answers_reuse_one_upstream_connection(registry: Provi
         adapter = registry.build_for("ollama", fake.url)
         for _ in range(3):
             assert text_of(await collect(adapter, request("llama3.2"), FAST)) == REPLY
-        chats = [peer for (method, path), peer in zip(fake.requests, fake.peers) if path == "/api/chat"]
+        chats = [
+            peer
+            for (_method, path), peer in zip(fake.requests, fake.peers, strict=True)
+            if path == "/api/chat"
+        ]
     assert len(chats) == 3
     assert len(set(chats)) == 1, "each answer opened a new connection"
 
@@ -137,9 +148,8 @@ async def test_mid_stream_error_line_raises_after_partial_text(registry: Provide
     with FakeOllama(reply=REPLY, fail_after_chunks=3) as fake:
         got: list[Delta] = []
         with pytest.raises(ProviderError) as info:
-            async for event in registry.build_for("ollama", fake.url).stream_chat(request("llama3.2"), FAST):
-                assert isinstance(event, Delta)
-                got.append(event)
+            await collect_into(got, registry.build_for("ollama", fake.url), request("llama3.2"), FAST)
+    assert all(isinstance(event, Delta) for event in got)
     assert info.value.code == "upstream_error"
     assert "unexpected EOF" in info.value.message
     assert "".join(d.content for d in got) == "The quick brown"
@@ -170,10 +180,14 @@ async def test_unknown_model_is_model_not_found(registry: ProviderRegistry) -> N
 async def test_stream_ending_without_done_is_a_failure(registry: ProviderRegistry) -> None:
     with FakeOllama(reply=REPLY, token_delay=0.05) as fake:
         adapter = registry.build_for("ollama", fake.url)
-        with pytest.raises(ProviderError) as info:
+
+        async def read_all() -> None:
             async for event in adapter.stream_chat(request("llama3.2"), FAST):
                 if isinstance(event, Delta):
                     fake.stop()  # the upstream goes away mid-answer (FIN without done:true)
+
+        with pytest.raises(ProviderError) as info:
+            await read_all()
     assert info.value.code in ("upstream_error",)
 
 
@@ -235,10 +249,12 @@ async def test_idle_timeout_applies_between_chunks_not_as_a_total(registry: Prov
         fake.token_delay = 2.0
         got: list[Delta] = []
         with pytest.raises(ProviderError) as info:
-            async for event in registry.build_for("ollama", fake.url).stream_chat(
-                request("llama3.2"), Timeouts(connect=1, first_token=2, idle=0.3)
-            ):
-                got.append(event)  # type: ignore[arg-type]
+            await collect_into(
+                got,
+                registry.build_for("ollama", fake.url),
+                request("llama3.2"),
+                Timeouts(connect=1, first_token=2, idle=0.3),
+            )
         assert info.value.code == "upstream_timeout"
         assert "idle" in info.value.message
         assert len(got) == 1
@@ -292,7 +308,7 @@ async def test_closing_the_iterator_early_closes_the_upstream(registry: Provider
     with FakeOllama(reply=" ".join(["word"] * 500), token_delay=0.02) as fake:
         adapter = registry.build_for("ollama", fake.url)
         async with aclosing(adapter.stream_chat(request("llama3.2"), FAST)) as events:
-            async for event in events:
+            async for _ in events:
                 break
         assert await wait_for(lambda: fake.active_streams == 0, timeout=1.0)
 

@@ -14,7 +14,7 @@ from server.providers.openai_compat import OpenAICompatProvider, SSEParser
 from server.providers.registry import ProviderRegistry
 from server.providers.streaming import LineSplitter, TextSanitizer
 from tests.fakes import FakeOpenAI
-from tests.server.providers.helpers import collect, final, request, text_of, wait_for
+from tests.server.providers.helpers import collect, collect_into, final, request, text_of, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +46,7 @@ async def test_consecutive_answers_reuse_one_upstream_connection(registry: Provi
             assert text_of(await collect(adapter, request("gpt-4o-mini"), FAST)) == REPLY
         chats = [
             peer
-            for (method, path), peer in zip(fake.requests, fake.peers)
+            for (method, path), peer in zip(fake.requests, fake.peers, strict=True)
             if path.endswith("/chat/completions")
         ]
     assert len(chats) == 3
@@ -120,8 +120,7 @@ async def test_mid_stream_error_event(registry: ProviderRegistry) -> None:
     with FakeOpenAI(reply=REPLY, fail_after_chunks=2) as fake:
         got: list[Delta] = []
         with pytest.raises(ProviderError) as info:
-            async for event in adapter_for(registry, fake).stream_chat(request("gpt-4o-mini"), FAST):
-                got.append(event)  # type: ignore[arg-type]
+            await collect_into(got, adapter_for(registry, fake), request("gpt-4o-mini"), FAST)
     assert info.value.code == "upstream_error"
     assert "server had an error" in info.value.message
     assert "".join(d.content for d in got) == "Streaming works"
@@ -157,8 +156,7 @@ async def test_hostile_5mb_chunk_is_capped_and_the_connection_closed(registry: P
     with FakeOpenAI(reply=REPLY, hostile="huge_chunk") as fake:
         got: list[Delta] = []
         with pytest.raises(ProviderError) as info:
-            async for event in adapter_for(registry, fake).stream_chat(request("gpt-4o-mini"), FAST):
-                got.append(event)  # type: ignore[arg-type]
+            await collect_into(got, adapter_for(registry, fake), request("gpt-4o-mini"), FAST)
         assert info.value.code == "upstream_protocol"
         assert all(len(d.content) < 1024 for d in got)
         assert await wait_for(lambda: fake.active_streams == 0)
@@ -234,10 +232,9 @@ async def test_eof_without_done_is_an_error() -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         adapter = OpenAICompatProvider("http://127.0.0.1:1/v1", client)
-        got = []
+        got: list = []
         with pytest.raises(ProviderError) as info:
-            async for event in adapter.stream_chat(request("m"), FAST):
-                got.append(event)
+            await collect_into(got, adapter, request("m"), FAST)
     assert info.value.code == "upstream_error"
     assert text_of(got) == "Hi"
 
@@ -281,9 +278,10 @@ def test_sse_line_endings_split_anywhere() -> None:
 
 def test_sse_event_size_is_capped() -> None:
     parser = SSEParser()
+    half = b"data: " + b"x" * (512 * 1024)
+    assert parser.feed(half) is None  # half of the 1024 KiB cap: still buffering
     with pytest.raises(ProviderError) as info:
-        for _ in range(3):
-            parser.feed(b"data: " + b"x" * (512 * 1024))
+        parser.feed(half)
     assert info.value.code == "upstream_protocol"
 
 

@@ -108,7 +108,11 @@ async def test_a_body_read_to_its_end_returns_its_connection_and_an_abandoned_on
                     break  # abandoned after the first piece
             response = await client.post(f"{fake.url}/api/chat", json=body)
             assert response.status_code == 200
-            chats = [peer for (_method, path), peer in zip(fake.requests, fake.peers) if path == "/api/chat"]
+            chats = [
+                peer
+                for (_method, path), peer in zip(fake.requests, fake.peers, strict=True)
+                if path == "/api/chat"
+            ]
             assert len(set(chats[:3])) == 1  # complete bodies: one connection
             assert chats[4] != chats[3]  # the abandoned one was closed, not reused mid-body
         finally:
@@ -139,7 +143,8 @@ async def test_a_fast_stream_of_small_pieces_is_read_in_paced_batches_and_arrive
     # after the piece before it had arrived: so two pieces after one piece, PACE has passed. (Once the
     # whole body is in, the last pieces are taken without waiting: the final three are left out.)
     body_part = arrivals[:-3]
-    spans = [c[0] - a[0] for a, b, c in zip(body_part, body_part[1:], body_part[2:]) if b[1] < 16 * 1024]
+    triples = zip(body_part, body_part[1:], body_part[2:], strict=False)  # a sliding window
+    spans = [c[0] - a[0] for a, b, c in triples if b[1] < 16 * 1024]
     assert spans and all(span >= PACE * 0.95 for span in spans), spans
     assert len(arrivals) < len(lines)
 

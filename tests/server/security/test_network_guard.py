@@ -96,12 +96,18 @@ def test_duplicate_and_absolute_form_hosts_over_the_wire(live_server: int) -> No
     port = live_server
     dup = _raw_request(
         port,
-        f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.test\r\nConnection: close\r\n\r\n".encode(),
+        (
+            f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.test\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode(),
     )
     assert dup.split(b"\r\n")[0].split()[1] in (b"400", b"403")
     absolute = _raw_request(
         port,
-        f"GET http://attacker.test/api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode(),
+        (
+            f"GET http://attacker.test/api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode(),
     )
     assert absolute.split(b"\r\n")[0].split()[1] in (b"400", b"403")
     missing = _raw_request(port, b"GET /api/health HTTP/1.0\r\n\r\n")

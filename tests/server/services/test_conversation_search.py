@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from server.settings import Settings
 from tests.server.conftest import bearer
-from tests.server.conversation_support import (  # noqa: F401  (fixtures)
-    branched_conversation,
-    do_import,
-    numbered,
-    settings,
-)
+from tests.server.conversation_support import branched_conversation, do_import, numbered
+
+
+@pytest.fixture
+def settings(conversation_settings: Settings) -> Settings:
+    return conversation_settings
 
 
 def test_search_finds_titles_and_messages_with_snippets(client: TestClient, user_token: str) -> None:

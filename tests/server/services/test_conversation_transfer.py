@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from server.settings import Settings
 from tests.server.conftest import bearer
-from tests.server.conversation_support import (  # noqa: F401  (fixtures)
-    branched_conversation,
-    db_snapshot,
-    do_import,
-    export_doc,
-    settings,
-)
+from tests.server.conversation_support import branched_conversation, db_snapshot, do_import, export_doc
+
+
+@pytest.fixture
+def settings(conversation_settings: Settings) -> Settings:
+    return conversation_settings
 
 
 def _strip_ids(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,22 +3,19 @@ free-disk check and stall reports — against the fake Ollama server."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 from tests.server.conftest import bearer
-from tests.server.ollama_support import (  # noqa: F401  (fixtures)
-    PULL,
-    disk,
-    fake,
-    pull_state,
-    pulls,
-    read_until_final,
-    settings,
-    sse_events,
-)
+from tests.server.ollama_support import PULL, pull_state, pulls, read_until_final, sse_events
 from tests.server.services.test_ollama_daemon import wait_until
+
+
+@pytest.fixture
+def settings(ollama_settings: Settings) -> Settings:
+    return ollama_settings
 
 
 def test_pull_streams_progress_then_done(
@@ -64,7 +61,7 @@ def test_pull_continues_after_disconnect_and_reattaches(
     fake.pull_tick = 0.1
     with client.stream("POST", "/api/ollama/pull", json={"name": PULL}, headers=h) as r:
         seen = []
-        for event, data in sse_events(r):
+        for _, data in sse_events(r):
             seen.append(data)
             if data.get("completed"):
                 break
@@ -88,7 +85,7 @@ def test_cancel_a_pull(client: TestClient, admin_token: str, disk: dict, fake: F
     h = bearer(admin_token)
     fake.pull_tick = 0.2
     with client.stream("POST", "/api/ollama/pull", json={"name": "smollm2:135m"}, headers=h) as r:
-        for event, data in sse_events(r):
+        for _, data in sse_events(r):
             if data.get("digest"):
                 break
     assert pull_state(client, admin_token, "smollm2:135m") == "running"
@@ -148,7 +145,7 @@ def test_stalled_pull_is_reported(client: TestClient, admin_token: str, disk: di
     fake.pull_tick = 0.6  # settings: stalled after 0.15 s without progress
     flags = []
     with client.stream("POST", "/api/ollama/pull", json={"name": PULL}, headers=h) as r:
-        for event, data in sse_events(r):
+        for _, data in sse_events(r):
             flags.append(data["stalled"])
             if True in flags and flags[-1] is False:
                 break

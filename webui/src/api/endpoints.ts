@@ -1,8 +1,24 @@
 /** Thin typed wrappers over the server routes. */
 import { http, rawRequest, downloadFile, type RequestOptions } from './http'
 import type {
-  Alert, Backup, ChatModel, Conversation, ConversationSummary, LanInfo, LogLine, Metrics, ModelListError,
-  OllamaModel, OllamaStatus, Page, Provider, PullProgress, Readiness, RunningModel, TokenResponse, User,
+  Alert,
+  Backup,
+  ChatModel,
+  Conversation,
+  ConversationSummary,
+  LanInfo,
+  LogLine,
+  Metrics,
+  ModelListError,
+  OllamaModel,
+  OllamaStatus,
+  Page,
+  Provider,
+  PullProgress,
+  Readiness,
+  RunningModel,
+  TokenResponse,
+  User,
 } from './types'
 
 const enc = encodeURIComponent
@@ -56,7 +72,11 @@ export const chatApi = {
   send: (body: ChatRequest, signal?: AbortSignal) =>
     rawRequest('POST', '/api/chat', { body, signal, headers: { Accept: 'text/event-stream' } }),
   regenerate: (messageId: string, body: { model?: string; options?: Record<string, unknown> }, signal?: AbortSignal) =>
-    rawRequest('POST', `/api/chat/${enc(messageId)}/regenerate`, { body, signal, headers: { Accept: 'text/event-stream' } }),
+    rawRequest('POST', `/api/chat/${enc(messageId)}/regenerate`, {
+      body,
+      signal,
+      headers: { Accept: 'text/event-stream' },
+    }),
   stop: (messageId: string) => http.post<void>(`/api/chat/${enc(messageId)}/stop`, {}),
 }
 
@@ -69,7 +89,10 @@ export const conversationsApi = {
   remove: (id: string) => http.del<void>(`/api/conversations/${enc(id)}`),
   search: (q: string) => http.get<{ items: ConversationSummary[] }>('/api/conversations/search', { query: { q } }),
   exportOne: (id: string, format: 'json' | 'markdown') =>
-    downloadFile(`/api/conversations/${enc(id)}/export?format=${format}`, `conversation-${id}.${format === 'json' ? 'json' : 'md'}`),
+    downloadFile(
+      `/api/conversations/${enc(id)}/export?format=${format}`,
+      `conversation-${id}.${format === 'json' ? 'json' : 'md'}`,
+    ),
   exportAll: () => downloadFile('/api/conversations/export', 'conversations.json'),
   import: (data: unknown) => http.post<{ imported?: number; items?: unknown[] }>('/api/conversations/import', data),
 }
@@ -80,10 +103,14 @@ export const providersApi = {
     return Array.isArray(r) ? r : r.items
   },
   create: (body: Record<string, unknown>) => http.post<Provider>('/api/providers', body),
-  update: (id: Provider['id'], body: Record<string, unknown>) => http.patch<Provider>(`/api/providers/${enc(String(id))}`, body),
+  update: (id: Provider['id'], body: Record<string, unknown>) =>
+    http.patch<Provider>(`/api/providers/${enc(String(id))}`, body),
   remove: (id: Provider['id']) => http.del<void>(`/api/providers/${enc(String(id))}`),
   test: (id: Provider['id']) =>
-    http.post<{ ok: boolean; models: string[]; error?: { code: string; message: string } | null }>(`/api/providers/${enc(String(id))}/test`, {}),
+    http.post<{ ok: boolean; models: string[]; error?: { code: string; message: string } | null }>(
+      `/api/providers/${enc(String(id))}/test`,
+      {},
+    ),
 }
 
 export const ollamaApi = {
@@ -132,5 +159,6 @@ export const opsApi = {
 
 export const lanApi = {
   get: () => http.get<LanInfo>('/api/lan'),
-  put: (body: { enabled: boolean; host?: string; port?: number; password: string }) => http.put<LanInfo>('/api/lan', body),
+  put: (body: { enabled: boolean; host?: string; port?: number; password: string }) =>
+    http.put<LanInfo>('/api/lan', body),
 }

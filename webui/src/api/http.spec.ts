@@ -52,7 +52,12 @@ describe('http', () => {
   })
 
   it('coalesces concurrent 401s into a single refresh, then retries each request', async () => {
-    const results = await Promise.all([http.get('/api/a'), http.get('/api/b'), http.get('/api/c'), http.post('/api/d', {})])
+    const results = await Promise.all([
+      http.get('/api/a'),
+      http.get('/api/b'),
+      http.get('/api/c'),
+      http.post('/api/d', {}),
+    ])
     expect(results).toEqual([{ ok: true }, { ok: true }, { ok: true }, { ok: true }])
     expect(refresh).toHaveBeenCalledTimes(1)
     expect(fetchMock).toHaveBeenCalledTimes(8)

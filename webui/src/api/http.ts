@@ -176,9 +176,11 @@ export async function request<T = unknown>(method: string, path: string, opts: R
 
 export const http = {
   get: <T = unknown>(path: string, opts?: RequestOptions) => request<T>('GET', path, opts),
-  post: <T = unknown>(path: string, body?: unknown, opts?: RequestOptions) => request<T>('POST', path, { ...opts, body }),
+  post: <T = unknown>(path: string, body?: unknown, opts?: RequestOptions) =>
+    request<T>('POST', path, { ...opts, body }),
   put: <T = unknown>(path: string, body?: unknown, opts?: RequestOptions) => request<T>('PUT', path, { ...opts, body }),
-  patch: <T = unknown>(path: string, body?: unknown, opts?: RequestOptions) => request<T>('PATCH', path, { ...opts, body }),
+  patch: <T = unknown>(path: string, body?: unknown, opts?: RequestOptions) =>
+    request<T>('PATCH', path, { ...opts, body }),
   del: <T = unknown>(path: string, opts?: RequestOptions) => request<T>('DELETE', path, opts),
 }
 

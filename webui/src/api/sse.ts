@@ -1,5 +1,5 @@
 /**
- * Server-Sent Events parser following the WHATWG rules (protocols.md §E.6), for fetch() streams.
+ * Server-Sent Events parser following the WHATWG rules (docs/protocols.md, E.6), for fetch() streams.
  * Accepts CRLF, LF and CR line endings, lines and multi-byte characters split across chunks,
  * comments, multi-line data, a leading BOM; an unterminated event at EOF is discarded.
  */

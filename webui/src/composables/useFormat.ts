@@ -66,7 +66,11 @@ export function formatTime(v: string | number | Date | null | undefined, locale:
   return new Intl.DateTimeFormat(locale, { hour: '2-digit', minute: '2-digit', second: '2-digit' }).format(d)
 }
 
-export function formatRelative(v: string | number | Date | null | undefined, locale: string = currentLocale(), now = Date.now()): string {
+export function formatRelative(
+  v: string | number | Date | null | undefined,
+  locale: string = currentLocale(),
+  now = Date.now(),
+): string {
   const d = toDate(v)
   if (!d) return '—'
   const diff = (d.getTime() - now) / 1000

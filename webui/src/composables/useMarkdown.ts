@@ -1,7 +1,14 @@
 import { ref, watch } from 'vue'
 import { useI18n } from 'vue-i18n'
 import {
-  fenceLanguages, hasKatex, isLanguageLoaded, needsMath, registerLanguage, renderMarkdown, setKatex, setLabels,
+  fenceLanguages,
+  hasKatex,
+  isLanguageLoaded,
+  needsMath,
+  registerLanguage,
+  renderMarkdown,
+  setKatex,
+  setLabels,
 } from '@/lib/markdown'
 import { languageLoaders } from '@/lib/hljsLanguages'
 

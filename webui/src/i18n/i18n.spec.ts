@@ -11,7 +11,9 @@ function keys(obj: unknown, prefix = ''): string[] {
   const out: string[] = []
   for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
     const isMessage =
-      typeof v === 'function' || typeof v === 'string' || (!!v && typeof v === 'object' && typeof (v as { type?: unknown }).type === 'number')
+      typeof v === 'function' ||
+      typeof v === 'string' ||
+      (!!v && typeof v === 'object' && typeof (v as { type?: unknown }).type === 'number')
     out.push(...(isMessage ? [prefix + k] : keys(v, `${prefix}${k}.`)))
   }
   return out
@@ -45,7 +47,9 @@ describe('i18n catalogs', () => {
     // keys built at run time from enumerations
     const dynamic = [
       ...['pinned', 'today', 'yesterday', 'previous7', 'previous30', 'older'].map((k) => `chat.groups.${k}`),
-      ...['not_installed', 'stopped', 'starting', 'running', 'external', 'crashed', 'failed'].map((k) => `ollama.state.${k}`),
+      ...['not_installed', 'stopped', 'starting', 'running', 'external', 'crashed', 'failed'].map(
+        (k) => `ollama.state.${k}`,
+      ),
       ...['not_installed', 'stopped', 'starting', 'external', 'crashed', 'failed'].map((k) => `ollama.hint.${k}`),
       ...['running', 'done', 'error', 'cancelled'].map((k) => `ollama.pullState.${k}`),
       ...['ollama', 'openai'].map((k) => `providers.kinds.${k}`),

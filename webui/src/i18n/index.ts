@@ -6,7 +6,9 @@ export type Locale = 'en' | 'zh-CN'
 export const LOCALES: Locale[] = ['zh-CN', 'en']
 const STORAGE_KEY = 'modeltrain.locale'
 
-export function detectLocale(langs: readonly string[] = typeof navigator !== 'undefined' ? navigator.languages || [navigator.language] : []): Locale {
+export function detectLocale(
+  langs: readonly string[] = typeof navigator !== 'undefined' ? navigator.languages || [navigator.language] : [],
+): Locale {
   for (const l of langs) {
     if (!l) continue
     const low = l.toLowerCase()

@@ -1,5 +1,8 @@
 /** Splits plain text into segments, marking the [start, end) ranges; never produces HTML. */
-export function markSegments(text: string, ranges: Array<[number, number]> | undefined): Array<{ text: string; mark: boolean }> {
+export function markSegments(
+  text: string,
+  ranges: Array<[number, number]> | undefined,
+): Array<{ text: string; mark: boolean }> {
   if (!ranges?.length) return [{ text, mark: false }]
   const sorted = [...ranges]
     .map(([a, b]) => [Math.max(0, Math.min(a, text.length)), Math.max(0, Math.min(b, text.length))] as [number, number])

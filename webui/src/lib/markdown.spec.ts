@@ -3,7 +3,7 @@ import katex from 'katex'
 import python from 'highlight.js/lib/languages/python'
 import { fenceLanguages, needsMath, registerLanguage, renderMarkdown, setKatex } from './markdown'
 
-/** Hostile model outputs (security.md D1): each must render inert. */
+/** Hostile model outputs (docs/security.md, D1): each must render inert. */
 const CORPUS: Record<string, string> = {
   imgOnerror: '<img src=x onerror="alert(1)">',
   scriptTag: '<script>alert(1)</script>',
@@ -28,7 +28,8 @@ const CORPUS: Record<string, string> = {
   objectEmbed: '<object data="https://attacker.test/x.swf"></object><embed src="https://attacker.test/x">',
   metaRefresh: '<meta http-equiv="refresh" content="0;url=https://attacker.test">',
   mathHref: '$\\href{javascript:alert(1)}{click}$ and $$\\url{javascript:alert(1)}$$',
-  mathHtmlData: '$\\htmlData{onerror=alert(1)}{x}$ $\\htmlClass{x}{y}$ $\\htmlStyle{background:url(https://attacker.test)}{z}$',
+  mathHtmlData:
+    '$\\htmlData{onerror=alert(1)}{x}$ $\\htmlClass{x}{y}$ $\\htmlStyle{background:url(https://attacker.test)}{z}$',
   mathIncludegraphics: '$\\includegraphics{https://attacker.test/x.png}$',
   mathBomb: '$' + '\\def\\a{\\a\\a}'.repeat(3) + '\\a$',
   entityTricks: '&lt;img src=x onerror=alert(1)&gt; &#60;script&#62;',
@@ -43,7 +44,21 @@ function inert(html: string) {
   const all = root.querySelectorAll('*')
   for (const el of all) {
     const tag = el.tagName.toLowerCase()
-    expect(['script', 'iframe', 'object', 'embed', 'img', 'style', 'form', 'meta', 'link', 'base', 'foreignobject', 'image', 'use']).not.toContain(tag)
+    expect([
+      'script',
+      'iframe',
+      'object',
+      'embed',
+      'img',
+      'style',
+      'form',
+      'meta',
+      'link',
+      'base',
+      'foreignobject',
+      'image',
+      'use',
+    ]).not.toContain(tag)
     for (const attr of el.attributes) {
       expect(attr.name.startsWith('on'), `${tag} has ${attr.name}`).toBe(false)
       if (['href', 'src', 'xlink:href', 'action', 'formaction', 'data'].includes(attr.name)) {

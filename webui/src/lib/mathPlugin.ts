@@ -85,7 +85,7 @@ function mathBlock(state: StateBlock, startLine: number, endLine: number, silent
     return false
   }
   if (silent) return true
-  let content = ''
+  let content: string
   let line = startLine
   let found = false
   const rest = first.slice(open.length)
@@ -125,5 +125,6 @@ export function mathPlugin(md: MarkdownIt, render: MathRenderer): void {
   md.block.ruler.before('fence', 'math_block', mathBlock, { alt: ['paragraph', 'reference', 'blockquote', 'list'] })
   md.renderer.rules.math_inline = (tokens, idx) => render(tokens[idx].content, false)
   md.renderer.rules.math_inline_display = (tokens, idx) => render(tokens[idx].content, true)
-  md.renderer.rules.math_block = (tokens, idx) => `<div class="md-math-block">${render(tokens[idx].content, true)}</div>\n`
+  md.renderer.rules.math_block = (tokens, idx) =>
+    `<div class="md-math-block">${render(tokens[idx].content, true)}</div>\n`
 }

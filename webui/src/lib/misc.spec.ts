@@ -7,11 +7,26 @@ import { safeRedirect } from '@/router'
 describe('groupConversations', () => {
   const now = new Date(2024, 5, 15, 12, 0, 0)
   const at = (d: number, h = 10) => new Date(2024, 5, 15 - d, h).toISOString()
-  const c = (id: string, updated: string, pinned = false) => ({ id, title: id, pinned, model: null, created_at: updated, updated_at: updated })
+  const c = (id: string, updated: string, pinned = false) => ({
+    id,
+    title: id,
+    pinned,
+    model: null,
+    created_at: updated,
+    updated_at: updated,
+  })
 
   it('puts pinned first, then today, yesterday, 7 and 30 days, older', () => {
     const groups = groupConversations(
-      [c('old', at(90)), c('t1', at(0, 9)), c('t2', at(0, 11)), c('y', at(1)), c('w', at(5)), c('m', at(20)), c('p', at(40), true)],
+      [
+        c('old', at(90)),
+        c('t1', at(0, 9)),
+        c('t2', at(0, 11)),
+        c('y', at(1)),
+        c('w', at(5)),
+        c('m', at(20)),
+        c('p', at(40), true),
+      ],
       now,
     )
     expect(groups.map((g) => [g.key, g.items.map((i) => i.id)])).toEqual([
@@ -27,7 +42,14 @@ describe('groupConversations', () => {
 
 describe('isValidModelName', () => {
   it('accepts Ollama references', () => {
-    for (const n of ['llama3.2', 'llama3.2:3b', 'qwen2.5:7b-instruct-q4_K_M', 'library/llama3', 'hf.co/org/model:Q4_K_M', 'registry.example.com:5000/ns/m:latest']) {
+    for (const n of [
+      'llama3.2',
+      'llama3.2:3b',
+      'qwen2.5:7b-instruct-q4_K_M',
+      'library/llama3',
+      'hf.co/org/model:Q4_K_M',
+      'registry.example.com:5000/ns/m:latest',
+    ]) {
       expect(isValidModelName(n), n).toBe(true)
     }
   })
@@ -62,7 +84,13 @@ describe('safeRedirect', () => {
 import { markSegments } from './highlight'
 describe('markSegments', () => {
   it('marks ranges as text segments, clamping and skipping overlaps', () => {
-    expect(markSegments('hello <b>world</b>', [[6, 9], [100, 120], [7, 8]])).toEqual([
+    expect(
+      markSegments('hello <b>world</b>', [
+        [6, 9],
+        [100, 120],
+        [7, 8],
+      ]),
+    ).toEqual([
       { text: 'hello ', mark: false },
       { text: '<b>', mark: true },
       { text: 'world</b>', mark: false },

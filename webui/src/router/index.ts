@@ -13,22 +13,67 @@ export function createAppRouter(): Router {
   const router = createRouter({
     history: createWebHistory('/'),
     routes: [
-      { path: '/login', name: 'login', component: () => import('@/views/auth/LoginView.vue'), meta: { public: true, titleKey: 'auth.signIn' } },
-      { path: '/change-password', name: 'change-password', component: () => import('@/views/auth/ChangePasswordView.vue'), meta: { titleKey: 'auth.changeTitle' } },
+      {
+        path: '/login',
+        name: 'login',
+        component: () => import('@/views/auth/LoginView.vue'),
+        meta: { public: true, titleKey: 'auth.signIn' },
+      },
+      {
+        path: '/change-password',
+        name: 'change-password',
+        component: () => import('@/views/auth/ChangePasswordView.vue'),
+        meta: { titleKey: 'auth.changeTitle' },
+      },
       {
         path: '/',
         component: () => import('@/components/layout/AppLayout.vue'),
         children: [
           { path: '', redirect: { name: 'chat' } },
-          { path: 'chat/:id?', name: 'chat', component: () => import('@/views/chat/ChatView.vue'), meta: { titleKey: 'nav.chat' } },
-          { path: 'models', name: 'models', component: () => import('@/views/models/ModelsView.vue'), meta: { titleKey: 'nav.models' } },
-          { path: 'providers', name: 'providers', component: () => import('@/views/providers/ProvidersView.vue'), meta: { admin: true, titleKey: 'nav.providers' } },
-          { path: 'users', name: 'users', component: () => import('@/views/users/UsersView.vue'), meta: { admin: true, titleKey: 'nav.users' } },
-          { path: 'system', name: 'system', component: () => import('@/views/system/SystemView.vue'), meta: { admin: true, titleKey: 'nav.system' } },
-          { path: 'settings', name: 'settings', component: () => import('@/views/settings/SettingsView.vue'), meta: { titleKey: 'nav.settings' } },
+          {
+            path: 'chat/:id?',
+            name: 'chat',
+            component: () => import('@/views/chat/ChatView.vue'),
+            meta: { titleKey: 'nav.chat' },
+          },
+          {
+            path: 'models',
+            name: 'models',
+            component: () => import('@/views/models/ModelsView.vue'),
+            meta: { titleKey: 'nav.models' },
+          },
+          {
+            path: 'providers',
+            name: 'providers',
+            component: () => import('@/views/providers/ProvidersView.vue'),
+            meta: { admin: true, titleKey: 'nav.providers' },
+          },
+          {
+            path: 'users',
+            name: 'users',
+            component: () => import('@/views/users/UsersView.vue'),
+            meta: { admin: true, titleKey: 'nav.users' },
+          },
+          {
+            path: 'system',
+            name: 'system',
+            component: () => import('@/views/system/SystemView.vue'),
+            meta: { admin: true, titleKey: 'nav.system' },
+          },
+          {
+            path: 'settings',
+            name: 'settings',
+            component: () => import('@/views/settings/SettingsView.vue'),
+            meta: { titleKey: 'nav.settings' },
+          },
         ],
       },
-      { path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'), meta: { public: true } },
+      {
+        path: '/:pathMatch(.*)*',
+        name: 'not-found',
+        component: () => import('@/views/NotFoundView.vue'),
+        meta: { public: true },
+      },
     ],
   })
 

@@ -2,9 +2,26 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createPinia, setActivePinia } from 'pinia'
 import { useAuthStore } from './auth'
 
-const user = { id: 1, email: 'admin@example.com', display_name: 'Admin', role: 'admin', is_active: true, must_change_password: true, created_at: '', last_login_at: null }
-const tokens = (access: string, u = user, desktop = false) => new Response(JSON.stringify({ access_token: access, token_type: 'bearer', expires_in: 1800, user: u, desktop }), { status: 200, headers: { 'Content-Type': 'application/json' } })
-const status = (s: number) => new Response(s === 204 ? null : JSON.stringify({ code: 'x', message: 'x' }), { status: s, headers: { 'Content-Type': 'application/json' } })
+const user = {
+  id: 1,
+  email: 'admin@example.com',
+  display_name: 'Admin',
+  role: 'admin',
+  is_active: true,
+  must_change_password: true,
+  created_at: '',
+  last_login_at: null,
+}
+const tokens = (access: string, u = user, desktop = false) =>
+  new Response(JSON.stringify({ access_token: access, token_type: 'bearer', expires_in: 1800, user: u, desktop }), {
+    status: 200,
+    headers: { 'Content-Type': 'application/json' },
+  })
+const status = (s: number) =>
+  new Response(s === 204 ? null : JSON.stringify({ code: 'x', message: 'x' }), {
+    status: s,
+    headers: { 'Content-Type': 'application/json' },
+  })
 
 describe('auth store', () => {
   let fetchMock: ReturnType<typeof vi.fn>
@@ -65,7 +82,10 @@ describe('auth store', () => {
     fetchMock.mockResolvedValueOnce(tokens('second', { ...user, must_change_password: false }))
     await auth.changePassword('initial', 'new-password-1')
     expect(fetchMock.mock.calls[1][0]).toBe('/api/auth/password')
-    expect(JSON.parse(fetchMock.mock.calls[1][1].body)).toEqual({ current_password: 'initial', new_password: 'new-password-1' })
+    expect(JSON.parse(fetchMock.mock.calls[1][1].body)).toEqual({
+      current_password: 'initial',
+      new_password: 'new-password-1',
+    })
     expect(fetchMock).toHaveBeenCalledTimes(2)
     expect(auth.accessToken).toBe('second')
     expect(auth.mustChangePassword).toBe(false)

@@ -127,7 +127,23 @@ export const useAuthStore = defineStore('auth', () => {
   }
 
   return {
-    accessToken, user, expiresAt, isAuthenticated, isAdmin, mustChangePassword, desktopSession, passwordChangeForced,
-    login, refresh, bootstrap, logout, changePassword, setDesktopPassword, reloadMe, updateDisplayName, clear, markPasswordChangeRequired,
+    accessToken,
+    user,
+    expiresAt,
+    isAuthenticated,
+    isAdmin,
+    mustChangePassword,
+    desktopSession,
+    passwordChangeForced,
+    login,
+    refresh,
+    bootstrap,
+    logout,
+    changePassword,
+    setDesktopPassword,
+    reloadMe,
+    updateDisplayName,
+    clear,
+    markPasswordChangeRequired,
   }
 })

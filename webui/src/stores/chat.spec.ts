@@ -28,7 +28,17 @@ describe('chat store streaming', () => {
     fetchMock = vi.fn()
     vi.stubGlobal('fetch', fetchMock)
     const models = useModelsStore()
-    models.items = [{ id: 'm1', name: 'Llama', provider: { id: '1', name: 'Ollama', kind: 'ollama' }, model: 'llama', capabilities: [], source: 'ollama', defaults: {} }]
+    models.items = [
+      {
+        id: 'm1',
+        name: 'Llama',
+        provider: { id: '1', name: 'Ollama', kind: 'ollama' },
+        model: 'llama',
+        capabilities: [],
+        source: 'ollama',
+        defaults: {},
+      },
+    ]
     models.select('m1')
   })
   afterEach(() => vi.unstubAllGlobals())
@@ -41,7 +51,14 @@ describe('chat store streaming', () => {
             ['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1' }],
             ['delta', { content: 'Hel' }],
             ['delta', { content: 'lo', thinking: 'hmm' }],
-            ['done', { message: { id: 'a1', content: 'Hello', status: 'complete' }, usage: { completion_tokens: 2 }, timings: { tokens_per_s: 10 } }],
+            [
+              'done',
+              {
+                message: { id: 'a1', content: 'Hello', status: 'complete' },
+                usage: { completion_tokens: 2 },
+                timings: { tokens_per_s: 10 },
+              },
+            ],
             ['title', { conversation_id: 'c1', title: 'Greetings' }],
           ]),
         )
@@ -103,10 +120,13 @@ describe('chat store streaming', () => {
             ['done', { message: { id: 'a1', content: 'ok', status: 'complete' }, usage: {}, timings: {} }],
           ]),
         )
-      return new Response(JSON.stringify({ id: 'c1', title: 'Hi', pinned: false, model: 'm1', updated_at: '2024-01-01T00:00:00Z' }), {
-        status: 200,
-        headers: { 'Content-Type': 'application/json' },
-      })
+      return new Response(
+        JSON.stringify({ id: 'c1', title: 'Hi', pinned: false, model: 'm1', updated_at: '2024-01-01T00:00:00Z' }),
+        {
+          status: 200,
+          headers: { 'Content-Type': 'application/json' },
+        },
+      )
     })
     const chat = useChatStore()
     const list = useConversationsStore()
@@ -120,16 +140,39 @@ describe('chat store streaming', () => {
     chat.current = { id: 'c1', title: 't', pinned: false, model: 'm1', created_at: '', updated_at: '', messages: [] }
     chat.messages = [
       { id: 'u1', parent_id: null, role: 'user', content: 'a', status: 'complete', created_at: '2024-01-01T00:00:00Z' },
-      { id: 'a1', parent_id: 'u1', role: 'assistant', content: 'b', status: 'complete', created_at: '2024-01-01T00:00:01Z' },
+      {
+        id: 'a1',
+        parent_id: 'u1',
+        role: 'assistant',
+        content: 'b',
+        status: 'complete',
+        created_at: '2024-01-01T00:00:01Z',
+      },
     ]
     fetchMock.mockImplementation(async () =>
-      streamResponse(sse([['meta', { conversation_id: 'c1', user_message_id: 'u2', assistant_message_id: 'a2' }], ['done', { message: { content: 'ok' } }]])),
+      streamResponse(
+        sse([
+          ['meta', { conversation_id: 'c1', user_message_id: 'u2', assistant_message_id: 'a2' }],
+          ['done', { message: { content: 'ok' } }],
+        ]),
+      ),
     )
     await chat.send('next')
-    expect(JSON.parse(fetchMock.mock.calls[0][1].body)).toMatchObject({ conversation_id: 'c1', parent_id: 'a1', content: 'next' })
+    expect(JSON.parse(fetchMock.mock.calls[0][1].body)).toMatchObject({
+      conversation_id: 'c1',
+      parent_id: 'a1',
+      content: 'next',
+    })
 
-    await chat.edit(chat.messages.find((m) => m.id === 'u1')!, 'edited')
-    expect(JSON.parse(fetchMock.mock.calls[1][1].body)).toMatchObject({ conversation_id: 'c1', parent_id: null, content: 'edited' })
+    await chat.edit(
+      chat.messages.find((m) => m.id === 'u1')!,
+      'edited',
+    )
+    expect(JSON.parse(fetchMock.mock.calls[1][1].body)).toMatchObject({
+      conversation_id: 'c1',
+      parent_id: null,
+      content: 'edited',
+    })
     // the edit is shown; the original is reachable as a sibling
     expect(chat.path[0].content).toBe('edited')
     expect(chat.siblings(chat.path[0])).toMatchObject({ index: 1, total: 2 })
@@ -140,10 +183,23 @@ describe('chat store streaming', () => {
     chat.current = { id: 'c1', title: 't', pinned: false, model: 'm1', created_at: '', updated_at: '', messages: [] }
     chat.messages = [
       { id: 'u1', parent_id: null, role: 'user', content: 'a', status: 'complete', created_at: '2024-01-01T00:00:00Z' },
-      { id: 'a1', parent_id: 'u1', role: 'assistant', content: 'b', status: 'complete', created_at: '2024-01-01T00:00:01Z' },
+      {
+        id: 'a1',
+        parent_id: 'u1',
+        role: 'assistant',
+        content: 'b',
+        status: 'complete',
+        created_at: '2024-01-01T00:00:01Z',
+      },
     ]
     fetchMock.mockImplementation(async () =>
-      streamResponse(sse([['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1b' }], ['delta', { content: 'new' }], ['done', {}]])),
+      streamResponse(
+        sse([
+          ['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a1b' }],
+          ['delta', { content: 'new' }],
+          ['done', {}],
+        ]),
+      ),
     )
     await chat.regenerate(chat.messages[1])
     expect(fetchMock.mock.calls[0][0]).toBe('/api/chat/a1/regenerate')
@@ -172,7 +228,12 @@ describe('chat store streaming', () => {
   })
 
   it('shows a failure before the stream starts (JSON error) on the answer', async () => {
-    fetchMock.mockResolvedValue(new Response(JSON.stringify({ code: 'model_not_found', message: 'no such model' }), { status: 404, headers: { 'Content-Type': 'application/json' } }))
+    fetchMock.mockResolvedValue(
+      new Response(JSON.stringify({ code: 'model_not_found', message: 'no such model' }), {
+        status: 404,
+        headers: { 'Content-Type': 'application/json' },
+      }),
+    )
     const chat = useChatStore()
     await chat.send('Hi')
     expect(chat.path[1].status).toBe('error')

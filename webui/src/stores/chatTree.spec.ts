@@ -4,7 +4,12 @@ import type { Message } from '@/api/types'
 
 let t = 0
 const msg = (id: string, parent: string | null, role: 'user' | 'assistant' = 'user'): Message => ({
-  id, parent_id: parent, role, content: id, status: 'complete', created_at: new Date(1_700_000_000_000 + ++t * 1000).toISOString(),
+  id,
+  parent_id: parent,
+  role,
+  content: id,
+  status: 'complete',
+  created_at: new Date(1_700_000_000_000 + ++t * 1000).toISOString(),
 })
 
 // u1 -> a1 -> u2 -> a2
@@ -12,7 +17,15 @@ const msg = (id: string, parent: string | null, role: 'user' | 'assistant' = 'us
 //    \-> a1b                    (regeneration of a1)
 function sample() {
   t = 0
-  return [msg('u1', null), msg('a1', 'u1', 'assistant'), msg('u2', 'a1'), msg('a2', 'u2', 'assistant'), msg('a1b', 'u1', 'assistant'), msg('u2b', 'a1'), msg('a2b', 'u2b', 'assistant')]
+  return [
+    msg('u1', null),
+    msg('a1', 'u1', 'assistant'),
+    msg('u2', 'a1'),
+    msg('a2', 'u2', 'assistant'),
+    msg('a1b', 'u1', 'assistant'),
+    msg('u2b', 'a1'),
+    msg('a2b', 'u2b', 'assistant'),
+  ]
 }
 
 describe('chat tree', () => {

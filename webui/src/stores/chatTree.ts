@@ -66,7 +66,10 @@ export interface SiblingInfo {
 
 export function siblingInfo(tree: MessageTree, m: Message): SiblingInfo {
   const kids = tree.children.get(parentKey(m, tree)) ?? [m]
-  const index = Math.max(0, kids.findIndex((k) => k.id === m.id))
+  const index = Math.max(
+    0,
+    kids.findIndex((k) => k.id === m.id),
+  )
   return {
     index,
     total: kids.length,
@@ -76,7 +79,11 @@ export function siblingInfo(tree: MessageTree, m: Message): SiblingInfo {
 }
 
 /** Selects the branch that contains message `id` all the way up to the root. */
-export function selectBranchOf(tree: MessageTree, selected: Record<string, string>, id: string): Record<string, string> {
+export function selectBranchOf(
+  tree: MessageTree,
+  selected: Record<string, string>,
+  id: string,
+): Record<string, string> {
   const out = { ...selected }
   let m = tree.byId.get(id)
   const seen = new Set<string>()

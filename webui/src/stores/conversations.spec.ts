@@ -4,7 +4,10 @@ import { useConversationsStore } from './conversations'
 import { useChatStore } from './chat'
 
 const json = (body: unknown, status = 200) =>
-  new Response(status === 204 ? null : JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } })
+  new Response(status === 204 ? null : JSON.stringify(body), {
+    status,
+    headers: { 'Content-Type': 'application/json' },
+  })
 const conv = (id: string, title = id) => ({
   id,
   title,

@@ -60,5 +60,17 @@ export const useModelsStore = defineStore('models', () => {
     return parts ? parts[1] : ref
   }
 
-  return { items, providerErrors, displayName, loading, loaded, error, selectedId, selected, select, load, selectMatching }
+  return {
+    items,
+    providerErrors,
+    displayName,
+    loading,
+    loaded,
+    error,
+    selectedId,
+    selected,
+    select,
+    load,
+    selectMatching,
+  }
 })

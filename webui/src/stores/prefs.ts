@@ -18,7 +18,8 @@ function readTheme(): ThemePref {
 export const usePrefsStore = defineStore('prefs', () => {
   const theme = ref<ThemePref>(readTheme())
   const locale = ref<Locale>(i18n.global.locale.value as Locale)
-  const mq = typeof window !== 'undefined' && window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null
+  const mq =
+    typeof window !== 'undefined' && window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null
   const systemDark = ref(!!mq?.matches)
   mq?.addEventListener?.('change', (e) => {
     systemDark.value = e.matches

@@ -175,7 +175,8 @@ export default {
       starting: 'Ollama is starting…',
       external: 'An Ollama that ModelTrain did not start is running at this address; ModelTrain uses it as is.',
       crashed: 'Ollama stopped unexpectedly and is being restarted.',
-      failed: 'Ollama could not be started. Check the log, fix the cause (often the port is in use), then start it again.',
+      failed:
+        'Ollama could not be started. Check the log, fix the cause (often the port is in use), then start it again.',
     },
     version: 'Version {v}',
     managed: 'Managed by ModelTrain',
@@ -256,7 +257,8 @@ export default {
   },
   providers: {
     title: 'Providers',
-    intro: 'Ollama hosts and OpenAI-compatible services (OpenAI, vLLM, llama.cpp, LM Studio…) that users can chat with.',
+    intro:
+      'Ollama hosts and OpenAI-compatible services (OpenAI, vLLM, llama.cpp, LM Studio…) that users can chat with.',
     add: 'Add provider',
     addTitle: 'Add a provider',
     editTitle: 'Edit provider',
@@ -385,9 +387,11 @@ export default {
       keep: 'Keep',
       restore: 'Restore',
       restoreTitle: 'Restore this backup?',
-      restoreConfirm: 'All current data will be replaced by the backup from {date}. The current database is kept aside first. Everyone will be signed out.',
+      restoreConfirm:
+        'All current data will be replaced by the backup from {date}. The current database is kept aside first. Everyone will be signed out.',
       uploadRestore: 'Restore from file',
-      uploadConfirm: 'All current data will be replaced by {name} ({size}). The file is checked first. Everyone will be signed out.',
+      uploadConfirm:
+        'All current data will be replaced by {name} ({size}). The file is checked first. Everyone will be signed out.',
       restoredTitle: 'Backup restored',
       restored: 'The data was restored and every session ended. Sign in again.',
       deleteTitle: 'Delete backup?',
