@@ -79,8 +79,9 @@ test-python:
 	$(BIN)/python -m pytest
 
 # The server's unit and integration tests without any system component: the quick loop while coding.
+# Four workers even on two cores: much of a test's time is spent waiting (servers, streams, timeouts).
 test-fast: venv
-	$(BIN)/python -m pytest tests/server tests/test_import_graph.py -m "not system" -q
+	$(BIN)/python -m pytest tests/server tests/test_import_graph.py tests/test_docs.py -m "not system" -q -n 4
 
 # The server suite again on a private PostgreSQL cluster the fixtures start (tests/server/pg_support.py).
 test-postgres:
