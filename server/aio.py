@@ -7,11 +7,14 @@
 * :func:`reschedule`: move such a timeout's deadline (``reschedule`` in asyncio, ``update`` in the
   backport).
 * :func:`uncancel`: ``Task.uncancel`` (3.11), which 3.10 does not need (no cancel counting).
+
+And one helper of our own: :func:`cancel_and_wait`, how a service stops its background task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 if sys.version_info >= (3, 11):
@@ -21,7 +24,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
 
-__all__ = ["TIMEOUT_ERRORS", "reschedule", "timeout", "timeout_at", "uncancel"]
+__all__ = ["TIMEOUT_ERRORS", "cancel_and_wait", "reschedule", "timeout", "timeout_at", "uncancel"]
+
+
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait until it has ended (its cancellation is not re-raised)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def reschedule(cm: object, when: float) -> None:

@@ -31,6 +31,7 @@ from anyio import to_thread
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from server import aio
 from server.db.models import Message, MessageStatus, SharedPull, StreamStop
 from server.db.session import session_scope
 from server.runtime import Runtime
@@ -215,10 +216,7 @@ class ClusterWatcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait(task)
         if self._mirrored:
             with contextlib.suppress(Exception):
                 await to_thread.run_sync(_mirror_pulls, self.runtime, self.name, [])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import math
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from server import aio
 from server.health_levels import DEFAULT_THRESHOLDS, OLLAMA_NORMAL, classify, ollama_status
 from server.runtime import Runtime
 from server.services.alerts import AlertCenter, get_alert_center
@@ -286,10 +286,7 @@ class MetricsCollector:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait(task)
 
 
 def _runtime_streams(runtime: Runtime) -> Callable[[], int]:

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.app import create_app
+from server.embedded import EmbeddedServer
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 
@@ -184,6 +185,18 @@ def user_token(create_user: Callable[..., str]) -> str:
 
 
 # --- shared by several test modules ----------------------------------------------------------------
+
+
+@pytest.fixture
+def desktop(make_settings: Callable[..., Settings]) -> Iterator[EmbeddedServer]:
+    """The desktop host's embedded server (desktop token, LAN controller), started on loopback."""
+    server = EmbeddedServer(make_settings(desktop_mode=True))
+    server.enable_lan_control()
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -50,3 +50,23 @@ def test_uncancel_after_a_cancellation_was_handled() -> None:
 
     assert asyncio.run(scenario()) == (0, True)
     assert aio.uncancel(None) == 0
+
+
+def test_cancel_and_wait_ends_the_task_and_runs_its_cleanup() -> None:
+    cleaned: list[str] = []
+
+    async def background() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cleaned.append("done")
+
+    async def main() -> bool:
+        task = asyncio.get_running_loop().create_task(background())
+        await asyncio.sleep(0)  # let it start
+        await aio.cancel_and_wait(task)
+        await aio.cancel_and_wait(None)  # nothing to stop: no error
+        return task.cancelled()
+
+    assert asyncio.run(main()) is True
+    assert cleaned == ["done"]

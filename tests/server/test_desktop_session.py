@@ -16,17 +16,6 @@ HEADER = "X-ModelTrain-Desktop"
 
 
 @pytest.fixture
-def desktop(make_settings: Callable[..., Settings]) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(make_settings(desktop_mode=True))
-    server.enable_lan_control()
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def http(desktop: EmbeddedServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=desktop.url, timeout=30) as client:
         yield client

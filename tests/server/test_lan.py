@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -56,17 +56,6 @@ def test_bad_input_is_422(client: TestClient, admin_token: str, body: dict) -> N
 
 
 # --- with the desktop host's controller --------------------------------------------------------------
-
-
-@pytest.fixture
-def desktop(make_settings: Callable[..., Settings]) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(make_settings(desktop_mode=True))
-    server.enable_lan_control()
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -17,17 +17,6 @@ from server.errors import Conflict
 from server.settings import Settings
 
 Addr = namedtuple("Addr", "family address")
-
-
-@pytest.fixture
-def desktop(make_settings: Callable[..., Settings]) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(make_settings(desktop_mode=True))
-    server.enable_lan_control()
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _refused(url: str) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server import aio
 from server.db.models import BackupLease
 from server.db.session import session_scope
 from server.errors import DomainError
@@ -177,10 +178,7 @@ class BackupScheduler:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_and_wait(task)
 
 
 def alert_on_unverified(settings: Settings, alerts: AlertCenter) -> None:
