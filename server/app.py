@@ -14,6 +14,7 @@ from server import __version__
 from server.api.errors import install_error_handlers
 from server.api.middleware import AccessLogMiddleware
 from server.api.router import build_api_router
+from server.api_docs import OPENAPI_URL, build_docs_router
 from server.bootstrap import prepare_database
 from server.db.session import create_db_engine, create_session_factory
 from server.providers.registry import close_registry
@@ -21,7 +22,7 @@ from server.runtime import Runtime
 from server.security.desktop_token import DesktopToken
 from server.security.forwarded import ForwardedProtoMiddleware
 from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
-from server.security.secret_store import load_or_create_secret
+from server.security.secret_store import load_or_create_secret, make_secret_store
 from server.security.tokens import TokenCodec
 from server.services import backups as backups_service
 from server.services import chat as chat_service
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         guard=guard,
         streams=streams,
         alerts=AlertCenter(),
+        secret_store=make_secret_store(settings),
         # The desktop host's per-process secret, added by its web view to every request.
         desktop_token=DesktopToken() if settings.desktop_mode else None,
     )
@@ -85,14 +87,17 @@ def create_app(settings: Settings) -> FastAPI:
         title="ModelTrain",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/api/docs" if settings.api_docs else None,
+        docs_url=None,  # our own Swagger UI page (server/api_docs.py): no CDN, no inline script
         redoc_url=None,
-        openapi_url="/api/openapi.json" if settings.api_docs else None,
+        openapi_url=OPENAPI_URL if settings.api_docs else None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(build_api_router())
-    app.mount("/", StaticUI(settings.webui_dist or default_dist_dir()), name="webui")
+    dist_dir = settings.webui_dist or default_dist_dir()
+    if settings.api_docs:
+        app.include_router(build_docs_router(dist_dir))
+    app.mount("/", StaticUI(dist_dir), name="webui")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

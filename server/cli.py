@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from server import __version__
 from server.cli_ops import add_commands as add_operations_commands
+from server.cli_secrets import add_commands as add_secrets_commands
 from server.cli_support import fail, settings_from_args
 from server.errors import DomainError
 from server.settings import Settings, SettingsError
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     mdb.set_defaults(func=cmd_migrate_db)
 
     add_operations_commands(sub, common)  # backup, restore, verify-backup, doctor
+    add_secrets_commands(sub, common)  # secrets migrate
     return parser
 
 

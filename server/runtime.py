@@ -21,6 +21,7 @@ from server.settings import Settings
 if TYPE_CHECKING:
     from server.providers.registry import ProviderRegistry
     from server.security.desktop_token import DesktopToken
+    from server.security.secret_store import SecretStore
     from server.services.alerts import AlertCenter
     from server.services.backups import BackupScheduler
     from server.services.chat import StreamRegistry
@@ -57,6 +58,8 @@ class Runtime:
     cluster: ClusterWatcher | None = None
     #: The cached model lists of the enabled providers.
     model_discovery: ModelDiscovery | None = None
+    #: Where provider API keys are kept (MODELTRAIN_SECRET_STORE: the OS keyring or an encrypted file).
+    secret_store: SecretStore | None = None
     #: Desktop host only: the LAN listener switch and the per-process desktop token.
     lan: LanControl | None = None
     desktop_token: DesktopToken | None = None

@@ -138,6 +138,16 @@ class Settings(BaseSettings):
         default=4 * 1024**3, ge=1024, description="Largest accepted upload (backup restore), bytes."
     )
     log_dir: Path | None = Field(default=None, description="Log directory. Default: <data dir>/logs.")
+    secret_store: Literal["auto", "keyring", "file"] = Field(
+        default="auto",
+        description="Where provider API keys are kept: 'keyring' (the OS keyring), 'file' (AES-GCM "
+        "encrypted file in the data directory) or 'auto' (a usable keyring, else the file).",
+    )
+    secret_store_key_file: Path | None = Field(
+        default=None,
+        description="Key file of the encrypted secret store (0600, created on first use). "
+        "Default: <data dir>/secrets.key.",
+    )
     login_max_failures: int = Field(
         default=5, ge=1, description="Failed sign-ins (per account and per client address) before a back-off."
     )
@@ -270,10 +280,17 @@ class Settings(BaseSettings):
         default=256, ge=1, le=10_000, description="Most simultaneous connections to all upstream providers."
     )
     models_discovery_timeout: float = Field(
-        default=3.0, gt=0, le=60, description="Seconds GET /api/models waits for each Ollama provider's list."
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Seconds GET /api/models waits for each provider's model list (Ollama's /api/tags, "
+        "an OpenAI-compatible /v1/models).",
     )
     models_cache_seconds: float = Field(
-        default=5.0, ge=0, le=3600, description="Seconds discovered Ollama model lists are cached."
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds discovered model lists (Ollama, OpenAI-compatible) are cached.",
     )
 
     # --- chat streaming and conversations (services/chat.py, conversations.py, conversation_search.py,

@@ -1,7 +1,27 @@
 import { defineConfig } from 'vitest/config'
+import type { Plugin } from 'vite'
+import { readFileSync } from 'node:fs'
 import vue from '@vitejs/plugin-vue'
 import VueI18nPlugin from '@intlify/unplugin-vue-i18n/vite'
 import { fileURLToPath, URL } from 'node:url'
+
+/**
+ * Ships Swagger UI (the npm package swagger-ui-dist, no CDN) in dist/swagger-ui/ for the server's
+ * /api/docs page (server/api_docs.py), so it is served from our own origin and packaged with the UI.
+ */
+function swaggerUiAssets(): Plugin {
+  const files = ['swagger-ui-bundle.js', 'swagger-ui.css', 'LICENSE', 'NOTICE']
+  return {
+    name: 'modeltrain-swagger-ui',
+    apply: 'build',
+    generateBundle() {
+      for (const file of files) {
+        const source = readFileSync(new URL(`./node_modules/swagger-ui-dist/${file}`, import.meta.url))
+        this.emitFile({ type: 'asset', fileName: `swagger-ui/${file}`, source })
+      }
+    },
+  }
+}
 
 export default defineConfig({
   base: '/',
@@ -16,6 +36,7 @@ export default defineConfig({
       strictMessage: false,
       escapeHtml: false,
     }),
+    swaggerUiAssets(),
   ],
   resolve: {
     alias: { '@': fileURLToPath(new URL('./src', import.meta.url)) },

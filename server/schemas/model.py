@@ -26,13 +26,16 @@ class ModelDefaults(BaseModel):
 class ModelRead(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    #: Opaque and stable: "cfg:<config id>" or "ollama:<provider id>:<model name>". Pass it to /api/chat.
+    #: Opaque and stable: "cfg:<config id>", "ollama:<provider id>:<model name>" or
+    #: "openai:<provider id>:<model id>" (names with "/" and the like base64url-encoded behind "~").
+    #: Pass it to /api/chat.
     id: str
     name: str
     provider: ModelProviderRef
     model: str
     capabilities: list[str]
-    source: Literal["ollama", "config"]
+    #: "config" (a model configuration), or the kind of provider that listed the model.
+    source: Literal["ollama", "openai", "config"]
     defaults: ModelDefaults
 
 

@@ -82,9 +82,26 @@ class OllamaModelCreate(StrictModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = _name()
-    from_: str = Field(alias="from", min_length=1, max_length=600, description="Base model name")
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        min_length=1,
+        max_length=600,
+        description="Base model name (either this or modelfile)",
+    )
     system: str | None = Field(default=None, max_length=32_768)
+    template: str | None = Field(default=None, max_length=32_768, description="Prompt template (Go template)")
     parameters: dict[str, ParameterValue] | None = Field(default=None, max_length=32)
+    modelfile: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=65_536,
+        description="A Modelfile (FROM, SYSTEM, TEMPLATE, PARAMETER, ADAPTER, LICENSE, MESSAGE) instead of "
+        "from/system/template/parameters",
+    )
+    quantize: Literal["q4_K_M", "q4_K_S", "q8_0"] | None = Field(
+        default=None, description="Quantize the weights (the base must be F16 or F32)"
+    )
 
 
 class OllamaRunningRead(BaseModel):

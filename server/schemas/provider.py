@@ -10,6 +10,8 @@ from server.schemas.common import Page, StrictModel
 
 ProviderKind = Literal["ollama", "openai"]
 MAX_API_KEY_LENGTH = 4096
+MAX_ALLOWLIST_ENTRIES = 200
+MAX_MODEL_ID_LENGTH = 256
 
 
 def _clean_name(value: str) -> str:
@@ -32,6 +34,28 @@ def _clean_key(value: SecretStr | None) -> SecretStr | None:
     return SecretStr(raw)
 
 
+def _clean_allowlist(value: list[str] | None) -> list[str] | None:
+    """Model ids as the upstream spells them: trimmed, duplicates and blanks dropped, order kept."""
+    if value is None:
+        return None
+    seen: dict[str, None] = {}
+    for raw in value:
+        item = raw.strip()
+        if not item:
+            continue
+        if len(item) > MAX_MODEL_ID_LENGTH:
+            raise ValueError(f"a model id must be at most {MAX_MODEL_ID_LENGTH} characters")
+        if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in item):
+            raise ValueError("a model id must not contain control characters")
+        seen.setdefault(item, None)
+    return list(seen)
+
+
+_ALLOWLIST_HELP = (
+    "OpenAI-compatible providers: the model ids offered for chat (empty: all the upstream lists)."
+)
+
+
 class ProviderRead(BaseModel):
     id: uuid.UUID
     name: str
@@ -42,6 +66,8 @@ class ProviderRead(BaseModel):
     api_key_masked: str
     is_default: bool
     enabled: bool
+    #: OpenAI-compatible providers: the model ids offered for chat; empty = every listed model.
+    model_allowlist: list[str]
     created_at: datetime
     updated_at: datetime
 
@@ -59,6 +85,7 @@ class ProviderRead(BaseModel):
             api_key_masked=masked,
             is_default=row.is_default,
             enabled=row.enabled,
+            model_allowlist=list(row.model_allowlist or []),
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -71,11 +98,19 @@ class ProviderCreate(StrictModel):
     api_key: SecretStr | None = Field(default=None, max_length=MAX_API_KEY_LENGTH)
     is_default: bool = False
     enabled: bool = True
+    model_allowlist: list[str] = Field(
+        default_factory=list, max_length=MAX_ALLOWLIST_ENTRIES, description=_ALLOWLIST_HELP
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _clean_name(value)
+
+    @field_validator("model_allowlist")
+    @classmethod
+    def _allowlist(cls, value: list[str]) -> list[str]:
+        return _clean_allowlist(value) or []
 
     @field_validator("api_key")
     @classmethod
@@ -92,11 +127,19 @@ class ProviderUpdate(StrictModel):
     api_key: SecretStr | None = Field(default=None, max_length=MAX_API_KEY_LENGTH)
     is_default: bool | None = None
     enabled: bool | None = None
+    model_allowlist: list[str] | None = Field(
+        default=None, max_length=MAX_ALLOWLIST_ENTRIES, description=_ALLOWLIST_HELP
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else _clean_name(value)
+
+    @field_validator("model_allowlist")
+    @classmethod
+    def _allowlist(cls, value: list[str] | None) -> list[str] | None:
+        return _clean_allowlist(value)
 
     @field_validator("api_key")
     @classmethod

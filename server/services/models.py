@@ -1,16 +1,19 @@
-"""What users can chat with: model configurations plus Ollama models discovered live, and
-:func:`resolve_model`, which turns an opaque model id into an adapter and defaults for the chat."""
+"""What users can chat with: model configurations plus the models Ollama and OpenAI-compatible providers
+list live (``/api/tags``, ``/v1/models``), and :func:`resolve_model`, which turns an opaque model id into an
+adapter and defaults for the chat."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import dataclasses
+import hashlib
 import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,11 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.db.models import ModelConfig, Provider
-from server.errors import NotFound
+from server.errors import DomainError, NotFound
 from server.providers.base import ChatProvider, ModelInfo, ProviderError
 from server.providers.model_names import display_model_name, is_valid_model_name
 from server.providers.registry import ProviderRegistry, get_registry
 from server.schemas.model import ModelDefaults, ModelList, ModelListError, ModelProviderRef, ModelRead
+from server.security.secret_store import SecretStore, get_secret_store
 from server.services.providers import read_api_key
 
 if TYPE_CHECKING:
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_PREFIX = "cfg:"
 OLLAMA_PREFIX = "ollama:"
+OPENAI_PREFIX = "openai:"
+#: Model ids an OpenAI-compatible server lists are free-form; we take any up to this length.
+MAX_REMOTE_NAME = 256
 #: Model names made only of these characters appear as they are in ids; others are base64url-encoded
 #: behind a "~" (a character the Ollama grammar never allows, so the two forms cannot collide).
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
@@ -44,11 +51,29 @@ def config_model_id(config_id: uuid.UUID) -> str:
     return f"{CONFIG_PREFIX}{config_id}"
 
 
-def ollama_model_id(provider_id: uuid.UUID, name: str) -> str:
+def _discovered_id(prefix: str, provider_id: uuid.UUID, name: str) -> str:
     if _PLAIN_NAME.match(name):
-        return f"{OLLAMA_PREFIX}{provider_id}:{name}"
+        return f"{prefix}{provider_id}:{name}"
     encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-    return f"{OLLAMA_PREFIX}{provider_id}:~{encoded}"
+    return f"{prefix}{provider_id}:~{encoded}"
+
+
+def ollama_model_id(provider_id: uuid.UUID, name: str) -> str:
+    return _discovered_id(OLLAMA_PREFIX, provider_id, name)
+
+
+def openai_model_id(provider_id: uuid.UUID, name: str) -> str:
+    """``openai:<provider id>:<model id>`` (base64url behind "~" when the id has "/" or the like)."""
+    return _discovered_id(OPENAI_PREFIX, provider_id, name)
+
+
+def is_valid_remote_name(name: str) -> bool:
+    """A model id from an OpenAI-compatible ``/v1/models``: 1-256 characters, no control characters."""
+    return (
+        0 < len(name) <= MAX_REMOTE_NAME
+        and name.strip() == name
+        and not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in name)
+    )
 
 
 def _not_found() -> NotFound:
@@ -56,22 +81,26 @@ def _not_found() -> NotFound:
 
 
 def parse_model_id(model_id: str) -> tuple[str, uuid.UUID, str | None]:
-    """``("cfg", config id, None)`` or ``("ollama", provider id, model name)``; NotFound otherwise."""
+    """``("cfg", config id, None)``, ``("ollama", provider id, model name)`` or ``("openai", provider id,
+    model id)``; NotFound otherwise."""
     if not isinstance(model_id, str) or len(model_id) > 1200:
         raise _not_found()
     try:
         if model_id.startswith(CONFIG_PREFIX):
             return "cfg", uuid.UUID(model_id[len(CONFIG_PREFIX) :]), None
-        if model_id.startswith(OLLAMA_PREFIX):
-            provider_part, sep, name = model_id[len(OLLAMA_PREFIX) :].partition(":")
+        for kind, prefix in (("ollama", OLLAMA_PREFIX), ("openai", OPENAI_PREFIX)):
+            if not model_id.startswith(prefix):
+                continue
+            provider_part, sep, name = model_id[len(prefix) :].partition(":")
             if not sep:
                 raise ValueError
             if name.startswith("~"):
                 padded = name[1:] + "=" * (-len(name[1:]) % 4)
                 name = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
-            if not is_valid_model_name(name):
+            valid = is_valid_model_name(name) if kind == "ollama" else is_valid_remote_name(name)
+            if not valid:
                 raise ValueError
-            return "ollama", uuid.UUID(provider_part), name
+            return kind, uuid.UUID(provider_part), name
     except (ValueError, UnicodeError, binascii.Error):
         pass
     raise _not_found()
@@ -92,7 +121,7 @@ class ResolvedModel:
     #: (options in our vocabulary, unset ones left out).
     defaults: dict[str, Any]
     model_id: str = ""
-    #: Display name (configuration name, or the Ollama model name).
+    #: Display name (configuration name, or the discovered model's name).
     name: str = ""
 
 
@@ -111,7 +140,7 @@ def config_options(config: ModelConfig) -> dict[str, Any]:
 
 
 def resolve_model(session: Session, runtime: Runtime, model_id: str) -> ResolvedModel:
-    """Turn an id from ``GET /api/models`` into an adapter and defaults. Blocking (DB, keyring): call
+    """Turn an id from ``GET /api/models`` into an adapter and defaults. Blocking (DB, secret store): call
     it from a worker thread. Unknown or disabled model/provider -> ``NotFound(code="model_not_found")``."""
     kind, object_id, name = parse_model_id(model_id)
     if kind == "cfg":
@@ -124,15 +153,17 @@ def resolve_model(session: Session, runtime: Runtime, model_id: str) -> Resolved
         display = config.name
     else:
         provider = session.get(Provider, object_id)
-        if provider is not None and provider.kind != "ollama":
+        if provider is not None and provider.kind != kind:
             raise _not_found()
         assert name is not None
+        if provider is not None and kind == "openai" and not allowed(provider.model_allowlist, name):
+            raise _not_found()
         upstream = name
         defaults = {"system_prompt": "", "options": {}}
         display = name
     if provider is None or not provider.enabled:
         raise _not_found()
-    adapter = get_registry(runtime).build(provider, read_api_key(provider))
+    adapter = get_registry(runtime).build(provider, read_api_key(get_secret_store(runtime), provider))
     return ResolvedModel(
         provider=provider,
         adapter=adapter,
@@ -146,6 +177,11 @@ def resolve_model(session: Session, runtime: Runtime, model_id: str) -> Resolved
 # --- discovery -------------------------------------------------------------------------------------
 
 
+def allowed(allowlist: list[str] | None, name: str) -> bool:
+    """Whether an OpenAI-compatible provider offers ``name`` (an empty allow-list offers everything)."""
+    return not allowlist or name in allowlist
+
+
 @dataclass(frozen=True)
 class ProviderSnapshot:
     """The columns discovery needs, detached from the session (used on the event loop)."""
@@ -154,18 +190,38 @@ class ProviderSnapshot:
     name: str
     kind: str
     base_url: str
+    model_allowlist: tuple[str, ...] = ()
+    #: OpenAI-compatible providers: the key read from the key store (never shown, never cached as is).
+    api_key: str | None = field(default=None, repr=False)
+    #: Why the key could not be read, as ``(code, message)``: reported instead of asking the upstream.
+    key_error: tuple[str, str] | None = None
 
     @classmethod
     def of(cls, row: Provider) -> ProviderSnapshot:
-        return cls(id=row.id, name=row.name, kind=row.kind, base_url=row.base_url)
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            base_url=row.base_url,
+            model_allowlist=tuple(row.model_allowlist or ()),
+        )
+
+    @property
+    def cache_key(self) -> tuple[uuid.UUID, str]:
+        """Where its list is cached: a new URL or key asks the upstream again."""
+        if self.kind != "openai" or not self.api_key:
+            return (self.id, self.base_url)
+        digest = hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+        return (self.id, f"{self.base_url}#{digest}")
 
     def ref(self) -> ModelProviderRef:
         return ModelProviderRef(id=self.id, name=self.name, kind=self.kind)
 
 
 class ModelDiscovery:
-    """Lists of Ollama models per provider, cached for ``ttl`` seconds (errors too, so a provider that
-    is down is not asked again on every page load); concurrent callers share one upstream request."""
+    """Lists of models per provider (Ollama's ``/api/tags``, an OpenAI-compatible ``/v1/models``), cached
+    for ``ttl`` seconds (errors too, so a provider that is down is not asked again on every page load);
+    concurrent callers share one upstream request."""
 
     def __init__(self, ttl: float, timeout: float) -> None:
         self.ttl = ttl
@@ -177,7 +233,9 @@ class ModelDiscovery:
         self._cache.clear()
 
     async def models(self, registry: ProviderRegistry, provider: ProviderSnapshot) -> list[ModelInfo]:
-        key = (provider.id, provider.base_url)
+        if provider.key_error is not None:
+            raise ProviderError(*provider.key_error)
+        key = provider.cache_key
         hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             result = hit[1]
@@ -196,13 +254,14 @@ class ModelDiscovery:
     async def _fetch(
         self, registry: ProviderRegistry, provider: ProviderSnapshot, key: tuple[uuid.UUID, str]
     ) -> list[ModelInfo] | tuple[str, str]:
-        adapter = registry.build_for("ollama", provider.base_url)
+        adapter = registry.build_for(provider.kind, provider.base_url, provider.api_key)
+        what = "Ollama" if provider.kind == "ollama" else "the OpenAI-compatible server"
         result: list[ModelInfo] | tuple[str, str]
         try:
             with anyio.fail_after(self.timeout):
                 result = await adapter.list_models(timeout=self.timeout)
         except TimeoutError:
-            result = ("upstream_timeout", f"Ollama did not list its models within {self.timeout:g} s")
+            result = ("upstream_timeout", f"{what} did not list its models within {self.timeout:g} s")
         except ProviderError as exc:
             result = (exc.code, exc.message)
         except Exception:
@@ -221,13 +280,24 @@ def get_discovery(runtime: Runtime) -> ModelDiscovery:
     return runtime.model_discovery
 
 
+def _snapshot(row: Provider, secrets: SecretStore) -> ProviderSnapshot:
+    snapshot = ProviderSnapshot.of(row)
+    if row.kind != "openai":
+        return snapshot
+    try:
+        key = read_api_key(secrets, row)
+    except DomainError as exc:
+        return dataclasses.replace(snapshot, key_error=(exc.code, exc.message))
+    return dataclasses.replace(snapshot, api_key=key)
+
+
 def _load_catalog(
-    session: Session,
+    session: Session, secrets: SecretStore
 ) -> tuple[list[ProviderSnapshot], list[tuple[ModelConfig, ProviderSnapshot]]]:
     providers = session.scalars(
         select(Provider).where(Provider.enabled.is_(True)).order_by(Provider.name)
     ).all()
-    snapshots = {p.id: ProviderSnapshot.of(p) for p in providers}
+    snapshots = {p.id: _snapshot(p, secrets) for p in providers}
     configs = session.scalars(
         select(ModelConfig).where(ModelConfig.enabled.is_(True)).order_by(ModelConfig.name, ModelConfig.id)
     ).all()
@@ -242,11 +312,12 @@ def _chat_capable(info: ModelInfo) -> bool:
 
 
 async def list_models(session: Session, runtime: Runtime) -> ModelList:
-    """Configurations plus live Ollama models; a provider that fails is reported in ``errors``."""
-    providers, configs = await anyio.to_thread.run_sync(_load_catalog, session)
+    """Configurations plus the models each provider lists live; a provider that fails is reported in
+    ``errors`` (with its name) while the others still list."""
+    providers, configs = await anyio.to_thread.run_sync(_load_catalog, session, get_secret_store(runtime))
     registry = get_registry(runtime)
     discovery = get_discovery(runtime)
-    ollama = [p for p in providers if p.kind == "ollama"]
+    listing = [p for p in providers if p.kind in ("ollama", "openai")]
 
     async def one(provider: ProviderSnapshot) -> list[ModelInfo] | ProviderError:
         try:
@@ -254,10 +325,10 @@ async def list_models(session: Session, runtime: Runtime) -> ModelList:
         except ProviderError as exc:
             return exc
 
-    results = await asyncio.gather(*(one(p) for p in ollama))
+    results = await asyncio.gather(*(one(p) for p in listing))
     discovered: dict[uuid.UUID, list[ModelInfo]] = {}
     errors: list[ModelListError] = []
-    for provider, result in zip(ollama, results, strict=True):
+    for provider, result in zip(listing, results, strict=True):
         if isinstance(result, ProviderError):
             errors.append(
                 ModelListError(
@@ -294,7 +365,10 @@ async def list_models(session: Session, runtime: Runtime) -> ModelList:
                 ),
             )
         )
-    for provider in ollama:
+    for provider in listing:
+        if provider.kind == "openai":
+            items.extend(_openai_items(provider, discovered.get(provider.id, [])))
+            continue
         for info in discovered.get(provider.id, []):
             if not _chat_capable(info) or not is_valid_model_name(info.name):
                 continue
@@ -310,3 +384,20 @@ async def list_models(session: Session, runtime: Runtime) -> ModelList:
                 )
             )
     return ModelList(items=items, errors=errors)
+
+
+def _openai_items(provider: ProviderSnapshot, infos: list[ModelInfo]) -> list[ModelRead]:
+    """What an OpenAI-compatible provider lists, narrowed to its allow-list (empty: all of it)."""
+    return [
+        ModelRead(
+            id=openai_model_id(provider.id, info.name),
+            name=info.name,
+            provider=provider.ref(),
+            model=info.name,
+            capabilities=["completion"],
+            source="openai",
+            defaults=ModelDefaults(),
+        )
+        for info in infos
+        if is_valid_remote_name(info.name) and allowed(list(provider.model_allowlist), info.name)
+    ]

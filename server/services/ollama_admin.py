@@ -358,34 +358,213 @@ def copy_model(target: OllamaTarget, source: str, destination: str) -> dict[str,
     return {"name": destination}
 
 
+#: ``PARAMETER`` values that are whole numbers; ``stop`` is a list; every other parameter is a float.
+_INT_PARAMETERS = frozenset(
+    {"top_k", "num_ctx", "num_predict", "num_keep", "repeat_last_n", "seed", "mirostat", "num_batch"}
+    | {"num_gpu", "num_thread"}
+)
+#: Quantization types Ollama's /api/create accepts in ``quantize`` (from an F16/F32 base).
+QUANTIZE_TYPES = ("q4_K_M", "q4_K_S", "q8_0")
+_MODELFILE_INSTRUCTIONS = frozenset(
+    {"from", "adapter", "parameter", "template", "system", "license", "message"}
+)
+_MESSAGE_ROLES = frozenset({"system", "user", "assistant"})
+_BLOB_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_MODELFILE_LENGTH = 65_536
+
+
+@dataclass
+class ModelfileSpec:
+    """What a Modelfile asks for, in the fields of Ollama's structured /api/create."""
+
+    base: str
+    system: str | None = None
+    template: str | None = None
+    license: list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    adapters: list[str] | None = None
+    messages: list[dict[str, str]] | None = None
+
+
+def _modelfile_error(line: int | None, message: str) -> InvalidInput:
+    where = f"line {line}: " if line else ""
+    detail: dict[str, Any] = {"field": "modelfile"}
+    if line:
+        detail["line"] = line
+    return InvalidInput(f"Modelfile {where}{message}", code="invalid_modelfile", detail=detail)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"')
+    return value
+
+
+def _parameter_value(key: str, raw: str, line: int) -> Any:
+    if key not in CREATE_PARAMETERS:
+        raise _modelfile_error(line, f"unknown parameter {key!r}")
+    value = _unquote(raw.strip())
+    if not value:
+        raise _modelfile_error(line, f"parameter {key!r} needs a value")
+    if key == "stop":
+        return value
+    try:
+        return int(value) if key in _INT_PARAMETERS else float(value)
+    except ValueError:
+        kind = "a whole number" if key in _INT_PARAMETERS else "a number"
+        raise _modelfile_error(line, f"parameter {key!r} needs {kind}, not {value!r}") from None
+
+
+def parse_modelfile(text: str) -> ModelfileSpec:
+    """Parse a Modelfile (FROM, SYSTEM, TEMPLATE, PARAMETER, ADAPTER, LICENSE, MESSAGE; ``#`` comments;
+    values in ``\"\"\"`` may span lines). Raises InvalidInput (``invalid_modelfile``) naming the line."""
+    if len(text) > MAX_MODELFILE_LENGTH:
+        raise _modelfile_error(None, f"is longer than {MAX_MODELFILE_LENGTH} characters")
+    base: str | None = None
+    spec = ModelfileSpec(base="")
+    parameters: dict[str, Any] = {}
+    pos, line_no = 0, 0
+    while pos < len(text):
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        line_no += 1
+        start_line = line_no
+        line_start, line = pos, text[pos:end]
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            pos = end + 1
+            continue
+        instruction, _, rest = stripped.partition(" ")
+        if "\t" in instruction:
+            instruction, _, tail = instruction.partition("\t")
+            rest = f"{tail} {rest}"
+        rest = rest.strip()
+        keyword = instruction.lower()
+        if keyword not in _MODELFILE_INSTRUCTIONS:
+            raise _modelfile_error(start_line, f"unknown instruction {clean_text(instruction, 40)!r}")
+        pos = end + 1
+        arg_key = ""
+        if keyword in ("parameter", "message"):
+            arg_key, _, rest = rest.partition(" ")
+            rest = rest.strip()
+        if rest.startswith('"""'):
+            # A value in triple quotes runs up to the closing quotes, possibly lines later.
+            offset = text.find('"""', line_start)
+            close = text.find('"""', offset + 3)
+            if close < 0:
+                raise _modelfile_error(start_line, 'unterminated """ quote')
+            value = text[offset + 3 : close]
+            after_end = text.find("\n", close)
+            after_end = len(text) if after_end < 0 else after_end
+            if text[close + 3 : after_end].strip():
+                raise _modelfile_error(start_line, 'unexpected text after closing """')
+            line_no += text.count("\n", offset, close)
+            pos = after_end + 1
+        else:
+            value = _unquote(rest)
+        if keyword == "from":
+            if base is not None:
+                raise _modelfile_error(start_line, "FROM is given more than once")
+            base = value.strip()
+            if not base:
+                raise _modelfile_error(start_line, "FROM needs a model name")
+        elif keyword in ("system", "template"):
+            setattr(spec, keyword, value)
+        elif keyword == "license":
+            spec.license = [*(spec.license or []), value]
+        elif keyword == "parameter":
+            key = arg_key.lower()
+            if not key or not value:
+                raise _modelfile_error(start_line, "PARAMETER needs a name and a value")
+            parsed = _parameter_value(key, value, start_line)
+            if key == "stop":
+                parameters.setdefault("stop", []).append(parsed)
+            else:
+                parameters[key] = parsed
+        elif keyword == "message":
+            role = arg_key.lower()
+            if role not in _MESSAGE_ROLES:
+                raise _modelfile_error(
+                    start_line, "MESSAGE needs a role (system, user or assistant) and text"
+                )
+            spec.messages = [*(spec.messages or []), {"role": role, "content": value}]
+        else:  # adapter
+            digest = value.strip().lower()
+            if not _BLOB_DIGEST.match(digest):
+                raise _modelfile_error(
+                    start_line,
+                    "ADAPTER takes the digest (sha256:<64 hex>) of a blob already on the Ollama host; "
+                    "files cannot be uploaded from here",
+                )
+            spec.adapters = [*(spec.adapters or []), digest]
+    if base is None:
+        raise _modelfile_error(None, "FROM is missing: name the local model to build on")
+    spec.base = base
+    spec.parameters = parameters or None
+    return spec
+
+
 def create_model(
     settings: Settings,
     target: OllamaTarget,
     name: str,
-    base: str,
+    base: str | None,
     system: str | None,
     parameters: dict[str, Any] | None,
+    *,
+    template: str | None = None,
+    modelfile: str | None = None,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
+    """Create ``name`` from a base model plus fields, or from a Modelfile (translated into the structured
+    form of /api/create: ``from``, ``system``, ``template``, ``parameters``, ``adapters``...)."""
     check_name(name)
-    check_registry_name(settings, base, "from")
-    for key in parameters or {}:
+    if (modelfile is None) == (base is None):
+        raise InvalidInput("give either a base model ('from') or a Modelfile", code="invalid_create")
+    if modelfile is not None and (system is not None or parameters or template is not None):
+        raise InvalidInput(
+            "with a Modelfile, put SYSTEM, TEMPLATE and PARAMETER lines in it", code="invalid_create"
+        )
+    if quantize is not None and quantize not in QUANTIZE_TYPES:
+        raise InvalidInput(
+            f"quantize must be one of {', '.join(QUANTIZE_TYPES)}",
+            code="invalid_quantize",
+            detail={"field": "quantize"},
+        )
+    spec = (
+        parse_modelfile(modelfile)
+        if modelfile is not None
+        else ModelfileSpec(base=base or "", system=system, template=template, parameters=parameters)
+    )
+    check_registry_name(settings, spec.base, "from")
+    for key in spec.parameters or {}:
         if key not in CREATE_PARAMETERS:
             raise InvalidInput(
                 f"unknown model parameter {key!r}", code="invalid_parameter", detail={"field": key}
             )
     if _exists(target, name):
         raise Conflict(f"a model named {name!r} already exists", code="model_exists")
-    body: dict[str, Any] = {"model": name, "from": base, "stream": False}
-    if system is not None:
-        body["system"] = system
-    if parameters:
-        body["parameters"] = parameters
+    body: dict[str, Any] = {"model": name, "from": spec.base, "stream": False}
+    for key in ("system", "template", "license", "parameters", "messages"):
+        value = getattr(spec, key)
+        if value is not None:
+            body[key] = value
+    if spec.adapters:
+        body["adapters"] = {f"adapter-{i}": digest for i, digest in enumerate(spec.adapters, 1)}
+    if quantize is not None:
+        body["quantize"] = quantize
     # Creating from a base that is not local makes Ollama pull it first: allow a long read.
     r = _request(target.url, "POST", "/api/create", json_body=body, timeout=httpx.Timeout(15.0, read=1800.0))
-    if r.status_code == 500 and "file does not exist" in upstream_message(r):
-        raise NotFound(f"base model {base!r} not found", code="model_not_found")
-    _raise_for(r, base)
-    log.info("Ollama model %s created from %s at %s", name, base, target.url)
+    if r.status_code == 500:
+        message = upstream_message(r)
+        if "file does not exist" in message:
+            raise NotFound(f"base model {spec.base!r} not found", code="model_not_found")
+        if "quantiz" in message:
+            raise InvalidInput(f"Ollama cannot quantize this model: {message}", code="quantize_unsupported")
+        if "blob" in message or "adapter" in message:
+            raise InvalidInput(f"Ollama refused the adapter: {message}", code="ollama_rejected")
+    _raise_for(r, spec.base)
+    log.info("Ollama model %s created from %s at %s", name, spec.base, target.url)
     return {"name": name}
 
 

@@ -1,7 +1,8 @@
-"""Providers (admin): upstream endpoints, their base-URL policy, and API keys kept in the OS keyring.
+"""Providers (admin): upstream endpoints, their base-URL policy, and their API keys.
 
 API keys never touch the database: the row only says whether a key exists and its last four
-characters. With no usable keyring backend, saving a key fails (no plaintext fallback).
+characters. The keys are in the app's :class:`SecretStore` (``Runtime.secret_store``): the OS keyring,
+or an encrypted file in the data directory (MODELTRAIN_SECRET_STORE; never plain text).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
@@ -20,16 +22,14 @@ from server.errors import Conflict, InvalidInput, NotFound, Unavailable
 from server.providers import netpolicy
 from server.providers.base import ProviderError
 from server.schemas.provider import ProviderCreate, ProviderTestError, ProviderTestResult, ProviderUpdate
+from server.security.secret_store import SecretStore
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    import keyring.backend
-
     from server.providers.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
-KEYRING_SERVICE = "modeltrain"
 DEFAULT_PROVIDER_NAME = "Ollama (local)"
 #: Keys shorter than this get no visible hint (four characters would reveal too much of them).
 MIN_KEY_LENGTH_FOR_HINT = 16
@@ -37,86 +37,63 @@ MIN_KEY_LENGTH_FOR_HINT = 16
 Resolver = Callable[[str, int], list[netpolicy.IPAddress]]
 
 
-# --- keyring ---------------------------------------------------------------------------------------
+# --- API keys (kept in the app's SecretStore: the OS keyring or the encrypted file) -----------------
 
 
-def keyring_username(provider_id: uuid.UUID) -> str:
+def secret_name(provider_id: uuid.UUID) -> str:
+    """The name of a provider's key in the secret store (the keyring's user name for it)."""
     return f"provider:{provider_id}"
 
 
-def _unavailable(reason: str) -> Unavailable:
-    return Unavailable(
-        "no secure keyring is available to store the API key "
-        f"({reason}); install or unlock a system keyring (Secret Service, macOS Keychain or "
-        "Windows Credential Manager) and retry. Keys are never stored in plain text.",
-        code="keyring_unavailable",
-    )
+def store_api_key(secrets: SecretStore, provider_id: uuid.UUID, api_key: str) -> None:
+    secrets.set(secret_name(provider_id), api_key)
 
 
-def _keyring():
-    """The ``keyring`` package, imported on first use: only providers with an API key need it, and
-    importing it (with ``importlib_metadata`` for its backend entry points) costs ~15 ms and ~2 MiB at
-    start-up otherwise."""
-    import keyring
-    import keyring.errors
-
-    return keyring
-
-
-def usable_keyring() -> keyring.backend.KeyringBackend:
-    """The active keyring backend, or ``Unavailable(keyring_unavailable)`` when it cannot keep a
-    secret safely (no backend, the fail backend, a plaintext or null backend)."""
-    keyring = _keyring()
-    try:
-        backend = keyring.get_keyring()
-    except keyring.errors.KeyringError as exc:  # pragma: no cover - defensive
-        raise _unavailable(type(exc).__name__) from None
-    module = type(backend).__module__
-    name = type(backend).__name__
-    if module == "keyring.backends.fail" or module == "keyring.backends.null":
-        raise _unavailable("no keyring backend is configured")
-    if module.startswith("keyrings.alt.file") or "plaintext" in name.lower():
-        raise _unavailable(f"the {name} backend stores secrets unencrypted")
-    if module == "keyring.backends.chainer" and not getattr(backend, "backends", None):
-        raise _unavailable("no keyring backend is configured")
-    return backend
-
-
-def store_api_key(provider_id: uuid.UUID, api_key: str) -> None:
-    keyring = _keyring()
-    backend = usable_keyring()
-    try:
-        backend.set_password(KEYRING_SERVICE, keyring_username(provider_id), api_key)
-    except keyring.errors.KeyringError as exc:
-        log.warning("keyring refused to store a provider key: %s", type(exc).__name__)
-        raise _unavailable(type(exc).__name__) from None
-
-
-def read_api_key(provider: Provider) -> str | None:
-    """The provider's key from the keyring (None when it has none)."""
+def read_api_key(secrets: SecretStore, provider: Provider) -> str | None:
+    """The provider's key from the secret store (None when it has none)."""
     if not provider.has_api_key:
         return None
-    keyring = _keyring()
-    try:
-        key = keyring.get_password(KEYRING_SERVICE, keyring_username(provider.id))
-    except keyring.errors.KeyringError as exc:
-        raise _unavailable(type(exc).__name__) from None
+    key = secrets.get(secret_name(provider.id))
     if key is None:
         raise Unavailable(
-            "the provider's API key is missing from the keyring; enter it again",
+            f"the provider's API key is missing from {secrets.label}; enter it again",
             code="api_key_missing",
         )
     return key
 
 
-def delete_api_key(provider_id: uuid.UUID) -> None:
-    keyring = _keyring()
+def delete_api_key(secrets: SecretStore, provider_id: uuid.UUID) -> None:
     try:
-        keyring.delete_password(KEYRING_SERVICE, keyring_username(provider_id))
-    except keyring.errors.PasswordDeleteError:
-        pass
-    except keyring.errors.KeyringError as exc:
-        log.warning("could not delete a provider key from the keyring: %s", type(exc).__name__)
+        secrets.delete(secret_name(provider_id))
+    except Unavailable as exc:
+        log.warning("could not delete a provider key from the secret store: %s", exc.code)
+
+
+@dataclass
+class KeyMove:
+    """What ``modeltrain secrets migrate`` did: names moved, and providers whose key was not found."""
+
+    moved: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def move_api_keys(session: Session, source: SecretStore, target: SecretStore) -> KeyMove:
+    """Copy every provider key from ``source`` to ``target``, then delete it from ``source`` (only once
+    all are copied, so an interrupted move loses nothing)."""
+    result = KeyMove()
+    rows = session.scalars(select(Provider).where(Provider.has_api_key.is_(True)).order_by(Provider.name))
+    for provider in rows:
+        name = secret_name(provider.id)
+        value = source.get(name)
+        if value is None:
+            result.missing.append(provider.name)
+            continue
+        target.set(name, value)
+        result.moved.append(name)
+    for name in result.moved:
+        source.delete(name)
+    log.info("moved %d provider key(s) between secret stores", len(result.moved))
+    return result
 
 
 def key_hint(api_key: str) -> str:
@@ -213,17 +190,36 @@ def _make_default(session: Session, provider: Provider) -> None:
     provider.is_default = True
 
 
-def create_provider(session: Session, data: ProviderCreate, *, resolve: Resolver | None = None) -> Provider:
+def _check_allowlist(kind: str, allowlist: list[str]) -> None:
+    """Only OpenAI-compatible providers have a model allow-list (Ollama lists what is installed)."""
+    if allowlist and kind != "openai":
+        raise InvalidInput(
+            "a model allow-list is only available for OpenAI-compatible providers",
+            code="allowlist_not_supported",
+            detail={"field": "model_allowlist"},
+        )
+
+
+def create_provider(
+    session: Session, data: ProviderCreate, secrets: SecretStore, *, resolve: Resolver | None = None
+) -> Provider:
     base_url = validate_base_url(data.kind, data.base_url, resolve=resolve)
     _check_name_free(session, data.name)
     if data.api_key is not None:
-        usable_keyring()  # fail before anything is written
-    provider = Provider(name=data.name, kind=data.kind, base_url=base_url, enabled=data.enabled)
+        secrets.check()  # fail before anything is written
+    _check_allowlist(data.kind, data.model_allowlist)
+    provider = Provider(
+        name=data.name,
+        kind=data.kind,
+        base_url=base_url,
+        enabled=data.enabled,
+        model_allowlist=list(data.model_allowlist),
+    )
     session.add(provider)
     session.flush()
     if data.api_key is not None:
         key = data.api_key.get_secret_value()
-        store_api_key(provider.id, key)
+        store_api_key(secrets, provider.id, key)
         provider.has_api_key = True
         provider.api_key_hint = key_hint(key)
     if data.is_default or session.scalar(select(func.count()).select_from(Provider)) == 1:
@@ -234,7 +230,12 @@ def create_provider(session: Session, data: ProviderCreate, *, resolve: Resolver
 
 
 def update_provider(
-    session: Session, provider_id: uuid.UUID, data: ProviderUpdate, *, resolve: Resolver | None = None
+    session: Session,
+    provider_id: uuid.UUID,
+    data: ProviderUpdate,
+    secrets: SecretStore,
+    *,
+    resolve: Resolver | None = None,
 ) -> Provider:
     provider = get_provider(session, provider_id)
     fields = data.model_fields_set
@@ -243,26 +244,29 @@ def update_provider(
         provider.name = data.name
     new_key = data.api_key.get_secret_value() if "api_key" in fields and data.api_key is not None else None
     if new_key is not None:
-        usable_keyring()
+        secrets.check()
     if "base_url" in fields and data.base_url is not None:
         base_url = validate_base_url(provider.kind, data.base_url, resolve=resolve)
         if base_url != provider.base_url:
             provider.base_url = base_url
             if provider.has_api_key and new_key is None:
                 # A key must never follow the endpoint it was not given for (docs/security.md, D3).
-                delete_api_key(provider.id)
+                delete_api_key(secrets, provider.id)
                 provider.has_api_key = False
                 provider.api_key_hint = ""
     if new_key is not None:
-        store_api_key(provider.id, new_key)
+        store_api_key(secrets, provider.id, new_key)
         provider.has_api_key = True
         provider.api_key_hint = key_hint(new_key)
     elif "api_key" in fields and data.api_key is None and provider.has_api_key:
-        delete_api_key(provider.id)
+        delete_api_key(secrets, provider.id)
         provider.has_api_key = False
         provider.api_key_hint = ""
     if "enabled" in fields and data.enabled is not None:
         provider.enabled = data.enabled
+    if "model_allowlist" in fields and data.model_allowlist is not None:
+        _check_allowlist(provider.kind, data.model_allowlist)
+        provider.model_allowlist = list(data.model_allowlist)
     if "is_default" in fields and data.is_default is not None:
         if data.is_default:
             _make_default(session, provider)
@@ -272,7 +276,7 @@ def update_provider(
     return provider
 
 
-def delete_provider(session: Session, provider_id: uuid.UUID) -> None:
+def delete_provider(session: Session, provider_id: uuid.UUID, secrets: SecretStore) -> None:
     provider = get_provider(session, provider_id)
     successor = None
     if provider.is_default:
@@ -292,7 +296,7 @@ def delete_provider(session: Session, provider_id: uuid.UUID) -> None:
         successor.is_default = True
         session.flush()
     if had_key:
-        delete_api_key(provider_id)
+        delete_api_key(secrets, provider_id)
     log.info("provider %s deleted", provider_id)
 
 
@@ -331,7 +335,7 @@ def ensure_default_provider(session: Session, settings: Settings) -> Provider | 
 
 
 def load_for_test(
-    session: Session, provider_id: uuid.UUID
+    session: Session, provider_id: uuid.UUID, secrets: SecretStore
 ) -> tuple[Provider, str | None, ProviderTestError | None]:
     """The provider, its key and a URL-policy error (if its host now resolves somewhere forbidden)."""
     provider = get_provider(session, provider_id)
@@ -340,7 +344,7 @@ def load_for_test(
     except InvalidInput as exc:
         return provider, None, ProviderTestError(code=exc.code, message=exc.message)
     try:
-        key = read_api_key(provider)
+        key = read_api_key(secrets, provider)
     except Unavailable as exc:
         return provider, None, ProviderTestError(code=exc.code, message=exc.message)
     return provider, key, None

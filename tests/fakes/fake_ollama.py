@@ -66,6 +66,8 @@ _JSON_NO_CHARSET = "application/json"  # streaming endpoints set the header befo
 _NDJSON = "application/x-ndjson"
 _SMALL_BLOB = 1 << 20  # blobs below this size "download" within one progress tick
 _FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)  # Go's largest time.Duration, ~292 years
+#: ``quantize`` values /api/create accepts (case-insensitive), as in ggml.ParseFileType.
+QUANTIZE_TYPES = frozenset({"Q4_K_M", "Q4_K_S", "Q8_0", "F16", "F32"})
 _DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")
 
 
@@ -991,6 +993,9 @@ class FakeOllama(FakeServer):
             raise _error(400, INVALID_NAME)
         if base_name is None and not files:
             raise _error(400, "neither 'from' or 'files' was specified")
+        adapters = body.get("adapters") or {}
+        if not isinstance(adapters, dict) or not all(_DIGEST.fullmatch(str(d)) for d in adapters.values()):
+            raise _error(400, "invalid digest format")
         events = self._create_events(name, base_name, body)
         return self._progress(events, stream=body.get("stream") is not False)
 
@@ -1011,7 +1016,21 @@ class FakeOllama(FakeServer):
             base = found[1]
         for digest, _ in base.layers():
             yield {"status": f"using existing layer {digest}"}
+        for digest in (body.get("adapters") or {}).values():
+            yield {"status": f"using existing layer {digest}"}
         changes = _create_changes(base, body)
+        quantize = body.get("quantize")
+        if isinstance(quantize, str) and quantize:
+            # like the real server: the type is checked, and only F16/F32 weights are quantized
+            want = quantize.upper()
+            if want not in QUANTIZE_TYPES:
+                raise _error(500, f"unsupported quantization type {quantize}")
+            if base.quantization_level.upper() not in ("F16", "F32"):
+                raise _error(500, "quantization is only supported for F16 and F32 models")
+            if want != base.quantization_level.upper():
+                yield {"status": f"quantizing {base.quantization_level} model to {want}"}
+                changes["quantization_level"] = want
+                changes["size"] = base.size * (9 if want == "Q8_0" else 5) // 16
         for value in changes.values():
             yield {"status": f"creating new layer sha256:{_sha256(repr(value))}"}
         yield {"status": "writing manifest"}

@@ -14,6 +14,7 @@ from server.providers.base import ChatMessage, ChatRequest, Delta, Done
 from server.services import models as models_service
 from server.settings import Settings
 from tests.fakes import FakeOllama, FakeOpenAI
+from tests.server.chat_support import parse_sse
 from tests.server.conftest import bearer
 from tests.server.memory_keyring import MemoryKeyring
 
@@ -281,3 +282,161 @@ def test_unknown_and_disabled_models_are_not_found(client: TestClient, admin_tok
     for model_id in (f"cfg:{config['id']}", f"ollama:{provider['id']}:llama3.2"):
         with pytest.raises(NotFound):
             resolve(client, model_id)
+
+
+# --- OpenAI-compatible providers list their own models (GET /v1/models) ---------------------------
+
+KEY = "sk-remote-key-1234567890"
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(
+        api_key=KEY, reply="Remote answer.", models=("gpt-4o-mini", "gpt-4o", "meta-llama/Llama-3.1-8B")
+    ) as fake:
+        yield fake
+
+
+def models_requests(fake: FakeOpenAI) -> int:
+    return sum(1 for method, path in fake.requests if path == "/v1/models")
+
+
+def test_an_openai_provider_with_a_key_lists_its_models(
+    client: TestClient,
+    admin_token: str,
+    user_token: str,
+    memory_keyring: MemoryKeyring,
+    fake_openai: FakeOpenAI,
+) -> None:
+    p = add_provider(client, admin_token, name="Remote", kind="openai", base_url=fake_openai.url, api_key=KEY)
+    assert p["model_allowlist"] == []
+    body = models(client, user_token)
+    assert body["errors"] == []
+    remote = {m["model"]: m for m in body["items"] if m["source"] == "openai"}
+    assert set(remote) == {"gpt-4o-mini", "gpt-4o", "meta-llama/Llama-3.1-8B"}
+    mini = remote["gpt-4o-mini"]
+    assert mini["id"] == f"openai:{p['id']}:gpt-4o-mini"
+    assert mini["provider"] == {"id": p["id"], "name": "Remote", "kind": "openai"}
+    assert mini["name"] == "gpt-4o-mini" and mini["capabilities"] == ["completion"]
+    slashed = remote["meta-llama/Llama-3.1-8B"]["id"]
+    assert "/" not in slashed and slashed.startswith(f"openai:{p['id']}:~")
+    assert models_service.parse_model_id(slashed) == ("openai", uuid.UUID(p["id"]), "meta-llama/Llama-3.1-8B")
+    # Ollama's models are still there, and the list is cached like Ollama's.
+    assert {m["model"] for m in body["items"] if m["source"] == "ollama"} == {"llama3.2:latest", "qwen3:0.6b"}
+    models(client, admin_token)
+    assert models_requests(fake_openai) == 1
+
+
+def test_the_allow_list_narrows_what_an_openai_provider_offers(
+    client: TestClient,
+    admin_token: str,
+    user_token: str,
+    memory_keyring: MemoryKeyring,
+    fake_openai: FakeOpenAI,
+) -> None:
+    p = add_provider(
+        client,
+        admin_token,
+        kind="openai",
+        base_url=fake_openai.url,
+        api_key=KEY,
+        model_allowlist=[" gpt-4o ", "gpt-4o", "", "not-listed-upstream"],
+    )
+    assert p["model_allowlist"] == ["gpt-4o", "not-listed-upstream"]  # trimmed, blanks and repeats dropped
+    assert [m["model"] for m in models(client, user_token)["items"] if m["source"] == "openai"] == ["gpt-4o"]
+    with pytest.raises(NotFound):
+        resolve(client, f"openai:{p['id']}:gpt-4o-mini")  # listed upstream but not offered
+    r = client.patch(f"/api/providers/{p['id']}", json={"model_allowlist": []}, headers=bearer(admin_token))
+    assert r.status_code == 200 and r.json()["model_allowlist"] == []
+    offered = [m["model"] for m in models(client, user_token)["items"] if m["source"] == "openai"]
+    assert len(offered) == 3
+    resolve(client, f"openai:{p['id']}:gpt-4o-mini")
+
+
+def test_only_openai_providers_take_an_allow_list(client: TestClient, admin_token: str) -> None:
+    provider = default_provider(client, admin_token)
+    r = client.patch(
+        f"/api/providers/{provider['id']}",
+        json={"model_allowlist": ["llama3.2"]},
+        headers=bearer(admin_token),
+    )
+    assert r.status_code == 422 and r.json()["code"] == "allowlist_not_supported"
+    r = client.post(
+        "/api/providers",
+        json={
+            "name": "x",
+            "kind": "openai",
+            "base_url": "http://127.0.0.1:1/v1",
+            "model_allowlist": ["a\nb"],
+        },
+        headers=bearer(admin_token),
+    )
+    assert r.status_code == 422
+
+
+def test_a_down_or_refusing_openai_provider_is_reported_by_name_and_the_rest_still_listed(
+    client: TestClient,
+    admin_token: str,
+    user_token: str,
+    memory_keyring: MemoryKeyring,
+    fake_openai: FakeOpenAI,
+) -> None:
+    good = add_provider(
+        client, admin_token, name="Good", kind="openai", base_url=fake_openai.url, api_key=KEY
+    )
+    with FakeOpenAI() as gone:
+        dead_url = gone.url
+    dead = add_provider(client, admin_token, name="Gone", kind="openai", base_url=dead_url, api_key=KEY)
+    wrong = add_provider(
+        client,
+        admin_token,
+        name="Wrong key",
+        kind="openai",
+        base_url=fake_openai.url,
+        api_key="sk-wrong-key-000000",
+    )
+    body = models(client, user_token)
+    errors = {e["provider"]["name"]: e for e in body["errors"]}
+    assert set(errors) == {"Gone", "Wrong key"}
+    assert errors["Gone"]["code"] == "upstream_unreachable"
+    assert errors["Gone"]["provider"] == {"id": dead["id"], "name": "Gone", "kind": "openai"}
+    assert errors["Wrong key"]["provider_id"] == wrong["id"]
+    assert "sk-wrong-key" not in errors["Wrong key"]["message"]  # the key never comes back
+    listed = {(m["provider"]["name"], m["model"]) for m in body["items"]}
+    assert ("Good", "gpt-4o") in listed and ("Ollama (local)", "qwen3:0.6b") in listed
+    assert good["id"] not in {e["provider_id"] for e in body["errors"]}
+
+
+def test_a_new_key_asks_the_upstream_again(
+    client: TestClient,
+    admin_token: str,
+    user_token: str,
+    memory_keyring: MemoryKeyring,
+    fake_openai: FakeOpenAI,
+) -> None:
+    p = add_provider(
+        client, admin_token, kind="openai", base_url=fake_openai.url, api_key="sk-wrong-key-000000"
+    )
+    assert [e["code"] for e in models(client, user_token)["errors"]] == ["upstream_auth"]
+    client.patch(f"/api/providers/{p['id']}", json={"api_key": KEY}, headers=bearer(admin_token))
+    body = models(client, user_token)
+    assert body["errors"] == [] and any(m["source"] == "openai" for m in body["items"])
+
+
+def test_a_chat_with_a_listed_openai_model_streams(
+    client: TestClient,
+    admin_token: str,
+    user_token: str,
+    memory_keyring: MemoryKeyring,
+    fake_openai: FakeOpenAI,
+) -> None:
+    add_provider(client, admin_token, kind="openai", base_url=fake_openai.url, api_key=KEY)
+    fake_openai.strict_models = True  # the upstream must be asked for the model by its own id
+    model = next(m for m in models(client, user_token)["items"] if m["model"] == "meta-llama/Llama-3.1-8B")
+    r = client.post("/api/chat", json={"model": model["id"], "content": "hi"}, headers=bearer(user_token))
+    assert r.status_code == 200, r.text
+    events, _ = parse_sse(r.text)
+    assert events[0].event == "meta"
+    done = next(e.data for e in events if e.event == "done")
+    assert done["message"]["content"] == "Remote answer." and done["message"]["status"] == "complete"
+    assert ("POST", "/v1/chat/completions") in fake_openai.requests

@@ -323,6 +323,101 @@ def test_each_ollama_provider_has_its_own_status_and_models(
     assert client.get("/api/ollama/models?provider=nope", headers=bearer(user_token)).status_code == 422
 
 
+def test_create_from_a_modelfile(client: TestClient, admin_token: str, fake: FakeOllama) -> None:
+    h = bearer(admin_token)
+    modelfile = (
+        "FROM qwen3:0.6b\n"
+        'SYSTEM """You are terse.\nAnswer in one line."""\n'
+        "TEMPLATE {{ .Prompt }}\n"
+        "PARAMETER temperature 0.3\n"
+        "PARAMETER stop END\n"
+        "ADAPTER sha256:" + "c" * 64 + "\n"
+        "MESSAGE user Hi\n"
+    )
+    r = client.post("/api/ollama/models/create", json={"name": "mf:v1", "modelfile": modelfile}, headers=h)
+    assert r.status_code == 201, r.text
+    shown = client.get("/api/ollama/models/mf:v1", headers=h).json()
+    assert shown["system"] == "You are terse.\nAnswer in one line."
+    assert shown["template"] == "{{ .Prompt }}"
+    assert ["temperature", "0.3"] in [line.split() for line in shown["parameters"].split("\n")]
+
+    def create(body: dict) -> tuple[int, dict]:
+        r = client.post("/api/ollama/models/create", json={"name": "bad:v1", **body}, headers=h)
+        return r.status_code, r.json()
+
+    status, body = create({"modelfile": "SYSTEM hi"})
+    assert (status, body["code"]) == (422, "invalid_modelfile") and "FROM is missing" in body["message"]
+    status, body = create({"modelfile": "FROM qwen3:0.6b\nRUN rm -rf /"})
+    assert (status, body["code"], body["detail"]["line"]) == (422, "invalid_modelfile", 2)
+    status, body = create({"modelfile": "FROM evil.example/x/y"})
+    assert (status, body["code"]) == (422, "registry_not_allowed")
+    status, body = create({"modelfile": "FROM qwen3:0.6b", "from": "qwen3:0.6b"})
+    assert (status, body["code"]) == (422, "invalid_create")
+    status, body = create({"modelfile": "FROM qwen3:0.6b", "system": "x"})
+    assert (status, body["code"]) == (422, "invalid_create")
+    status, body = create({})
+    assert (status, body["code"]) == (422, "invalid_create")
+    status, body = create({"from": "qwen3:0.6b", "quantize": "q2"})
+    assert status == 422
+    # the fake's models are already Q4_K_M: Ollama refuses, and the answer says why
+    status, body = create({"from": "qwen3:0.6b", "quantize": "q8_0"})
+    assert (status, body["code"]) == (422, "quantize_unsupported")
+    names = [m["name"] for m in client.get("/api/ollama/models", headers=h).json()["items"]]
+    assert "bad:v1" not in names
+
+
+def test_quantize_is_passed_to_ollama(client: TestClient, admin_token: str) -> None:
+    h = bearer(admin_token)
+    with FakeOllama(models={"base:f16": {"quantization_level": "F16", "size": 6_400_000_000}}) as f16:
+        q = f"?provider={add_provider(client, 'f16 box', 'ollama', f16.url)}"
+        body = {
+            "name": "small:q4",
+            "modelfile": "FROM base:f16\nPARAMETER num_ctx 4096",
+            "quantize": "q4_K_M",
+        }
+        r = client.post(f"/api/ollama/models/create{q}", json=body, headers=h)
+        assert r.status_code == 201, r.text
+        items = {m["name"]: m for m in client.get(f"/api/ollama/models{q}", headers=h).json()["items"]}
+        assert items["small:q4"]["quantization"] == "Q4_K_M"
+        assert items["small:q4"]["size"] < items["base:f16"]["size"]
+        assert items["base:f16"]["quantization"] == "F16"
+
+
+def test_model_calls_target_the_chosen_provider(
+    client: TestClient, admin_token: str, user_token: str, fake: FakeOllama
+) -> None:
+    h = bearer(admin_token)
+    with FakeOllama(models={"only-here:latest": {}}) as second:
+        q = f"?provider={add_provider(client, 'second box', 'ollama', second.url)}"
+        before = len(fake.requests)
+        r = client.post(f"/api/ollama/running/only-here/load{q}", json={"keep_alive": -1}, headers=h)
+        assert r.status_code == 204, r.text
+        running = client.get(f"/api/ollama/running{q}", headers=bearer(user_token)).json()["items"]
+        assert [(m["name"], m["pinned"]) for m in running] == [("only-here:latest", True)]
+        assert client.get("/api/ollama/running", headers=h).json()["items"] == []
+        assert client.get(f"/api/ollama/models/only-here{q}", headers=h).status_code == 200
+        r = client.post(
+            f"/api/ollama/models/create{q}",
+            json={"name": "derived:v1", "modelfile": "FROM only-here\nSYSTEM Be brief."},
+            headers=h,
+        )
+        assert r.status_code == 201, r.text
+        r = client.post(
+            f"/api/ollama/models/copy{q}", json={"source": "derived:v1", "destination": "copy:v1"}, headers=h
+        )
+        assert r.status_code == 201, r.text
+        assert client.delete(f"/api/ollama/models/derived:v1{q}", headers=h).status_code == 204
+        assert client.post(f"/api/ollama/running/only-here/unload{q}", headers=h).status_code == 204
+        assert client.get(f"/api/ollama/running{q}", headers=h).json()["items"] == []
+        names = {m["name"] for m in client.get(f"/api/ollama/models{q}", headers=h).json()["items"]}
+        assert names == {"only-here:latest", "copy:v1"}
+        # the default host saw none of it
+        assert fake.requests[before:] == [("GET", "/api/ps")]  # only the one listing asked of it
+        assert "copy:v1" not in {
+            m["name"] for m in client.get("/api/ollama/models", headers=h).json()["items"]
+        }
+
+
 # --- the supervised daemon through the app lifespan -----------------------------------------------
 
 

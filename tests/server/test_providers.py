@@ -65,6 +65,7 @@ def test_fresh_install_has_one_default_ollama_provider(
     assert (default["kind"], default["is_default"], default["enabled"]) == ("ollama", True, True)
     assert default["base_url"] == "http://127.0.0.1:11434"
     assert default["has_api_key"] is False and default["api_key_masked"] == ""
+    assert default["model_allowlist"] == []
     assert set(default) == {
         "id",
         "name",
@@ -74,6 +75,7 @@ def test_fresh_install_has_one_default_ollama_provider(
         "api_key_masked",
         "is_default",
         "enabled",
+        "model_allowlist",
         "created_at",
         "updated_at",
     }
@@ -174,38 +176,128 @@ def test_short_keys_get_no_hint(client: TestClient, admin_token: str, memory_key
     assert p["api_key_masked"] == "…"
 
 
-def test_without_a_usable_keyring_saving_a_key_fails_clearly_and_stores_nothing(
-    client: TestClient, admin_token: str, failing_keyring: None
+def test_with_the_keyring_store_and_no_usable_keyring_saving_a_key_fails_clearly_and_stores_nothing(
+    make_settings: Callable[..., Settings], failing_keyring: None
 ) -> None:
-    before = providers(client, admin_token)
+    with TestClient(create_app(make_settings(secret_store="keyring")), base_url=BASE_URL) as client:
+        admin_token = _sign_in_admin(client)
+        before = providers(client, admin_token)
+        r = client.post(
+            "/api/providers",
+            json={
+                "name": "OpenAI",
+                "kind": "openai",
+                "base_url": "https://api.example.test/v1",
+                "api_key": LONG_KEY,
+            },
+            headers=bearer(admin_token),
+        )
+        assert r.status_code == 503
+        body = r.json()
+        assert body["code"] == "keyring_unavailable"
+        assert "keyring" in body["message"] and "plain text" in body["message"]
+        assert "MODELTRAIN_SECRET_STORE=file" in body["message"]
+        assert LONG_KEY not in r.text
+        assert providers(client, admin_token) == before
+        # Without a key, a provider can still be added; adding a key later fails the same way.
+        p = create(client, admin_token, base_url="https://api.example.test/v1")
+        r = client.patch(f"/api/providers/{p['id']}", json={"api_key": LONG_KEY}, headers=bearer(admin_token))
+        assert (r.status_code, r.json()["code"]) == (503, "keyring_unavailable")
+        assert (
+            client.get(f"/api/providers/{p['id']}", headers=bearer(admin_token)).json()["has_api_key"]
+            is False
+        )
+
+
+def _sign_in_admin(client: TestClient) -> str:
+    """The admin's token on a fresh app (replacing the initial password) or on a restarted one."""
+    from tests.server.conftest import ADMIN_PASSWORD, INITIAL_PASSWORD, login
+
+    r = client.post("/api/auth/login", json={"email": "admin@example.com", "password": ADMIN_PASSWORD})
+    if r.status_code == 200:
+        return r.json()["access_token"]
+    token = login(client, "admin@example.com", INITIAL_PASSWORD)
     r = client.post(
-        "/api/providers",
-        json={
-            "name": "OpenAI",
-            "kind": "openai",
-            "base_url": "https://api.example.test/v1",
-            "api_key": LONG_KEY,
-        },
-        headers=bearer(admin_token),
+        "/api/auth/password",
+        json={"current_password": INITIAL_PASSWORD, "new_password": ADMIN_PASSWORD},
+        headers=bearer(token),
     )
-    assert r.status_code == 503
-    body = r.json()
-    assert body["code"] == "keyring_unavailable"
-    assert "keyring" in body["message"] and "plain text" in body["message"]
-    assert LONG_KEY not in r.text
-    assert providers(client, admin_token) == before
-    # Without a key, a provider can still be added; adding a key later fails the same way.
-    p = create(client, admin_token, base_url="https://api.example.test/v1")
-    r = client.patch(f"/api/providers/{p['id']}", json={"api_key": LONG_KEY}, headers=bearer(admin_token))
-    assert (r.status_code, r.json()["code"]) == (503, "keyring_unavailable")
-    assert client.get(f"/api/providers/{p['id']}", headers=bearer(admin_token)).json()["has_api_key"] is False
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
 
 
-def test_plaintext_backends_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_keyring_a_key_is_kept_encrypted_and_used_for_chat_after_a_restart(
+    make_settings: Callable[..., Settings], failing_keyring: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A systemd service user or a container: no keyring backend, so ``auto`` keeps the key in the
+    encrypted file of the data directory; a restarted app on the same data sends it upstream."""
+    caplog.set_level(logging.DEBUG)
+    settings = make_settings(chat_title_generation=False)
+    with FakeOpenAI(api_key=LONG_KEY) as fake:
+        with TestClient(create_app(settings), base_url=BASE_URL) as client:
+            token = _sign_in_admin(client)
+            p = create(client, token, name="Remote", base_url=fake.url, api_key=LONG_KEY)
+            assert (p["has_api_key"], p["api_key_masked"]) == (True, "…wxyz")
+            r = client.post(
+                "/api/model-configs",
+                json={"provider_id": p["id"], "name": "GPT", "model": "gpt-4o"},
+                headers=bearer(token),
+            )
+            assert r.status_code == 201, r.text
+            config_id = r.json()["id"]
+        with TestClient(create_app(settings), base_url=BASE_URL) as client:
+            token = _sign_in_admin(client)
+            r = client.post(
+                "/api/chat", json={"model": f"cfg:{config_id}", "content": "hello"}, headers=bearer(token)
+            )
+            assert r.status_code == 200, r.text
+            assert "event: done" in r.text and "event: error" not in r.text
+            tested = client.post(f"/api/providers/{p['id']}/test", headers=bearer(token)).json()
+            assert tested["ok"] is True
+    data_dir = Path(settings.data_dir)
+    secrets_file, key_file = data_dir / "secrets.enc.json", data_dir / "secrets.key"
+    assert secrets_file.exists() and key_file.exists()
+    for path in (secrets_file, key_file):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    for path in data_dir.rglob("*"):  # the secrets file, the database, the logs
+        if path.is_file():
+            assert LONG_KEY.encode() not in path.read_bytes(), path
+    for record in caplog.records:
+        assert LONG_KEY not in record.getMessage() and LONG_KEY not in str(record.args)
+
+
+def test_a_broken_secret_key_file_is_a_clear_error_never_a_500(
+    make_settings: Callable[..., Settings], failing_keyring: None
+) -> None:
+    settings = make_settings()
+    with FakeOpenAI(api_key=LONG_KEY) as fake:
+        with TestClient(create_app(settings), base_url=BASE_URL) as client:
+            token = _sign_in_admin(client)
+            p = create(client, token, base_url=fake.url, api_key=LONG_KEY)
+            key_file = Path(settings.data_dir) / "secrets.key"
+            key_file.write_text("garbage")
+            tested = client.post(f"/api/providers/{p['id']}/test", headers=bearer(token)).json()
+            assert tested["ok"] is False and tested["error"]["code"] == "secret_store_key_invalid"
+            r = client.patch(f"/api/providers/{p['id']}", json={"api_key": LONG_KEY}, headers=bearer(token))
+            assert (r.status_code, r.json()["code"]) == (503, "secret_store_key_invalid")
+            key_file.unlink()
+            r = client.post(
+                "/api/providers",
+                json={"name": "Other", "kind": "openai", "base_url": fake.url, "api_key": LONG_KEY},
+                headers=bearer(token),
+            )
+            assert (r.status_code, r.json()["code"]) == (503, "secret_store_key_missing")
+            assert "secrets.key" in r.json()["message"] and LONG_KEY not in r.text
+            assert client.get("/api/models", headers=bearer(token)).status_code == 200
+
+
+def test_plaintext_backends_are_refused(memory_keyring: MemoryKeyring) -> None:
     import keyring
     import keyring.backend
 
     from server.errors import Unavailable
+    from server.security.secret_store import KeyringSecretStore
 
     class PlaintextKeyring(keyring.backend.KeyringBackend):
         priority = 1  # type: ignore[assignment]
@@ -219,14 +311,10 @@ def test_plaintext_backends_are_refused(monkeypatch: pytest.MonkeyPatch) -> None
         def delete_password(self, service: str, username: str) -> None:
             return None
 
-    previous = keyring.get_keyring()
-    keyring.set_keyring(PlaintextKeyring())
-    try:
-        with pytest.raises(Unavailable) as info:
-            providers_service.store_api_key(uuid.uuid4(), LONG_KEY)
-        assert info.value.code == "keyring_unavailable"
-    finally:
-        keyring.set_keyring(previous)
+    keyring.set_keyring(PlaintextKeyring())  # memory_keyring restores the previous backend
+    with pytest.raises(Unavailable) as info:
+        providers_service.store_api_key(KeyringSecretStore(), uuid.uuid4(), LONG_KEY)
+    assert info.value.code == "keyring_unavailable"
 
 
 def test_changing_base_url_drops_the_key_unless_a_new_one_is_given(

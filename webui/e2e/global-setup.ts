@@ -34,6 +34,7 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
       MODELTRAIN_BACKUP_SCHEDULE: 'off',
       MODELTRAIN_METRICS_INTERVAL_SECONDS: '1',
       MODELTRAIN_LOG_LEVEL: 'INFO',
+      MODELTRAIN_API_DOCS: 'true', // api-docs.spec.ts
     })
     started.push(server)
     process.env.MT_E2E_URL = server.url

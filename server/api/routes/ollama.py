@@ -130,13 +130,21 @@ def copy_model(body: OllamaModelCopy, _: AdminUser, target: TargetDep) -> Ollama
     "/models/create",
     response_model=OllamaModelRef,
     status_code=status.HTTP_201_CREATED,
-    summary="Create a model from a base model with a system prompt and parameters (admin)",
+    summary="Create a model from a base model (system prompt, template, parameters) or a Modelfile (admin)",
 )
 def create_model(
     body: OllamaModelCreate, _: AdminUser, runtime: RuntimeDep, target: TargetDep
 ) -> OllamaModelRef:
     result = ollama_admin.create_model(
-        runtime.settings, target, body.name, body.from_, body.system, body.parameters
+        runtime.settings,
+        target,
+        body.name,
+        body.from_,
+        body.system,
+        body.parameters,
+        template=body.template,
+        modelfile=body.modelfile,
+        quantize=body.quantize,
     )
     return OllamaModelRef.model_validate(result)
 

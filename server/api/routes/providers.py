@@ -14,6 +14,7 @@ from server.schemas.provider import (
     ProviderTestResult,
     ProviderUpdate,
 )
+from server.security.secret_store import get_secret_store
 from server.services import providers as providers_service
 
 router = APIRouter(prefix="/api/providers", tags=["providers"])
@@ -30,8 +31,10 @@ def list_providers(
 @router.post(
     "", response_model=ProviderRead, status_code=status.HTTP_201_CREATED, summary="Add a provider (admin)"
 )
-def create_provider(body: ProviderCreate, _: AdminUser, session: SessionDep) -> ProviderRead:
-    return ProviderRead.from_row(providers_service.create_provider(session, body))
+def create_provider(
+    body: ProviderCreate, _: AdminUser, session: SessionDep, runtime: RuntimeDep
+) -> ProviderRead:
+    return ProviderRead.from_row(providers_service.create_provider(session, body, get_secret_store(runtime)))
 
 
 @router.get("/{provider_id}", response_model=ProviderRead, summary="One provider (admin)")
@@ -41,22 +44,25 @@ def get_provider(provider_id: uuid.UUID, _: AdminUser, session: SessionDep) -> P
 
 @router.patch("/{provider_id}", response_model=ProviderRead, summary="Change a provider (admin)")
 def update_provider(
-    provider_id: uuid.UUID, body: ProviderUpdate, _: AdminUser, session: SessionDep
+    provider_id: uuid.UUID, body: ProviderUpdate, _: AdminUser, session: SessionDep, runtime: RuntimeDep
 ) -> ProviderRead:
-    return ProviderRead.from_row(providers_service.update_provider(session, provider_id, body))
+    secrets = get_secret_store(runtime)
+    return ProviderRead.from_row(providers_service.update_provider(session, provider_id, body, secrets))
 
 
 @router.delete("/{provider_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a provider (admin)")
-def delete_provider(provider_id: uuid.UUID, _: AdminUser, session: SessionDep) -> None:
-    providers_service.delete_provider(session, provider_id)
+def delete_provider(provider_id: uuid.UUID, _: AdminUser, session: SessionDep, runtime: RuntimeDep) -> None:
+    providers_service.delete_provider(session, provider_id, get_secret_store(runtime))
 
 
 @router.post("/{provider_id}/test", response_model=ProviderTestResult, summary="Test the connection (admin)")
 async def test_provider(
     provider_id: uuid.UUID, _: AdminUser, session: SessionDep, runtime: RuntimeDep
 ) -> ProviderTestResult:
-    # Async because it waits on the network; the DB/keyring/DNS part runs in a worker thread.
-    provider, key, error = await run_in_threadpool(providers_service.load_for_test, session, provider_id)
+    # Async because it waits on the network; the DB/secret store/DNS part runs in a worker thread.
+    provider, key, error = await run_in_threadpool(
+        providers_service.load_for_test, session, provider_id, get_secret_store(runtime)
+    )
     if error is not None:
         return ProviderTestResult(ok=False, models=[], error=error)
     return await providers_service.check_connection(get_registry(runtime), provider, key)

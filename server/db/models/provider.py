@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import JSON, CheckConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db.base import Base, IdMixin, TimestampMixin
@@ -22,3 +22,6 @@ class Provider(IdMixin, TimestampMixin, Base):
     api_key_hint: Mapped[str] = mapped_column(String(8), default="")
     is_default: Mapped[bool] = mapped_column(default=False)
     enabled: Mapped[bool] = mapped_column(default=True)
+    #: OpenAI-compatible providers: the model ids offered in the chat picker (empty: every model the
+    #: upstream lists at ``GET /v1/models``).
+    model_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")

@@ -113,27 +113,62 @@ export const providersApi = {
     ),
 }
 
+/** Which Ollama host a call is about: `?provider=<id>` (none: the server's default Ollama). */
+export type OllamaHost = string | null | undefined
+const at = (provider: OllamaHost, opts: RequestOptions = {}): RequestOptions => ({
+  ...opts,
+  query: { ...opts.query, provider: provider ?? undefined },
+})
+
+/** The fields of POST /api/ollama/models/create: a base model with fields, or a Modelfile. */
+export interface OllamaCreateBody {
+  name: string
+  from?: string
+  system?: string
+  parameters?: Record<string, unknown>
+  modelfile?: string
+  quantize?: 'q4_K_M' | 'q4_K_S' | 'q8_0'
+}
+
 export const ollamaApi = {
-  status: () => http.get<OllamaStatus>('/api/ollama/status'),
+  status: (provider?: OllamaHost) => http.get<OllamaStatus>('/api/ollama/status', at(provider)),
   action: (a: 'start' | 'stop' | 'restart') => http.post<OllamaStatus | void>(`/api/ollama/${a}`, {}),
   logs: (tail = 200) => http.get<{ lines: string[] }>('/api/ollama/logs', { query: { tail } }),
-  models: () => http.get<{ items: OllamaModel[] }>('/api/ollama/models'),
-  model: (name: string) => http.get<Record<string, unknown>>(`/api/ollama/models/${enc(name)}`),
-  remove: (name: string) => http.del<void>(`/api/ollama/models/${enc(name)}`),
-  copy: (source: string, destination: string) => http.post<void>('/api/ollama/models/copy', { source, destination }),
-  create: (body: { name: string; from: string; system?: string; parameters?: Record<string, unknown> }) =>
-    http.post<unknown>('/api/ollama/models/create', body),
-  running: () => http.get<{ items: RunningModel[] }>('/api/ollama/running'),
-  unload: (name: string) => http.post<void>(`/api/ollama/running/${enc(name)}/unload`, {}),
-  pull: (name: string, signal?: AbortSignal) =>
-    rawRequest('POST', '/api/ollama/pull', { body: { name }, signal, headers: { Accept: 'text/event-stream' } }),
-  pulls: async () => {
-    const r = await http.get<{ items: PullProgress[] } | PullProgress[]>('/api/ollama/pulls')
+  models: (provider?: OllamaHost) => http.get<{ items: OllamaModel[] }>('/api/ollama/models', at(provider)),
+  model: (name: string, provider?: OllamaHost) =>
+    http.get<Record<string, unknown>>(`/api/ollama/models/${enc(name)}`, at(provider)),
+  remove: (name: string, provider?: OllamaHost) => http.del<void>(`/api/ollama/models/${enc(name)}`, at(provider)),
+  copy: (source: string, destination: string, provider?: OllamaHost) =>
+    http.post<void>('/api/ollama/models/copy', { source, destination }, at(provider)),
+  create: (body: OllamaCreateBody, provider?: OllamaHost) =>
+    http.post<unknown>('/api/ollama/models/create', body, at(provider)),
+  running: (provider?: OllamaHost) => http.get<{ items: RunningModel[] }>('/api/ollama/running', at(provider)),
+  /** Loads a model into memory; `keepAlive` -1 pins it there. */
+  load: (name: string, keepAlive?: number | string, provider?: OllamaHost) =>
+    http.post<void>(
+      `/api/ollama/running/${enc(name)}/load`,
+      keepAlive === undefined ? {} : { keep_alive: keepAlive },
+      at(provider),
+    ),
+  unload: (name: string, provider?: OllamaHost) =>
+    http.post<void>(`/api/ollama/running/${enc(name)}/unload`, {}, at(provider)),
+  pull: (name: string, signal?: AbortSignal, provider?: OllamaHost) =>
+    rawRequest(
+      'POST',
+      '/api/ollama/pull',
+      at(provider, { body: { name }, signal, headers: { Accept: 'text/event-stream' } }),
+    ),
+  pulls: async (provider?: OllamaHost) => {
+    const r = await http.get<{ items: PullProgress[] } | PullProgress[]>('/api/ollama/pulls', at(provider))
     return Array.isArray(r) ? r : r.items
   },
-  pullEvents: (name: string, signal?: AbortSignal) =>
-    rawRequest('GET', `/api/ollama/pulls/${enc(name)}/events`, { signal, headers: { Accept: 'text/event-stream' } }),
-  cancelPull: (name: string) => http.del<void>(`/api/ollama/pull/${enc(name)}`),
+  pullEvents: (name: string, signal?: AbortSignal, provider?: OllamaHost) =>
+    rawRequest(
+      'GET',
+      `/api/ollama/pulls/${enc(name)}/events`,
+      at(provider, { signal, headers: { Accept: 'text/event-stream' } }),
+    ),
+  cancelPull: (name: string, provider?: OllamaHost) => http.del<void>(`/api/ollama/pull/${enc(name)}`, at(provider)),
 }
 
 export const opsApi = {

@@ -513,7 +513,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create a model from a base model with a system prompt and parameters (admin) */
+        /** Create a model from a base model (system prompt, template, parameters) or a Modelfile (admin) */
         post: operations["create_model_api_ollama_models_create_post"];
         delete?: never;
         options?: never;
@@ -1785,7 +1785,7 @@ export interface components {
              * Source
              * @enum {string}
              */
-            source: "ollama" | "config";
+            source: "ollama" | "openai" | "config";
             defaults: components["schemas"]["ModelDefaults"];
         };
         /** OllamaLogsRead */
@@ -1815,15 +1815,30 @@ export interface components {
             name: string;
             /**
              * From
-             * @description Base model name
+             * @description Base model name (either this or modelfile)
              */
-            from: string;
+            from?: string | null;
             /** System */
             system?: string | null;
+            /**
+             * Template
+             * @description Prompt template (Go template)
+             */
+            template?: string | null;
             /** Parameters */
             parameters?: {
                 [key: string]: number | string | string[];
             } | null;
+            /**
+             * Modelfile
+             * @description A Modelfile (FROM, SYSTEM, TEMPLATE, PARAMETER, ADAPTER, LICENSE, MESSAGE) instead of from/system/template/parameters
+             */
+            modelfile?: string | null;
+            /**
+             * Quantize
+             * @description Quantize the weights (the base must be F16 or F32)
+             */
+            quantize?: ("q4_K_M" | "q4_K_S" | "q8_0") | null;
         };
         /** OllamaModelDetailRead */
         OllamaModelDetailRead: {
@@ -2144,6 +2159,11 @@ export interface components {
              * @default true
              */
             enabled?: boolean;
+            /**
+             * Model Allowlist
+             * @description OpenAI-compatible providers: the model ids offered for chat (empty: all the upstream lists).
+             */
+            model_allowlist?: string[];
         };
         /** ProviderRead */
         ProviderRead: {
@@ -2169,6 +2189,8 @@ export interface components {
             is_default: boolean;
             /** Enabled */
             enabled: boolean;
+            /** Model Allowlist */
+            model_allowlist: string[];
             /**
              * Created At
              * Format: date-time
@@ -2211,6 +2233,11 @@ export interface components {
             is_default?: boolean | null;
             /** Enabled */
             enabled?: boolean | null;
+            /**
+             * Model Allowlist
+             * @description OpenAI-compatible providers: the model ids offered for chat (empty: all the upstream lists).
+             */
+            model_allowlist?: string[] | null;
         };
         /** RestoreRead */
         RestoreRead: {

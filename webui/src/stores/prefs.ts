@@ -4,6 +4,15 @@ import { setLocale, i18n, type Locale } from '@/i18n'
 
 export type ThemePref = 'light' | 'dark' | 'system'
 const THEME_KEY = 'modeltrain.theme'
+const OLLAMA_HOST_KEY = 'modeltrain.ollamaHost'
+
+function readKey(key: string): string | null {
+  try {
+    return localStorage.getItem(key)
+  } catch {
+    return null
+  }
+}
 
 function readTheme(): ThemePref {
   try {
@@ -18,6 +27,16 @@ function readTheme(): ThemePref {
 export const usePrefsStore = defineStore('prefs', () => {
   const theme = ref<ThemePref>(readTheme())
   const locale = ref<Locale>(i18n.global.locale.value as Locale)
+  /** The Ollama provider id the Models page manages (null: the default Ollama). */
+  const ollamaHost = ref<string | null>(readKey(OLLAMA_HOST_KEY))
+  watch(ollamaHost, (v) => {
+    try {
+      if (v) localStorage.setItem(OLLAMA_HOST_KEY, v)
+      else localStorage.removeItem(OLLAMA_HOST_KEY)
+    } catch {
+      /* ignore */
+    }
+  })
   const mq =
     typeof window !== 'undefined' && window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null
   const systemDark = ref(!!mq?.matches)
@@ -51,5 +70,5 @@ export const usePrefsStore = defineStore('prefs', () => {
   }
   setLocale(locale.value)
 
-  return { theme, locale, isDark, setLanguage }
+  return { theme, locale, isDark, setLanguage, ollamaHost }
 })

@@ -9,37 +9,56 @@ export type PullState = 'running' | 'done' | 'error' | 'cancelled'
 
 export interface PullEntry {
   name: string
+  /** The Ollama provider the pull runs on (null: the default Ollama). */
+  provider: string | null
   state: PullState
   progress: PullProgress
   error: string | null
   controller: AbortController | null
 }
 
-/** Model pulls: several at once, each with live progress; re-attached after a reload. */
+const keyOf = (provider: string | null, name: string) => `${provider ?? ''}\u0000${name}`
+
+/**
+ * Model pulls: several at once, each with live progress; re-attached after a reload. Each pull belongs to
+ * one Ollama host; `list` and `active` show those of the host chosen with `setProvider`.
+ */
 export const usePullsStore = defineStore('pulls', () => {
   const entries = reactive(new Map<string, PullEntry>())
+  /** The Ollama host the Models page shows (null: the default Ollama). */
+  const provider = ref<string | null>(null)
   /** Bumped whenever a pull finishes, so views can refresh the model list. */
   const finished = ref(0)
-  const list = computed(() => [...entries.values()])
+  const list = computed(() => [...entries.values()].filter((e) => e.provider === provider.value))
   const active = computed(() => list.value.filter((e) => e.state === 'running'))
 
-  function entry(name: string): PullEntry {
-    let e = entries.get(name)
+  function setProvider(id: string | null) {
+    provider.value = id
+  }
+
+  function entry(name: string, host: string | null = provider.value): PullEntry {
+    const key = keyOf(host, name)
+    let e = entries.get(key)
     if (!e) {
-      entries.set(name, {
+      entries.set(key, {
         name,
+        provider: host,
         state: 'running',
         progress: { name, status: 'starting' },
         error: null,
         controller: null,
       })
-      e = entries.get(name)!
+      e = entries.get(key)!
     }
     return e
   }
 
-  async function consume(name: string, open: (signal: AbortSignal) => Promise<Response>) {
-    const e = entry(name)
+  async function consume(
+    name: string,
+    host: string | null,
+    open: (signal: AbortSignal, host: string | null) => Promise<Response>,
+  ) {
+    const e = entry(name, host)
     e.controller?.abort()
     const controller = new AbortController()
     e.controller = controller
@@ -47,7 +66,7 @@ export const usePullsStore = defineStore('pulls', () => {
     e.error = null
     let terminal = false
     try {
-      const res = await open(controller.signal)
+      const res = await open(controller.signal, host)
       await readSse(
         res,
         (ev) => {
@@ -83,16 +102,17 @@ export const usePullsStore = defineStore('pulls', () => {
   }
 
   function start(name: string) {
-    return consume(name, (signal) => ollamaApi.pull(name, signal))
+    return consume(name, provider.value, (signal, host) => ollamaApi.pull(name, signal, host))
   }
 
   /** After a reload: list the server's active pulls and follow each one's progress again. */
   async function reattach() {
-    const items = await ollamaApi.pulls()
+    const host = provider.value
+    const items = await ollamaApi.pulls(host)
     for (const p of items) {
-      const known = entries.get(p.name)
+      const known = entries.get(keyOf(host, p.name))
       if (p.state && p.state !== 'running' && !known) continue // finished before this page loaded
-      const e = entry(p.name)
+      const e = entry(p.name, host)
       e.progress = { ...e.progress, ...p }
       if (p.state && p.state !== 'running') {
         if (e.state === 'running' && !e.controller) {
@@ -102,15 +122,16 @@ export const usePullsStore = defineStore('pulls', () => {
         continue
       }
       if (!e.controller && e.state === 'running') {
-        consume(p.name, (signal) => ollamaApi.pullEvents(p.name, signal)).catch(() => {})
+        consume(p.name, host, (signal, h) => ollamaApi.pullEvents(p.name, signal, h)).catch(() => {})
       }
     }
   }
 
   async function cancel(name: string) {
-    const e = entries.get(name)
+    const host = provider.value
+    const e = entries.get(keyOf(host, name))
     try {
-      await ollamaApi.cancelPull(name)
+      await ollamaApi.cancelPull(name, host)
     } finally {
       if (e) {
         e.controller?.abort()
@@ -120,9 +141,10 @@ export const usePullsStore = defineStore('pulls', () => {
   }
 
   function dismiss(name: string) {
-    const e = entries.get(name)
-    if (e && e.state !== 'running') entries.delete(name)
+    const key = keyOf(provider.value, name)
+    const e = entries.get(key)
+    if (e && e.state !== 'running') entries.delete(key)
   }
 
-  return { entries, list, active, finished, start, reattach, cancel, dismiss }
+  return { entries, provider, setProvider, list, active, finished, start, reattach, cancel, dismiss }
 })
