@@ -1,4 +1,4 @@
-"""Modelfile parsing (server/services/ollama_admin.py, ``parse_modelfile``): the instructions it translates
+"""Modelfile parsing (server/services/modelfile.py): the instructions it translates
 into Ollama's structured /api/create fields, and the mistakes it refuses with the line they are on."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from server.errors import InvalidInput
-from server.services.ollama_admin import parse_modelfile
+from server.services.modelfile import parse_modelfile
 
 DIGEST = "sha256:" + "ab" * 32
 
