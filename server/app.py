@@ -11,10 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
 from server import __version__
+from server.api.docs import OPENAPI_URL, build_docs_router
 from server.api.errors import install_error_handlers
 from server.api.middleware import AccessLogMiddleware
 from server.api.router import build_api_router
-from server.api_docs import OPENAPI_URL, build_docs_router
 from server.bootstrap import prepare_database
 from server.db.session import create_db_engine, create_session_factory
 from server.providers.registry import close_registry
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="ModelTrain",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,  # our own Swagger UI page (server/api_docs.py): no CDN, no inline script
+        docs_url=None,  # our own Swagger UI page (server/api/docs.py): no CDN, no inline script
         redoc_url=None,
         openapi_url=OPENAPI_URL if settings.api_docs else None,
     )

@@ -7,7 +7,7 @@ import { fileURLToPath, URL } from 'node:url'
 
 /**
  * Ships Swagger UI (the npm package swagger-ui-dist, no CDN) in dist/swagger-ui/ for the server's
- * /api/docs page (server/api_docs.py), so it is served from our own origin and packaged with the UI.
+ * /api/docs page (server/api/docs.py), so it is served from our own origin and packaged with the UI.
  */
 function swaggerUiAssets(): Plugin {
   const files = ['swagger-ui-bundle.js', 'swagger-ui.css', 'LICENSE', 'NOTICE']

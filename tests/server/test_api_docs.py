@@ -1,4 +1,4 @@
-"""The API docs page (server/api_docs.py): same-origin Swagger UI under a CSP without inline script."""
+"""The API docs page (server/api/docs.py): same-origin Swagger UI under a CSP without inline script."""
 
 from __future__ import annotations
 

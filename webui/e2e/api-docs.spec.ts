@@ -1,5 +1,5 @@
 /**
- * The API docs (MODELTRAIN_API_DOCS, on for the e2e server; server/api_docs.py): Swagger UI, shipped with
+ * The API docs (MODELTRAIN_API_DOCS, on for the e2e server; server/api/docs.py): Swagger UI, shipped with
  * the web UI build and served from our own origin, renders the operations under the app's CSP — no CSP
  * violation, no console error, nothing fetched from another origin (the guard fixture checks that too).
  */

@@ -36,7 +36,7 @@ from server.security.secret_store import (
 )
 from server.settings import Settings
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.server.conftest import ADMIN_PASSWORD, BASE_URL, INITIAL_PASSWORD, bearer, database_url, login
+from tests.server.conftest import ADMIN_PASSWORD, BASE_URL, INITIAL_PASSWORD, bearer, login
 from tests.server.memory_keyring import MemoryKeyring
 
 SECRET = "sk-live-" + "Qx9" * 12 + "zzzz"
@@ -221,10 +221,11 @@ def test_secrets_migrate_moves_keys_both_ways(
         assert r.status_code == 201, r.text
     name = f"provider:{r.json()['id']}"
     assert memory_keyring.store == {("modeltrain", name): SECRET}
+    url = settings.resolved_database_url  # the app's database (SQLite, or PostgreSQL on that run)
     monkeypatch.chdir(tmp_path)
     for var in [k for k in os.environ if k.startswith("MODELTRAIN_")]:
         monkeypatch.delenv(var)
-    monkeypatch.setenv("DATABASE_URL", database_url(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("SECRET_KEY", settings.secret_key.get_secret_value())  # type: ignore[union-attr]
     data_dir = str(settings.data_dir)
 

@@ -47,7 +47,7 @@ The schema is at <a href="/api/openapi.json">/api/openapi.json</a>.</p></body></
 """
 
 # validatorUrl null: Swagger UI would otherwise send the schema to an outside validator service.
-INIT_JS = f"""// Starts Swagger UI on the ModelTrain API schema (server/api_docs.py).
+INIT_JS = f"""// Starts Swagger UI on the ModelTrain API schema (server/api/docs.py).
 window.ui = SwaggerUIBundle({{
   url: "{OPENAPI_URL}",
   dom_id: "#swagger-ui",
