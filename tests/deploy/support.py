@@ -412,3 +412,144 @@ def iter_sse(response: httpx.Response) -> Iterator[tuple[str, Any]]:
                 name = value
             elif key == "data":
                 data.append(value)
+
+
+# --- a service user's view of the machine ----------------------------------------------------------------
+
+#: What systemd's ProtectHome=yes makes empty.
+PROTECTED_HOMES = ("/home", "/root", "/run/user")
+
+
+@dataclass
+class ServiceView:
+    """The filesystem and identity a hardened service runs with, built with bubblewrap + setpriv.
+
+    Like systemd's ``ProtectSystem=strict`` + ``ProtectHome=yes`` + ``PrivateTmp=yes`` +
+    ``PrivateDevices=yes`` + ``ReadWritePaths=``, and like a container's non-root ``USER``: the whole system
+    read-only, the homes empty, a private /tmp and /dev, only ``writable`` paths writable (each a host
+    directory mounted at the service's own path, owned by ``uid`` with mode 0700), and the process itself
+    running as ``uid`` with no capabilities and no way to regain privileges. The interpreter and this
+    checkout are mounted back read-only when they live under a hidden home (as on a developer's machine).
+    No D-Bus session and no keyring daemon are reachable, as for a real service user.
+    """
+
+    uid: int
+    writable: Mapping[str, Path]
+    workdir: str
+
+    def command(self, argv: list[str]) -> list[str]:
+        bwrap = shutil.which("bwrap")
+        assert bwrap, "install bubblewrap (.ci/apt-packages.txt)"
+        assert os.geteuid() == 0, "the service-user tests change user: run them as root, as CI does"
+        args = [
+            bwrap,
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",
+        ]
+        for hidden in PROTECTED_HOMES:
+            if Path(hidden).is_dir():
+                args += ["--tmpfs", hidden]
+        for keep in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO}:
+            if any(keep.is_relative_to(h) for h in PROTECTED_HOMES):
+                args += ["--ro-bind", str(keep), str(keep)]
+        # Room for mount points that do not exist on this machine (e.g. /var/lib/modeltrain): a tmpfs on
+        # their parent, once per parent, before any bind below it.
+        parents = {str(Path(t).parent) for t in self.writable if not Path(t).exists()}
+        for parent in sorted(parents):
+            assert parent != "/", f"cannot make a mount point for {parent!r} on the read-only root"
+            args += ["--tmpfs", parent]
+        for target, source in self.writable.items():
+            source.mkdir(parents=True, exist_ok=True)
+            os.chown(source, self.uid, self.uid)
+            source.chmod(0o700)
+            args += ["--bind", str(source), target]
+        args += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--chdir", self.workdir, "--"]
+        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        ids = [f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
+        return [*args, setpriv, *ids, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", *argv]
+
+    def spawn(self, argv: list[str], env: Mapping[str, str], log: Path) -> Proc:
+        clean = {k: v for k, v in env.items() if not k.startswith(("DBUS_", "XDG_", "PYTHON_KEYRING"))}
+        return SandboxedProc(spawn(self.command(argv), clean, log, cwd=REPO).popen, log)
+
+
+class SandboxedProc(Proc):
+    """``stop()`` sends SIGTERM to the service's own main process, as systemd and Docker do (bubblewrap does
+    not forward signals), then waits for the sandbox to exit."""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        import psutil
+
+        if self.popen.poll() is None:
+            try:
+                main = [
+                    p
+                    for p in psutil.Process(self.popen.pid).children(recursive=True)
+                    if p.name() != "bwrap" and (parent := p.parent()) is not None and parent.name() == "bwrap"
+                ]
+                main[0].send_signal(signal.SIGTERM)
+            except (psutil.NoSuchProcess, IndexError):
+                return super().stop(timeout)
+            try:
+                return self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return super().stop(timeout)
+
+
+def provider_key_survives_a_restart(start: Callable[[], Proc], data_dir: Path, log_dir: Path) -> str:
+    """Save an OpenAI-compatible provider's API key on a server with no keyring, restart it, chat through the
+    provider: the key was kept (encrypted, in the data directory) and is sent upstream. Returns the
+    provider's id. ``start`` starts the server healthy; ``data_dir``/``log_dir`` are its directories as
+    seen from this machine."""
+    from tests.fakes.fake_openai import FakeOpenAI
+
+    key = "sk-service-user-" + "Vq3Lm8Xz2Rt7Wp4N"
+    with FakeOpenAI(api_key=key, models=("remote-model",), reply="kept across the restart") as fake:
+        proc = start()
+        try:
+            with httpx.Client(base_url=proc.url, timeout=30) as client:
+                token = sign_in_admin(client)
+                r = client.post(
+                    "/api/providers",
+                    json={"name": "Remote", "kind": "openai", "base_url": fake.url, "api_key": key},
+                    headers=json_headers(token=token),
+                )
+                assert r.status_code == 201, r.text
+                provider_id = r.json()["id"]
+        finally:
+            assert proc.stop() == 0, proc.output()[-3000:]
+        secrets = data_dir / "secrets.enc.json"
+        assert secrets.is_file(), sorted(p.name for p in data_dir.iterdir())
+        assert (secrets.stat().st_mode & 0o777) == 0o600
+        assert ((data_dir / "secrets.key").stat().st_mode & 0o777) == 0o600
+        for path in [*data_dir.rglob("*"), *log_dir.rglob("*")]:
+            if path.is_file():
+                assert key.encode() not in path.read_bytes(), f"the key is in clear in {path}"
+        proc = start()
+        try:
+            with httpx.Client(base_url=proc.url, timeout=30) as client:
+                token = sign_in_admin(client)
+                with client.stream(
+                    "POST",
+                    "/api/chat",
+                    json={"model": f"openai:{provider_id}:remote-model", "content": "still there?"},
+                    headers=json_headers(token=token),
+                ) as r:
+                    assert r.status_code == 200, r.read()
+                    name, data = next(e for e in iter_sse(r) if e[0] in ("done", "error"))
+                assert name == "done", data
+                assert data["message"]["content"] == "kept across the restart"
+        finally:
+            assert proc.stop() == 0, proc.output()[-3000:]
+        assert ("POST", "/v1/chat/completions") in fake.requests
+    return provider_id

@@ -1,10 +1,12 @@
 """packaging/docker: the compose file validates with the compose CLI, every file the Dockerfiles copy exists,
 and the backend image's entry command (its CMD, run directly on this machine against PostgreSQL with the
-compose file's environment) serves /api/health. No Docker engine runs here."""
+compose file's environment) serves /api/health, also as the image's user with only its volumes writable.
+No Docker engine runs here."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,8 +14,20 @@ from pathlib import Path
 
 import httpx
 import yaml
+from sqlalchemy import create_engine, text
 
-from tests.deploy.support import PACKAGING, PY, REPO, free_port, spawn, wait_healthy
+from tests.deploy.support import (
+    INITIAL_PASSWORD,
+    PACKAGING,
+    PY,
+    REPO,
+    Proc,
+    ServiceView,
+    free_port,
+    provider_key_survives_a_restart,
+    spawn,
+    wait_healthy,
+)
 
 DOCKER = PACKAGING / "docker"
 SECRETS = {
@@ -107,17 +121,13 @@ def _image_env(dockerfile: Path) -> dict[str, str]:
     return env
 
 
-def test_backend_entry_command_serves_health(tmp_path: Path, pg_url: str) -> None:
-    """CMD of Dockerfile.backend with /app = this checkout and the image's paths under tmp_path."""
-    cmd = json.loads(dict(_instructions(DOCKER / "Dockerfile.backend"))["CMD"])
-    assert cmd[0] == "gunicorn"
-    args = [PY, "-m", "gunicorn", *[a.replace("/app/", f"{REPO}/") for a in cmd[1:]]]
+def _backend_env(dirs: dict[str, Path], pg_url: str, port: int) -> dict[str, str]:
+    """The image's environment plus the compose file's, with the database and port of this machine."""
     env = _image_env(DOCKER / "Dockerfile.backend")
     for key in ("MODELTRAIN_DATA_DIR", "MODELTRAIN_BACKUP_DIR", "MODELTRAIN_LOG_DIR"):
-        env[key] = str(tmp_path / env[key].strip("/").replace("/", "_"))
+        env[key] = str(dirs.get(env[key], env[key]))
     config = yaml.safe_load(_compose("config", env=SECRETS).stdout)
     compose_env = config["services"]["backend"]["environment"]
-    port = free_port()
     env.update(
         {k: str(v) for k, v in compose_env.items() if k not in ("DATABASE_URL", "MODELTRAIN_OLLAMA_URL")}
     )
@@ -128,11 +138,27 @@ def test_backend_entry_command_serves_health(tmp_path: Path, pg_url: str) -> Non
             "GUNICORN_BIND": f"127.0.0.1:{port}",  # the image binds 0.0.0.0:8000 inside its own network
             "GUNICORN_WORKERS": "2",
             "MODELTRAIN_BACKUP_SCHEDULE": "off",
-            "PATH": __import__("os").environ["PATH"],
-            "HOME": str(tmp_path),
+            "PATH": os.environ["PATH"],
         }
     )
-    proc = spawn(args, env, tmp_path / "gunicorn.log", cwd=tmp_path)
+    return env
+
+
+def _backend_command() -> list[str]:
+    cmd = json.loads(dict(_instructions(DOCKER / "Dockerfile.backend"))["CMD"])
+    assert cmd[0] == "gunicorn"
+    return [PY, "-m", "gunicorn", *[a.replace("/app/", f"{REPO}/") for a in cmd[1:]]]
+
+
+def test_backend_entry_command_serves_health(tmp_path: Path, pg_url: str) -> None:
+    """CMD of Dockerfile.backend with /app = this checkout and the image's paths under tmp_path."""
+    dirs = {
+        path: tmp_path / path.strip("/").replace("/", "_")
+        for path in ("/var/lib/modeltrain", "/var/lib/modeltrain-backups", "/var/log/modeltrain")
+    }
+    port = free_port()
+    env = {**_backend_env(dirs, pg_url, port), "HOME": str(tmp_path)}
+    proc = spawn(_backend_command(), env, tmp_path / "gunicorn.log", cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(proc, url, timeout=90)
@@ -143,3 +169,40 @@ def test_backend_entry_command_serves_health(tmp_path: Path, pg_url: str) -> Non
         assert (Path(env["MODELTRAIN_LOG_DIR"]) / "app.log").is_file()
     finally:
         assert proc.stop() == 0, proc.output()[-3000:]
+
+
+def test_the_image_user_keeps_provider_keys_without_a_keyring(tmp_path: Path, pg_url: str) -> None:
+    """The image's user layout: uid 10001 with its home in the data volume, the volumes the only writable
+    paths, the rest read-only, no keyring. Provider keys go to the encrypted file in the data volume,
+    survive a restart of the container's command and reach the provider; the database holds no key."""
+    (useradd,) = [r for w, r in _instructions(DOCKER / "Dockerfile.backend") if w == "RUN" and "useradd" in r]
+    uid = int(re.search(r"useradd [^&]*--uid (\d+)", useradd).group(1))  # type: ignore[union-attr]
+    home = re.search(r"useradd [^&]*--home-dir (\S+)", useradd).group(1)  # type: ignore[union-attr]
+    (volumes,) = [json.loads(r) for w, r in _instructions(DOCKER / "Dockerfile.backend") if w == "VOLUME"]
+    dirs = {path: tmp_path / path.strip("/").replace("/", "_") for path in volumes}
+    port = free_port()
+    env = {**_backend_env(dirs, pg_url, port), "HOME": home, "INITIAL_ADMIN_PASSWORD": INITIAL_PASSWORD}
+    # In the image the data directory is the volume itself, not this machine's directory behind it.
+    for key in ("MODELTRAIN_DATA_DIR", "MODELTRAIN_BACKUP_DIR", "MODELTRAIN_LOG_DIR"):
+        env[key] = _image_env(DOCKER / "Dockerfile.backend")[key]
+    view = ServiceView(uid=uid, writable=dirs, workdir=str(REPO))  # WORKDIR /app = this checkout
+    runs = iter(range(1, 3))
+
+    def start() -> Proc:
+        proc = view.spawn(_backend_command(), env, tmp_path / f"container-{next(runs)}.log")
+        proc.url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(proc, proc.url, timeout=90)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
+
+    provider_id = provider_key_survives_a_restart(start, dirs[home], dirs["/var/log/modeltrain"])
+    engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT * FROM providers WHERE id = :id"), {"id": provider_id}).one()
+    finally:
+        engine.dispose()
+    assert not any("sk-service-user" in str(value) for value in row)

@@ -61,6 +61,10 @@ def test_build_and_self_test(tmp_path: Path) -> None:
     internal = bundle / "_internal"
     # The web UI and the migrations are inside; unused Qt modules are not.
     assert (internal / "webui" / "dist" / "index.html").is_file()
+    # The API docs page works offline: Swagger UI ships inside, with its licence (server/api/docs.py).
+    swagger = internal / "webui" / "dist" / "swagger-ui"
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE"):
+        assert (swagger / name).is_file() and (swagger / name).stat().st_size > 0, name
     assert any((internal / "server" / "migrations" / "versions").glob("*_0001_initial_schema.py"))
     pyside = internal / "PySide6"
     for unused in ("QtQml", "QtQuick", "QtQuickWidgets", "QtMultimedia", "QtCharts", "Qt3DCore"):

@@ -1,16 +1,31 @@
 """packaging/systemd/modeltrain.service: `systemd-analyze verify` and the offline security score, on a copy
-whose paths point at this checkout (verify checks that ExecStart exists)."""
+whose paths point at this checkout (verify checks that ExecStart exists); and the unit's ExecStart run with
+its example environment file, under its filesystem hardening, as a service user without a keyring."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests.deploy.support import PACKAGING, REPO
+from tests.deploy.support import (
+    INITIAL_PASSWORD,
+    PACKAGING,
+    REPO,
+    SECRET_KEY,
+    Proc,
+    ServiceView,
+    free_port,
+    provider_key_survives_a_restart,
+    wait_healthy,
+)
 
 UNIT = PACKAGING / "systemd" / "modeltrain.service"
+#: The service user: a system uid with no account on this machine (no home, no keyring, no D-Bus).
+SERVICE_UID = 990
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 
 
@@ -91,3 +106,58 @@ def test_environment_example_names_real_settings() -> None:
         r"^#?([A-Z_]+)=", (PACKAGING / "systemd" / "modeltrain.env.example").read_text(), re.MULTILINE
     )
     assert names and set(names) <= known, set(names) - known
+
+
+def _directives(name: str) -> list[str]:
+    return re.findall(rf"^{name}=(.*)$", UNIT.read_text(), re.MULTILINE)
+
+
+def test_the_hardened_service_keeps_provider_keys_without_a_keyring(tmp_path: Path) -> None:
+    """The unit's own command, environment file, working directory, writable paths and hardening, as a
+    system user whose home is the data directory: no keyring exists there, so provider keys go to the
+    encrypted file store in the data directory, survive a restart and reach the provider."""
+    env_file = dict(
+        re.findall(
+            r"^([A-Z_]+)=(.*)$", (PACKAGING / "systemd" / "modeltrain.env.example").read_text(), re.MULTILINE
+        )
+    )
+    port = free_port()
+    env = {
+        **env_file,
+        "PATH": os.environ["PATH"],
+        "HOME": "/var/lib/modeltrain",  # the home `useradd --home-dir` gives the service user
+        "DATABASE_URL": "sqlite:////var/lib/modeltrain/modeltrain.db",
+        "SECRET_KEY": SECRET_KEY,
+        "INITIAL_ADMIN_PASSWORD": INITIAL_PASSWORD,
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "2",
+        "MODELTRAIN_ALLOWED_HOSTS": "127.0.0.1",
+        "MODELTRAIN_WEBUI_DIST": env_file["MODELTRAIN_WEBUI_DIST"].replace("/opt/modeltrain/src", str(REPO)),
+    }
+    assert env_file["MODELTRAIN_DATA_DIR"] == "/var/lib/modeltrain"
+    (writable,) = _directives("ReadWritePaths")
+    dirs = {path: tmp_path / path.strip("/").replace("/", "_") for path in writable.split()}
+    (workdir,) = _directives("WorkingDirectory")
+    view = ServiceView(uid=SERVICE_UID, writable=dirs, workdir=workdir)
+    (exec_start,) = _directives("ExecStart")
+    argv = [
+        a.replace("/opt/modeltrain/venv/bin/gunicorn", str(REPO / ".venv" / "bin" / "gunicorn")).replace(
+            "/opt/modeltrain/src", str(REPO)
+        )
+        for a in shlex.split(exec_start)
+    ]
+    runs = iter(range(1, 3))
+
+    def start() -> Proc:
+        proc = view.spawn(argv, env, tmp_path / f"service-{next(runs)}.log")
+        proc.url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(proc, proc.url, timeout=90)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
+
+    provider_key_survives_a_restart(start, dirs["/var/lib/modeltrain"], dirs["/var/log/modeltrain"])
+    # It ran as the service user: what it wrote belongs to that user, not to root.
+    assert {p.stat().st_uid for p in dirs["/var/lib/modeltrain"].iterdir()} == {SERVICE_UID}
