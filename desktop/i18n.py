@@ -83,6 +83,12 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "lan_cancel": ("Cancel", "取消"),
     "lan_copy": ("Copy address", "复制地址"),
     "lan_url": ("Open this address on another device:", "在其他设备上打开此地址："),
+    "lan_ca": (
+        "On each phone or PC, open {url} to download this computer's CA certificate, check that its SHA-256 "
+        "fingerprint is\n{fingerprint}\nthen install it and mark it as trusted.",
+        "请在每台手机或电脑上打开 {url} 下载本机的 CA 证书，"
+        "核对其 SHA-256 指纹为\n{fingerprint}\n然后安装并设为信任。",
+    ),
     "lan_failed": ("LAN access could not be turned on: {message}", "无法开启局域网访问：{message}"),
     "closed_to_tray": (
         "ModelTrain keeps running in the tray. Use Quit in the tray menu to stop it.",

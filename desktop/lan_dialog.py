@@ -153,6 +153,13 @@ class LanDialog(QDialog):
         copy = QPushButton(tr("lan_copy", self.lang))
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(url))
         layout.addWidget(copy)
+        fingerprint, ca_url = status.get("ca_fingerprint_sha256"), status.get("ca_download_url")
+        self.ca_label: QLabel | None = None
+        if fingerprint and ca_url:
+            self.ca_label = QLabel(tr("lan_ca", self.lang, url=ca_url, fingerprint=fingerprint))
+            self.ca_label.setWordWrap(True)
+            self.ca_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            layout.addWidget(self.ca_label)
         close = QPushButton(tr("close", self.lang))
         close.clicked.connect(self.accept)
         layout.addWidget(close)

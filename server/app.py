@@ -71,6 +71,9 @@ def create_app(settings: Settings) -> FastAPI:
             active_streams=streams.ids,
             stop_stream=streams.stop,
             local_pulls=lambda: runtime.ollama_pulls.list() if runtime.ollama_pulls is not None else [],
+            cancel_pull=lambda url, name: runtime.ollama_pulls and runtime.ollama_pulls.cancel(url, name),
+            # The System page of every instance lists this one (the desktop's server is alone).
+            snapshot=None if settings.desktop_mode else lambda: metrics_service.instance_snapshot(runtime),
         )
         try:
             yield

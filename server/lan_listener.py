@@ -7,17 +7,23 @@ machine's addresses and host names are added to the Host allow-list, and removed
 The choice (on/off, address, port) is saved as a 0600 JSON file in the data directory; anything
 unreadable there means "off" (docs/security.md, A5).
 
+The LAN listener speaks HTTPS with a certificate from this install's own CA
+(:mod:`server.security.local_ca`); :mod:`server.lan_tls` says how one port serves TLS and plain HTTP (a
+redirect and the CA download only). The loopback listener stays plain HTTP.
+
 The host registers the controller as ``runtime.lan`` (:meth:`EmbeddedServer.enable_lan_control`);
 ``server.services.lan`` only calls it through its ``LanControl`` protocol.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import ipaddress
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from concurrent.futures import Future
@@ -27,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from server.errors import Conflict, InvalidInput
+from server.lan_tls import CA_PATH, LanServer, PlainHttp, tls_context
 from server.listener import ListenerApp, ReadyServer, bind_listener, host_for_url, uvicorn_config
-from server.security import desktop_token
+from server.security import desktop_token, local_ca
 from server.security.network_guard import LOOPBACK_HOSTS
 from server.security.secret_store import ensure_private_dir, write_private_file
 
@@ -96,6 +103,7 @@ class LanController:
         self._addresses: list[str] = []
         self._added_hosts: set[str] = set()
         self._error: str | None = None
+        self._cert: local_ca.ServerCertificate | None = None
 
     @property
     def state_file(self) -> Path:
@@ -145,9 +153,11 @@ class LanController:
             if enabled:
                 assert self._host is not None
                 assert self._port is not None
-                urls = [f"http://{host_for_url(a)}:{self._port}" for a in self._addresses]
+                urls = [f"https://{host_for_url(a)}:{self._port}" for a in self._addresses]
                 best = _preferred(self._addresses)
-                url = f"http://{host_for_url(best)}:{self._port}" if best else None
+                url = f"https://{host_for_url(best)}:{self._port}" if best else None
+                cert = self._cert
+                assert cert is not None
                 return {
                     "enabled": True,
                     "url": url,
@@ -156,6 +166,10 @@ class LanController:
                     "urls": urls,
                     "addresses": sorted(self._added_hosts | set(self._addresses)),
                     "error": None,
+                    "ca_fingerprint_sha256": cert.ca_fingerprint_sha256,
+                    "ca_download_url": f"http://{host_for_url(best)}:{self._port}{CA_PATH}" if best else None,
+                    "ca_download_path": CA_PATH,
+                    "certificate_expires_at": cert.not_after,
                 }
             saved = self.load_state()
             return {
@@ -184,6 +198,32 @@ class LanController:
         with self._lock:
             self.close(persist=True)
             return self.status()
+
+    def ca_certificate(self) -> bytes | None:
+        """The CA certificate (DER) that devices install to trust the LAN listener; None before first use."""
+        return local_ca.ca_certificate_der(self._embedded.settings.data_dir)
+
+    def renew_certificate(self, now: dt.datetime | None = None) -> bool:
+        """Reissue the server certificate if it expires soon or the machine's addresses changed (new
+        Wi-Fi address; those join the Host allow-list too); the open listener uses it for new
+        connections. Returns whether a new certificate was issued. ``now`` is for tests."""
+        with self._lock:
+            server, host = self._server, self._host
+            if not isinstance(server, LanServer) or host is None:
+                return False
+            addresses, names = interface_addresses(host), host_names()
+            cert = local_ca.ensure_server_certificate(
+                self._embedded.settings.data_dir, addresses + names, now=now
+            )
+            if cert.issued:
+                server.context.load_cert_chain(cert.cert_file, cert.key_file)
+                log.warning("LAN certificate renewed (valid until %s)", cert.not_after)
+            guard = self._embedded.runtime.guard
+            new = {h for h in [*addresses, *names] if h not in guard.allowed_hosts and "*" not in h}
+            guard.allowed_hosts.update(new)
+            self._added_hosts |= new
+            self._addresses, self._cert = addresses, cert
+            return cert.issued
 
     def restore(self) -> None:
         """At start-up: reopen the listener if LAN access was on. Failures are logged, never fatal."""
@@ -226,14 +266,24 @@ class LanController:
             ) from None
         actual_port = sock.getsockname()[1]
         addresses = interface_addresses(host)
+        try:
+            cert = local_ca.ensure_server_certificate(embedded.settings.data_dir, addresses + host_names())
+            context = tls_context(cert)
+        except (local_ca.LocalCaError, OSError, ssl.SSLError) as exc:
+            sock.close()
+            log.error("LAN access stays off: %s", exc)
+            raise Conflict(str(exc), code="lan_certificate_unavailable") from None
         guard = embedded.runtime.guard
         wanted = set(addresses) | set(host_names())
         added = {h for h in wanted if h not in guard.allowed_hosts and "*" not in h}
         guard.allowed_hosts.update(added)
-        server = ReadyServer(
+        server = LanServer(
             uvicorn_config(
                 ListenerApp(embedded.app, desktop_token.LAN_LISTENER), embedded.settings, lifespan="off"
-            )
+            ),
+            context,
+            lambda: PlainHttp(actual_port, guard, lambda: cert.ca_der),
+            self.renew_certificate,
         )
         future = embedded.call_soon(lambda: server.serve(sockets=[sock]))
         deadline = time.monotonic() + 10
@@ -247,7 +297,7 @@ class LanController:
                 )
         self._server, self._sock, self._future = server, sock, future
         self._host, self._port, self._addresses, self._added_hosts = host, actual_port, addresses, added
-        self._error = None
+        self._error, self._cert = None, cert
         log.warning("LAN access on: listening on %s:%s", host_for_url(host), actual_port)
 
     def close(self, *, persist: bool) -> None:

@@ -30,6 +30,7 @@ PUBLIC_ROUTES = frozenset(
         ("POST", "/api/auth/desktop"),
         ("GET", "/api/health"),
         ("GET", "/api/health/ready"),
+        ("GET", "/api/lan/ca.crt"),
     }
 )
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 
 from pydantic import BaseModel, Field, field_validator
@@ -20,6 +21,14 @@ class LanRead(BaseModel):
     addresses: list[str] = Field(default_factory=list)
     #: Why the last attempt to open the listener failed (e.g. at start-up), if it did.
     error: str | None = None
+    #: SHA-256 fingerprint of this install's CA certificate (colon-separated hex), to compare on devices.
+    ca_fingerprint_sha256: str | None = None
+    #: Where devices on the LAN download the CA certificate (plain HTTP, so it works before they trust it).
+    ca_download_url: str | None = None
+    #: The same download as a path on whichever listener serves the page (e.g. loopback).
+    ca_download_path: str | None = None
+    #: When the LAN listener's server certificate expires (it is renewed 30 days before).
+    certificate_expires_at: dt.datetime | None = None
 
 
 class LanUpdate(StrictModel):

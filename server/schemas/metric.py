@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class WindowStats(BaseModel):
@@ -44,9 +44,24 @@ class Threshold(BaseModel):
     alert: float
 
 
+class InstanceMetrics(BaseModel):
+    """One server instance's latest figures (several instances or gunicorn workers share a database)."""
+
+    instance: str
+    host: str
+    updated_at: datetime
+    current: MetricsCurrent
+    status: dict[str, str]
+
+
 class MetricsRead(BaseModel):
+    """``current``, ``status`` and ``history`` are the answering instance's (``instance``); ``instances``
+    lists every live instance, this one first."""
+
     current: MetricsCurrent
     #: normal | warning | alert per metric (cpu, memory, disk, latency, error_rate, ollama).
     status: dict[str, str]
     thresholds: dict[str, Threshold]
     history: list[MetricsSample]
+    instance: str = Field(description="the server instance that answered")
+    instances: list[InstanceMetrics] = Field(description="every live instance sharing the database")

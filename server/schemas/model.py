@@ -36,6 +36,8 @@ class ModelRead(BaseModel):
     capabilities: list[str]
     #: "config" (a model configuration), or the kind of provider that listed the model.
     source: Literal["ollama", "openai", "config"]
+    #: Presets ("config"): shared with everyone (true) or the caller's personal one (false); else null.
+    shared: bool | None = None
     defaults: ModelDefaults
 
 

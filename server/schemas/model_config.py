@@ -56,10 +56,18 @@ def _clean_text(value: str | None, what: str) -> str | None:
 
 
 class ModelConfigRead(BaseModel):
+    """A preset as the caller sees it."""
+
     model_config = ConfigDict(from_attributes=True, protected_namespaces=())
 
     id: uuid.UUID
     provider_id: uuid.UUID
+    #: The user a personal preset belongs to; ``None`` for a shared one.
+    owner_id: uuid.UUID | None
+    #: Shared with everyone (managed by admins) rather than personal.
+    shared: bool
+    #: Whether the caller may change or delete it (its owner; an admin for a shared one).
+    editable: bool
     name: str
     model: str
     system_prompt: str
@@ -91,14 +99,25 @@ class _ModelConfigFields(StrictModel):
 
 
 class ModelConfigCreate(_ModelConfigFields):
-    provider_id: uuid.UUID
-    name: str = Field(min_length=1, max_length=200)
-    model: str = Field(min_length=1, max_length=300)
+    """The base model is either ``provider_id`` + ``model`` or ``base_model_id`` (an id from
+    ``GET /api/models`` of a discovered model, e.g. ``ollama:<provider id>:<name>``), not both."""
 
-    @field_validator("name", "model")
+    provider_id: uuid.UUID | None = None
+    name: str = Field(min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=300)
+    base_model_id: str | None = Field(default=None, min_length=1, max_length=1200)
+    #: Shared with everyone (admins only). Omitted: shared when an admin creates it, personal otherwise.
+    shared: bool | None = None
+
+    @field_validator("name")
     @classmethod
     def _text(cls, value: str) -> str:
         return _clean_text(value, "the value") or ""
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        return _clean_text(value, "the value")
 
 
 class ModelConfigUpdate(_ModelConfigFields):
@@ -106,6 +125,10 @@ class ModelConfigUpdate(_ModelConfigFields):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     model: str | None = Field(default=None, min_length=1, max_length=300)
+    #: Another base model (a discovered model id, as on create); replaces provider and model.
+    base_model_id: str | None = Field(default=None, min_length=1, max_length=1200)
+    #: Admins: make a preset shared with everyone, or a shared one their own personal preset again.
+    shared: bool | None = None
 
     @field_validator("name", "model")
     @classmethod

@@ -152,6 +152,9 @@ class OllamaPullRead(BaseModel):
     started_at: datetime
     finished_at: datetime | None = None
     events: int = 0
+    instance: str | None = Field(
+        None, description="the server instance (or gunicorn worker) running the pull"
+    )
 
 
 class OllamaPullPage(BaseModel):

@@ -12,6 +12,8 @@ import threading
 from collections import deque
 from datetime import datetime, timezone
 
+from pydantic import ValidationError
+
 from server.runtime import Runtime
 from server.schemas.alert import AlertFeed, AlertRead
 
@@ -83,6 +85,27 @@ class AlertCenter:
             return AlertFeed(
                 active=[a.model_copy() for a in active], recent=[a.model_copy() for a in self._recent]
             )
+
+
+def deployment_feed(runtime: Runtime) -> AlertFeed:
+    """``GET /api/alerts``: this instance's feed, every alert labelled with its instance, plus the other
+    live instances' active alerts (services/cluster.py snapshots)."""
+    from server.services import cluster
+
+    name = cluster.instance_name(runtime.settings)
+    feed = get_alert_center(runtime).snapshot()
+    for alert in (*feed.active, *feed.recent):
+        alert.instance = name
+    instances = [name]
+    for snap in cluster.other_snapshots(runtime):
+        instances.append(snap["instance"])
+        for raw in snap["alerts"]:
+            try:
+                feed.active.append(AlertRead.model_validate({**raw, "instance": snap["instance"]}))
+            except ValidationError:
+                continue  # another version's alert: left out rather than failing the feed
+    feed.active.sort(key=lambda a: a.since)
+    return feed.model_copy(update={"instance": name, "instances": instances})
 
 
 def get_alert_center(runtime: Runtime) -> AlertCenter:

@@ -161,10 +161,10 @@ class ChatPlan:
     first_user_text: str = ""
 
 
-def _resolve(session: Session, runtime: Runtime, model_id: str):
+def _resolve(session: Session, runtime: Runtime, model_id: str, user_id: uuid.UUID):
     from server.services import models as models_service  # provided by the providers/models feature
 
-    return models_service.resolve_model(session, runtime, model_id)
+    return models_service.resolve_model(session, runtime, model_id, user_id=user_id)
 
 
 def _ancestors(messages: list[Message], leaf_id: uuid.UUID | None) -> list[Message]:
@@ -242,7 +242,7 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
             conv = parent_conv
         elif parent_conv.id != conv.id:
             raise NotFound("message not found", code="message_not_found")
-    resolved = _resolve(session, runtime, body.model)
+    resolved = _resolve(session, runtime, body.model, user.id)
     now = utcnow()
     is_new = conv is None
     if conv is None:
@@ -312,7 +312,7 @@ def prepare_regenerate(
     model_id = body.model or (target.model if target.role == "assistant" else "") or conv.model
     if not model_id:
         raise InvalidInput("no model given and none recorded for this conversation", code="model_required")
-    resolved = _resolve(session, runtime, model_id)
+    resolved = _resolve(session, runtime, model_id, user.id)
     existing = conversations_service.list_messages(session, conv.id)
     path = _ancestors(existing, prompt_id)
     options = body.options.compact() if body.options else {}

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.db.models import User
-from server.errors import Conflict, Forbidden, InvalidInput
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.runtime import Runtime
 from server.schemas.lan import LanRead, LanUpdate
 from server.security.passwords import verify_password
@@ -33,6 +33,8 @@ class LanControl(Protocol):
 
     def disable(self) -> dict[str, Any]: ...
 
+    def ca_certificate(self) -> bytes | None: ...
+
 
 def _controller(runtime: Runtime) -> LanControl:
     controller = runtime.lan
@@ -47,6 +49,15 @@ def _controller(runtime: Runtime) -> LanControl:
 
 def get_status(runtime: Runtime) -> LanRead:
     return LanRead(**_controller(runtime).status())
+
+
+def ca_certificate(runtime: Runtime) -> bytes:
+    """The local CA's certificate (DER), public on purpose: devices install it to trust the LAN listener,
+    after comparing its fingerprint with the one the LAN dialog shows."""
+    der = _controller(runtime).ca_certificate()
+    if der is None:
+        raise NotFound("there is no LAN certificate authority yet; turn on LAN access first", code="no_ca")
+    return der
 
 
 def _accounts_on_initial_password(session: Session) -> int:

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import ValidationError
 
 from server import aio
 from server.health_levels import DEFAULT_THRESHOLDS, OLLAMA_NORMAL, classify, ollama_status
 from server.runtime import Runtime
+from server.schemas.metric import MetricsCurrent
 from server.services.alerts import AlertCenter, get_alert_center
 from server.settings import Settings
 
@@ -403,3 +405,44 @@ def render_prometheus(collector: MetricsCollector) -> str:
         [(f'{{modeltrain_instance="{name}",version="{__version__}"}}', 1)],
     )
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Several instances: this one's snapshot for the others, and the deployment-wide report
+# --------------------------------------------------------------------------------------------------
+
+
+def instance_snapshot(runtime: Runtime) -> dict[str, Any]:
+    """What this instance publishes for the others (services/cluster.py): its current figures and
+    statuses, and its active alerts (JSON-ready)."""
+    report = get_collector(runtime).report()
+    current = MetricsCurrent.model_validate(report["current"]).model_dump(mode="json")
+    alerts = [a.model_dump(mode="json") for a in get_alert_center(runtime).active()]
+    return {"metrics": {"current": current, "status": report["status"]}, "alerts": alerts}
+
+
+def deployment_report(runtime: Runtime) -> dict[str, Any]:
+    """``GET /api/metrics``: this instance's report, plus every live instance's figures, labelled."""
+    from server.services import cluster
+
+    report = get_collector(runtime).report()
+    name = cluster.instance_name(runtime.settings)
+    mine = {
+        "instance": name,
+        "host": cluster.host_name(),
+        "updated_at": datetime.now(timezone.utc),
+        "current": report["current"],
+        "status": report["status"],
+    }
+    others = []
+    for snap in cluster.other_snapshots(runtime):
+        metrics = snap["metrics"]
+        try:  # another version's snapshot may lack a field: leave it out rather than fail the page
+            current = MetricsCurrent.model_validate(metrics.get("current"))
+        except ValidationError:
+            continue
+        status = metrics.get("status") if isinstance(metrics.get("status"), dict) else {}
+        others.append(
+            {**{k: snap[k] for k in ("instance", "host", "updated_at")}, "current": current, "status": status}
+        )
+    return {**report, "instance": name, "instances": [mine, *others]}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from server.db.models import ModelConfig, Provider
@@ -139,13 +139,16 @@ def config_options(config: ModelConfig) -> dict[str, Any]:
     return {**(config.options or {}), **options}
 
 
-def resolve_model(session: Session, runtime: Runtime, model_id: str) -> ResolvedModel:
+def resolve_model(
+    session: Session, runtime: Runtime, model_id: str, *, user_id: uuid.UUID | None
+) -> ResolvedModel:
     """Turn an id from ``GET /api/models`` into an adapter and defaults. Blocking (DB, secret store): call
-    it from a worker thread. Unknown or disabled model/provider -> ``NotFound(code="model_not_found")``."""
+    it from a worker thread. Unknown or disabled model/provider, or a preset personal to someone other than
+    ``user_id`` -> ``NotFound(code="model_not_found")``."""
     kind, object_id, name = parse_model_id(model_id)
     if kind == "cfg":
         config = session.get(ModelConfig, object_id)
-        if config is None or not config.enabled:
+        if config is None or not config.enabled or config.owner_id not in (None, user_id):
             raise _not_found()
         provider = session.get(Provider, config.provider_id)
         upstream = config.model
@@ -292,14 +295,19 @@ def _snapshot(row: Provider, secrets: SecretStore) -> ProviderSnapshot:
 
 
 def _load_catalog(
-    session: Session, secrets: SecretStore
+    session: Session, secrets: SecretStore, user_id: uuid.UUID
 ) -> tuple[list[ProviderSnapshot], list[tuple[ModelConfig, ProviderSnapshot]]]:
     providers = session.scalars(
         select(Provider).where(Provider.enabled.is_(True)).order_by(Provider.name)
     ).all()
     snapshots = {p.id: _snapshot(p, secrets) for p in providers}
     configs = session.scalars(
-        select(ModelConfig).where(ModelConfig.enabled.is_(True)).order_by(ModelConfig.name, ModelConfig.id)
+        select(ModelConfig)
+        .where(
+            ModelConfig.enabled.is_(True),
+            or_(ModelConfig.owner_id.is_(None), ModelConfig.owner_id == user_id),  # shared + the caller's
+        )
+        .order_by(ModelConfig.name, ModelConfig.id)
     ).all()
     pairs = [(c, snapshots[c.provider_id]) for c in configs if c.provider_id in snapshots]
     for config, _ in pairs:
@@ -311,10 +319,12 @@ def _chat_capable(info: ModelInfo) -> bool:
     return "completion" in info.capabilities or "embedding" not in info.capabilities
 
 
-async def list_models(session: Session, runtime: Runtime) -> ModelList:
-    """Configurations plus the models each provider lists live; a provider that fails is reported in
-    ``errors`` (with its name) while the others still list."""
-    providers, configs = await anyio.to_thread.run_sync(_load_catalog, session, get_secret_store(runtime))
+async def list_models(session: Session, runtime: Runtime, user_id: uuid.UUID) -> ModelList:
+    """Presets (the shared ones and ``user_id``'s own) plus the models each provider lists live; a provider
+    that fails is reported in ``errors`` (with its name) while the others still list."""
+    providers, configs = await anyio.to_thread.run_sync(
+        _load_catalog, session, get_secret_store(runtime), user_id
+    )
     registry = get_registry(runtime)
     discovery = get_discovery(runtime)
     listing = [p for p in providers if p.kind in ("ollama", "openai")]
@@ -355,6 +365,7 @@ async def list_models(session: Session, runtime: Runtime) -> ModelList:
                 model=config.model,
                 capabilities=list(capabilities),
                 source="config",
+                shared=config.owner_id is None,
                 defaults=ModelDefaults(
                     system_prompt=config.system_prompt or "",
                     temperature=config.temperature,

@@ -1,8 +1,9 @@
 """Two `modeltrain serve` instances behind nginx, sharing one PostgreSQL, behave as one server.
 
 Sign-in/refresh across instances, login throttling counted across them, a stream stopped through the
-other instance, a pull started on one listed by the other, the scheduled backup run once, and
-per-instance metrics that can be told apart and summed.
+other instance, a pull started on one listed, cancelled and followed (re-attached) through the other,
+the scheduled backup run once, per-instance metrics that can be told apart and summed, and the System
+page (metrics, alerts) of either instance listing both.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from tests.deploy.support import (
 from tests.fakes.fake_ollama import FakeOllama
 
 LONG_REPLY = " ".join(f"token{i}" for i in range(400))
+#: In the fake registry, not installed: ~10 ticks of 0.15 s to pull.
+SLOW_PULL = "smollm2:135m"
 
 
 class Topology:
@@ -206,6 +209,61 @@ def test_a_pull_started_on_one_is_listed_on_the_other(topo: Topology) -> None:
         assert "tinyllama:latest" in names
 
 
+def _pull_on_b(on_b: httpx.Client, token: str, name: str, state: str = "running") -> dict | None:
+    items = on_b.get("/api/ollama/pulls", headers=json_headers(token=token)).json()["items"]
+    return next((p for p in items if p["name"] == name and p["state"] == state), None)
+
+
+def test_a_pull_started_on_one_is_cancelled_through_the_other(topo: Topology) -> None:
+    with httpx.Client(base_url=topo.a.url, timeout=60) as on_a, httpx.Client(base_url=topo.b.url) as on_b:
+        token = sign_in_admin(on_a)
+        with on_a.stream(
+            "POST", "/api/ollama/pull", json={"name": SLOW_PULL}, headers=json_headers(token=token)
+        ) as r:
+            assert r.status_code == 200, r.read()
+            events = iter_sse(r)
+            assert next(events)[0] == "progress"
+            assert wait_for(lambda: _pull_on_b(on_b, token, SLOW_PULL), 10)["instance"] == "a"
+            cancel = on_b.delete(f"/api/ollama/pull/{SLOW_PULL}", headers=json_headers(token=token))
+            assert cancel.status_code == 200, cancel.text
+            assert cancel.headers["x-modeltrain-instance"] == "b"
+            assert cancel.json()["state"] == "cancelled" and cancel.json()["instance"] == "a"
+            final = next(e for e in events if e[0] in ("done", "error"))
+        assert final[0] == "error" and final[1]["code"] == "cancelled"
+        assert topo.sql("SELECT count(*) FROM pull_cancels") == [(0,)]
+        gone = on_b.delete(f"/api/ollama/pull/{SLOW_PULL}", headers=json_headers(token=token))
+        assert gone.status_code == 404 and gone.json()["code"] == "pull_not_found"
+
+
+def test_reattaching_on_the_other_instance_follows_the_pull_to_done(topo: Topology) -> None:
+    with (
+        httpx.Client(base_url=topo.a.url, timeout=60) as on_a,
+        httpx.Client(base_url=topo.b.url, timeout=60) as on_b,
+    ):
+        token = sign_in_admin(on_a)
+        with on_a.stream(
+            "POST", "/api/ollama/pull", json={"name": SLOW_PULL}, headers=json_headers(token=token)
+        ) as r:
+            assert r.status_code == 200, r.read()
+            on_a_events = iter_sse(r)
+            assert next(on_a_events)[0] == "progress"
+            wait_for(lambda: _pull_on_b(on_b, token, SLOW_PULL), 10)
+            with on_b.stream(
+                "GET", f"/api/ollama/pulls/{SLOW_PULL}/events", headers=json_headers(token=token)
+            ) as remote:
+                assert remote.status_code == 200 and remote.headers["x-modeltrain-instance"] == "b"
+                seen = []
+                for event in iter_sse(remote):
+                    seen.append(event)
+                    if event[0] in ("done", "error"):
+                        break
+            assert next(e for e in on_a_events if e[0] in ("done", "error"))[0] == "done"
+        assert seen[-1][0] == "done" and seen[-1][1]["status"] == "success"
+        progress = [d for e, d in seen if e == "progress"]
+        assert len(progress) >= 2  # several snapshots while it ran, not just the end
+        assert all(d["name"] == SLOW_PULL for d in progress)
+
+
 def test_scheduled_backup_runs_once(topo: Topology) -> None:
     rows = wait_for(
         lambda: (r := topo.sql("SELECT slot, state, holder FROM backup_leases")) and r[0][1] == "done" and r,
@@ -255,6 +313,24 @@ def test_metrics_per_instance_can_be_aggregated(topo: Topology) -> None:
         served = {k: after[k] - before[k] - 1 for k in after}
         assert all(v >= 1 for v in served.values()), served
         assert sum(served.values()) >= 20
+
+
+def test_the_system_page_of_either_instance_shows_both(topo: Topology) -> None:
+    with httpx.Client(base_url=topo.a.url) as on_a, httpx.Client(base_url=topo.b.url) as on_b:
+        token = sign_in_admin(on_a)
+        for client, me in ((on_a, "a"), (on_b, "b")):
+
+            def both(c: httpx.Client = client) -> dict | None:
+                body = c.get("/api/metrics", headers=json_headers(token=token)).json()
+                return body if {i["instance"] for i in body["instances"]} == {"a", "b"} else None
+
+            metrics = wait_for(both, 15)
+            assert metrics["instance"] == me and metrics["instances"][0]["instance"] == me
+            alerts = client.get("/api/alerts", headers=json_headers(token=token)).json()
+            assert alerts["instance"] == me and set(alerts["instances"]) == {"a", "b"}
+            assert all(a["instance"] in ("a", "b") for a in alerts["active"])
+            logs = client.get("/api/logs", headers=json_headers(token=token)).json()
+            assert logs["instance"] == me and logs["host"]
 
 
 def test_both_instances_run_while_one_keeps_streams_going(topo: Topology) -> None:

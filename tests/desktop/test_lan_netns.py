@@ -21,20 +21,33 @@ HEADER = "X-ModelTrain-Desktop"
 USER_EMAIL = "lan-user@example.com"
 USER_PASSWORD = "lan-user-Password-1"
 
+# A phone-like client: it downloads the CA over plain HTTP, compares its fingerprint with the one the LAN
+# dialog shows, trusts it, and then talks HTTPS; without the CA its system trust store refuses us.
 _CLIENT = r"""
-import json, sys, urllib.request, urllib.error
+import hashlib, json, ssl, sys, urllib.request, urllib.error
 job = json.load(sys.stdin)
 base = job["url"]
+trusted = ssl.create_default_context()
+untrusted = ssl.create_default_context()
 
-def call(method, path, headers=None, body=None):
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+def call(method, path, headers=None, body=None, context=None, url=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers=headers or {})
+    req = urllib.request.Request((url or base) + path, data=data, method=method, headers=headers or {})
     if body is not None:
         req.add_header("Content-Type", "application/json")
+    opener = urllib.request.build_opener(
+        NoRedirect(), urllib.request.HTTPSHandler(context=context or trusted)
+    )
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with opener.open(req, timeout=10) as r:
             return [r.status, json.loads(r.read() or b"null")]
     except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:
+            return [e.code, e.headers.get("Location")]
         return [e.code, json.loads(e.read() or b"null")]
     except OSError as e:
         reason = getattr(e, "reason", e)
@@ -42,6 +55,13 @@ def call(method, path, headers=None, body=None):
 
 out = {}
 if job["mode"] == "probe":
+    out["untrusted"] = call("GET", "/api/health", context=untrusted)
+    with urllib.request.urlopen(job["ca_download_url"], timeout=10) as r:
+        der = r.read()
+        out["ca_type"] = r.headers.get("Content-Type")
+    out["ca_fingerprint"] = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+    trusted.load_verify_locations(cadata=der)
+    out["plain"] = call("GET", "/api/health", url=job["plain_url"])
     out["health"] = call("GET", "/api/health")
     out["anonymous_me"] = call("GET", "/api/users/me")
     out["desktop_token"] = call("POST", "/api/auth/desktop", {job["header"]: job["token"]}, {})
@@ -131,13 +151,18 @@ def test_lan_listener_reachable_from_another_host(embedded: EmbeddedServer, othe
     )
     assert on.status_code == 200, on.text
     lan_url = on.json()["url"]
-    assert lan_url == f"http://{other_host.host_ip}:{on.json()['port']}"
+    port = on.json()["port"]
+    assert lan_url == f"https://{other_host.host_ip}:{port}"
+    ca_download_url = on.json()["ca_download_url"]
+    assert ca_download_url == f"http://{other_host.host_ip}:{port}/api/lan/ca.crt"
     assert other_host.host_ip in on.json()["addresses"] and "*" not in on.json()["addresses"]
 
     seen = other_host.run_client(
         {
             "mode": "probe",
             "url": lan_url,
+            "plain_url": f"http://{other_host.host_ip}:{port}",
+            "ca_download_url": ca_download_url,
             "token": embedded.desktop_token,
             "header": HEADER,
             "desktop_session": desktop_session,
@@ -145,7 +170,11 @@ def test_lan_listener_reachable_from_another_host(embedded: EmbeddedServer, othe
             "password": USER_PASSWORD,
         }
     )
-    assert seen["health"] == [200, {"status": "ok"}]
+    assert seen["untrusted"] == [0, "SSLCertVerificationError"]  # refused without the CA
+    assert seen["ca_type"] == "application/x-x509-ca-cert"
+    assert seen["ca_fingerprint"] == on.json()["ca_fingerprint_sha256"]
+    assert seen["plain"] == [308, f"{lan_url}/api/health"]
+    assert seen["health"] == [200, {"status": "ok"}]  # HTTPS with the CA trusted
     assert seen["anonymous_me"][0] == 401
     assert seen["desktop_token"][0] == 403 and seen["desktop_token"][1]["code"] == "desktop_sign_in_refused"
     assert seen["desktop_session"][0] == 401

@@ -182,7 +182,7 @@ def test_menu_works_without_a_system_tray(qtbot) -> None:
 
 
 def test_qr_code_matches_the_lan_url(qtbot) -> None:
-    url = "http://192.168.1.20:8765"
+    url = "https://192.168.1.20:8765"
     matrix = qr_matrix(url)
     pixmap = qr_pixmap(url, module_px=4)
     image = pixmap.toImage()
@@ -191,8 +191,18 @@ def test_qr_code_matches_the_lan_url(qtbot) -> None:
         for x, dark in enumerate(row):
             colour = image.pixelColor(x * 4 + 2, y * 4 + 2)
             assert colour == (QColor("black") if dark else QColor("white"))
-    dialog = LanDialog({"enabled": True, "url": url}, "en")
+    dialog = LanDialog(
+        {
+            "enabled": True,
+            "url": url,
+            "ca_fingerprint_sha256": "AB:CD",
+            "ca_download_url": "http://192.168.1.20:8765/api/lan/ca.crt",
+        },
+        "en",
+    )
     qtbot.addWidget(dialog)
+    assert dialog.ca_label is not None
+    assert "AB:CD" in dialog.ca_label.text() and "/api/lan/ca.crt" in dialog.ca_label.text()
     assert dialog.url_label.text() == url and not dialog.qr_label.pixmap().isNull()
 
 

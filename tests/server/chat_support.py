@@ -112,7 +112,7 @@ def install_fake_model(
                 self.upstream_model = upstream_model or UPSTREAM_MODEL
             self.defaults = {"system_prompt": "", "options": {}}
 
-    def resolve(session, runtime, requested: str):
+    def resolve(session, runtime, requested: str, user_id=None):
         chat_model.resolved.append(requested)
         if requested != model_id:
             raise NotFound("model not found", code="model_not_found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 from collections.abc import Callable
 
 import httpx
@@ -75,9 +76,13 @@ def put(desktop: EmbeddedServer, token: str, body: dict) -> httpx.Response:
     return httpx.put(desktop.url + "/api/lan", json=body, headers=bearer(token), timeout=30)
 
 
+def trusting(server: EmbeddedServer) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=server.settings.data_dir / "tls" / "ca.crt")
+
+
 def _refused(url: str) -> bool:
     try:
-        httpx.get(url + "/api/health", timeout=5)
+        httpx.get(url + "/api/health", timeout=5, verify=False)
     except httpx.ConnectError:
         return True
     return False
@@ -134,11 +139,14 @@ def test_turn_on_and_off(desktop: EmbeddedServer, owner: str) -> None:
     assert r.status_code == 200, r.text
     info = r.json()
     port = info["port"]
-    assert info["enabled"] is True and info["url"] == f"http://127.0.0.1:{port}"
+    assert info["enabled"] is True and info["url"] == f"https://127.0.0.1:{port}"
     assert port != int(desktop.url.rsplit(":", 1)[1])
-    lan = f"http://127.0.0.1:{port}"
-    assert httpx.get(lan + "/api/health").json() == {"status": "ok"}
-    assert httpx.get(lan + "/api/users/me").status_code == 401  # every LAN request needs a signed-in user
+    lan = f"https://127.0.0.1:{port}"
+    ca = trusting(desktop)
+    assert httpx.get(lan + "/api/health", verify=ca).json() == {"status": "ok"}
+    assert (
+        httpx.get(lan + "/api/users/me", verify=ca).status_code == 401
+    )  # every LAN request needs a signed-in user
     assert "*" not in guard.allowed_hosts
     assert set(host_names()) <= guard.allowed_hosts
     saved = desktop.settings.data_dir / "lan.json"
@@ -158,11 +166,12 @@ def test_turning_off_over_the_lan_itself(desktop: EmbeddedServer, owner: str) ->
     port = put(
         desktop, owner, {"enabled": True, "host": "127.0.0.1", "port": 0, "password": ADMIN_PASSWORD}
     ).json()["port"]
-    lan = f"http://127.0.0.1:{port}"
+    lan = f"https://127.0.0.1:{port}"
+    ca = trusting(desktop)
     token = httpx.post(
-        lan + "/api/auth/login", json={"email": "admin@example.com", "password": ADMIN_PASSWORD}
+        lan + "/api/auth/login", json={"email": "admin@example.com", "password": ADMIN_PASSWORD}, verify=ca
     ).json()["access_token"]
-    r = httpx.put(lan + "/api/lan", json={"enabled": False}, headers=bearer(token), timeout=10)
+    r = httpx.put(lan + "/api/lan", json={"enabled": False}, headers=bearer(token), timeout=10, verify=ca)
     assert r.status_code == 200 and r.json()["enabled"] is False
     assert _refused(lan)
 
@@ -208,7 +217,7 @@ def test_setting_survives_a_restart(make_settings: Callable[..., Settings]) -> N
     try:
         status = second.lan.status()
         assert status["enabled"] is True and status["port"] == port
-        assert httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200
+        assert httpx.get(f"https://127.0.0.1:{port}/api/health", verify=trusting(second)).status_code == 200
     finally:
         second.stop()
 

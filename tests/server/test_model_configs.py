@@ -56,20 +56,23 @@ def test_create_read_update_delete(client: TestClient, admin_token: str, user_to
     assert (r.status_code, r.json()["code"]) == (404, "model_config_not_found")
 
 
-def test_users_cannot_change_configurations(client: TestClient, admin_token: str, user_token: str) -> None:
+def test_users_cannot_change_shared_presets(client: TestClient, admin_token: str, user_token: str) -> None:
     config = new_config(client, admin_token)
+    assert config["shared"] is True and config["owner_id"] is None  # an admin's, shared by default
     pid = config["provider_id"]
     for method, path, body in (
-        ("POST", "/api/model-configs", {"provider_id": pid, "name": "x", "model": "llama3.2"}),
+        (
+            "POST",
+            "/api/model-configs",
+            {"provider_id": pid, "name": "x", "model": "llama3.2", "shared": True},
+        ),
         ("PATCH", f"/api/model-configs/{config['id']}", {"name": "mine"}),
         ("DELETE", f"/api/model-configs/{config['id']}", None),
     ):
         r = client.request(method, path, json=body, headers=bearer(user_token))
         assert (r.status_code, r.json()["code"]) == (403, "admin_required"), (method, path)
-    assert (
-        client.get("/api/model-configs", headers=bearer(admin_token)).json()["items"][0]["name"]
-        == "Assistant"
-    )
+    listed = client.get("/api/model-configs", headers=bearer(user_token)).json()["items"]
+    assert [(c["name"], c["shared"], c["editable"]) for c in listed] == [("Assistant", True, False)]
 
 
 def test_disabled_configurations_are_hidden_from_users(

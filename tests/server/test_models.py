@@ -190,7 +190,7 @@ def test_ids_round_trip_and_encode_slashes() -> None:
 def resolve(client: TestClient, model_id: str) -> models_service.ResolvedModel:
     runtime = client.app.state.runtime
     with runtime.session_factory() as session:
-        return models_service.resolve_model(session, runtime, model_id)
+        return models_service.resolve_model(session, runtime, model_id, user_id=None)
 
 
 def stream(client: TestClient, resolved: models_service.ResolvedModel, text: str = "hi") -> list:

@@ -3,7 +3,7 @@
  * the web UI build and served from our own origin, renders the operations under the app's CSP — no CSP
  * violation, no console error, nothing fetched from another origin (the guard fixture checks that too).
  */
-import { expect, test } from './fixtures/test'
+import { expect, journeyShot, test } from './fixtures/test'
 
 test('the API docs render the operations from our own origin under the CSP', async ({ page, guard, baseURL }) => {
   const origin = new URL(baseURL!).origin
@@ -29,6 +29,7 @@ test('the API docs render the operations from our own origin under the CSP', asy
   await expect(chat).toBeVisible()
   await chat.locator('.opblock-summary-control').click()
   await expect(chat.getByRole('button', { name: 'Try it out' })).toBeVisible()
+  await journeyShot(page, 'api-docs')
 
   expect(assets).toContain(`${origin}/swagger-ui/swagger-ui-bundle.js`)
   expect(assets).toContain(`${origin}/swagger-ui/swagger-ui.css`)

@@ -4,7 +4,7 @@
  */
 import type { APIRequestContext, Locator, Page } from '@playwright/test'
 import { startFakeOllama } from './fixtures/processes.mjs'
-import { apiToken, expect, signIn, test } from './fixtures/test'
+import { apiToken, expect, journeyShot, signIn, test } from './fixtures/test'
 
 let second: { url: string; stop: () => Promise<void> } | undefined
 let providerId = ''
@@ -77,6 +77,7 @@ test('a second host is chosen, remembered, and its models load, pin and unload t
 
   await modelRow(page, 'qwen3:0.6b').getByRole('button', { name: 'Pin qwen3:0.6b in memory' }).click()
   await expect(modelRow(page, 'qwen3:0.6b')).toContainText('Pinned')
+  await journeyShot(page, 'models-second-host-pinned')
   await modelRow(page, 'qwen3:0.6b').getByRole('button', { name: 'Unload qwen3:0.6b' }).click()
   await expect(modelRow(page, 'qwen3:0.6b')).toContainText('On disk')
   expect(await runningOn(request, providerId)).toEqual([])

@@ -7,7 +7,7 @@ import { once } from 'node:events'
 import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import type { Locator, Page } from '@playwright/test'
-import { expect, send, signIn, test, waitIdle } from './fixtures/test'
+import { expect, journeyShot, send, signIn, test, waitIdle } from './fixtures/test'
 import { python, REPO_DIR } from './fixtures/processes.mjs'
 
 const API_KEY = 'sk-e2e-remote-0123456789abcdef'
@@ -82,6 +82,7 @@ test('add an OpenAI-compatible provider with a key, then chat with one of its mo
   await send(page, 'Hello remote')
   await waitIdle(page)
   await expect(page.locator('.msg').last()).toContainText(REPLY)
+  await journeyShot(page, 'openai-provider-chat')
 
   // Remove it again: the fake stops with this file, and other specs must not see a provider that is down.
   await page.goto('/providers')

@@ -4,11 +4,15 @@ from fastapi import APIRouter
 
 from server.deps import AdminUser, RuntimeDep
 from server.schemas.alert import AlertFeed
-from server.services.alerts import get_alert_center
+from server.services.alerts import deployment_feed
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
 
-@router.get("", response_model=AlertFeed, summary="Active and recent alerts (admin; the tray reads it)")
+@router.get(
+    "",
+    response_model=AlertFeed,
+    summary="Active alerts of every instance and this instance's recent ones (admin; the tray reads it)",
+)
 def get_alerts(_: AdminUser, runtime: RuntimeDep) -> AlertFeed:
-    return get_alert_center(runtime).snapshot()
+    return deployment_feed(runtime)

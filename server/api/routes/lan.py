@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from server.deps import AdminUser, RuntimeDep, SessionDep
 from server.schemas.lan import LanRead, LanUpdate
@@ -17,3 +17,20 @@ def get_lan(_: AdminUser, runtime: RuntimeDep) -> LanRead:
 @router.put("", response_model=LanRead, summary="Turn LAN access on (password again) or off (admin)")
 def put_lan(body: LanUpdate, admin: AdminUser, session: SessionDep, runtime: RuntimeDep) -> LanRead:
     return lan_service.update(session, runtime, admin, body)
+
+
+@router.get(
+    "/ca.crt",
+    response_class=Response,
+    responses={200: {"content": {"application/x-x509-ca-cert": {}}}, 404: {}},
+    summary="The LAN certificate authority's certificate (DER), to install on devices (public)",
+)
+def get_ca_certificate(runtime: RuntimeDep) -> Response:
+    return Response(
+        lan_service.ca_certificate(runtime),
+        media_type="application/x-x509-ca-cert",
+        headers={
+            "Content-Disposition": 'attachment; filename="modeltrain-ca.crt"',
+            "Cache-Control": "no-store",
+        },
+    )

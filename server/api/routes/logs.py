@@ -23,4 +23,4 @@ def get_logs(
     source: Literal["app", "access"] = Query("app", description="app.log or access.log."),
 ) -> LogPage:
     lines = logs_service.tail_logs(settings, tail=tail, level=level, q=q, source=source)
-    return LogPage(lines=[LogLine(**line) for line in lines])
+    return LogPage(lines=[LogLine(**line) for line in lines], **logs_service.log_origin(settings))

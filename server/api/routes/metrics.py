@@ -63,10 +63,12 @@ def _collector(runtime: RuntimeDep) -> metrics_service.MetricsCollector:
 
 
 @router.get(
-    "/api/metrics", response_model=MetricsRead, summary="Current metrics, statuses and history (admin)"
+    "/api/metrics",
+    response_model=MetricsRead,
+    summary="This instance's metrics, statuses and history, and every live instance's figures (admin)",
 )
 def get_metrics(_: AdminUser, runtime: RuntimeDep) -> MetricsRead:
-    return MetricsRead.model_validate(_collector(runtime).report())
+    return MetricsRead.model_validate(metrics_service.deployment_report(runtime))
 
 
 @router.get(

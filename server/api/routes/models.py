@@ -10,6 +10,6 @@ router = APIRouter(prefix="/api/models", tags=["models"])
 
 
 @router.get("", response_model=ModelList, summary="Models you can chat with")
-async def list_models(_: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> ModelList:
+async def list_models(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> ModelList:
     # Async because it asks every Ollama provider at once; the DB part runs in a worker thread.
-    return await models_service.list_models(session, runtime)
+    return await models_service.list_models(session, runtime, user.id)

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from server.api.sse import EventStreamResponse, ServerSentEvent, with_keepalive
 from server.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep
@@ -41,6 +42,10 @@ router = APIRouter(prefix="/api/ollama", tags=["ollama"])
 
 #: How long POST /pull waits for the first layer's disk check before it starts streaming.
 PULL_CHECK_TIMEOUT = 15.0
+#: How long cancelling a pull another instance runs waits for that instance to report it ended.
+REMOTE_CANCEL_TIMEOUT = 10.0
+#: Names the instance that answered a pull request (several instances or gunicorn workers).
+INSTANCE_HEADER = "X-ModelTrain-Instance"
 KEEPALIVE_SECONDS = 15.0
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "progress, then done or error"}
@@ -189,8 +194,12 @@ def load_model(name: str, _: AdminUser, target: TargetDep, body: OllamaModelLoad
 # --- pulls ----------------------------------------------------------------------------------------
 
 
+def _instance(runtime: RuntimeDep) -> dict[str, str]:
+    return {INSTANCE_HEADER: cluster.instance_name(runtime.settings)}
+
+
 def _event_stream(
-    manager: PullManager, job: PullJob, queue: asyncio.Queue[PullEvent] | None = None
+    runtime: RuntimeDep, manager: PullManager, job: PullJob, queue: asyncio.Queue[PullEvent] | None = None
 ) -> EventStreamResponse:
     queue = queue if queue is not None else manager.subscribe(job)
 
@@ -204,7 +213,15 @@ def _event_stream(
         finally:
             manager.unsubscribe(job, queue)
 
-    return EventStreamResponse(with_keepalive(events(), KEEPALIVE_SECONDS))
+    return EventStreamResponse(with_keepalive(events(), KEEPALIVE_SECONDS), headers=_instance(runtime))
+
+
+def _remote_event_stream(runtime: RuntimeDep, key: str) -> EventStreamResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for event, data in cluster.remote_pull_events(runtime, key):
+            yield ServerSentEvent(event, data)
+
+    return EventStreamResponse(with_keepalive(events(), KEEPALIVE_SECONDS), headers=_instance(runtime))
 
 
 @router.post(
@@ -228,12 +245,13 @@ async def pull_model(
     except BaseException:
         manager.unsubscribe(job, queue)
         raise
-    return _event_stream(manager, job, queue)
+    return _event_stream(runtime, manager, job, queue)
 
 
 @router.get("/pulls", response_model=OllamaPullPage, summary="Active and recent pulls (admin)")
-def list_pulls(_: AdminUser, runtime: RuntimeDep, target: TargetDep) -> OllamaPullPage:
+def list_pulls(_: AdminUser, runtime: RuntimeDep, target: TargetDep, response: Response) -> OllamaPullPage:
     # This instance's pulls and those other instances sharing the database run.
+    response.headers.update(_instance(runtime))
     items = [OllamaPullRead.model_validate(p) for p in cluster.list_pulls(runtime, target.url)]
     return OllamaPullPage(items=items, total=len(items))
 
@@ -242,18 +260,42 @@ def list_pulls(_: AdminUser, runtime: RuntimeDep, target: TargetDep) -> OllamaPu
     "/pulls/{name:path}/events",
     response_class=EventStreamResponse,
     responses=_SSE,
-    summary="Re-attach to a pull's progress (admin)",
+    summary="Re-attach to a pull's progress, on whichever instance runs it (admin)",
 )
-async def pull_events(name: str, _: AdminUser, runtime: RuntimeDep, target: TargetDep) -> EventStreamResponse:
+async def pull_events(
+    name: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep, target: TargetDep
+) -> EventStreamResponse:
     ollama_admin.check_name(name)
     manager = ollama_runtime.get_pulls(runtime)
     job = manager.get(target.url, name)
+    if job is None or job.state != "running":
+        # Another instance's running pull wins over a finished one of this instance.
+        await run_in_threadpool(session.commit)  # the stream must not hold the request's transaction
+        remote = await run_in_threadpool(cluster.find_remote_pull, runtime, target.url, name)
+        if remote is not None and (job is None or remote[2].get("state") == "running"):
+            return _remote_event_stream(runtime, remote[0])
     if job is None:
         raise NotFound("no recent pull of this model", code="pull_not_found")
-    return _event_stream(manager, job)
+    return _event_stream(runtime, manager, job)
 
 
-@router.delete("/pull/{name:path}", response_model=OllamaPullRead, summary="Cancel a running pull (admin)")
-def cancel_pull(name: str, _: AdminUser, runtime: RuntimeDep, target: TargetDep) -> OllamaPullRead:
+@router.delete(
+    "/pull/{name:path}",
+    response_model=OllamaPullRead,
+    summary="Cancel a running pull, on whichever instance runs it (admin)",
+)
+def cancel_pull(
+    name: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep, target: TargetDep, response: Response
+) -> OllamaPullRead:
     ollama_admin.check_name(name)
-    return OllamaPullRead.model_validate(ollama_runtime.get_pulls(runtime).cancel(target.url, name))
+    response.headers.update(_instance(runtime))
+    manager = ollama_runtime.get_pulls(runtime)
+    job = manager.get(target.url, name)
+    if job is not None and job.state == "running":
+        summary = {**manager.cancel(target.url, name), "instance": cluster.instance_name(runtime.settings)}
+        return OllamaPullRead.model_validate(summary)
+    session.commit()  # end the request's read transaction before waiting on another instance
+    remote = cluster.cancel_remote_pull(runtime, target.url, name, REMOTE_CANCEL_TIMEOUT)
+    if remote is None:
+        raise NotFound("no pull of this model is running", code="pull_not_found")
+    return OllamaPullRead.model_validate(remote)

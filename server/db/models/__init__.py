@@ -2,10 +2,12 @@
 
 from server.db.models.backup import BackupLease
 from server.db.models.conversation import Conversation
+from server.db.models.instance_snapshot import InstanceSnapshot
 from server.db.models.login_throttle import LoginThrottle
 from server.db.models.message import Message, MessageStatus
 from server.db.models.model_config import ModelConfig
 from server.db.models.provider import Provider
+from server.db.models.pull_cancel import PullCancel
 from server.db.models.refresh_token import RefreshToken
 from server.db.models.shared_pull import SharedPull
 from server.db.models.stream_stop import StreamStop
@@ -14,11 +16,13 @@ from server.db.models.user import User
 __all__ = [
     "BackupLease",
     "Conversation",
+    "InstanceSnapshot",
     "LoginThrottle",
     "Message",
     "MessageStatus",
     "ModelConfig",
     "Provider",
+    "PullCancel",
     "RefreshToken",
     "SharedPull",
     "StreamStop",

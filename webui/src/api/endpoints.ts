@@ -2,6 +2,7 @@
 import { http, rawRequest, downloadFile, type RequestOptions } from './http'
 import type {
   Alert,
+  AlertFeed,
   Backup,
   ChatModel,
   Conversation,
@@ -14,6 +15,9 @@ import type {
   OllamaStatus,
   Page,
   Provider,
+  Preset,
+  PresetCreate,
+  PresetUpdate,
   PullProgress,
   Readiness,
   RunningModel,
@@ -57,6 +61,15 @@ export const healthApi = {
 
 export const modelsApi = {
   list: () => http.get<{ items: ChatModel[]; errors?: ModelListError[] }>('/api/models'),
+}
+
+/** Presets (`/api/model-configs`): the shared ones and the caller's own. */
+export const presetsApi = {
+  list: () => http.get<Page<Preset>>('/api/model-configs', { query: { page: 1, size: 200 } }),
+  create: (body: PresetCreate) => http.post<Preset>('/api/model-configs', body),
+  update: (id: Preset['id'], body: PresetUpdate) => http.patch<Preset>(`/api/model-configs/${enc(String(id))}`, body),
+  duplicate: (id: Preset['id']) => http.post<Preset>(`/api/model-configs/${enc(String(id))}/duplicate`, {}),
+  remove: (id: Preset['id']) => http.del<void>(`/api/model-configs/${enc(String(id))}`),
 }
 
 export interface ChatRequest {
@@ -173,12 +186,18 @@ export const ollamaApi = {
 
 export const opsApi = {
   metrics: () => http.get<Metrics>('/api/metrics'),
-  alerts: async (): Promise<{ active: Alert[]; recent: Alert[] }> => {
-    const r = await http.get<{ active?: Alert[]; recent?: Alert[]; items?: Alert[] } | Alert[]>('/api/alerts')
-    if (Array.isArray(r)) return { active: r, recent: [] }
-    return { active: r.active ?? r.items ?? [], recent: r.recent ?? [] }
+  alerts: async (): Promise<AlertFeed> => {
+    const r = await http.get<(Partial<AlertFeed> & { items?: Alert[] }) | Alert[]>('/api/alerts')
+    if (Array.isArray(r)) return { active: r, recent: [], instance: '', instances: [] }
+    return {
+      active: r.active ?? r.items ?? [],
+      recent: r.recent ?? [],
+      instance: r.instance ?? '',
+      instances: r.instances ?? [],
+    }
   },
-  logs: (q: { tail?: number; level?: string; q?: string }) => http.get<{ lines: LogLine[] }>('/api/logs', { query: q }),
+  logs: (q: { tail?: number; level?: string; q?: string }) =>
+    http.get<{ lines: LogLine[]; host?: string; instance?: string }>('/api/logs', { query: q }),
   backups: () => http.get<{ items: Backup[] }>('/api/backups'),
   createBackup: () => http.post<Backup>('/api/backups', {}),
   downloadBackup: (id: string) => downloadFile(`/api/backups/${enc(id)}/download`, `modeltrain-backup-${id}`),

@@ -230,6 +230,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/lan/ca.crt": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The LAN certificate authority's certificate (DER), to install on devices (public) */
+        get: operations["get_ca_certificate_api_lan_ca_crt_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/conversations": {
         parameters: {
             query?: never;
@@ -631,7 +648,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Re-attach to a pull's progress (admin) */
+        /** Re-attach to a pull's progress, on whichever instance runs it (admin) */
         get: operations["pull_events_api_ollama_pulls__name__events_get"];
         put?: never;
         post?: never;
@@ -651,7 +668,7 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Cancel a running pull (admin) */
+        /** Cancel a running pull, on whichever instance runs it (admin) */
         delete: operations["cancel_pull_api_ollama_pull__name__delete"];
         options?: never;
         head?: never;
@@ -719,11 +736,28 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List model configurations */
+        /** List presets: the shared ones and your own */
         get: operations["list_model_configs_api_model_configs_get"];
         put?: never;
-        /** Add a configuration (admin) */
+        /** Add a preset (personal; shared with everyone: admin) */
         post: operations["create_model_config_api_model_configs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/model-configs/{config_id}/duplicate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Copy a preset you can see into a new personal one */
+        post: operations["duplicate_model_config_api_model_configs__config_id__duplicate_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -740,11 +774,11 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Delete a configuration (admin) */
+        /** Delete a preset (yours; shared ones: admin) */
         delete: operations["delete_model_config_api_model_configs__config_id__delete"];
         options?: never;
         head?: never;
-        /** Change a configuration (admin) */
+        /** Change a preset (yours; shared ones: admin) */
         patch: operations["update_model_config_api_model_configs__config_id__patch"];
         trace?: never;
     };
@@ -876,7 +910,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Current metrics, statuses and history (admin) */
+        /** This instance's metrics, statuses and history, and every live instance's figures (admin) */
         get: operations["get_metrics_api_metrics_get"];
         put?: never;
         post?: never;
@@ -910,7 +944,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Active and recent alerts (admin; the tray reads it) */
+        /** Active alerts of every instance and this instance's recent ones (admin; the tray reads it) */
         get: operations["get_alerts_api_alerts_get"];
         put?: never;
         post?: never;
@@ -924,12 +958,27 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** AlertFeed */
+        /**
+         * AlertFeed
+         * @description ``active``: every live instance's active alerts, each labelled with its ``instance``; ``recent``:
+         *     the answering instance's history.
+         */
         AlertFeed: {
             /** Active */
             active: components["schemas"]["AlertRead"][];
             /** Recent */
             recent: components["schemas"]["AlertRead"][];
+            /**
+             * Instance
+             * @description the server instance that answered
+             * @default
+             */
+            instance?: string;
+            /**
+             * Instances
+             * @description every live instance sharing the database
+             */
+            instances?: string[];
         };
         /** AlertRead */
         AlertRead: {
@@ -952,6 +1001,11 @@ export interface components {
             since: string;
             /** Until */
             until?: string | null;
+            /**
+             * Instance
+             * @description the server instance that raised it
+             */
+            instance?: string | null;
         };
         /** BackupCreate */
         BackupCreate: {
@@ -1435,6 +1489,26 @@ export interface components {
             detail?: components["schemas"]["ValidationError"][];
         };
         /**
+         * InstanceMetrics
+         * @description One server instance's latest figures (several instances or gunicorn workers share a database).
+         */
+        InstanceMetrics: {
+            /** Instance */
+            instance: string;
+            /** Host */
+            host: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            current: components["schemas"]["MetricsCurrent"];
+            /** Status */
+            status: {
+                [key: string]: string;
+            };
+        };
+        /**
          * LanRead
          * @description The LAN listener: off by default; when on, the URL others on the network use.
          */
@@ -1453,6 +1527,14 @@ export interface components {
             addresses?: string[];
             /** Error */
             error?: string | null;
+            /** Ca Fingerprint Sha256 */
+            ca_fingerprint_sha256?: string | null;
+            /** Ca Download Url */
+            ca_download_url?: string | null;
+            /** Ca Download Path */
+            ca_download_path?: string | null;
+            /** Certificate Expires At */
+            certificate_expires_at?: string | null;
         };
         /** LanUpdate */
         LanUpdate: {
@@ -1482,10 +1564,25 @@ export interface components {
             /** Message */
             message: string;
         };
-        /** LogPage */
+        /**
+         * LogPage
+         * @description The log files of one host: every instance (gunicorn worker) on that host writes to them.
+         */
         LogPage: {
             /** Lines */
             lines: components["schemas"]["LogLine"][];
+            /**
+             * Host
+             * @description the host whose log files these lines come from
+             * @default
+             */
+            host?: string;
+            /**
+             * Instance
+             * @description the server instance that answered (one of that host's)
+             * @default
+             */
+            instance?: string;
         };
         /** LoginRequest */
         LoginRequest: {
@@ -1571,7 +1668,11 @@ export interface components {
                 [key: string]: components["schemas"]["WindowStats"];
             };
         };
-        /** MetricsRead */
+        /**
+         * MetricsRead
+         * @description ``current``, ``status`` and ``history`` are the answering instance's (``instance``); ``instances``
+         *     lists every live instance, this one first.
+         */
         MetricsRead: {
             current: components["schemas"]["MetricsCurrent"];
             /** Status */
@@ -1584,6 +1685,16 @@ export interface components {
             };
             /** History */
             history: components["schemas"]["MetricsSample"][];
+            /**
+             * Instance
+             * @description the server instance that answered
+             */
+            instance: string;
+            /**
+             * Instances
+             * @description every live instance sharing the database
+             */
+            instances: components["schemas"]["InstanceMetrics"][];
         };
         /** MetricsSample */
         MetricsSample: {
@@ -1615,7 +1726,11 @@ export interface components {
              */
             ts: string;
         };
-        /** ModelConfigCreate */
+        /**
+         * ModelConfigCreate
+         * @description The base model is either ``provider_id`` + ``model`` or ``base_model_id`` (an id from
+         *     ``GET /api/models`` of a discovered model, e.g. ``ollama:<provider id>:<name>``), not both.
+         */
         ModelConfigCreate: {
             /** System Prompt */
             system_prompt?: string | null;
@@ -1633,17 +1748,21 @@ export interface components {
             } | null;
             /** Enabled */
             enabled?: boolean | null;
-            /**
-             * Provider Id
-             * Format: uuid
-             */
-            provider_id: string;
+            /** Provider Id */
+            provider_id?: string | null;
             /** Name */
             name: string;
             /** Model */
-            model: string;
+            model?: string | null;
+            /** Base Model Id */
+            base_model_id?: string | null;
+            /** Shared */
+            shared?: boolean | null;
         };
-        /** ModelConfigRead */
+        /**
+         * ModelConfigRead
+         * @description A preset as the caller sees it.
+         */
         ModelConfigRead: {
             /**
              * Id
@@ -1655,6 +1774,12 @@ export interface components {
              * Format: uuid
              */
             provider_id: string;
+            /** Owner Id */
+            owner_id: string | null;
+            /** Shared */
+            shared: boolean;
+            /** Editable */
+            editable: boolean;
             /** Name */
             name: string;
             /** Model */
@@ -1711,6 +1836,10 @@ export interface components {
             name?: string | null;
             /** Model */
             model?: string | null;
+            /** Base Model Id */
+            base_model_id?: string | null;
+            /** Shared */
+            shared?: boolean | null;
         };
         /** ModelDefaults */
         ModelDefaults: {
@@ -1786,6 +1915,8 @@ export interface components {
              * @enum {string}
              */
             source: "ollama" | "openai" | "config";
+            /** Shared */
+            shared?: boolean | null;
             defaults: components["schemas"]["ModelDefaults"];
         };
         /** OllamaLogsRead */
@@ -2004,6 +2135,11 @@ export interface components {
              * @default 0
              */
             events?: number;
+            /**
+             * Instance
+             * @description the server instance (or gunicorn worker) running the pull
+             */
+            instance?: string | null;
         };
         /** OllamaRunningPage */
         OllamaRunningPage: {
@@ -2920,6 +3056,33 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    get_ca_certificate_api_lan_ca_crt_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-x509-ca-cert": unknown;
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
@@ -4056,6 +4219,37 @@ export interface operations {
                 "application/json": components["schemas"]["ModelConfigCreate"];
             };
         };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelConfigRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    duplicate_model_config_api_model_configs__config_id__duplicate_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                config_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
         responses: {
             /** @description Successful Response */
             201: {

@@ -24,6 +24,10 @@ export type Page<T> = Omit<S['Page_UserRead_'], 'items'> & { items: T[] }
 
 export type ProviderRef = S['ModelProviderRef']
 export type ChatModel = S['ModelRead']
+/** A preset (a model configuration): personal, or shared with everyone by an admin. */
+export type Preset = S['ModelConfigRead']
+export type PresetCreate = S['ModelConfigCreate']
+export type PresetUpdate = S['ModelConfigUpdate']
 export type ModelListError = S['ModelListError']
 
 /** A conversation in the sidebar; search results (`SearchHit`) add a snippet with highlights. */
@@ -123,6 +127,9 @@ export type Metrics = Adjust<
 >
 
 export type Alert = S['AlertRead']
+/** `GET /api/alerts`: every instance's active alerts (labelled), the answering instance's recent ones. */
+export type AlertFeed = Required<S['AlertFeed']>
+export type InstanceMetrics = S['InstanceMetrics']
 export type LogLine = S['LogLine']
 export type Backup = S['BackupRead']
 export type LanInfo = S['LanRead']

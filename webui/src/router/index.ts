@@ -43,6 +43,12 @@ export function createAppRouter(): Router {
             meta: { titleKey: 'nav.models' },
           },
           {
+            path: 'presets',
+            name: 'presets',
+            component: () => import('@/views/presets/PresetsView.vue'),
+            meta: { titleKey: 'nav.presets' },
+          },
+          {
             path: 'providers',
             name: 'providers',
             component: () => import('@/views/providers/ProvidersView.vue'),

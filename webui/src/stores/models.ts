@@ -5,6 +5,35 @@ import type { ChatModel, ModelListError } from '@/api/types'
 
 const KEY = 'modeltrain.model'
 
+// type aliases, not interfaces: Naive UI's option types need the implicit index signature
+export type PickerOption = { label: string; value: string }
+export type PickerGroup = { type: 'group'; label: string; key: string; children: PickerOption[] }
+
+/** Whether a catalog entry is a preset (a model configuration) rather than a model a provider lists. */
+export const isPreset = (m: ChatModel) => m.source === 'config'
+
+/**
+ * The chat picker's options: presets in a group of their own (first), then the models of each provider. A single
+ * group of models (no presets, one provider) is shown flat.
+ */
+export function pickerOptions(items: ChatModel[], presetsLabel: string): PickerOption[] | PickerGroup[] {
+  const presets: PickerGroup = { type: 'group', label: presetsLabel, key: 'presets', children: [] }
+  const groups = new Map<string, PickerGroup>()
+  for (const m of items) {
+    if (isPreset(m)) {
+      presets.children.push({ label: m.name, value: m.id })
+      continue
+    }
+    const key = String(m.provider?.id ?? 'default')
+    let g = groups.get(key)
+    if (!g) groups.set(key, (g = { type: 'group', label: m.provider?.name ?? key, key, children: [] }))
+    g.children.push({ label: m.name, value: m.id })
+  }
+  const list = [...groups.values()]
+  if (!presets.children.length) return list.length === 1 ? list[0].children : list
+  return [presets, ...list]
+}
+
 /** Models the current user can chat with (GET /api/models) and the one picked in the composer. */
 export const useModelsStore = defineStore('models', () => {
   const items = ref<ChatModel[]>([])
@@ -16,6 +45,14 @@ export const useModelsStore = defineStore('models', () => {
   const selectedId = ref<string | null>(localStorage.getItem(KEY))
 
   const selected = computed(() => items.value.find((m) => m.id === selectedId.value) ?? null)
+  /** What a preset can be based on: the models providers list (not other presets). */
+  const baseModels = computed(() => items.value.filter((m) => !isPreset(m)))
+
+  /** The catalog id of the listed model a preset (or any entry) runs on, or null when it is not listed. */
+  function baseIdOf(m: Pick<ChatModel, 'model'> & { provider_id?: string; provider?: { id: string } }) {
+    const pid = m.provider_id ?? m.provider?.id
+    return baseModels.value.find((b) => b.provider.id === pid && b.model === m.model)?.id ?? null
+  }
 
   function select(id: string | null) {
     selectedId.value = id
@@ -62,6 +99,8 @@ export const useModelsStore = defineStore('models', () => {
 
   return {
     items,
+    baseModels,
+    baseIdOf,
     providerErrors,
     displayName,
     loading,
