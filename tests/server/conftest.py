@@ -11,6 +11,7 @@ A module that needs a variant of ``settings`` overrides it, e.g.::
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -258,3 +259,8 @@ def disk(client: TestClient) -> dict:
 
     client.app.state.runtime.ollama_pulls.free_space = free_space
     return state
+
+
+def trusting(server: EmbeddedServer) -> ssl.SSLContext:
+    """A client context that trusts this install's LAN CA (as a phone does once the CA is installed)."""
+    return ssl.create_default_context(cafile=server.settings.data_dir / "tls" / "ca.crt")

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from server.embedded import EmbeddedServer
 from server.settings import Settings
-from tests.server.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, INITIAL_PASSWORD, bearer
+from tests.server.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, INITIAL_PASSWORD, bearer, trusting
 
 HEADER = "X-ModelTrain-Desktop"
 
@@ -113,22 +113,26 @@ def test_lan_listener_refuses_the_token_and_desktop_sessions(
     assert new.status_code == 200
     desktop_session = sign_in(http, desktop.desktop_token).json()["access_token"]
     status = desktop.lan.enable("127.0.0.1", 0)
-    lan = f"http://127.0.0.1:{status['port']}"
+    lan = f"https://127.0.0.1:{status['port']}"
     try:
-        r = httpx.post(lan + "/api/auth/desktop", json={}, headers={HEADER: desktop.desktop_token})
-        assert r.status_code == 403 and r.json()["code"] == "desktop_sign_in_refused"
-        assert httpx.get(lan + "/api/users/me", headers=bearer(desktop_session)).status_code == 401
-        assert httpx.get(desktop.url + "/api/users/me", headers=bearer(desktop_session)).status_code == 200
-        password_session = httpx.post(
-            lan + "/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        # Over plain HTTP the LAN port only redirects: the request never reaches the app.
+        plain = httpx.post(
+            f"http://127.0.0.1:{status['port']}/api/auth/desktop",
+            json={},
+            headers={HEADER: desktop.desktop_token},
         )
-        assert password_session.status_code == 200
-        assert (
-            httpx.get(
-                lan + "/api/users/me", headers=bearer(password_session.json()["access_token"])
-            ).status_code
-            == 200
-        )
+        assert plain.status_code == 308 and plain.headers["location"] == lan + "/api/auth/desktop"
+        with httpx.Client(base_url=lan, verify=trusting(desktop)) as on_lan:
+            r = on_lan.post("/api/auth/desktop", json={}, headers={HEADER: desktop.desktop_token})
+            assert r.status_code == 403 and r.json()["code"] == "desktop_sign_in_refused"
+            assert on_lan.get("/api/users/me", headers=bearer(desktop_session)).status_code == 401
+            assert http.get("/api/users/me", headers=bearer(desktop_session)).status_code == 200
+            password_session = on_lan.post(
+                "/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+            )
+            assert password_session.status_code == 200
+            token = password_session.json()["access_token"]
+            assert on_lan.get("/api/users/me", headers=bearer(token)).status_code == 200
     finally:
         desktop.lan.disable()
 

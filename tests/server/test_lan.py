@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import ssl
 from collections.abc import Callable
 
 import httpx
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 from server.embedded import EmbeddedServer
 from server.lan_listener import host_names
 from server.settings import Settings
-from tests.server.conftest import ADMIN_PASSWORD, USER_PASSWORD, bearer
+from tests.server.conftest import ADMIN_PASSWORD, USER_PASSWORD, bearer, trusting
 
 HEADER = "X-ModelTrain-Desktop"
 
@@ -74,10 +73,6 @@ def owner(desktop: EmbeddedServer) -> str:
 
 def put(desktop: EmbeddedServer, token: str, body: dict) -> httpx.Response:
     return httpx.put(desktop.url + "/api/lan", json=body, headers=bearer(token), timeout=30)
-
-
-def trusting(server: EmbeddedServer) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=server.settings.data_dir / "tls" / "ca.crt")
 
 
 def _refused(url: str) -> bool:

@@ -18,13 +18,9 @@ from server import lan_listener
 from server.embedded import EmbeddedServer
 from server.errors import Conflict
 from server.settings import Settings
+from tests.server.conftest import trusting
 
 Addr = namedtuple("Addr", "family address")
-
-
-def trusting(server: EmbeddedServer) -> ssl.SSLContext:
-    """A client that trusts this install's CA (as a phone does once the CA is installed)."""
-    return ssl.create_default_context(cafile=server.settings.data_dir / "tls" / "ca.crt")
 
 
 def _refused(url: str) -> bool:
