@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 WEBUI_STAMP := webui/node_modules/.installed
 
 .PHONY: run serve test test-fast test-python test-webui test-postgres test-package check check-python check-webui fix \
-	package system-deps venv webui webui-deps llama regen-migration regen-schema bench clean
+	package deb system-deps venv webui webui-deps llama regen-migration regen-schema bench clean
 STAGE := .ci/stage
 
 system-deps:
@@ -90,14 +90,21 @@ test-postgres:
 # Desktop package (PyInstaller onedir, web UI bundled) -> build/package/dist/ModelTrain/
 package: venv webui
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[package]'
+	@start=$$(date +%s); \
 	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath build/package/dist \
-	  --workpath build/package/work packaging/pyinstaller/modeltrain.spec
-	@du -sh build/package/dist/ModelTrain
+	  --workpath build/package/work packaging/pyinstaller/modeltrain.spec && \
+	echo "package: built in $$(( $$(date +%s) - start )) s, $$(du -sh build/package/dist/ModelTrain | cut -f1)"
 
-# Builds the desktop package (about a minute) and runs the packaged binary's --self-test.
-test-package: venv webui
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[package]'
-	MODELTRAIN_TEST_PACKAGE=1 $(BIN)/python -m pytest tests/deploy/test_package.py -s
+# The Linux packages of that bundle -> build/package/modeltrain_<version>_<arch>.deb and a .tar.xz
+deb: package
+	$(BIN)/python packaging/deb/build_deb.py
+
+# Builds the desktop package and its .deb (a few minutes; the .tar.xz is left to `make deb`), then checks
+# the bundle, runs the packaged binary's --self-test, and installs, self-tests and removes the .deb
+# (root: it installs into /opt and /usr).
+test-package: package
+	$(BIN)/python packaging/deb/build_deb.py --no-tarball
+	MODELTRAIN_TEST_PACKAGE=1 $(BIN)/python -m pytest tests/deploy/test_package.py tests/deploy/test_deb.py -s
 
 test-webui:
 	cd webui && npm run --silent check:api && npm run --silent typecheck && npm run --silent test && npm run --silent e2e

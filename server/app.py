@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         desktop_token=DesktopToken() if settings.desktop_mode else None,
     )
     guard.body_limit_overrides.setdefault("/api/conversations/import", settings.conversation_import_max_bytes)
+    guard.body_limit_overrides.setdefault("/api/ollama/models/import", settings.gguf_import_max_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from server.services.metrics import MetricsCollector
     from server.services.models import ModelDiscovery
     from server.services.ollama_daemon import OllamaDaemon
+    from server.services.ollama_install import RuntimeInstaller
     from server.services.ollama_pulls import PullManager
 
 
@@ -54,6 +55,8 @@ class Runtime:
     #: The supervised ``ollama serve`` (when this instance manages one) and this process's pulls.
     ollama_daemon: OllamaDaemon | None = None
     ollama_pulls: PullManager | None = None
+    #: Installs and updates the Ollama runtime in the data dir (one job at a time).
+    ollama_installer: RuntimeInstaller | None = None
     #: Stop requests and pull listings shared with the other instances on the same database.
     cluster: ClusterWatcher | None = None
     #: The cached model lists of the enabled providers.

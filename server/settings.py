@@ -211,6 +211,28 @@ class Settings(BaseSettings):
         default_factory=lambda: ["registry.ollama.ai", "hf.co"],
         description="Registry hosts model names may name for pull/create (comma-separated).",
     )
+    gguf_import_max_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=1024,
+        description="Largest GGUF file POST /api/ollama/models/import accepts (bytes); this route alone is "
+        "exempt from MODELTRAIN_MAX_BODY_BYTES.",
+    )
+
+    # --- The Ollama runtime ModelTrain installs per user (services/ollama_install.py, ollama_releases.py) ---
+    ollama_releases_url: str = Field(
+        default="https://github.com/ollama/ollama/releases",
+        description="Where the Ollama runtime is downloaded from: a base laid out like a GitHub project's "
+        "releases (<base>/latest/download/<asset>, <base>/download/<tag>/<asset>, sha256sum.txt beside the "
+        "assets), or a local folder with the same layout (mirrors, offline installs).",
+    )
+    ollama_update_check: bool = Field(
+        default=False,
+        description="Look for a newer Ollama runtime once a day (only a version check: an install or update "
+        "never starts without an administrator's click).",
+    )
+    ollama_download_stall_seconds: float = Field(
+        default=30.0, gt=0, description="A runtime download that receives no bytes for this long fails."
+    )
 
     @field_validator("ollama_registries", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ _TESTS = Path(__file__).parent
 
 #: What each system test file drives for real, beyond Python and the loopback fakes.
 SYSTEM_TESTS: dict[str, tuple[str, ...]] = {
+    "deploy/test_deb.py": ("packaging", "chromium"),
     "deploy/test_docker.py": ("packaging", "postgres"),
     "deploy/test_gunicorn_workers.py": ("postgres",),
     "deploy/test_logrotate.py": ("packaging",),

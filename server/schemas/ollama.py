@@ -17,6 +17,28 @@ def _name(description: str = "Ollama model name, e.g. llama3.2:latest") -> Any:
     return Field(min_length=1, max_length=600, description=description)
 
 
+class RuntimeCheckError(BaseModel):
+    code: str
+    message: str
+
+
+class OllamaRuntimeRead(BaseModel):
+    """The Ollama runtime on this machine: the user's own (``source`` "user", never touched) or the one
+    ModelTrain installed in its data dir ("managed"); ``None`` when there is none."""
+
+    source: Literal["user", "managed"] | None = None
+    path: str | None = Field(None, description="the ollama executable in use")
+    installed_version: str | None = Field(None, description="the managed runtime's version")
+    latest_version: str | None = Field(
+        None, description="the newest release (when checked: ?check=true or the daily update check)"
+    )
+    asset: str | None = Field(None, description="the archive for this OS and CPU (when checked)")
+    size: int | None = Field(None, description="download size in bytes, all archives together (when checked)")
+    update_available: bool = False
+    installing: bool = Field(False, description="an install or update is running")
+    check_error: RuntimeCheckError | None = Field(None, description="why the newest release is unknown")
+
+
 class OllamaStatusRead(BaseModel):
     state: DaemonState
     url: str
@@ -30,6 +52,9 @@ class OllamaStatusRead(BaseModel):
     log_file: str | None = None
     autostart: bool = False
     provider_id: uuid.UUID | None = None
+    runtime: OllamaRuntimeRead | None = Field(
+        None, description="the Ollama runtime installed on this machine"
+    )
 
 
 class OllamaLogsRead(BaseModel):

@@ -90,9 +90,11 @@ def _is_executable(path: Path) -> bool:
 
 
 def find_ollama_binary(
-    configured: Path | None, *, extra_locations: Iterable[Path] | None = None
+    configured: Path | None, *, extra_locations: Iterable[Path] | None = None, managed: Path | None = None
 ) -> Path | None:
-    """``MODELTRAIN_OLLAMA_BIN`` if set (and only it), else PATH, else the standard install locations."""
+    """``MODELTRAIN_OLLAMA_BIN`` if set (and only it), else PATH, else the standard install locations, and
+    last the runtime ModelTrain installed itself (``managed``, services/ollama_install.py): an ``ollama``
+    the user installed always wins."""
     if configured is not None:
         path = Path(configured).expanduser()
         return path if _is_executable(path) else None
@@ -102,6 +104,8 @@ def find_ollama_binary(
     for candidate in standard_locations() if extra_locations is None else extra_locations:
         if _is_executable(candidate):
             return candidate
+    if managed is not None and _is_executable(managed):
+        return managed
     return None
 
 
@@ -397,8 +401,11 @@ class OllamaDaemon:
         url: str | None = None,
         binary_locations: Iterable[Path] | None = None,
         stable_after: float = STABLE_AFTER,
+        managed_binary: Callable[[], Path | None] | None = None,
     ) -> None:
         self.settings = settings
+        #: The managed runtime's ``ollama`` (RuntimeInstaller.managed_binary), the last discovery candidate.
+        self._managed_binary = managed_binary
         self.url = (url or settings.default_ollama_url).rstrip("/")
         self.port = url_port(self.url)
         self._binary_locations = list(binary_locations) if binary_locations is not None else None
@@ -451,6 +458,16 @@ class OllamaDaemon:
                 autostart=self.settings.ollama_autostart,
             )
 
+    def user_binary(self) -> Path | None:
+        """An ``ollama`` the user installed (MODELTRAIN_OLLAMA_BIN, PATH, standard places), if any."""
+        return find_ollama_binary(self.settings.ollama_bin, extra_locations=self._binary_locations)
+
+    def _find_binary(self) -> Path | None:
+        managed = self._managed_binary() if self._managed_binary is not None else None
+        return find_ollama_binary(
+            self.settings.ollama_bin, extra_locations=self._binary_locations, managed=managed
+        )
+
     def start(self) -> OllamaStatusRead:
         """Adopt a running Ollama or spawn one. Returns at once; readiness continues in the background
         (use :meth:`wait_for`). Raises :class:`Conflict`/:class:`Unavailable` when it cannot start."""
@@ -471,7 +488,7 @@ class OllamaDaemon:
             self._set(state="external", managed=False, version=fetch_version(self.url))
             log.info("an Ollama server already answers at %s; using it as external", self.url)
             return self.status()
-        binary = find_ollama_binary(self.settings.ollama_bin, extra_locations=self._binary_locations)
+        binary = self._find_binary()
         with self._lock:
             self._binary = binary
         if binary is None:
@@ -576,7 +593,7 @@ class OllamaDaemon:
         if up:
             self._set(state="external", managed=False, version=fetch_version(self.url, timeout=0.5))
             return
-        binary = find_ollama_binary(self.settings.ollama_bin, extra_locations=self._binary_locations)
+        binary = self._find_binary()
         self._set(binary=binary, state="stopped" if binary else "not_installed", version=None)
 
     def _cleanup_stale(self) -> None:

@@ -1,5 +1,6 @@
-"""The app's Ollama services: the daemon supervisor (``runtime.ollama_daemon``) and the pull manager
-(``runtime.ollama_pulls``), started and stopped by the app lifespan."""
+"""The app's Ollama services: the daemon supervisor (``runtime.ollama_daemon``), the pull manager
+(``runtime.ollama_pulls``) and the runtime installer (``runtime.ollama_installer``), started and stopped by
+the app lifespan."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import anyio
 
 from server.errors import DomainError, Unavailable
 from server.services.ollama_daemon import OllamaDaemon
+from server.services.ollama_install import RuntimeInstaller
 from server.services.ollama_pulls import PullManager
 from server.settings import Settings
 
@@ -23,9 +25,12 @@ SETTLED_STATES = ("running", "external", "failed", "stopped", "not_installed")
 
 
 async def start_ollama(runtime: Runtime) -> None:
-    """Register the daemon supervisor and the pull manager; autostart Ollama when the setting says so."""
+    """Register the daemon supervisor, the pull manager and the runtime installer; autostart Ollama when
+    the setting says so (with the managed runtime when the user has no ``ollama`` of their own)."""
     settings = runtime.settings
-    daemon = OllamaDaemon(settings)
+    installer = RuntimeInstaller(settings)
+    runtime.ollama_installer = installer
+    daemon = OllamaDaemon(settings, managed_binary=installer.managed_binary)
     runtime.ollama_daemon = daemon
     runtime.ollama_pulls = PullManager(settings)
     if settings.ollama_autostart:
@@ -36,7 +41,9 @@ async def start_ollama(runtime: Runtime) -> None:
 
 
 async def stop_ollama(runtime: Runtime) -> None:
-    """Cancel pulls, then stop a managed Ollama (an external one is never touched)."""
+    """Cancel pulls and a runtime install, then stop a managed Ollama (an external one is never touched)."""
+    if runtime.ollama_installer is not None:
+        runtime.ollama_installer.cancel()  # a partial download stays and resumes; an unpack is cleaned later
     if runtime.ollama_pulls is not None:
         await runtime.ollama_pulls.aclose()
     if runtime.ollama_daemon is not None:
@@ -58,3 +65,9 @@ def get_pulls(runtime: Runtime) -> PullManager:
 def wait_settled(daemon: OllamaDaemon, settings: Settings) -> None:
     """Block until a start/restart has an outcome (or the start timeout passes)."""
     daemon.wait_for(SETTLED_STATES, settings.ollama_start_timeout + 5)
+
+
+def get_installer(runtime: Runtime) -> RuntimeInstaller:
+    if runtime.ollama_installer is None:
+        raise Unavailable("the runtime installer is not running (app not started)", code="ollama_unavailable")
+    return runtime.ollama_installer

@@ -25,5 +25,8 @@ def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
     pg_cluster.drop_database(url)
 
 
-# The package test builds the desktop app with PyInstaller (minutes): only `make test-package` runs it.
-collect_ignore = [] if os.environ.get("MODELTRAIN_TEST_PACKAGE") == "1" else ["test_package.py"]
+# The package tests need the desktop app built with PyInstaller and the Linux package made from it
+# (minutes): only `make test-package` runs them, after `make deb`.
+collect_ignore = (
+    [] if os.environ.get("MODELTRAIN_TEST_PACKAGE") == "1" else ["test_package.py", "test_deb.py"]
+)

@@ -429,8 +429,8 @@ class ServiceView:
     read-only, the homes empty, a private /tmp and /dev, only ``writable`` paths writable (each a host
     directory mounted at the service's own path, owned by ``uid`` with mode 0700), and the process itself
     running as ``uid`` with no capabilities and no way to regain privileges. The interpreter and this
-    checkout are mounted back read-only when they live under a hidden home (as on a developer's machine).
-    No D-Bus session and no keyring daemon are reachable, as for a real service user.
+    checkout are mounted back read-only when they live under a hidden home or /tmp (a developer's
+    machine, a CI checkout). No D-Bus session and no keyring daemon are reachable, as for a real service user.
     """
 
     uid: int
@@ -458,8 +458,9 @@ class ServiceView:
         for hidden in PROTECTED_HOMES:
             if Path(hidden).is_dir():
                 args += ["--tmpfs", hidden]
-        for keep in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO}:
-            if any(keep.is_relative_to(h) for h in PROTECTED_HOMES):
+        hidden = (*PROTECTED_HOMES, "/tmp")
+        for keep in sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO}):
+            if any(keep.is_relative_to(h) for h in hidden):
                 args += ["--ro-bind", str(keep), str(keep)]
         # Room for mount points that do not exist on this machine (e.g. /var/lib/modeltrain): a tmpfs on
         # their parent, once per parent, before any bind below it.

@@ -46,6 +46,7 @@ from tests.fakes._httpserver import (
     run_until_signalled,
     split_tokens,
 )
+from tests.fakes.gguf import FILE_TYPES, read_metadata
 
 __all__ = ["DEFAULT_VERSION", "FakeModel", "FakeOllama", "Name", "parse_name"]
 
@@ -56,6 +57,13 @@ RUNNER_FAILURE = "an error was encountered while running the model: unexpected E
 MANIFEST_MISSING = "pull model manifest: file does not exist"
 DOWNLOAD_FAILURE = "max retries exceeded: unexpected EOF"
 INVALID_NAME = "invalid model name"
+INVALID_DIGEST = "invalid digest format"
+FILE_PATH_NOT_RELATIVE = "file path must be relative"
+NOT_GGUF = "supplied file was not in GGUF format"
+BLOBS_DIR = "/usr/share/ollama/.ollama/models/blobs"
+"""Where the fake pretends its blobs are (part of the error for a missing blob)."""
+BLOB_HEAD = 8 << 20
+"""Bytes of each uploaded blob the fake keeps: the GGUF metadata it reports is read from them."""
 DEFAULT_KEEP_ALIVE = 300.0
 DEFAULT_NUM_CTX = 4096
 PULL_STEPS = 10
@@ -562,6 +570,41 @@ def _check_think(value: Any) -> None:
     raise _error(400, f"invalid think value: {json.dumps(value)} (must be {allowed})")
 
 
+@dataclass(frozen=True)
+class FakeBlob:
+    """An uploaded blob: its size and first bytes (the whole file is hashed, not kept)."""
+
+    size: int
+    head: bytes
+
+
+def _model_from_gguf(blob: FakeBlob) -> FakeModel:
+    """What /api/tags and /api/show report for a model created from a GGUF blob."""
+    meta = read_metadata(blob.head)
+    arch = str(meta.get("general.architecture") or "llama")
+    label = str(meta.get("general.size_label") or "")
+    if not re.fullmatch(r"\d+(\.\d+)?[KMBT]", label):
+        label = f"{max(blob.size // 1_000_000, 1)}M"
+    context = meta.get(f"{arch}.context_length")
+    embedding = meta.get(f"{arch}.embedding_length")
+    return FakeModel(
+        family=arch,
+        parameter_size=label,
+        quantization_level=FILE_TYPES.get(int(meta.get("general.file_type") or 0), "unknown"),
+        size=blob.size,
+        capabilities=("completion",),
+        context_length=context if isinstance(context, int) else 2048,
+        embedding_length=embedding if isinstance(embedding, int) else 0,
+        template="{{ .Prompt }}",
+        modified_at=_local_now(),
+    )
+
+
+def _valid_file_path(path: str) -> bool:
+    """Go's ``fs.ValidPath``: relative, slash-separated, no empty, ``.`` or ``..`` element."""
+    return path == "." or (bool(path) and all(part not in ("", ".", "..") for part in path.split("/")))
+
+
 # --- the server ---------------------------------------------------------------------------------------
 
 
@@ -575,7 +618,9 @@ class FakeOllama(FakeServer):
     ``models`` / ``pull_catalog`` (name -> :class:`FakeModel` or a mapping of its fields),
     ``pull_tick``, ``pull_fail_after`` (progress lines before a pull fails), ``pull_total_bytes`` (size
     reported for the main layer; None: the model's own size), ``legacy_not_found`` (pre-0.12 404
-    wording on chat/generate), ``check_host`` (Host/Origin check of §D.2, 403 with an empty body).
+    wording on chat/generate), ``check_host`` (Host/Origin check of §D.2, 403 with an empty body),
+    ``blob_fail_after`` (a blob upload loses its connection after this many bytes, as when Ollama dies).
+    ``blobs`` maps uploaded blobs (``sha256-<hex>``, the file name) to :class:`FakeBlob`.
 
     Observations: ``requests``, ``active_streams`` (chat/generate/pull/create requests in progress,
     streamed or not), ``disconnects`` (those ended by the client going away).
@@ -600,6 +645,7 @@ class FakeOllama(FakeServer):
         pull_catalog: Mapping[str, FakeModel | Mapping[str, Any] | None] | None = None,
         legacy_not_found: bool = False,
         check_host: bool = False,
+        blob_fail_after: int | None = None,
     ) -> None:
         super().__init__(host, port, hang=hang)
         self.models = _normalise(default_models() if models is None else models)
@@ -615,6 +661,8 @@ class FakeOllama(FakeServer):
         self.version = version
         self.legacy_not_found = legacy_not_found
         self.check_host = check_host
+        self.blob_fail_after = blob_fail_after
+        self.blobs: dict[str, FakeBlob] = {}
         self._loaded: dict[str, _Slot] = {}
 
     @property
@@ -643,7 +691,17 @@ class FakeOllama(FakeServer):
             404: lambda request, exc: _plain(404, "404 page not found"),
             405: lambda request, exc: _plain(405, "405 method not allowed"),
         }
-        return self._host_guard(Starlette(routes=routes, exception_handlers=handlers))
+        app = Starlette(routes=routes, exception_handlers=handlers)
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            # Blob uploads are read as raw ASGI: a dropped connection must not become a 500 answer.
+            if scope["type"] == "http" and scope["path"].startswith("/api/blobs/"):
+                await self.hold()
+                await self._blob(scope, receive, send)
+            else:
+                await app(scope, receive, send)
+
+        return self._host_guard(dispatch)
 
     # --- simple endpoints ---
 
@@ -938,6 +996,49 @@ class FakeOllama(FakeServer):
 
     # --- pull and create ---
 
+    # --- blobs (§A.7) ---
+
+    async def _blob(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, digest = scope["method"], scope["path"][len("/api/blobs/") :]
+        if method not in ("HEAD", "POST"):
+            await _plain(405, "405 method not allowed")(scope, receive, send)
+            return
+        if not _DIGEST.fullmatch(digest):
+            answer = Response(status_code=400) if method == "HEAD" else _json({"error": INVALID_DIGEST}, 400)
+            await answer(scope, receive, send)
+            return
+        key = digest.replace(":", "-")  # the blob's file name: both spellings name one file
+        if method == "HEAD":  # Go sends no body with HEAD
+            await Response(status_code=200 if key in self.blobs else 404)(scope, receive, send)
+            return
+        if key in self.blobs:
+            await Response(status_code=200)(scope, receive, send)
+            return
+        hasher, size, head = hashlib.sha256(), 0, bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnects += 1
+                return
+            chunk = message.get("body", b"")
+            hasher.update(chunk)
+            size += len(chunk)
+            if len(head) < BLOB_HEAD:
+                head += chunk[: BLOB_HEAD - len(head)]
+            if self.blob_fail_after is not None and size >= self.blob_fail_after:
+                # Start an answer, then fail: uvicorn closes the connection mid-response.
+                await send({"type": "http.response.start", "status": 500, "headers": []})
+                raise ConnectionAbortedError("fake Ollama dropped the blob upload")
+            if not message.get("more_body", False):
+                break
+        got = f"sha256:{hasher.hexdigest()}"
+        if got != digest:
+            mismatch = f"digest mismatch, expected {json.dumps(digest)}, got {json.dumps(got)}"
+            await _json({"error": mismatch}, 400)(scope, receive, send)
+            return
+        self.blobs[key] = FakeBlob(size, bytes(head))
+        await Response(status_code=201)(scope, receive, send)
+
     async def _pull(self, request: Request) -> Response:
         body = decode_body(await request.body(), "PullRequest")
         text = _name_field(body, "PullRequest")
@@ -986,7 +1087,9 @@ class FakeOllama(FakeServer):
             raise _error(400, INVALID_NAME)
         files = body.get("files") or {}
         if not isinstance(files, dict) or not all(_DIGEST.fullmatch(str(d)) for d in files.values()):
-            raise _error(400, "invalid digest format")
+            raise _error(400, INVALID_DIGEST)
+        if not all(_valid_file_path(str(path)) for path in files):
+            raise _error(400, FILE_PATH_NOT_RELATIVE)
         base_text = _string(body, "from", "CreateRequest")
         base_name = parse_name(base_text) if base_text else None
         if base_text and base_name is None:
@@ -1003,7 +1106,19 @@ class FakeOllama(FakeServer):
         self, name: Name, base_name: Name | None, body: Mapping[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
         await self.hold()
-        base = FakeModel()  # built from uploaded files: default metadata
+        base = FakeModel()
+        if base_name is None:  # built from uploaded GGUF files: read their metadata, like the real server
+            for digest in (body.get("files") or {}).values():
+                yield {"status": "parsing GGUF"}
+                blob = self.blobs.get(str(digest).replace(":", "-"))
+                if blob is None:
+                    raise _error(
+                        500, f"open {BLOBS_DIR}/{str(digest).replace(':', '-')}: no such file or directory"
+                    )
+                if not blob.head.startswith(b"GGUF"):
+                    raise _error(400, NOT_GGUF)
+                base = _model_from_gguf(blob)
+                yield {"status": f"using existing layer sha256:{str(digest)[7:]}"}
         if base_name is not None:
             if _lookup(self.models, base_name) is None:  # like the real server: pull the base first
                 async with aclosing(self._pull_events(base_name)) as pull:
@@ -1014,7 +1129,7 @@ class FakeOllama(FakeServer):
             if found is None:  # the pull was cut short by stop()
                 return
             base = found[1]
-        for digest, _ in base.layers():
+        for digest, _ in base.layers() if base_name is not None else []:
             yield {"status": f"using existing layer {digest}"}
         for digest in (body.get("adapters") or {}).values():
             yield {"status": f"using existing layer {digest}"}

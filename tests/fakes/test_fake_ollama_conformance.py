@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,7 +17,16 @@ import ollama
 import pytest
 
 from tests.fakes import FakeOllama, wait_until
-from tests.fakes.fake_ollama import BUSY, MANIFEST_MISSING, RUNNER_FAILURE, parse_name
+from tests.fakes.fake_ollama import (
+    BLOBS_DIR,
+    BUSY,
+    FILE_PATH_NOT_RELATIVE,
+    MANIFEST_MISSING,
+    NOT_GGUF,
+    RUNNER_FAILURE,
+    parse_name,
+)
+from tests.fakes.gguf import make_gguf
 
 REPO = Path(__file__).resolve().parents[2]
 REPLY = "Hello there, this is a fixed reply."
@@ -216,6 +226,82 @@ def test_create_from_local_and_from_registry(client: ollama.Client, http: httpx.
     with pytest.raises(ollama.ResponseError) as error:
         client.create("x", from_="nope")  # stream:false: a failed implicit pull is a 500
     assert (error.value.status_code, error.value.error) == (500, MANIFEST_MISSING)
+
+
+def _gguf_file(tmp_path: Path, name: str = "m.gguf", **meta: str | int) -> tuple[Path, bytes, str]:
+    data = make_gguf(meta or None, padding=3000)
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path, data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_blobs_and_create_from_files(client: ollama.Client, http: httpx.Client, tmp_path: Path) -> None:
+    path, data, digest = _gguf_file(
+        tmp_path,
+        **{
+            "general.architecture": "qwen2",
+            "general.file_type": 7,
+            "general.size_label": "500M",
+            "qwen2.context_length": 32768,
+        },
+    )
+    assert http.head(f"/api/blobs/{digest}").status_code == 404
+    assert client.create_blob(path) == digest  # the official helper: POST, 201
+    assert http.head(f"/api/blobs/{digest}").status_code == 200
+    assert http.head(f"/api/blobs/sha256-{digest[7:]}").status_code == 200  # one file, both spellings
+    again = http.post(f"/api/blobs/{digest}", content=data)
+    assert (again.status_code, again.content) == (200, b"")
+    statuses = [p.status for p in client.create(model="mine:q8", files={"m.gguf": digest}, stream=True)]
+    assert statuses[:2] == ["parsing GGUF", f"using existing layer {digest}"]
+    assert statuses[-2:] == ["writing manifest", "success"]
+    listed = {m.model: m for m in client.list().models}
+    model = listed["mine:q8"]
+    assert model.size == len(data) and model.details is not None
+    assert (model.details.format, model.details.family) == ("gguf", "qwen2")
+    assert (model.details.parameter_size, model.details.quantization_level) == ("500M", "Q8_0")
+    shown = client.show("mine:q8")
+    assert shown.modelinfo is not None and shown.modelinfo["qwen2.context_length"] == 32768
+
+
+def test_blob_and_create_from_files_errors(
+    fake: FakeOllama, client: ollama.Client, http: httpx.Client, tmp_path: Path
+) -> None:
+    _, data, digest = _gguf_file(tmp_path)
+    bad = http.post("/api/blobs/sha256:abc", content=b"x")
+    assert (bad.status_code, bad.json()) == (400, {"error": "invalid digest format"})
+    assert http.head("/api/blobs/md5:abc").status_code == 400
+    assert http.get(f"/api/blobs/{digest}").status_code == 405
+    other = "sha256:" + "0" * 64
+    mismatch = http.post(f"/api/blobs/{other}", content=data)
+    expected = f'digest mismatch, expected "{other}", got "{digest}"'
+    assert (mismatch.status_code, mismatch.json()) == (400, {"error": expected})
+    assert fake.blobs == {}
+    # create from a blob that was never uploaded: after "parsing GGUF", the file is missing
+    with pytest.raises(ollama.ResponseError) as error:
+        client.create(model="ghost", files={"m.gguf": digest})
+    assert error.value.status_code == 500
+    assert error.value.error == f"open {BLOBS_DIR}/sha256-{digest[7:]}: no such file or directory"
+    streamed = http.post("/api/create", json={"model": "ghost", "files": {"m.gguf": digest}})
+    assert streamed.status_code == 200 and ndjson(streamed)[0] == {"status": "parsing GGUF"}
+    assert "no such file or directory" in ndjson(streamed)[-1]["error"]
+    # a blob that is not GGUF; a file path that is not relative
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"hello, not a model")
+    text_digest = client.create_blob(text)
+    with pytest.raises(ollama.ResponseError) as error:
+        client.create(model="notes", files={"notes.gguf": text_digest})
+    assert (error.value.status_code, error.value.error) == (400, NOT_GGUF)
+    with pytest.raises(ollama.ResponseError) as error:
+        client.create(model="abs", files={"/etc/m.gguf": digest})
+    assert (error.value.status_code, error.value.error) == (400, FILE_PATH_NOT_RELATIVE)
+    assert "ghost" not in {m.model for m in client.list().models}
+    # Ollama going away mid-upload: the connection drops, nothing is stored
+    big = tmp_path / "big.gguf"
+    big.write_bytes(make_gguf(padding=4 << 20))
+    fake.blob_fail_after = 1 << 20
+    with pytest.raises((httpx.TransportError, ConnectionError)):
+        client.create_blob(big)
+    assert set(fake.blobs) == {text_digest.replace(":", "-")}
 
 
 # --- errors ---

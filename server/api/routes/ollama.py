@@ -71,7 +71,10 @@ TargetDep = Annotated[OllamaTarget, Depends(ollama_target)]
 @router.get("/status", response_model=OllamaStatusRead, summary="Daemon / host status")
 def get_status(_: CurrentUser, runtime: RuntimeDep, target: TargetDep) -> OllamaStatusRead:
     daemon = ollama_runtime.get_daemon(runtime)
-    return ollama_admin.target_status(daemon, target)
+    status = ollama_admin.target_status(daemon, target)
+    if runtime.ollama_installer is not None:  # the runtime on this machine, whichever host is shown
+        status.runtime = runtime.ollama_installer.info(daemon, check=False, refresh=False)
+    return status
 
 
 @router.post("/start", response_model=OllamaStatusRead, summary="Start (or adopt) the local Ollama (admin)")

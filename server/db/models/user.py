@@ -25,3 +25,5 @@ class User(IdMixin, TimestampMixin, Base):
     #: Bumped on password change, disable, demotion and logout-everywhere: older access tokens die.
     token_version: Mapped[int] = mapped_column(default=0)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: The first-run guide: "pending" (never decided), "open" (reopened), "completed" or "skipped".
+    onboarding_state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")

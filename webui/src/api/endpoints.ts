@@ -12,7 +12,9 @@ import type {
   Metrics,
   ModelListError,
   OllamaModel,
+  OllamaRuntime,
   OllamaStatus,
+  Onboarding,
   Page,
   Provider,
   Preset,
@@ -21,6 +23,7 @@ import type {
   PullProgress,
   Readiness,
   RunningModel,
+  SuggestedModelList,
   TokenResponse,
   User,
 } from './types'
@@ -184,6 +187,14 @@ export const ollamaApi = {
   cancelPull: (name: string, provider?: OllamaHost) => http.del<void>(`/api/ollama/pull/${enc(name)}`, at(provider)),
 }
 
+/** The Ollama runtime ModelTrain installs per user (admin). `install`/`update` answer an SSE stream. */
+export const ollamaRuntimeApi = {
+  get: (check = false) => http.get<OllamaRuntime>('/api/ollama/runtime', check ? { query: { check: true } } : {}),
+  start: (kind: 'install' | 'update', signal?: AbortSignal) =>
+    rawRequest('POST', `/api/ollama/runtime/${kind}`, { body: {}, signal, headers: { Accept: 'text/event-stream' } }),
+  cancel: () => http.del<OllamaRuntime>('/api/ollama/runtime/install'),
+}
+
 export const opsApi = {
   metrics: () => http.get<Metrics>('/api/metrics'),
   alerts: async (): Promise<AlertFeed> => {
@@ -215,4 +226,10 @@ export const lanApi = {
   get: () => http.get<LanInfo>('/api/lan'),
   put: (body: { enabled: boolean; host?: string; port?: number; password: string }) =>
     http.put<LanInfo>('/api/lan', body),
+}
+
+export const onboardingApi = {
+  get: () => http.get<Onboarding>('/api/onboarding'),
+  act: (action: 'complete' | 'skip' | 'reopen') => http.post<Onboarding>(`/api/onboarding/${action}`, {}),
+  models: () => http.get<SuggestedModelList>('/api/onboarding/models'),
 }

@@ -402,6 +402,58 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/ollama/runtime": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The Ollama runtime on this machine (admin) */
+        get: operations["get_runtime_api_ollama_runtime_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/ollama/runtime/install": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Download, verify and unpack the Ollama runtime, then start it; streams progress (admin) */
+        post: operations["install_runtime_api_ollama_runtime_install_post"];
+        /** Cancel a running install or update (admin) */
+        delete: operations["cancel_install_api_ollama_runtime_install_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/ollama/runtime/update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Install the newest Ollama beside the current one, switch if it starts; streams progress (admin) */
+        post: operations["update_runtime_api_ollama_runtime_update_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/ollama/status": {
         parameters: {
             query?: never;
@@ -675,6 +727,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/ollama/models/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Import a GGUF file (raw request body) as a model; streams progress (admin) */
+        post: operations["import_gguf_api_ollama_models_import_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/providers": {
         parameters: {
             query?: never;
@@ -791,6 +860,91 @@ export interface paths {
         };
         /** Models you can chat with */
         get: operations["list_models_api_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/onboarding": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The first-run guide's state, and whether to show it */
+        get: operations["get_onboarding_api_onboarding_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/onboarding/complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Finish the guide (admin) */
+        post: operations["complete_api_onboarding_complete_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/onboarding/skip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Skip the guide (admin) */
+        post: operations["skip_api_onboarding_skip_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/onboarding/reopen": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Open the guide again (admin) */
+        post: operations["reopen_api_onboarding_reopen_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/onboarding/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Suggested small models and their fit (admin) */
+        get: operations["suggested_models_api_onboarding_models_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1591,6 +1745,37 @@ export interface components {
             /** Password */
             password: string;
         };
+        /**
+         * MachineRead
+         * @description The memory of the machine the server runs on (None: could not be read).
+         */
+        MachineRead: {
+            /**
+             * Ram Total
+             * @description Total RAM in bytes
+             */
+            ram_total?: number | null;
+            /**
+             * Ram Available
+             * @description RAM available to new processes, in bytes
+             */
+            ram_available?: number | null;
+            /**
+             * Gpu Name
+             * @description The largest GPU found (NVIDIA or AMD)
+             */
+            gpu_name?: string | null;
+            /**
+             * Gpu Total
+             * @description That GPU's memory in bytes
+             */
+            gpu_total?: number | null;
+            /**
+             * Gpu Free
+             * @description Its memory not in use, in bytes (when known)
+             */
+            gpu_free?: number | null;
+        };
         /** MessageRead */
         MessageRead: {
             /**
@@ -2169,6 +2354,53 @@ export interface components {
              */
             pinned?: boolean;
         };
+        /**
+         * OllamaRuntimeRead
+         * @description The Ollama runtime on this machine: the user's own (``source`` "user", never touched) or the one
+         *     ModelTrain installed in its data dir ("managed"); ``None`` when there is none.
+         */
+        OllamaRuntimeRead: {
+            /** Source */
+            source?: ("user" | "managed") | null;
+            /**
+             * Path
+             * @description the ollama executable in use
+             */
+            path?: string | null;
+            /**
+             * Installed Version
+             * @description the managed runtime's version
+             */
+            installed_version?: string | null;
+            /**
+             * Latest Version
+             * @description the newest release (when checked: ?check=true or the daily update check)
+             */
+            latest_version?: string | null;
+            /**
+             * Asset
+             * @description the archive for this OS and CPU (when checked)
+             */
+            asset?: string | null;
+            /**
+             * Size
+             * @description download size in bytes, all archives together (when checked)
+             */
+            size?: number | null;
+            /**
+             * Update Available
+             * @default false
+             */
+            update_available?: boolean;
+            /**
+             * Installing
+             * @description an install or update is running
+             * @default false
+             */
+            installing?: boolean;
+            /** @description why the newest release is unknown */
+            check_error?: components["schemas"]["RuntimeCheckError"] | null;
+        };
         /** OllamaStatusRead */
         OllamaStatusRead: {
             /**
@@ -2204,6 +2436,27 @@ export interface components {
             autostart?: boolean;
             /** Provider Id */
             provider_id?: string | null;
+            /** @description the Ollama runtime installed on this machine */
+            runtime?: components["schemas"]["OllamaRuntimeRead"] | null;
+        };
+        /** OnboardingRead */
+        OnboardingRead: {
+            /**
+             * State
+             * @description pending: never finished or skipped; open: reopened from Settings; completed; skipped
+             * @enum {string}
+             */
+            state: "pending" | "open" | "completed" | "skipped";
+            /**
+             * Show
+             * @description Whether the web UI opens the guide for this user after sign-in
+             */
+            show: boolean;
+            /**
+             * Has Models
+             * @description Whether the signed-in user has anything to chat with
+             */
+            has_models: boolean;
         };
         /** Page[ConversationRead] */
         Page_ConversationRead_: {
@@ -2396,6 +2649,13 @@ export interface components {
             /** Sessions Revoked */
             sessions_revoked: boolean;
         };
+        /** RuntimeCheckError */
+        RuntimeCheckError: {
+            /** Code */
+            code: string;
+            /** Message */
+            message: string;
+        };
         /** SearchHit */
         SearchHit: {
             /**
@@ -2432,6 +2692,45 @@ export interface components {
             ][];
             /** Message Id */
             message_id: string | null;
+        };
+        /** SuggestedModelList */
+        SuggestedModelList: {
+            machine: components["schemas"]["MachineRead"];
+            /** Items */
+            items: components["schemas"]["SuggestedModelRead"][];
+        };
+        /** SuggestedModelRead */
+        SuggestedModelRead: {
+            /**
+             * Name
+             * @description Ollama model name, e.g. qwen3:0.6b
+             */
+            name: string;
+            /**
+             * Key
+             * @description The web UI's text key for what the model is good at
+             */
+            key: string;
+            /**
+             * Download Size
+             * @description Download size in bytes
+             */
+            download_size: number;
+            /**
+             * Parameter Size
+             * @description Parameters, e.g. 1.7B
+             */
+            parameter_size: string;
+            /**
+             * Memory Needed
+             * @description Estimated memory to run it, in bytes
+             */
+            memory_needed: number;
+            /**
+             * Fit
+             * @description Against this machine's memory; None: memory unknown
+             */
+            fit?: ("fits" | "tight" | "too_big") | null;
         };
         /** Threshold */
         Threshold: {
@@ -3431,6 +3730,98 @@ export interface operations {
             };
         };
     };
+    get_runtime_api_ollama_runtime_get: {
+        parameters: {
+            query?: {
+                /** @description Also ask the release site for the newest version and its size */
+                check?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaRuntimeRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    install_runtime_api_ollama_runtime_install_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description progress, then done or error */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+        };
+    };
+    cancel_install_api_ollama_runtime_install_delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaRuntimeRead"];
+                };
+            };
+        };
+    };
+    update_runtime_api_ollama_runtime_update_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description progress, then done or error */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+        };
+    };
     get_status_api_ollama_status_get: {
         parameters: {
             query?: {
@@ -3984,6 +4375,47 @@ export interface operations {
             };
         };
     };
+    import_gguf_api_ollama_models_import_post: {
+        parameters: {
+            query: {
+                /** @description Name of the new model */
+                name: string;
+                /** @description The file's own name (kept as Ollama's file name) */
+                filename?: string | null;
+                /** @description Ollama provider id (default: the default Ollama) */
+                provider?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The GGUF file itself, as the raw body (not multipart). */
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description progress, then done or error */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_providers_api_providers_get: {
         parameters: {
             query?: {
@@ -4351,6 +4783,106 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelList"];
+                };
+            };
+        };
+    };
+    get_onboarding_api_onboarding_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OnboardingRead"];
+                };
+            };
+        };
+    };
+    complete_api_onboarding_complete_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OnboardingRead"];
+                };
+            };
+        };
+    };
+    skip_api_onboarding_skip_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OnboardingRead"];
+                };
+            };
+        };
+    };
+    reopen_api_onboarding_reopen_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OnboardingRead"];
+                };
+            };
+        };
+    };
+    suggested_models_api_onboarding_models_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuggestedModelList"];
                 };
             };
         };

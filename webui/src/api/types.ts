@@ -101,8 +101,16 @@ export type Provider = S['ProviderRead']
 
 export type OllamaState = S['OllamaStatusRead']['state']
 export type OllamaStatus = S['OllamaStatusRead']
+/** The Ollama runtime on this machine (`/api/ollama/runtime`, and `runtime` in the status). */
+export type OllamaRuntime = S['OllamaRuntimeRead']
 export type OllamaModel = S['OllamaModelRead']
 export type RunningModel = S['OllamaRunningRead']
+
+/** The first-run guide (`/api/onboarding`): the user's state, this machine's memory, suggested models. */
+export type Onboarding = S['OnboardingRead']
+export type MachineInfo = S['MachineRead']
+export type SuggestedModel = S['SuggestedModelRead']
+export type SuggestedModelList = S['SuggestedModelList']
 
 /** One pull as listed by `/api/ollama/pulls`; progress events may carry only some of the fields. */
 export type PullProgress = Adjust<

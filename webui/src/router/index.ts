@@ -67,6 +67,12 @@ export function createAppRouter(): Router {
             meta: { admin: true, titleKey: 'nav.system' },
           },
           {
+            path: 'setup',
+            name: 'setup',
+            component: () => import('@/views/setup/SetupView.vue'),
+            meta: { admin: true, titleKey: 'setup.title' },
+          },
+          {
             path: 'settings',
             name: 'settings',
             component: () => import('@/views/settings/SettingsView.vue'),
