@@ -249,7 +249,7 @@ class MetricsCollector:
             elif streak >= ALERT_AFTER_SAMPLES:
                 value = values[metric]
                 if metric == "ollama":
-                    message = f"Ollama is {value}"
+                    message = f"Ollama is {str(value).replace('_', ' ')}"  # "not installed"
                 else:
                     warn, alert = self.thresholds[metric]
                     limit = alert if level == "alert" else warn
