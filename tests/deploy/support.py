@@ -482,6 +482,17 @@ class ServiceView:
         clean = {k: v for k, v in env.items() if not k.startswith(("DBUS_", "XDG_", "PYTHON_KEYRING"))}
         return SandboxedProc(spawn(self.command(argv), clean, log, cwd=REPO).popen, log)
 
+    def start(self, argv: list[str], env: Mapping[str, str], log: Path, port: int) -> Proc:
+        """``spawn``, then wait until the server answers on ``port`` (stopped again if it never does)."""
+        proc = self.spawn(argv, env, log)
+        proc.url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(proc, proc.url, timeout=90)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
+
 
 class SandboxedProc(Proc):
     """``stop()`` sends SIGTERM to the service's own main process, as systemd and Docker do (bubblewrap does

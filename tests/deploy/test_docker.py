@@ -189,14 +189,7 @@ def test_the_image_user_keeps_provider_keys_without_a_keyring(tmp_path: Path, pg
     runs = iter(range(1, 3))
 
     def start() -> Proc:
-        proc = view.spawn(_backend_command(), env, tmp_path / f"container-{next(runs)}.log")
-        proc.url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(proc, proc.url, timeout=90)
-        except BaseException:
-            proc.stop()
-            raise
-        return proc
+        return view.start(_backend_command(), env, tmp_path / f"container-{next(runs)}.log", port)
 
     provider_id = provider_key_survives_a_restart(start, dirs[home], dirs["/var/log/modeltrain"])
     engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))

@@ -20,7 +20,6 @@ from tests.deploy.support import (
     ServiceView,
     free_port,
     provider_key_survives_a_restart,
-    wait_healthy,
 )
 
 UNIT = PACKAGING / "systemd" / "modeltrain.service"
@@ -149,14 +148,7 @@ def test_the_hardened_service_keeps_provider_keys_without_a_keyring(tmp_path: Pa
     runs = iter(range(1, 3))
 
     def start() -> Proc:
-        proc = view.spawn(argv, env, tmp_path / f"service-{next(runs)}.log")
-        proc.url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(proc, proc.url, timeout=90)
-        except BaseException:
-            proc.stop()
-            raise
-        return proc
+        return view.start(argv, env, tmp_path / f"service-{next(runs)}.log", port)
 
     provider_key_survives_a_restart(start, dirs["/var/lib/modeltrain"], dirs["/var/log/modeltrain"])
     # It ran as the service user: what it wrote belongs to that user, not to root.

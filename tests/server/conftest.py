@@ -23,8 +23,10 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.embedded import EmbeddedServer
+from server.services.ollama_releases import asset_names
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
+from tests.fakes.fake_releases import FakeReleases
 
 # Defined next to their helpers in chat_support.py (test_chat.py imports them from there); re-exported
 # here so that pytest finds them for every module.
@@ -264,3 +266,21 @@ def disk(client: TestClient) -> dict:
 def trusting(server: EmbeddedServer) -> ssl.SSLContext:
     """A client context that trusts this install's LAN CA (as a phone does once the CA is installed)."""
     return ssl.create_default_context(cafile=server.settings.data_dir / "tls" / "ca.crt")
+
+
+@pytest.fixture
+def releases() -> Iterator[FakeReleases]:
+    """A stand-in Ollama release site with one release (v0.13.0) of this machine's assets."""
+    fake = FakeReleases()
+    fake.add_release("v0.13.0", asset_names())
+    with fake:
+        yield fake
+
+
+@pytest.fixture
+def empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No ``ollama`` of the user's: PATH is an empty folder (a test may put one there)."""
+    folder = tmp_path / "empty-bin"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", str(folder))
+    return folder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,28 +14,10 @@ from tests.fakes.fake_releases import FakeReleases
 from tests.server.conftest import bearer
 from tests.server.ollama_support import read_until_final
 from tests.server.services.test_ollama_daemon import FAKE_BIN, free_port
-from tests.server.services.test_ollama_install import NAMES
 
 
 @pytest.fixture
-def releases() -> Iterator[FakeReleases]:
-    fake = FakeReleases()
-    fake.add_release("v0.13.0", NAMES)
-    with fake:
-        yield fake
-
-
-@pytest.fixture
-def user_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """PATH holds no ``ollama`` (the test may put one in this folder)."""
-    folder = tmp_path / "path-bin"
-    folder.mkdir()
-    monkeypatch.setenv("PATH", str(folder))
-    return folder
-
-
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings], releases: FakeReleases, user_bin: Path) -> Settings:
+def settings(make_settings: Callable[..., Settings], releases: FakeReleases, empty_path: Path) -> Settings:
     return make_settings(
         ollama_url=f"http://127.0.0.1:{free_port()}",
         ollama_releases_url=releases.base,
@@ -79,14 +61,14 @@ def test_install_streams_progress_and_status_reports_the_runtime(
 
 
 def test_install_refused_when_the_user_has_ollama(
-    client: TestClient, admin_token: str, user_bin: Path
+    client: TestClient, admin_token: str, empty_path: Path
 ) -> None:
-    (user_bin / "ollama").symlink_to(FAKE_BIN)
+    (empty_path / "ollama").symlink_to(FAKE_BIN)
     r = client.post("/api/ollama/runtime/install", headers=bearer(admin_token))
     assert r.status_code == 409 and r.json()["code"] == "runtime_user_installed"
     runtime = client.get("/api/ollama/runtime", headers=bearer(admin_token)).json()
-    assert runtime["source"] == "user" and runtime["path"] == str(user_bin / "ollama")
-    assert os.environ["PATH"] == str(user_bin)
+    assert runtime["source"] == "user" and runtime["path"] == str(empty_path / "ollama")
+    assert os.environ["PATH"] == str(empty_path)
 
 
 def test_update_without_a_managed_runtime_is_refused(client: TestClient, admin_token: str) -> None:

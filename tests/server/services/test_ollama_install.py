@@ -25,23 +25,6 @@ MAIN = NAMES[0]
 
 
 @pytest.fixture
-def releases() -> Iterator[FakeReleases]:
-    fake = FakeReleases()
-    fake.add_release("v0.13.0", NAMES)
-    with fake:
-        yield fake
-
-
-@pytest.fixture
-def empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No ``ollama`` of the user's: PATH is an empty folder (standard places are off in the daemon)."""
-    folder = tmp_path / "empty-bin"
-    folder.mkdir()
-    monkeypatch.setenv("PATH", str(folder))
-    return folder
-
-
-@pytest.fixture
 def make_runtime(
     make_settings: Callable[..., Settings], releases: FakeReleases, empty_path: Path
 ) -> Iterator[Callable[..., tuple[RuntimeInstaller, OllamaDaemon]]]:
