@@ -223,7 +223,8 @@ class Settings(BaseSettings):
         default="https://github.com/ollama/ollama/releases",
         description="Where the Ollama runtime is downloaded from: a base laid out like a GitHub project's "
         "releases (<base>/latest/download/<asset>, <base>/download/<tag>/<asset>, sha256sum.txt beside the "
-        "assets), or a local folder with the same layout (mirrors, offline installs).",
+        "assets), a local folder with the same layout (mirrors), or one downloaded archive file with "
+        "sha256sum.txt beside it (offline installs).",
     )
     ollama_update_check: bool = Field(
         default=False,

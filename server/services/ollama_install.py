@@ -217,8 +217,9 @@ class RuntimeInstaller:
         latest: str | None = None
         if check:
             try:
-                names = asset_names()
-                release = self.site().latest(names)
+                site = self.site()
+                names = site.assets_for(asset_names())
+                release = site.latest(names)
                 latest = version_of_tag(release.tag) if release.tag else None
                 sizes = list(release.assets.values())
                 read.asset = names[0]
@@ -242,7 +243,7 @@ class RuntimeInstaller:
         latest: str | None = None
         try:
             site = ReleaseSite(self.settings.ollama_releases_url, timeout=5.0)
-            release = site.latest(asset_names()[:1])
+            release = site.latest(site.assets_for(asset_names())[:1])
             latest = version_of_tag(release.tag) if release.tag else None
         except DomainError as exc:
             log.info("Ollama update check: %s", exc.message)
@@ -309,7 +310,7 @@ class RuntimeInstaller:
 
     def _install(self, job: InstallJob, daemon: OllamaDaemon) -> dict[str, Any]:
         site = self.site()
-        names = asset_names()
+        names = site.assets_for(asset_names())
         job.progress("resolving", force=True)
         release = site.latest(names)
         sums = site.checksums(release.tag)

@@ -177,7 +177,9 @@ class Release:
 
 
 class ReleaseSite:
-    """One release source: an HTTP(S) base or a local folder."""
+    """One release source: an HTTP(S) base, a local folder laid out like it, or one local archive file
+    (an offline install from a downloaded asset: its ``sha256sum.txt`` must lie beside it, and the
+    version comes from the unpacked ``ollama --version``)."""
 
     def __init__(self, base: str, *, stall_seconds: float = 30.0, timeout: float = 20.0) -> None:
         self.base = base.rstrip("/")
@@ -185,15 +187,33 @@ class ReleaseSite:
         self.timeout = timeout
         parts = urlsplit(self.base)
         self.local: Path | None = None
+        #: The one archive of a single-file source (``local`` is then its folder).
+        self.single: Path | None = None
         if parts.scheme == "file":
             self.local = Path(unquote(parts.path))
         elif parts.scheme not in ("http", "https"):
             self.local = Path(self.base).expanduser()
+        if self.local is not None and self.local.is_file():
+            self.single, self.local = self.local, self.local.parent
+
+    def assets_for(self, names: list[str]) -> list[str]:
+        """Which of this machine's archives (``asset_names()``, the main one first) this source offers: all
+        of them, or for a single file the main one, which the file must be."""
+        if self.single is None:
+            return names
+        if self.single.name != names[0]:
+            raise NotFound(
+                f"{self.single} is not the Ollama archive for this computer: use {names[0]}",
+                code="runtime_not_found",
+            )
+        return names[:1]
 
     # --- locations ---
 
     def _local_dir(self, tag: str | None) -> Path:
         assert self.local is not None
+        if self.single is not None:
+            return self.local
         if tag is not None:
             return self.local / "download" / tag
         latest = self.local / "latest"
@@ -213,7 +233,7 @@ class ReleaseSite:
         if self.local is not None:
             folder = self._local_dir(None)
             resolved = folder.resolve()
-            local_tag = resolved.name if resolved.parent.name == "download" else None
+            local_tag = resolved.name if resolved.parent.name == "download" and self.single is None else None
             local_sizes: dict[str, int | None] = {}
             for name in names:
                 path = folder / name

@@ -176,6 +176,48 @@ def test_a_local_latest_folder_without_a_tag_uses_ollama_version(
     assert daemon.state == "running"
 
 
+def test_install_from_one_downloaded_archive_with_its_checksum_list(
+    make_runtime, releases: FakeReleases, tmp_path: Path
+) -> None:
+    """An offline install: the archive and sha256sum.txt copied from the release page to a USB stick."""
+    mirror = releases.write_local(tmp_path / "mirror")
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    for name in (MAIN, "sha256sum.txt"):
+        (stick / name).write_bytes((mirror / "latest" / name).read_bytes())
+    installer, daemon = make_runtime(ollama_releases_url=str(stick / MAIN))
+    info = installer.info(daemon, check=True)
+    assert (
+        info.latest_version is None
+        and info.size == (stick / MAIN).stat().st_size
+        and info.check_error is None
+    )
+    job = run_job(installer, daemon)
+    assert final(job)[0] == "done", job.events
+    assert installer.current_version() == "0.13.0"  # from `ollama --version`
+    assert daemon.state == "running"
+
+
+def test_a_single_archive_for_another_computer_or_without_checksums_is_refused(
+    make_runtime, releases: FakeReleases, tmp_path: Path
+) -> None:
+    mirror = releases.write_local(tmp_path / "mirror")
+    other = tmp_path / "other" / "ollama-windows-amd64.zip"
+    other.parent.mkdir()
+    other.write_bytes(b"PK")
+    installer, daemon = make_runtime(ollama_releases_url=str(other))
+    job = run_job(installer, daemon)
+    assert final(job) == ("error", final(job)[1]) and final(job)[1]["code"] == "runtime_not_found"
+    assert MAIN in final(job)[1]["message"] and installer.current_version() is None
+    bare = tmp_path / "bare" / MAIN
+    bare.parent.mkdir()
+    bare.write_bytes((mirror / "latest" / MAIN).read_bytes())  # no sha256sum.txt beside it
+    installer, daemon = make_runtime(ollama_releases_url=str(bare))
+    job = run_job(installer, daemon)
+    assert final(job)[0] == "error" and final(job)[1]["code"] == "runtime_not_found"
+    assert "sha256sum.txt" in final(job)[1]["message"] and installer.current_version() is None
+
+
 def test_a_wrong_checksum_installs_nothing(make_runtime, releases: FakeReleases) -> None:
     releases.add_release("v0.13.0", NAMES, wrong_checksum=True)
     installer, daemon = make_runtime()
