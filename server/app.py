@@ -15,10 +15,12 @@ from server.api.docs import OPENAPI_URL, build_docs_router
 from server.api.errors import install_error_handlers
 from server.api.middleware import AccessLogMiddleware
 from server.api.router import build_api_router
+from server.api.v1.errors import install_v1_error_handlers
 from server.bootstrap import prepare_database
 from server.db.session import create_db_engine, create_session_factory
 from server.providers.registry import close_registry
 from server.runtime import Runtime
+from server.security.api_key_hash import KeyHasher
 from server.security.desktop_token import DesktopToken
 from server.security.forwarded import ForwardedProtoMiddleware
 from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
@@ -29,6 +31,7 @@ from server.services import chat as chat_service
 from server.services import cluster as cluster_service
 from server.services import metrics as metrics_service
 from server.services import ollama_runtime
+from server.services import usage as usage_service
 from server.services.alerts import AlertCenter
 from server.settings import Settings
 from server.static import StaticUI, default_dist_dir
@@ -59,12 +62,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         secret = await run_in_threadpool(load_or_create_secret, settings)
         runtime.codec = TokenCodec(secret, settings.access_token_expire)
+        runtime.api_key_hasher = KeyHasher(secret)  # the keyed hash of API keys, from the same secret
         initial = await run_in_threadpool(prepare_database, settings, engine, runtime.session_factory)
         app.state.initial_admin = initial
         await run_in_threadpool(chat_service.startup, runtime)  # mark replies a crash left streaming
         chat_service.start_heartbeat(runtime)  # keep live replies fresh, sweep other instances' orphans
         await metrics_service.start(runtime)  # runtime.metrics: sampler, fed by the access middleware
         await backups_service.start(runtime)  # runtime.backup_scheduler, upload-restore body limit
+        await usage_service.start(runtime)  # runtime.usage: batched usage records, daily pruning
         log.info("ModelTrain %s ready", __version__)
         await ollama_runtime.start_ollama(runtime)  # runtime.ollama_daemon, runtime.ollama_pulls
         await cluster_service.start(  # cross-instance stop requests and pull listing: runtime.cluster
@@ -84,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
             await backups_service.stop(runtime)
             await metrics_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
+            await usage_service.stop(runtime)  # write the usage still queued (after the replies ended)
             await close_registry(runtime)  # the shared upstream HTTP client
             engine.dispose()
 
@@ -97,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_v1_error_handlers(app)  # after the handlers it wraps
     app.include_router(build_api_router())
     dist_dir = settings.webui_dist or default_dist_dir()
     if settings.api_docs:

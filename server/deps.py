@@ -14,6 +14,7 @@ from server.db.session import session_scope
 from server.errors import Forbidden, Unauthorized
 from server.runtime import Runtime
 from server.security import desktop_token
+from server.security.api_key_hash import is_api_key
 from server.security.network_guard import client_address
 from server.services import auth as auth_service
 from server.settings import Settings
@@ -91,6 +92,8 @@ def _authenticate(request: Request, runtime: Runtime, session: Session, token: s
 
 async def _authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> User:
     token = _bearer(request)
+    if is_api_key(token):  # an API key is for /v1 only (docs/security.md, API keys)
+        raise Unauthorized("API keys authenticate /v1 only; sign in to use /api", code="api_key_not_accepted")
     if runtime.can_read_inline():  # SQLite: cheaper on the loop than a round trip through a worker thread
         return _authenticate(request, runtime, session, token)
     return await run_in_threadpool(_authenticate, request, runtime, session, token)

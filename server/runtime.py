@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.security.api_key_hash import KeyHasher
 from server.security.network_guard import GuardPolicy
 from server.security.tokens import TokenCodec
 from server.settings import Settings
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from server.services.ollama_daemon import OllamaDaemon
     from server.services.ollama_install import RuntimeInstaller
     from server.services.ollama_pulls import PullManager
+    from server.services.usage import UsageRecorder
 
 
 @dataclass(eq=False)
@@ -43,6 +45,8 @@ class Runtime:
     #: Sessions for requests that only read (GET/HEAD): DEFERRED transactions on SQLite.
     read_session_factory: sessionmaker[Session] | None = None
     codec: TokenCodec | None = None
+    #: The keyed hash of API keys, from the same server secret as ``codec`` (set by the lifespan).
+    api_key_hasher: KeyHasher | None = None
 
     # --- services, wired by ``create_app`` and its lifespan ---------------------------------------------
     #: The shared upstream HTTP client and adapters (created on first use, closed at shutdown).
@@ -66,6 +70,8 @@ class Runtime:
     #: Desktop host only: the LAN listener switch and the per-process desktop token.
     lan: LanControl | None = None
     desktop_token: DesktopToken | None = None
+    #: Usage accounting: records queued in memory, written in batches (services/usage.py).
+    usage: UsageRecorder | None = None
 
     def can_read_inline(self) -> bool:
         """Whether a short read may run on the event loop itself. On SQLite (a local file in WAL mode) a
@@ -83,3 +89,8 @@ class Runtime:
         if self.codec is None:
             raise RuntimeError("the app has not started (lifespan not run)")
         return self.codec
+
+    def require_key_hasher(self) -> KeyHasher:
+        if self.api_key_hasher is None:
+            raise RuntimeError("the app has not started (lifespan not run)")
+        return self.api_key_hasher

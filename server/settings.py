@@ -290,6 +290,18 @@ class Settings(BaseSettings):
     metrics_history_seconds: int = Field(
         default=3600, ge=60, le=86400, description="How much metric history is kept for charts (seconds)."
     )
+    usage_raw_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Days the raw usage records (one per chat or embedding request) are kept; pruned daily.",
+    )
+    usage_rollup_days: int = Field(
+        default=400,
+        ge=1,
+        le=36500,
+        description="Days the daily usage rollups (per day, user, API key and model) are kept; pruned daily.",
+    )
     metrics_thresholds: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="Overrides of the (warning, alert) thresholds, JSON such as "

@@ -99,6 +99,9 @@ class StaticUI:
 
     def respond(self, request: Request) -> Response:
         path = request.url.path
+        if path == "/v1" or path.startswith("/v1/"):  # the OpenAI-compatible API's shape (server/api/v1)
+            error = {"message": "no such endpoint", "type": "invalid_request_error", "code": "not_found"}
+            return JSONResponse({"error": {**error, "param": None}}, 404)
         if request.method not in ("GET", "HEAD"):
             return JSONResponse(
                 {"code": "method_not_allowed", "message": "method not allowed", "detail": None}, 405

@@ -12,6 +12,7 @@ from server.api.routes import (  # operations
     conversations,
     gguf_import,
     health,
+    keys,
     lan,
     logs,
     metrics,
@@ -21,8 +22,10 @@ from server.api.routes import (  # operations
     ollama_install,
     onboarding,
     providers,
+    usage,
     users,
 )
+from server.api.v1 import routes as v1_routes
 
 #: (method, path) pairs reachable without a bearer token. Everything else must depend on auth.
 PUBLIC_ROUTES = frozenset(
@@ -44,6 +47,7 @@ def build_api_router() -> APIRouter:
         health,
         auth,
         users,
+        keys,
         lan,
         conversations,
         chat,
@@ -58,6 +62,8 @@ def build_api_router() -> APIRouter:
         logs,
         metrics,
         alerts,
+        usage,
+        v1_routes,  # /v1: API keys (server/api/v1_auth.py), not the UI's bearer tokens
     ):
         router.include_router(module.router)
     return router

@@ -6,13 +6,21 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    #: Images of a user message, as URLs: ``data:image/...;base64,...`` (Ollama takes only those) or,
+    #: for OpenAI-compatible upstreams, ``https://...`` as the client gave them.
+    images: tuple[str, ...] = ()
+    #: An assistant message's tool calls, in OpenAI's shape
+    #: (``{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}``).
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    #: A ``tool`` message: the id of the call it answers.
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -22,14 +30,22 @@ class ChatRequest:
     #: Generation options in our vocabulary: temperature, top_p, max_tokens, context_length, seed, stop...
     options: dict[str, Any] = field(default_factory=dict)
     think: bool | None = None
+    #: OpenAI's ``response_format`` (``{"type": "json_object"}`` or ``{"type": "json_schema", ...}``);
+    #: each adapter maps it to its upstream (Ollama: ``format``), None for free text.
+    response_format: dict[str, Any] | None = None
+    #: OpenAI-format function tools the model may call, and OpenAI's ``tool_choice`` (None: unset).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
 
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of the answer. Either field may be empty."""
+    """A piece of the answer. Any field may be empty."""
 
     content: str = ""
     thinking: str = ""
+    #: Whole tool calls, in OpenAI's shape (see :class:`ChatMessage`).
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncGenerator, MutableMapping
 from typing import Any
 
 import httpx
 
-from server.providers.base import ChatEvent, ChatRequest, Done, ModelInfo, ProviderError, Timeouts
+from server.providers.base import (
+    ChatEvent,
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    Done,
+    ModelInfo,
+    ProviderError,
+    Timeouts,
+)
 from server.providers.streaming import (
     MAX_SKIPPED,
     LineReader,
@@ -57,6 +68,76 @@ def map_options(options: dict[str, Any]) -> dict[str, Any]:
             value = [value]
         out[theirs] = value
     return out
+
+
+def ollama_format(response_format: dict[str, Any] | None) -> Any:
+    """OpenAI's ``response_format`` as Ollama's ``format``: ``"json"`` for JSON mode, the schema itself for
+    ``json_schema``, None for text."""
+    if not response_format:
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return schema if isinstance(schema, dict) else "json"
+    return None
+
+
+def _data_url_base64(url: str) -> str:
+    """The base64 payload of a ``data:...;base64,`` URL (Ollama takes images as bare base64)."""
+    head, sep, data = url.partition(",")
+    if not (sep and head.startswith("data:") and head.endswith(";base64")):
+        raise ProviderError("upstream_bad_request", "Ollama takes images as data: URLs only", status=400)
+    return data
+
+
+def ollama_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Our messages in Ollama's shape: images as base64, tool-call arguments as JSON objects, and a tool
+    answer named after the call it answers."""
+    names: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.images:
+            item["images"] = [_data_url_base64(url) for url in m.images]
+        if m.tool_calls:
+            calls = []
+            for call in m.tool_calls:
+                function = call.get("function") or {}
+                arguments = function.get("arguments")
+                if isinstance(arguments, str):
+                    try:
+                        arguments = json.loads(arguments) if arguments.strip() else {}
+                    except ValueError:
+                        arguments = {}
+                name = str(function.get("name", ""))
+                if isinstance(call.get("id"), str):
+                    names[call["id"]] = name
+                calls.append({"function": {"name": name, "arguments": arguments or {}}})
+            item["tool_calls"] = calls
+        if m.role == "tool" and m.tool_call_id and m.tool_call_id in names:
+            item["tool_name"] = names[m.tool_call_id]
+        out.append(item)
+    return out
+
+
+def openai_tool_calls(raw: Any) -> tuple[dict[str, Any], ...]:
+    """Ollama's whole tool calls (``arguments`` a JSON object) in OpenAI's shape (``arguments`` JSON text,
+    an ``id`` made up when Ollama gives none)."""
+    calls: list[dict[str, Any]] = []
+    for call in raw if isinstance(raw, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments or {}, ensure_ascii=False)
+        call_id = call.get("id") if isinstance(call.get("id"), str) else f"call_{uuid.uuid4().hex[:24]}"
+        calls.append(
+            {"id": call_id, "type": "function", "function": {"name": function["name"], "arguments": text}}
+        )
+    return tuple(calls)
 
 
 def valid_keep_alive(value: Any) -> bool:
@@ -120,9 +201,11 @@ class OllamaProvider:
     def build_body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": ollama_messages(request.messages),
             "stream": True,
         }
+        if request.tools and request.tool_choice != "none":
+            body["tools"] = request.tools
         options = map_options(request.options)
         if options:
             body["options"] = options
@@ -132,7 +215,29 @@ class OllamaProvider:
                 break
         if request.think is not None:
             body["think"] = request.think
+        fmt = ollama_format(request.response_format)
+        if fmt is not None:
+            body["format"] = fmt
         return body
+
+    async def embed(
+        self, model: str, inputs: list[str], timeout: float
+    ) -> tuple[list[list[float]], int | None]:
+        """``POST /api/embed``: one vector per input, and the prompt token count when Ollama gives it."""
+        data = await get_json(
+            self._client,
+            "POST",
+            self._url("/api/embed"),
+            json_body={"model": model, "input": inputs},
+            timeout=timeout,
+            what=WHAT,
+        )
+        vectors = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(vectors, list) or len(vectors) != len(inputs):
+            raise ProviderError("upstream_protocol", "Ollama sent a malformed embedding answer")
+        count = data.get("prompt_eval_count")
+        tokens = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+        return vectors, tokens
 
     async def stream_chat(
         self, request: ChatRequest, timeouts: Timeouts = Timeouts()
@@ -160,6 +265,7 @@ class OllamaProvider:
                 # One Delta per network read (the tokens that arrived together), not one per line.
                 texts: list[str] = []
                 thoughts: list[str] = []
+                calls: list[dict[str, Any]] = []
                 failure: ProviderError | None = None
                 final: Done | None = None
                 for raw in batch:
@@ -192,12 +298,16 @@ class OllamaProvider:
                             texts.append(text)
                         if isinstance(thought, str) and thought:
                             thoughts.append(thought)
+                        if message.get("tool_calls"):
+                            calls.extend(openai_tool_calls(message["tool_calls"]))
                     if line.get("done") is True:
                         final = done_event(line)
                         break
                 delta = batch_delta(content, thinking, texts, thoughts)
                 if delta is not None:
                     yield delta
+                if calls:
+                    yield Delta(tool_calls=tuple(calls))
                 if failure is not None:
                     raise failure
                 if final is not None:

@@ -9,7 +9,16 @@ from typing import Any
 
 import httpx
 
-from server.providers.base import ChatEvent, ChatRequest, Done, ModelInfo, ProviderError, Timeouts
+from server.providers.base import (
+    ChatEvent,
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    Done,
+    ModelInfo,
+    ProviderError,
+    Timeouts,
+)
 from server.providers.streaming import (
     MAX_LINE_BYTES,
     MAX_SKIPPED,
@@ -113,15 +122,52 @@ class OpenAICompatProvider:
     def build_body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.tools:
+            body["tools"] = request.tools
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         for name in OPTION_NAMES:
             value = request.options.get(name)
             if value is not None:
                 body[name] = value
+        if request.response_format:
+            body["response_format"] = request.response_format
         return body
+
+    async def embed(
+        self, model: str, inputs: list[str], timeout: float
+    ) -> tuple[list[list[float]], int | None]:
+        """``POST /embeddings`` as it is: one vector per input, and the upstream's prompt token count."""
+        data = await get_json(
+            self._client,
+            "POST",
+            f"{self.base_url}/embeddings",
+            json_body={"model": model, "input": inputs},
+            timeout=timeout,
+            headers=self._headers("application/json"),
+            secrets=self._secrets,
+            what=WHAT,
+        )
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or len(entries) != len(inputs):
+            raise ProviderError("upstream_protocol", f"{WHAT} sent a malformed embedding answer")
+        ordered = sorted(
+            (e for e in entries if isinstance(e, dict)),
+            key=lambda e: e.get("index", 0) if isinstance(e.get("index"), int) else 0,
+        )
+        vectors = [e.get("embedding") for e in ordered]
+        if any(not isinstance(v, list) for v in vectors) or len(vectors) != len(inputs):
+            raise ProviderError("upstream_protocol", f"{WHAT} sent a malformed embedding answer")
+        count = (
+            _usage(data.get("usage") or {}).get("prompt_tokens")
+            if isinstance(data.get("usage"), dict)
+            else None
+        )
+        return vectors, count  # type: ignore[return-value]
 
     def _error_from_event(self, payload: Any) -> ProviderError:
         error = payload.get("error") if isinstance(payload, dict) else payload
@@ -152,6 +198,8 @@ class OpenAICompatProvider:
             content, thinking = TextSanitizer(), TextSanitizer()
             finish_reason = ""
             usage: dict[str, int] = {}
+            #: Tool calls arrive in fragments keyed by ``index``; they are sent on whole, at the end.
+            pending_calls: dict[int, dict[str, Any]] = {}
             skipped = 0
             async for batch in reader:
                 # One Delta per network read (the tokens that arrived together), not one per event.
@@ -205,6 +253,8 @@ class OpenAICompatProvider:
                             continue
                         delta = choice.get("delta")
                         if isinstance(delta, dict):
+                            if isinstance(delta.get("tool_calls"), list):
+                                _merge_tool_calls(pending_calls, delta["tool_calls"])
                             text = delta.get("content")
                             thought = delta.get("reasoning_content") or delta.get("reasoning")
                             if isinstance(text, str) and text:
@@ -222,11 +272,15 @@ class OpenAICompatProvider:
                 if finished:
                     content.flush()
                     thinking.flush()
+                    if pending_calls:
+                        yield Delta(tool_calls=_whole_calls(pending_calls))
                     complete = True
                     yield Done(done_reason=finish_reason or "stop", usage=usage)
                     return
             pending = parser.finish()
             if pending is not None and pending[0] == "message" and pending[1].strip() == b"[DONE]":
+                if pending_calls:
+                    yield Delta(tool_calls=_whole_calls(pending_calls))
                 complete = True
                 yield Done(done_reason=finish_reason or "stop", usage=usage)
                 return
@@ -271,3 +325,47 @@ def _usage(raw: dict[str, Any]) -> dict[str, int]:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             usage[key] = value
     return usage
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    """One message in OpenAI's shape: images as ``image_url`` parts, tool calls and answers as they are."""
+    item: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+        parts += [{"type": "image_url", "image_url": {"url": url}} for url in m.images]
+        item["content"] = parts
+    if m.tool_calls:
+        item["tool_calls"] = list(m.tool_calls)
+    if m.tool_call_id is not None:
+        item["tool_call_id"] = m.tool_call_id
+    return item
+
+
+def _merge_tool_calls(pending: dict[int, dict[str, Any]], fragments: list[Any]) -> None:
+    for fragment in fragments:
+        if not isinstance(fragment, dict):
+            continue
+        index = fragment.get("index", 0)
+        call = pending.setdefault(
+            index if isinstance(index, int) else 0, {"id": "", "name": "", "arguments": []}
+        )
+        if isinstance(fragment.get("id"), str) and fragment["id"]:
+            call["id"] = fragment["id"]
+        function = fragment.get("function")
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str) and function["name"]:
+                call["name"] = function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["arguments"].append(function["arguments"])
+
+
+def _whole_calls(pending: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {
+            "id": call["id"] or f"call_{index}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+        }
+        for index, call in sorted(pending.items())
+        if call["name"]
+    )

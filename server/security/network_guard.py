@@ -85,14 +85,23 @@ class GuardPolicy:
         return host is not None and host in self.allowed_hosts
 
 
-def _error_body(code: str, message: str) -> bytes:
+def _error_body(code: str, message: str, path: str = "") -> bytes:
+    if path.startswith("/v1/"):  # the OpenAI-compatible API answers in OpenAI's shape (server/api/v1)
+        kind = "permission_error" if code.endswith("_not_allowed") else "invalid_request_error"
+        return json.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}}).encode()
     return json.dumps({"code": code, "message": message, "detail": None}).encode()
 
 
 async def send_error(
-    send: Send, status: int, code: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    path: str = "",
 ) -> None:
-    body = _error_body(code, message)
+    body = _error_body(code, message, path)
     await send(
         {
             "type": "http.response.start",
@@ -127,7 +136,7 @@ class NetworkGuardMiddleware:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await send_error(send, 403, "host_not_allowed", "this Host is not allowed")
+            await send_error(send, 403, "host_not_allowed", "this Host is not allowed", path=scope["path"])
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -138,7 +147,7 @@ class NetworkGuardMiddleware:
             problem = self._check_unsafe(scope, host or "")
             if problem:
                 status, code, message = problem
-                await send_error(send, status, code, message)
+                await send_error(send, status, code, message, path=scope["path"])
                 return
 
         path: str = scope["path"]
@@ -146,13 +155,15 @@ class NetworkGuardMiddleware:
         content_length = _header(headers, b"content-length")
         if content_length is not None:
             if not content_length.isdigit():
-                await send_error(send, 400, "bad_request", "invalid Content-Length")
+                await send_error(send, 400, "bad_request", "invalid Content-Length", path=path)
                 return
             if int(content_length) > limit:
-                await send_error(send, 413, "payload_too_large", f"the request body exceeds {limit} bytes")
+                await send_error(
+                    send, 413, "payload_too_large", f"the request body exceeds {limit} bytes", path=path
+                )
                 return
 
-        is_api = path.startswith("/api/") or path == "/api" or path == "/metrics"
+        is_api = path.startswith(("/api/", "/v1/")) or path in ("/api", "/metrics")
         state = {"started": False, "rejected": False}
 
         async def guarded_send(message: Message) -> None:
@@ -180,7 +191,11 @@ class NetworkGuardMiddleware:
                     # Answer 413 now and tell the app the client is gone, so it stops reading.
                     if not state["started"]:
                         await send_error(
-                            send, 413, "payload_too_large", f"the request body exceeds {limit} bytes"
+                            send,
+                            413,
+                            "payload_too_large",
+                            f"the request body exceeds {limit} bytes",
+                            path=path,
                         )
                     state["rejected"] = True
                     return {"type": "http.disconnect"}

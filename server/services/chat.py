@@ -40,6 +40,7 @@ from server.runtime import Runtime
 from server.schemas.message import ChatCreate, ChatRegenerate
 from server.services import cluster
 from server.services import conversations as conversations_service
+from server.services import usage as usage_service
 from server.stream_events import KEEPALIVE, ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,9 @@ class ChatPlan:
     #: The first exchange of a conversation whose title the user has not set: generate a title after it.
     wants_title: bool = False
     first_user_text: str = ""
+    #: For the usage record: the provider answering and the client's address (set by the route).
+    provider_id: uuid.UUID | None = None
+    client_ip: str | None = None
 
 
 def _resolve(session: Session, runtime: Runtime, model_id: str, user_id: uuid.UUID):
@@ -293,6 +297,7 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         request=request,
         wants_title=(is_new or not existing) and not conv.title_edited,
         first_user_text=body.content,
+        provider_id=getattr(getattr(resolved, "provider", None), "id", None),
     )
 
 
@@ -331,6 +336,7 @@ def prepare_regenerate(
         model_id=model_id,
         adapter=resolved.adapter,
         request=request,
+        provider_id=getattr(getattr(resolved, "provider", None), "id", None),
     )
 
 
@@ -620,8 +626,32 @@ class ChatStream:
         finally:
             self._flush_task = None
 
+    def _record_usage(self) -> None:
+        """Queue this reply's usage record (in memory; services/usage.py writes it in a batch)."""
+        outcome, plan = self.outcome, self.plan
+        try:
+            usage_service.recorder(self.runtime).record(
+                usage_service.UsageEvent(
+                    user_id=plan.user_id,
+                    model=plan.model_id,
+                    provider_id=plan.provider_id,
+                    outcome=cast(usage_service.Outcome, outcome.status),
+                    prompt_tokens=outcome.usage.get("prompt_tokens"),
+                    completion_tokens=outcome.usage.get("completion_tokens"),
+                    prompt_chars=sum(len(m.content) for m in plan.request.messages),
+                    completion_chars=sum(map(len, self.content)) + sum(map(len, self.thinking)),
+                    duration_ms=float(outcome.timings.get("total_ms") or 0.0),
+                    ttft_ms=outcome.timings.get("first_token_ms"),
+                    error_code=(outcome.error or {}).get("code"),
+                    client_ip=plan.client_ip,
+                )
+            )
+        except Exception:  # accounting must never break a reply
+            log.exception("could not record usage")
+
     async def _finish(self) -> None:
         outcome = self.outcome
+        self._record_usage()
         try:
             if self._flush_task is not None:
                 await asyncio.shield(self._flush_task)
@@ -781,7 +811,9 @@ def _commit(session: Session, prepare) -> ChatPlan:
         raise
 
 
-async def _launch(runtime: Runtime, session: Session, user: User, prepare) -> ChatStream:
+async def _launch(
+    runtime: Runtime, session: Session, user: User, prepare, client_ip: str | None = None
+) -> ChatStream:
     """``session`` is the request's session (its transaction may hold SQLite's write lock, so no second
     session may write before it commits): the prompt is committed on it, in a worker thread."""
     settings = runtime.settings
@@ -798,6 +830,7 @@ async def _launch(runtime: Runtime, session: Session, user: User, prepare) -> Ch
     except BaseException:
         reg.release(user.id)
         raise
+    plan.client_ip = client_ip
     stream = ChatStream(runtime, plan)
     reg.add(stream)
     stream.start()
@@ -812,15 +845,22 @@ async def _launch(runtime: Runtime, session: Session, user: User, prepare) -> Ch
     return stream
 
 
-async def start_chat(runtime: Runtime, session: Session, user: User, body: ChatCreate) -> ChatStream:
-    return await _launch(runtime, session, user, lambda s: prepare_chat(s, runtime, user, body))
+async def start_chat(
+    runtime: Runtime, session: Session, user: User, body: ChatCreate, client_ip: str | None = None
+) -> ChatStream:
+    return await _launch(runtime, session, user, lambda s: prepare_chat(s, runtime, user, body), client_ip)
 
 
 async def start_regenerate(
-    runtime: Runtime, session: Session, user: User, message_id: uuid.UUID, body: ChatRegenerate
+    runtime: Runtime,
+    session: Session,
+    user: User,
+    message_id: uuid.UUID,
+    body: ChatRegenerate,
+    client_ip: str | None = None,
 ) -> ChatStream:
     return await _launch(
-        runtime, session, user, lambda s: prepare_regenerate(s, runtime, user, message_id, body)
+        runtime, session, user, lambda s: prepare_regenerate(s, runtime, user, message_id, body), client_ip
     )
 
 

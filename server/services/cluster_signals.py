@@ -25,6 +25,11 @@ CHANNEL = "modeltrain_cluster"
 #: Back-off bounds for re-opening the listening connection.
 RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
+#: The listener looks up from the connection this often, so stopping never depends on the driver
+#: delivering a task cancellation (a connect or a wait inside psycopg may not see it at once).
+LISTEN_SLICE_SECONDS = 1.0
+#: How long ``stop`` waits for the listener to end before leaving it behind.
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 def notify(session: Session, kind: str) -> None:
@@ -49,6 +54,7 @@ class Signals:
         self.listening = False
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def _event(self) -> asyncio.Event:
         if self._changed is None:
@@ -74,30 +80,47 @@ class Signals:
 
         assert self._dsn is not None
         backoff = RECONNECT_MIN_SECONDS
-        while True:
+        while not self._stopping:
             try:
-                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, connect_timeout=int(RECONNECT_MAX_SECONDS)
+                )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening = True
                     backoff = RECONNECT_MIN_SECONDS
                     self.wake()  # whatever was missed while the connection was down
-                    async for _ in conn.notifies():
-                        self.wake()
+                    while not self._stopping:
+                        async for _ in conn.notifies(timeout=LISTEN_SLICE_SECONDS):
+                            self.wake()
+                    return
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("cluster notification channel lost; polling until it is back", exc_info=True)
             finally:
                 self.listening = False
+            if self._stopping:
+                return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
     def start(self) -> None:
+        self._stopping = False
         self._event()
         if self._dsn is not None:
             self._task = asyncio.get_running_loop().create_task(self._listen(), name="modeltrain-listen")
 
     async def stop(self) -> None:
+        """End the listener: cancelled at once, and in any case done within a listening slice; never
+        waited on for longer than :data:`STOP_TIMEOUT_SECONDS` (shutdown must not hang on the driver)."""
         task, self._task = self._task, None
-        await aio.cancel_and_wait(task)
+        self._stopping = True
+        if task is None:
+            return
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_SECONDS)
+        if not done:
+            log.warning("the cluster notification listener did not stop in time; left behind")
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("the cluster notification listener ended with an error", exc_info=task.exception())

@@ -146,6 +146,31 @@ def test_chat_stream_is_not_buffered(stack) -> None:
         assert first_delta_at is not None and first_delta_at < total / 2, (first_delta_at, total)
 
 
+def test_v1_is_proxied_and_streamed_unbuffered(stack) -> None:
+    _, nginx, _, fake, _ = stack
+    origin = nginx.url
+    with httpx.Client(base_url=nginx.url, timeout=30) as c:
+        token = sign_in_admin(c, origin)
+        r = c.post("/api/keys", json={"name": "nginx"}, headers=json_headers(origin, token))
+        assert r.status_code == 201, r.text
+        key = {"Authorization": f"Bearer {r.json()['key']}"}  # a program: no Origin, no cookie
+        assert (
+            c.get("/v1/nothing", headers=key).json()["error"]["code"] == "not_found"
+        )  # the app's, not the SPA
+        body = {"model": "llama3.2:latest", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with c.stream("POST", "/v1/chat/completions", json=body, headers=key) as r:
+            assert r.status_code == 200, r.read()
+            assert r.headers["content-type"].startswith("text/event-stream")
+            busy_at_first_chunk = None
+            lines = []
+            for line in r.iter_lines():
+                if line.startswith("data: ") and busy_at_first_chunk is None:
+                    busy_at_first_chunk = fake.active_streams
+                lines.append(line)
+        assert busy_at_first_chunk and busy_at_first_chunk >= 1  # forwarded while still generating
+        assert [x for x in lines if x][-1] == "data: [DONE]"
+
+
 def test_https_tls_versions_ciphers_and_hsts(stack) -> None:
     _, _, nginx, _, _ = stack
     cert = nginx.values["MODELTRAIN_TLS_CERT"]

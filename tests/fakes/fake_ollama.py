@@ -534,6 +534,7 @@ class _Turn:
     thinking: str = ""
     prompt_tokens: int = 0
     with_context: bool = False  # generate without raw: the final line carries `context`
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     started: int = field(default_factory=time.monotonic_ns)
     loaded: int = 0
     eval_count: int = 0
@@ -619,7 +620,9 @@ class FakeOllama(FakeServer):
     ``pull_tick``, ``pull_fail_after`` (progress lines before a pull fails), ``pull_total_bytes`` (size
     reported for the main layer; None: the model's own size), ``legacy_not_found`` (pre-0.12 404
     wording on chat/generate), ``check_host`` (Host/Origin check of §D.2, 403 with an empty body),
-    ``blob_fail_after`` (a blob upload loses its connection after this many bytes, as when Ollama dies).
+    ``blob_fail_after`` (a blob upload loses its connection after this many bytes, as when Ollama dies),
+    ``tool_calls`` (``[{"function": {"name", "arguments": {...}}}]`` a chat that offers tools answers
+    with, whole in one chunk before the final line).
     ``blobs`` maps uploaded blobs (``sha256-<hex>``, the file name) to :class:`FakeBlob`.
 
     Observations: ``requests``, ``active_streams`` (chat/generate/pull/create requests in progress,
@@ -646,6 +649,7 @@ class FakeOllama(FakeServer):
         legacy_not_found: bool = False,
         check_host: bool = False,
         blob_fail_after: int | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(host, port, hang=hang)
         self.models = _normalise(default_models() if models is None else models)
@@ -662,6 +666,7 @@ class FakeOllama(FakeServer):
         self.legacy_not_found = legacy_not_found
         self.check_host = check_host
         self.blob_fail_after = blob_fail_after
+        self.tool_calls = tool_calls
         self.blobs: dict[str, FakeBlob] = {}
         self._loaded: dict[str, _Slot] = {}
 
@@ -844,6 +849,8 @@ class FakeOllama(FakeServer):
         messages = _messages(body)
         if body.get("tools") and "tools" not in model.capabilities:
             raise _error(400, f"{_qualified(turn.key)} does not support tools")
+        if body.get("tools") and self.tool_calls:
+            turn.tool_calls = [dict(call) for call in self.tool_calls]
         return self._respond(turn, model, body, messages)
 
     async def _generate(self, request: Request) -> Response:
@@ -952,6 +959,10 @@ class FakeOllama(FakeServer):
             async for kind, token in tokens:
                 content, thinking = ("", token) if kind == "thinking" else (token, "")
                 yield _line({**self._envelope(turn, content, thinking), "done": False})
+        if turn.tool_calls and not turn.aborted:  # whole, in one chunk of their own (§A.3)
+            envelope = self._envelope(turn, "")
+            envelope["message"]["tool_calls"] = turn.tool_calls
+            yield _line({**envelope, "done": False})
         if not turn.aborted:
             yield _line(self._final(turn, "", ""))
 
@@ -961,7 +972,10 @@ class FakeOllama(FakeServer):
             async for kind, token in tokens:
                 parts[kind].append(token)
         if not turn.aborted:
-            yield go_json(self._final(turn, "".join(parts["content"]), "".join(parts["thinking"])))
+            final = self._final(turn, "".join(parts["content"]), "".join(parts["thinking"]))
+            if turn.tool_calls and "message" in final:
+                final["message"]["tool_calls"] = turn.tool_calls
+            yield go_json(final)
 
     @staticmethod
     def _envelope(turn: _Turn, content: str, thinking: str = "") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from server.api.sse import EventStreamResponse, encode_events
-from server.deps import CurrentUser, RuntimeDep, SessionDep
+from server.deps import ClientIP, CurrentUser, RuntimeDep, SessionDep
 from server.schemas.chat_stream import ChatStreamEvent
 from server.schemas.message import ChatCreate, ChatRegenerate, ChatStopRead
 from server.services import chat as chat_service
@@ -39,9 +39,9 @@ def _respond(stream: chat_service.ChatStream, runtime: RuntimeDep) -> EventStrea
     "", response_class=EventStreamResponse, responses=_SSE_DOC, summary="Send a message, stream the reply"
 )
 async def chat(
-    body: ChatCreate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep
+    body: ChatCreate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep, ip: ClientIP
 ) -> EventStreamResponse:
-    stream = await chat_service.start_chat(runtime, session, user, body)
+    stream = await chat_service.start_chat(runtime, session, user, body, client_ip=ip)
     return _respond(stream, runtime)
 
 
@@ -52,9 +52,14 @@ async def chat(
     summary="A new sibling reply to the same prompt",
 )
 async def regenerate(
-    message_id: uuid.UUID, body: ChatRegenerate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep
+    message_id: uuid.UUID,
+    body: ChatRegenerate,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    ip: ClientIP,
 ) -> EventStreamResponse:
-    stream = await chat_service.start_regenerate(runtime, session, user, message_id, body)
+    stream = await chat_service.start_regenerate(runtime, session, user, message_id, body, client_ip=ip)
     return _respond(stream, runtime)
 
 

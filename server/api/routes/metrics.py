@@ -20,6 +20,7 @@ from server.schemas.metric import MetricsRead
 from server.security import desktop_token
 from server.security.network_guard import LOOPBACK_HOSTS, parse_host
 from server.services import metrics as metrics_service
+from server.services import usage as usage_service
 
 router = APIRouter(tags=["metrics"])
 _FORWARDING_HEADERS = (b"x-forwarded-for", b"x-forwarded-host", b"x-real-ip", b"forwarded")
@@ -78,6 +79,6 @@ def get_metrics(_: AdminUser, runtime: RuntimeDep) -> MetricsRead:
 )
 def prometheus(_: Annotated[None, Depends(metrics_access)], runtime: RuntimeDep) -> PlainTextResponse:
     return PlainTextResponse(
-        metrics_service.render_prometheus(_collector(runtime)),
+        metrics_service.render_prometheus(_collector(runtime)) + usage_service.render_prometheus(runtime),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )

@@ -1,5 +1,7 @@
 """ORM models. Importing this package registers every table on ``Base.metadata``."""
 
+from server.db.models.api_key import ApiKey
+from server.db.models.app_setting import AppSetting
 from server.db.models.backup import BackupLease
 from server.db.models.conversation import Conversation
 from server.db.models.instance_snapshot import InstanceSnapshot
@@ -11,9 +13,12 @@ from server.db.models.pull_cancel import PullCancel
 from server.db.models.refresh_token import RefreshToken
 from server.db.models.shared_pull import SharedPull
 from server.db.models.stream_stop import StreamStop
+from server.db.models.usage import UsageRecord, UsageRollup
 from server.db.models.user import User
 
 __all__ = [
+    "ApiKey",
+    "AppSetting",
     "BackupLease",
     "Conversation",
     "InstanceSnapshot",
@@ -26,5 +31,7 @@ __all__ = [
     "RefreshToken",
     "SharedPull",
     "StreamStop",
+    "UsageRecord",
+    "UsageRollup",
     "User",
 ]

@@ -145,6 +145,44 @@ def test_signals_wake_waiters_and_fall_back_to_the_interval() -> None:
     asyncio.run(scenario())
 
 
+def test_stopping_never_hangs_on_the_driver(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A connect that never ends, even when cancelled (a driver that misses the cancellation): shutdown
+    still goes on, after a bounded wait, and says so."""
+    import psycopg
+
+    from server.services import cluster_signals
+
+    entered = asyncio.Event()
+
+    async def stuck(*args: object, **kwargs: object) -> None:
+        entered.set()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue  # swallowed
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", stuck)
+    monkeypatch.setattr(cluster_signals, "STOP_TIMEOUT_SECONDS", 0.2)
+
+    async def scenario() -> asyncio.Task[None] | None:
+        signals = Signals("postgresql://nobody@127.0.0.1:9/none")
+        signals.start()
+        task = signals._task
+        await asyncio.wait_for(entered.wait(), 5)
+        await asyncio.wait_for(signals.stop(), 5)  # returns: the listener is left behind
+        return task
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.run_until_complete(scenario())
+        assert task is not None and not task.done()
+        assert "did not stop in time" in caplog.text
+        task.cancel()  # let this test's loop close cleanly
+    finally:
+        loop.close()
+
+
 def test_a_notify_reaches_the_listening_instance_at_once_on_postgresql(
     client: TestClient, other: TestClient
 ) -> None:

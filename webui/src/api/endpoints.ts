@@ -1,7 +1,11 @@
 /** Thin typed wrappers over the server routes. */
-import { http, rawRequest, downloadFile, type RequestOptions } from './http'
+import { http, rawRequest, downloadFile, buildUrl, type RequestOptions } from './http'
 import type {
   Alert,
+  ApiKey,
+  ApiKeyCreate,
+  ApiKeyCreated,
+  ApiKeySettings,
   AlertFeed,
   Backup,
   ChatModel,
@@ -25,6 +29,7 @@ import type {
   RunningModel,
   SuggestedModelList,
   TokenResponse,
+  UsageReport,
   User,
 } from './types'
 
@@ -220,6 +225,28 @@ export const opsApi = {
   },
   removeBackup: (id: string) => http.del<void>(`/api/backups/${enc(id)}`),
   keepBackup: (id: string, keep: boolean) => http.patch<Backup>(`/api/backups/${enc(id)}`, { keep }),
+}
+
+export const keysApi = {
+  list: (userId?: string) => http.get<{ items: ApiKey[] }>(userId ? `/api/keys?user_id=${enc(userId)}` : '/api/keys'),
+  create: (body: ApiKeyCreate) => http.post<ApiKeyCreated>('/api/keys', body),
+  revoke: (id: string) => http.del<void>(`/api/keys/${enc(id)}`),
+  settings: () => http.get<ApiKeySettings>('/api/keys/settings'),
+  putSettings: (body: ApiKeySettings) => http.put<ApiKeySettings>('/api/keys/settings', body),
+}
+
+export interface UsageQuery {
+  granularity?: 'raw' | 'day'
+  from?: string
+  to?: string
+  user_id?: string
+  key_id?: string
+  model?: string
+}
+
+export const usageApi = {
+  get: (q: UsageQuery) => http.get<UsageReport>('/api/usage', { query: { ...q } }),
+  downloadCsv: (q: UsageQuery) => downloadFile(buildUrl('/api/usage.csv', { ...q }), 'modeltrain-usage.csv'),
 }
 
 export const lanApi = {

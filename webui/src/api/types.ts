@@ -141,6 +141,14 @@ export type InstanceMetrics = S['InstanceMetrics']
 export type LogLine = S['LogLine']
 export type Backup = S['BackupRead']
 export type LanInfo = S['LanRead']
+/** An API key for /v1 as listed (never the key itself); `ApiKeyCreated` carries it, once. */
+export type ApiKey = S['ApiKeyRead']
+export type ApiKeyCreate = S['ApiKeyCreate']
+export type ApiKeyCreated = S['ApiKeyCreated']
+export type ApiKeySettings = S['ApiKeySettings']
+/** `GET /api/usage`: raw records or daily rollups, with the names of the users and keys they mention. */
+export type UsageReport = S['UsageRead']
+export type UsageItem = S['UsageItem']
 
 /** `GET /api/health/ready` (a plain JSON response; the route declares no response model). */
 export interface Readiness {

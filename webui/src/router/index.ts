@@ -49,6 +49,12 @@ export function createAppRouter(): Router {
             meta: { titleKey: 'nav.presets' },
           },
           {
+            path: 'usage',
+            name: 'usage',
+            component: () => import('@/views/usage/UsageView.vue'),
+            meta: { titleKey: 'nav.usage' },
+          },
+          {
             path: 'providers',
             name: 'providers',
             component: () => import('@/views/providers/ProvidersView.vue'),
