@@ -3,14 +3,18 @@
     with FakeOpenAI(api_key="sk-test") as fake:
         client = openai.OpenAI(base_url=fake.url, api_key="sk-test", max_retries=0)
 
-Knobs are plain attributes and may be changed while the server runs.
+Knobs are plain attributes and may be changed while the server runs. Standalone, from the repo root:
+
+    python -m tests.fakes.fake_openai --host 127.0.0.1 --port 8080 [--token-delay 0.02] [--reply-tokens 256]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
+import sys
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
@@ -30,6 +34,7 @@ from tests.fakes._httpserver import (
     ReplyKnob,
     message_text,
     resolve_reply,
+    run_until_signalled,
     split_tokens,
 )
 
@@ -379,3 +384,36 @@ def _decode(raw: bytes) -> dict[str, Any]:
             ),
         )
     return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run a fake OpenAI-compatible server in the foreground until Ctrl+C or SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.fake_openai", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--api-key", default="sk-test", help="the expected Bearer key ('' disables auth)")
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
+    parser.add_argument(
+        "--reply-tokens",
+        type=int,
+        default=0,
+        help="answer every chat with this many tokens (0: the default, prompt-derived reply)",
+    )
+    args = parser.parse_args(argv)
+    reply = " ".join(f"word{i % 97}" for i in range(args.reply_tokens)) if args.reply_tokens > 0 else None
+    fake = FakeOpenAI(
+        api_key=args.api_key or None,
+        token_delay=args.token_delay,
+        reply=reply,
+        host=args.host,
+        port=args.port,
+    )
+
+    def announce() -> None:
+        print(f"fake OpenAI listening on {fake.url}", file=sys.stderr, flush=True)
+
+    run_until_signalled(fake, announce)
+
+
+if __name__ == "__main__":
+    main()
