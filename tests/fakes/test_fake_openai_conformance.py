@@ -161,3 +161,43 @@ def test_hostile_modes(fake: FakeOpenAI) -> None:
     assert "\x1b[" in "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     answer, _ = stream("set_cookie")
     assert "session=stolen" in answer.headers["set-cookie"]
+
+
+def test_standalone_module() -> None:
+    """`python -m tests.fakes.fake_openai` (what bench/gateway_overhead.py runs) serves the official client,
+    with the key and answer length it was given, and ends cleanly on SIGTERM."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "tests.fakes.fake_openai", "--port", str(port), "--api-key", "sk-cli"]
+    command += ["--reply-tokens", "7"]
+    server = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/models", timeout=1).status_code == 401  # up, and wants the key
+            except httpx.TransportError:
+                return False
+
+        assert wait_until(ready, 15)
+        with openai.OpenAI(base_url=base, api_key="sk-cli") as sdk:
+            answer = sdk.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert answer.usage is not None and answer.usage.completion_tokens == 7
+        assert answer.choices[0].message.content == " ".join(f"word{i}" for i in range(7))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=15)
+    assert server.returncode == 0
+    assert f"fake OpenAI listening on {base}" in log
