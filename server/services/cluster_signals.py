@@ -71,8 +71,11 @@ class Signals:
         generation to pass next time."""
         if seen is not None and seen != self.generation:
             return self.generation
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as the
+        # event is set (a NOTIFY during shutdown), and the watcher would never stop.
         with contextlib.suppress(*aio.TIMEOUT_ERRORS):
-            await asyncio.wait_for(self._event().wait(), timeout)
+            async with aio.timeout(timeout):
+                await self._event().wait()
         return self.generation
 
     async def _listen(self) -> None:

@@ -48,6 +48,7 @@ from anyio import to_thread
 from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from server import aio
 from server.db.base import utcnow
 from server.db.models import ApiKey, User
 from server.db.models.usage import NO_KEY, UsageRecord, UsageRollup
@@ -287,8 +288,9 @@ class UsageRecorder:
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+            with contextlib.suppress(*aio.TIMEOUT_ERRORS):  # not wait_for: it can swallow a cancellation
+                async with aio.timeout(self.flush_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             with contextlib.suppress(Exception):  # logged in flush_now; retried next time
                 await self.flush()

@@ -75,6 +75,26 @@ def _event(user_id: uuid.UUID, **kw) -> UsageEvent:
 # --- the recorder --------------------------------------------------------------------------------------
 
 
+def test_stopping_ends_the_writer_even_when_a_batch_wakes_it_at_that_moment(app: FastAPI) -> None:
+    """A full batch wakes the writer in the same tick as shutdown cancels it: it must end (asyncio.wait_for
+    on 3.11 swallowed such a cancellation, and shutdown hung)."""
+    import asyncio
+
+    async def scenario() -> bool:
+        rec = UsageRecorder(app.state.runtime)
+        rec.start()
+        task = rec._task
+        assert task is not None and rec._wake is not None
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        rec._wake.set()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        return task in done and task.cancelled()
+
+    assert asyncio.run(scenario())
+
+
 def test_record_touches_no_database_and_a_flush_is_one_transaction(client, app, admin_token) -> None:
     uid = _first_user(app)
     rec = UsageRecorder(app.state.runtime)  # not started: flushed by hand

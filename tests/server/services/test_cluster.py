@@ -145,6 +145,29 @@ def test_signals_wake_waiters_and_fall_back_to_the_interval() -> None:
     asyncio.run(scenario())
 
 
+def test_a_cancellation_that_meets_a_notification_still_cancels() -> None:
+    """Shutdown cancels the watcher while a NOTIFY sets the event in the same tick: the wait must end in
+    CancelledError (asyncio.wait_for on 3.11 returned normally there, and the watcher never stopped)."""
+
+    async def scenario() -> str:
+        signals = Signals(None)
+        signals.start()
+        waiter = asyncio.ensure_future(signals.wait(30))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        signals.wake()
+        waiter.cancel()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            return "cancelled"
+        finally:
+            await signals.stop()
+        return "swallowed"
+
+    assert asyncio.run(scenario()) == "cancelled"
+
+
 def test_stopping_never_hangs_on_the_driver(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     """A connect that never ends, even when cancelled (a driver that misses the cancellation): shutdown
     still goes on, after a bounded wait, and says so."""
