@@ -13,11 +13,18 @@ bursts' wall time) and its ratio, and ModelTrain's CPU time (psutil, the server 
 database while it runs: ``check_key`` (HMAC + one indexed read) and the whole per-request step as the
 ``/v1`` dependency does it (begin, check, commit).
 
+Then the cost of limits: the same streams through ModelTrain with a key under no limit (its user has none
+either, not even the default stream cap) and with a key under every kind (requests and tokens per minute,
+tokens per day and month, concurrent streams; values that never refuse), interleaved the same way, at 1 and
+50 concurrent streams (``--limits-streams``): TTFT p50/p95 and total time p50 with and without, and the
+difference.
+
     .venv/bin/python bench/gateway_overhead.py [--rounds 3] [--streams 1,10,50] [--quick]
+        [--limits-streams 1,50] [--only-limits]
 
 Targets (printed next to the figures, not asserted): TTFT overhead <= 5 ms p50 at 1 stream, <= 50 ms p95
 at 50 paced streams; throughput >= 0.90 of direct at full speed with 2,048-token answers; key
-authentication <= 0.3 ms p50.
+authentication <= 0.3 ms p50; limits add <= 1 ms p50 at 1 stream and keep those targets at 50 streams.
 """
 
 from __future__ import annotations
@@ -247,6 +254,79 @@ async def run_cell(direct: Make, via: Make, mt_pid: int, streams: int, bursts: i
     return sides["direct"], sides["via"]
 
 
+#: Limits for the "every limit on" side: high enough never to refuse, so every request is counted in full.
+BENCH_LIMITS = {
+    "requests_per_minute": 1_000_000,
+    "tokens_per_minute": 1_000_000_000,
+    "tokens_per_day": 2_000_000_000,
+    "tokens_per_month": 2_000_000_000,
+    "concurrent_streams": 100_000,
+}
+
+
+def setup_limits(mt: ModelTrain) -> str:
+    """The admin (whose first key is the plain side) gets no limit at all, not even the default stream cap;
+    a second key gets every kind: its requests go through the full admission and settlement. Returns it."""
+    with httpx.Client(base_url=mt.url, headers={"Authorization": f"Bearer {mt.token}"}, timeout=30) as c:
+        me = c.get("/api/users/me").json()["id"]
+        c.put(f"/api/users/{me}/limits", json=dict.fromkeys(BENCH_LIMITS)).raise_for_status()
+        r = c.post("/api/keys", json={"name": "bench-limited"})
+        r.raise_for_status()
+        limited = r.json()
+        c.put(f"/api/keys/{limited['id']}/limits", json=BENCH_LIMITS).raise_for_status()
+        return limited["key"]
+
+
+async def limits_cells(
+    client: httpx.AsyncClient,
+    mt: ModelTrain,
+    key: str,
+    limited_key: str,
+    rounds: int,
+    streams: tuple[int, ...],
+) -> None:
+    """The time limits add: the same /v1 streams through ModelTrain with a key under no limit and with a key
+    under every kind, interleaved like the main table."""
+    print(
+        "\nlimits (issue 17): /v1 streams through ModelTrain, a key under no limit vs a key under every kind"
+        f" (requests/min, tokens/min/day/month, concurrent streams); rounds={rounds}"
+    )
+    print(
+        f"{'upstream':>10} {'streams':>7} | {'TTFT p50 none':>13} {'all':>7} {'added':>8} | "
+        f"{'TTFT p95 none':>13} {'all':>7} {'added':>8} | "
+        f"{'total p50 none':>14} {'all':>7} {'added':>8} | errors"
+    )
+    for label, slug in (("paced 50/s", "paced"), ("max 256", "max256")):
+        for n in streams:
+            bursts = rounds * (10 if n == 1 else 1)
+            bursts += bursts % 2
+
+            async def plain(prompt: str, model: str = f"{slug}/{MODEL}") -> StreamResult:
+                return await sse_stream(client, f"{mt.url}/v1/chat/completions", key, model, prompt)
+
+            async def limited(prompt: str, model: str = f"{slug}/{MODEL}") -> StreamResult:
+                return await sse_stream(client, f"{mt.url}/v1/chat/completions", limited_key, model, prompt)
+
+            a, b = await run_cell(plain, limited, mt.proc.pid, n, bursts)
+            errs = a.errors() + b.errors()
+            at, bt = a.ttft_ms(), b.ttft_ms()
+            atot = [r.total * 1000 for r in a.results if r.ok]
+            btot = [r.total * 1000 for r in b.results if r.ok]
+            cols = []
+            for none, every, width in ((pct(at, 50), pct(bt, 50), 11), (pct(at, 95), pct(bt, 95), 11)):
+                cols.append(f"{none:{width}.1f}ms {every:5.1f}ms {every - none:+6.1f}ms")
+            none, every = pct(atot, 50), pct(btot, 50)
+            cols.append(f"{none:12.1f}ms {every:5.1f}ms {every - none:+6.1f}ms")
+            print(
+                f"{label:>10} {n:>7} | "
+                + " | ".join(cols)
+                + f" | {len(errs)}"
+                + (f" ({errs[0].error})" if errs else ""),
+                flush=True,
+            )
+    print("targets: limits add <= 1 ms p50 at 1 stream and keep the /v1 overhead targets at 50 streams")
+
+
 def key_auth_cost(mt: ModelTrain, key: str, iterations: int) -> tuple[float, float]:
     """p50 in ms of ``check_key`` alone and of the per-request step of the ``/v1`` dependency (begin a
     read, check, commit), in this process against the running server's database."""
@@ -287,7 +367,9 @@ def key_auth_cost(mt: ModelTrain, key: str, iterations: int) -> tuple[float, flo
     return pct(alone, 50), pct(step, 50)
 
 
-async def main_async(rounds: int, streams: tuple[int, ...], quick: bool, auth_iterations: int) -> int:
+async def main_async(
+    rounds: int, streams: tuple[int, ...], quick: bool, auth_iterations: int, limits_streams: tuple[int, ...]
+) -> int:
     profiles = QUICK_PROFILES if quick else PROFILES
     fakes = {p.slug: start_openai_fake(p) for p in profiles}
     ollama_proc, ollama_url = start_fake(0.0)  # ModelTrain's default provider; not used by the bench
@@ -344,6 +426,9 @@ async def main_async(rounds: int, streams: tuple[int, ...], quick: bool, auth_it
                         + (f" ({errs[0].error})" if errs else "")
                     )
                     print(row, flush=True)
+            if limits_streams:
+                limited_key = setup_limits(mt)
+                await limits_cells(client, mt, key, limited_key, rounds, limits_streams)
         alone, step = key_auth_cost(mt, key, auth_iterations)
     finally:
         mt.stop()
@@ -377,11 +462,22 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="a short smoke run: 1 round, 1 stream, short paced answers"
     )
+    parser.add_argument(
+        "--limits-streams",
+        default="1,50",
+        help="concurrent streams of the limits cells (issue 17), comma-separated; empty: skip them",
+    )
+    parser.add_argument(
+        "--only-limits", action="store_true", help="skip the direct-vs-ModelTrain table, run the limits cells"
+    )
     args = parser.parse_args()
     default_streams = "1" if args.quick else "1,10,50"
     streams = tuple(int(s) for s in (args.streams or default_streams).split(","))
     rounds = 1 if args.quick and args.rounds == 3 else args.rounds
-    return asyncio.run(main_async(rounds, streams, args.quick, 200 if args.quick else 2000))
+    limits_streams = tuple(int(s) for s in args.limits_streams.split(",") if s)
+    if args.only_limits:
+        streams = ()
+    return asyncio.run(main_async(rounds, streams, args.quick, 200 if args.quick else 2000, limits_streams))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
   unknown). The levels of the resources, latency, error rate and Ollama are the server's own judgement
   (``/api/metrics`` ``status``): it alone knows the configured thresholds and the request counts, so the
   threshold table exists once, in ``server/health_levels.py``. Endpoints that are missing (404) or refused
-  just leave their checks ``unknown``.
+  just leave their checks ``unknown``. Each GPU of ``/api/metrics`` ``gpus`` is one more check
+  (``gpu:<index>``, its level the server's), so the colour takes the worst GPU too.
 * :class:`Notifier` decides which changes deserve a notification: a check got worse, or recovered to
   normal; at most one per check per ``min_interval`` seconds, merged into one message per update.
 * :class:`HealthPoller` polls on a QTimer with :class:`desktop.api_client.ApiClient` and emits
@@ -40,6 +41,17 @@ class Check:
     name: str
     level: str  # normal | warning | alert | unknown
     text: str = ""
+    #: Shown instead of the translated ``check_<name>`` (a GPU: "GPU 0 (NVIDIA H200)").
+    label: str = ""
+
+
+def check_label(check: Check, lang: str | None = None) -> str:
+    return check.label or tr("check_" + check.name, lang)
+
+
+def _ordered(checks: dict[str, Check]) -> list[str]:
+    """The fixed checks in their order, then the GPUs in the server's order."""
+    return [*CHECK_ORDER, *(name for name in checks if name.startswith("gpu:"))]
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,12 @@ class HealthState:
 
     def tooltip(self, lang: str | None = None) -> str:
         lines = [f"ModelTrain — {tr('level_' + self.level, lang)}"]
-        for name in CHECK_ORDER:
+        for name in _ordered(self.checks):
             check = self.checks.get(name)
             if check is None or check.level == "unknown":
                 continue
             value = f" {check.text}" if check.text else ""
-            lines.append(f"{tr('check_' + name, lang)}:{value} ({tr('level_' + check.level, lang)})")
+            lines.append(f"{check_label(check, lang)}:{value} ({tr('level_' + check.level, lang)})")
         return "\n".join(lines)
 
 
@@ -62,6 +74,27 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+def _gpu_check(gpu: dict[str, Any]) -> Check:
+    """``37% · 14.2/141.0 GiB · 41 °C`` (what is known), at the server's level."""
+    parts = []
+    utilization, used, total = (
+        _number(gpu.get("utilization")),
+        gpu.get("memory_used"),
+        gpu.get("memory_total"),
+    )
+    temperature = _number(gpu.get("temperature"))
+    if utilization is not None:
+        parts.append(f"{utilization:.0f}%")
+    if isinstance(used, int) and isinstance(total, int) and total > 0:
+        parts.append(f"{used / 2**30:.1f}/{total / 2**30:.1f} GiB")
+    if temperature is not None:
+        parts.append(f"{temperature:.0f} °C")
+    level = gpu.get("level")
+    name = gpu.get("name")
+    label = f"GPU {gpu['index']}" + (f" ({name})" if isinstance(name, str) and name else "")
+    return Check(f"gpu:{gpu['index']}", level if level in RANK else "unknown", " · ".join(parts), label)
 
 
 def evaluate(snapshot: dict[str, Any]) -> HealthState:
@@ -113,6 +146,12 @@ def evaluate(snapshot: dict[str, Any]) -> HealthState:
         server_level = status.get("ollama") if isinstance(status, dict) else None
         checks["ollama"] = Check("ollama", server_level if server_level in RANK else "unknown", state)
 
+    gpus = metrics.get("gpus") if isinstance(metrics, dict) else None
+    for gpu in gpus if isinstance(gpus, list) else []:
+        if isinstance(gpu, dict) and isinstance(gpu.get("index"), int):
+            check = _gpu_check(gpu)
+            checks[check.name] = check
+
     known = [c.level for c in checks.values() if c.level in RANK]
     level = max(known, key=RANK.__getitem__) if known else "unknown"
     if live is None and not known:
@@ -146,7 +185,7 @@ class Notifier:
         now = self._clock()
         lines: list[tuple[int, str]] = []
         worst = "normal"
-        for name in CHECK_ORDER:
+        for name in _ordered(state.checks):
             check = state.checks.get(name)
             if check is None or check.level not in RANK:
                 continue
@@ -164,7 +203,7 @@ class Notifier:
                 continue  # rate-limited: the next allowed update compares against what was told
             self._told[name] = check.level
             self._last[name] = now
-            label = tr("check_" + name, self._lang)
+            label = check_label(check, self._lang)
             if recovered:
                 lines.append((0, tr("notify_recovered", self._lang, check=label)))
             else:

@@ -29,8 +29,10 @@ from server.security.tokens import TokenCodec
 from server.services import backups as backups_service
 from server.services import chat as chat_service
 from server.services import cluster as cluster_service
+from server.services import limits as limits_service
 from server.services import metrics as metrics_service
 from server.services import ollama_runtime
+from server.services import routing as routing_service
 from server.services import usage as usage_service
 from server.services.alerts import AlertCenter
 from server.settings import Settings
@@ -70,6 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
         await metrics_service.start(runtime)  # runtime.metrics: sampler, fed by the access middleware
         await backups_service.start(runtime)  # runtime.backup_scheduler, upload-restore body limit
         await usage_service.start(runtime)  # runtime.usage: batched usage records, daily pruning
+        await limits_service.start(runtime)  # runtime.limits: reservation heartbeat and sweep
+        await routing_service.start(runtime)  # runtime.routing: host health, the probe loop
         log.info("ModelTrain %s ready", __version__)
         await ollama_runtime.start_ollama(runtime)  # runtime.ollama_daemon, runtime.ollama_pulls
         await cluster_service.start(  # cross-instance stop requests and pull listing: runtime.cluster
@@ -85,10 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await cluster_service.stop(runtime)
+            await routing_service.stop(runtime)
             await ollama_runtime.stop_ollama(runtime)
             await backups_service.stop(runtime)
             await metrics_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
+            await limits_service.stop(runtime)  # the replies' settlements, then the heartbeat
             await usage_service.stop(runtime)  # write the usage still queued (after the replies ended)
             await close_registry(runtime)  # the shared upstream HTTP client
             engine.dispose()

@@ -17,6 +17,7 @@ from server.security import desktop_token
 from server.security.api_key_hash import is_api_key
 from server.security.network_guard import client_address
 from server.services import auth as auth_service
+from server.services.audit import AuditContext
 from server.settings import Settings
 
 # The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread,
@@ -129,6 +130,16 @@ async def authenticate_admin(request: Request, runtime: Runtime, session: Sessio
     user = await _authenticated(request, runtime, session)
     return await admin_user(await current_user(request, user, runtime))
 
+
+async def audit_context(
+    user: Annotated[User, Depends(user_pending_password)], client: ClientIP
+) -> AuditContext:
+    """Who is acting, for the audit log (``services/audit.py``): the signed-in user and the client address.
+    It adds no check of its own: the route's ``CurrentUser`` / ``AdminUser`` decides who may call it."""
+    return AuditContext.of(user, client)
+
+
+AuditCtx = Annotated[AuditContext, Depends(audit_context)]
 
 PendingUser = Annotated[User, Depends(user_pending_password)]
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -10,6 +10,8 @@ DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
     "disk": (80.0, 90.0),
     "latency": (500.0, 2000.0),
     "error_rate": (1.0, 5.0),
+    "gpu_memory": (80.0, 95.0),  # percent of each GPU's memory
+    "gpu_temperature": (80.0, 90.0),  # °C
 }
 OLLAMA_NORMAL = frozenset({"running", "external", "ready"})
 OLLAMA_ALERT = frozenset({"crashed", "failed", "error"})

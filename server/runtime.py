@@ -8,6 +8,8 @@ only: the modules that define them import this one.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,12 +29,15 @@ if TYPE_CHECKING:
     from server.services.backups import BackupScheduler
     from server.services.chat import StreamRegistry
     from server.services.cluster import ClusterWatcher
+    from server.services.gateway import ResolutionCache
     from server.services.lan import LanControl
+    from server.services.limits import LimitKeeper
     from server.services.metrics import MetricsCollector
     from server.services.models import ModelDiscovery
     from server.services.ollama_daemon import OllamaDaemon
     from server.services.ollama_install import RuntimeInstaller
     from server.services.ollama_pulls import PullManager
+    from server.services.routing import HostRouter
     from server.services.usage import UsageRecorder
 
 
@@ -63,6 +68,8 @@ class Runtime:
     ollama_installer: RuntimeInstaller | None = None
     #: Stop requests and pull listings shared with the other instances on the same database.
     cluster: ClusterWatcher | None = None
+    #: The /v1 gateway's model-id resolutions, valid for one catalog generation (services/gateway.py).
+    gateway_resolutions: ResolutionCache | None = None
     #: The cached model lists of the enabled providers.
     model_discovery: ModelDiscovery | None = None
     #: Where provider API keys are kept (MODELTRAIN_SECRET_STORE: the OS keyring or an encrypted file).
@@ -72,6 +79,12 @@ class Runtime:
     desktop_token: DesktopToken | None = None
     #: Usage accounting: records queued in memory, written in batches (services/usage.py).
     usage: UsageRecorder | None = None
+    #: Limits: this process's live reservations, their heartbeat and the sweep (services/limits.py).
+    limits: LimitKeeper | None = None
+    #: Host health, the routing of host groups' models and the probe loop (services/routing.py).
+    routing: HostRouter | None = None
+    #: Wall-clock time in epoch seconds for limit windows and reservations; tests replace it.
+    clock: Callable[[], float] = time.time
 
     def can_read_inline(self) -> bool:
         """Whether a short read may run on the event loop itself. On SQLite (a local file in WAL mode) a

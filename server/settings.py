@@ -302,11 +302,24 @@ class Settings(BaseSettings):
         le=36500,
         description="Days the daily usage rollups (per day, user, API key and model) are kept; pruned daily.",
     )
+    audit_days: int = Field(
+        default=365,
+        ge=1,
+        le=36500,
+        description="Days the audit log (sign-ins, user, key, provider, backup, model and settings changes) "
+        "is kept; older entries are pruned daily.",
+    )
     metrics_thresholds: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="Overrides of the (warning, alert) thresholds, JSON such as "
         '{"cpu": [70, 90], "latency": [500, 2000]}; keys cpu, memory, disk (percent), latency (ms), '
-        "error_rate (percent).",
+        "error_rate (percent), gpu_memory (percent, default 80/95), gpu_temperature (°C, default 80/90).",
+    )
+    gpu_sysfs_root: Path = Field(
+        default=Path("/sys/class/drm"),
+        description="Where AMD GPUs are read from (the kernel's DRM sysfs: card*/device/gpu_busy_percent, "
+        "mem_info_vram_*, hwmon). Only for demos and tests: point it at a generated tree to show fake GPUs "
+        "on a machine without one. NVIDIA GPUs are read through NVML (nvidia-ml-py).",
     )
 
     # --- providers, model configurations and model discovery (providers/registry.py,
@@ -331,7 +344,65 @@ class Settings(BaseSettings):
     # --- chat streaming and conversations (services/chat.py, conversations.py, conversation_search.py,
     #     conversation_transfer.py) ---
     max_streams_per_user: int = Field(
-        default=4, ge=1, le=1000, description="Concurrent chat streams one user may run (more: 429)."
+        default=4,
+        ge=1,
+        le=1000,
+        description="Concurrent replies (chat and /v1) one user may run (more: 429): the default of the "
+        "concurrent_streams limit for both roles.",
+    )
+    # --- limits (services/limits.py): role defaults; per-user and per-key overrides live in the database.
+    #     None = unlimited. A key's effective limit is the smaller of its own and its user's.
+    limits_user_requests_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests per minute (UTC minute) a user may make (chat and /v1); "
+        "unset: unlimited. A per-user override wins.",
+    )
+    limits_user_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Tokens per UTC minute a user may use; unset: unlimited."
+    )
+    limits_user_tokens_per_day: int | None = Field(
+        default=None, ge=1, description="Tokens per UTC day a user may use; unset: unlimited."
+    )
+    limits_user_tokens_per_month: int | None = Field(
+        default=None, ge=1, description="Tokens per UTC calendar month a user may use; unset: unlimited."
+    )
+    limits_user_concurrent_streams: int | None = Field(
+        default=None,
+        ge=1,
+        description="Concurrent replies (chat and /v1) a user may run; "
+        "unset: MODELTRAIN_MAX_STREAMS_PER_USER.",
+    )
+    limits_admin_requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per UTC minute an administrator may make; unset: unlimited."
+    )
+    limits_admin_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Tokens per UTC minute an administrator may use; unset: unlimited."
+    )
+    limits_admin_tokens_per_day: int | None = Field(
+        default=None, ge=1, description="Tokens per UTC day an administrator may use; unset: unlimited."
+    )
+    limits_admin_tokens_per_month: int | None = Field(
+        default=None, ge=1, description="Tokens per UTC month an administrator may use; unset: unlimited."
+    )
+    limits_admin_concurrent_streams: int | None = Field(
+        default=None,
+        ge=1,
+        description="Concurrent replies an administrator may run; unset: MODELTRAIN_MAX_STREAMS_PER_USER.",
+    )
+    limits_default_completion_tokens: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Tokens reserved for the answer at admission when the request sets no max_tokens "
+        "(settled with the real count when the reply ends).",
+    )
+    limits_reservation_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="Lifetime of a stream's reservation without a heartbeat: a crashed instance's stream "
+        "slots are free again after this long (live ones are renewed every third of it).",
     )
     chat_max_message_chars: int = Field(
         default=100_000, ge=1, description="Longest chat message a user may send, in characters (more: 422)."
@@ -392,6 +463,38 @@ class Settings(BaseSettings):
         description="While this instance streams replies, how often it checks the database for a stop "
         "requested through another instance.",
     )
+    route_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="A model served by several hosts (a host group): how many other hosts a request moves "
+        "to after a connect error, a timeout, or a 5xx/429 answer before the first token.",
+    )
+    route_strategy: Literal["weighted", "least_busy"] = Field(
+        default="weighted",
+        description="How a request picks among the healthy hosts of the best priority: weighted random, "
+        "or the one with the fewest replies streaming on this instance.",
+    )
+    host_probe_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often each provider's host is probed (Ollama /api/version, OpenAI-compatible "
+        "/models) for the Hosts view and routing; a cooled-down host is probed as soon as it is due.",
+    )
+    host_cooldown_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="The first cool-down of a host after a failed request; it doubles with each further "
+        "consecutive failure, up to MODELTRAIN_HOST_COOLDOWN_MAX_SECONDS.",
+    )
+    host_cooldown_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="The longest cool-down of a host that keeps failing.",
+    )
 
     @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
@@ -426,7 +529,7 @@ class Settings(BaseSettings):
     @field_validator("metrics_thresholds")
     @classmethod
     def _thresholds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        known = {"cpu", "memory", "disk", "latency", "error_rate"}
+        known = {"cpu", "memory", "disk", "latency", "error_rate", "gpu_memory", "gpu_temperature"}
         for key, (warning, alert) in value.items():
             if key not in known:
                 raise ValueError(f"unknown metric {key!r} (use {', '.join(sorted(known))})")

@@ -6,17 +6,21 @@ from fastapi import APIRouter
 
 from server.api.routes import (  # operations
     alerts,
+    audit,
     auth,
     backups,
     chat,
     conversations,
     gguf_import,
     health,
+    hosts,
     keys,
     lan,
+    limits,
     logs,
     metrics,
     model_configs,
+    model_routes,
     models,
     ollama,
     ollama_install,
@@ -44,8 +48,11 @@ PUBLIC_ROUTES = frozenset(
 def build_api_router() -> APIRouter:
     router = APIRouter()
     for module in (
+        # /v1 first: programs call it far more often than people call /api, and routes match in order.
+        v1_routes,  # /v1: API keys (server/api/v1_auth.py), not the UI's bearer tokens
         health,
         auth,
+        limits,  # before users: /api/users/me/limits
         users,
         keys,
         lan,
@@ -55,6 +62,8 @@ def build_api_router() -> APIRouter:
         ollama,
         gguf_import,
         providers,
+        hosts,
+        model_routes,
         model_configs,
         models,
         onboarding,
@@ -63,7 +72,7 @@ def build_api_router() -> APIRouter:
         metrics,
         alerts,
         usage,
-        v1_routes,  # /v1: API keys (server/api/v1_auth.py), not the UI's bearer tokens
+        audit,
     ):
         router.include_router(module.router)
     return router

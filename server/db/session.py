@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.db import catalog_generation
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -74,7 +76,9 @@ def read_only(engine: Engine) -> Engine:
 
 
 def create_session_factory(engine: Engine, *, readonly: bool = False) -> sessionmaker[Session]:
-    return sessionmaker(bind=read_only(engine) if readonly else engine, expire_on_commit=False)
+    factory = sessionmaker(bind=read_only(engine) if readonly else engine, expire_on_commit=False)
+    catalog_generation.install(factory)
+    return factory
 
 
 @contextmanager

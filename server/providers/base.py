@@ -55,6 +55,9 @@ class Done:
     usage: dict[str, int] = field(default_factory=dict)
     #: Upstream-reported timings in milliseconds, e.g. {"load_ms", "prompt_ms", "generate_ms"}.
     timings: dict[str, float] = field(default_factory=dict)
+    #: A routed model (several hosts, providers/routed.py): the host that served the answer,
+    #: ``{"provider_id", "name"}``; None from a plain adapter.
+    served_by: dict[str, str] | None = None
 
 
 ChatEvent = Delta | Done

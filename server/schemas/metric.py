@@ -35,8 +35,34 @@ class MetricsCurrent(_MetricValues):
     windows: dict[str, WindowStats]
 
 
+class GpuRead(BaseModel):
+    """One GPU of the answering instance (NVIDIA through NVML, AMD through sysfs); None where unknown."""
+
+    index: int = Field(description="0.. NVIDIA first (NVML order), then AMD")
+    vendor: str = Field(description="nvidia | amd")
+    name: str
+    utilization: float | None = Field(description="GPU busy, percent")
+    memory_used: int | None = Field(description="bytes")
+    memory_total: int | None = Field(description="bytes")
+    memory_percent: float | None = None
+    temperature: float | None = Field(description="°C")
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    level: str = Field(description="normal | warning | alert: the worse of memory use and temperature")
+
+
+class GpuSample(BaseModel):
+    """One GPU in one history sample (what the System page charts)."""
+
+    index: int
+    name: str
+    utilization: float | None
+    memory_percent: float | None
+
+
 class MetricsSample(_MetricValues):
     ts: datetime
+    gpus: list[GpuSample] = Field(default_factory=list)
 
 
 class Threshold(BaseModel):
@@ -65,3 +91,6 @@ class MetricsRead(BaseModel):
     history: list[MetricsSample]
     instance: str = Field(description="the server instance that answered")
     instances: list[InstanceMetrics] = Field(description="every live instance sharing the database")
+    gpus: list[GpuRead] = Field(
+        default_factory=list, description="the answering instance's GPUs (empty without one)"
+    )

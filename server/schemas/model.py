@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelProviderRef(BaseModel):
@@ -26,7 +26,8 @@ class ModelDefaults(BaseModel):
 class ModelRead(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    #: Opaque and stable: "cfg:<config id>", "ollama:<provider id>:<model name>" or
+    #: Opaque and stable: "cfg:<config id>", "ollama:<provider id>:<model name>", "group:<group>:<model>",
+    #: "route:<route id>" or
     #: "openai:<provider id>:<model id>" (names with "/" and the like base64url-encoded behind "~").
     #: Pass it to /api/chat.
     id: str
@@ -34,11 +35,17 @@ class ModelRead(BaseModel):
     provider: ModelProviderRef
     model: str
     capabilities: list[str]
-    #: "config" (a model configuration), or the kind of provider that listed the model.
-    source: Literal["ollama", "openai", "config"]
+    #: "config" (a model configuration), "route" (an explicit route), or the kind of provider that listed
+    #: the model.
+    source: Literal["ollama", "openai", "config", "route"]
     #: Presets ("config"): shared with everyone (true) or the caller's personal one (false); else null.
     shared: bool | None = None
     defaults: ModelDefaults
+    #: A host group's model ("group:<group>:<model>"): the group, and every host that serves it
+    #: (``provider`` is the first of them); a route ("route:<id>"): its targets' providers. Null and empty
+    #: for any other model.
+    group: str | None = None
+    hosts: list[ModelProviderRef] = Field(default_factory=list)
 
 
 class ModelListError(BaseModel):

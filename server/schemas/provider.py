@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -51,6 +52,30 @@ def _clean_allowlist(value: list[str] | None) -> list[str] | None:
     return list(seen)
 
 
+#: A host group's name: letters, digits, ".", "_" and "-" (it appears in model ids).
+GROUP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_GROUP_HELP = (
+    "Ollama providers: the host group. Providers of one group that hold the same model name serve it "
+    "as one model (routing and failover); null or empty: no group."
+)
+
+_PRIORITY_HELP = "Within the host group: hosts of the smallest priority are tried first."
+_WEIGHT_HELP = (
+    "Within the host group: hosts of one priority share the requests in proportion to their weights."
+)
+
+
+def _clean_group(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not GROUP_PATTERN.match(value):
+        raise ValueError(
+            "a group name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
 _ALLOWLIST_HELP = (
     "OpenAI-compatible providers: the model ids offered for chat (empty: all the upstream lists)."
 )
@@ -68,6 +93,11 @@ class ProviderRead(BaseModel):
     enabled: bool
     #: OpenAI-compatible providers: the model ids offered for chat; empty = every listed model.
     model_allowlist: list[str]
+    #: Ollama providers: the host group, null when none.
+    group: str | None = None
+    #: Within the group: the smallest priority is tried first; weights share the requests of a priority.
+    priority: int = 0
+    weight: float = 1.0
     created_at: datetime
     updated_at: datetime
 
@@ -86,6 +116,9 @@ class ProviderRead(BaseModel):
             is_default=row.is_default,
             enabled=row.enabled,
             model_allowlist=list(row.model_allowlist or []),
+            group=getattr(row, "host_group", None),
+            priority=getattr(row, "route_priority", 0) or 0,
+            weight=getattr(row, "route_weight", 1.0) or 1.0,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -101,11 +134,19 @@ class ProviderCreate(StrictModel):
     model_allowlist: list[str] = Field(
         default_factory=list, max_length=MAX_ALLOWLIST_ENTRIES, description=_ALLOWLIST_HELP
     )
+    group: str | None = Field(default=None, max_length=64, description=_GROUP_HELP)
+    priority: int = Field(default=0, ge=0, le=1000, description=_PRIORITY_HELP)
+    weight: float = Field(default=1.0, gt=0, le=1000, description=_WEIGHT_HELP)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _clean_name(value)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        return _clean_group(value)
 
     @field_validator("model_allowlist")
     @classmethod
@@ -130,11 +171,20 @@ class ProviderUpdate(StrictModel):
     model_allowlist: list[str] | None = Field(
         default=None, max_length=MAX_ALLOWLIST_ENTRIES, description=_ALLOWLIST_HELP
     )
+    #: A name sets the group, null or "" removes the provider from its group.
+    group: str | None = Field(default=None, max_length=64, description=_GROUP_HELP)
+    priority: int | None = Field(default=None, ge=0, le=1000, description=_PRIORITY_HELP)
+    weight: float | None = Field(default=None, gt=0, le=1000, description=_WEIGHT_HELP)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else _clean_name(value)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        return _clean_group(value)
 
     @field_validator("model_allowlist")
     @classmethod

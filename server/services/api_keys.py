@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from server.db import catalog_generation
 from server.db.models import ApiKey, AppSetting, User
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from server.security.api_key_hash import (
@@ -27,6 +28,8 @@ from server.security.api_key_hash import (
     is_api_key,
     shown_prefix,
 )
+from server.services import audit
+from server.services.audit import AuditAction, AuditContext, AuditTarget
 
 #: ``last_used_at`` is written when it is older than this (never on every request).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -52,6 +55,9 @@ class KeyPrincipal:
     role: str
     #: Allow-list patterns (ids or ``*``-globs); None: every model.
     models: tuple[str, ...] | None
+    #: The catalog generation, read in the same transaction as the key (server/db/catalog_generation.py):
+    #: lets ``/v1`` reuse its model-id resolutions while no provider or preset changed.
+    catalog_generation: str | None = None
 
 
 def invalid_api_key() -> Unauthorized:
@@ -70,6 +76,7 @@ _LOOKUP = (
         ApiKey.ips,
         User.role,
         User.is_active,
+        catalog_generation.column().label("catalog_generation"),
     )
     .join(User, User.id == ApiKey.user_id)
     .where(ApiKey.hash == bindparam("digest"))
@@ -118,6 +125,7 @@ def check_key(
         user_id=row.user_id,
         role=row.role,
         models=None if row.models is None else tuple(str(m) for m in row.models),
+        catalog_generation=None if row.catalog_generation is None else str(row.catalog_generation),
     )
     due = row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION
     return principal, due
@@ -161,13 +169,22 @@ def user_creation_enabled(session: Session) -> bool:
     return True if value is None else bool(value)
 
 
-def set_user_creation_enabled(session: Session, enabled: bool) -> bool:
+def set_user_creation_enabled(session: Session, enabled: bool, *, ctx: AuditContext = audit.SYSTEM) -> bool:
     row = session.get(AppSetting, USER_CREATION_SETTING)
+    before = True if row is None else bool(row.value)
     if row is None:
         session.add(AppSetting(key=USER_CREATION_SETTING, value=enabled))
     else:
         row.value = enabled
     session.flush()
+    if before != enabled:
+        audit.record(
+            session,
+            ctx,
+            AuditAction.SETTINGS_CHANGED,
+            target=AuditTarget("setting", USER_CREATION_SETTING),
+            details={"from": before, "to": enabled},
+        )
     return enabled
 
 
@@ -218,7 +235,9 @@ def create_key(
     expires_at: datetime | None = None,
     models: list[str] | None = None,
     ips: list[str] | None = None,
+    ctx: AuditContext | None = None,
 ) -> CreatedKey:
+    """Create a key for ``user``. ``ctx``: who acts, for the audit log (default: ``user`` itself)."""
     name = name.strip()
     if not name:
         raise InvalidInput("a key needs a name", code="invalid_name")
@@ -248,6 +267,19 @@ def create_key(
     )
     session.add(key)
     session.flush()
+    audit.record(
+        session,
+        ctx or AuditContext.of(user),
+        AuditAction.API_KEY_CREATED,
+        target=AuditTarget("api_key", key.id, key.name),
+        details={
+            "owner": user.email,
+            "prefix": key.prefix,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "models": norm_models,
+            "ips": norm_ips,
+        },
+    )
     return CreatedKey(key=key, raw=raw)
 
 
@@ -268,13 +300,20 @@ def list_keys(session: Session, user: User, *, user_id: uuid.UUID | None = None)
     return [(row[0], row[1]) for row in session.execute(query)]
 
 
-def revoke_key(session: Session, user: User, key_id: uuid.UUID) -> None:
+def revoke_key(session: Session, user: User, key_id: uuid.UUID, *, ctx: AuditContext | None = None) -> None:
     key = session.get(ApiKey, key_id)
     if key is None or (key.user_id != user.id and user.role != "admin"):
         raise NotFound("API key not found", code="api_key_not_found")
     if key.revoked_at is None:
         key.revoked_at = _now()
         session.flush()
+        audit.record(
+            session,
+            ctx or AuditContext.of(user),
+            AuditAction.API_KEY_REVOKED,
+            target=AuditTarget("api_key", key.id, key.name),
+            details={"owner_id": str(key.user_id), "prefix": key.prefix},
+        )
 
 
 __all__ = [

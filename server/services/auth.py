@@ -15,6 +15,8 @@ from server.db.models import LoginThrottle, RefreshToken, User
 from server.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from server.security.passwords import burn_verify_time, check_password_policy, hash_password, verify_password
 from server.security.tokens import TokenCodec, hash_refresh_token, invalid_token, new_refresh_token
+from server.services import audit
+from server.services.audit import AuditAction, AuditContext, AuditOutcome, AuditTarget
 from server.services.users import forget_initial_password_file, revoke_all_sessions
 from server.settings import Settings
 
@@ -148,11 +150,27 @@ def login(
     client: str,
     user_agent: str = "",
 ) -> AuthSession:
-    """Check credentials and open a session. Failures are committed even though the call raises."""
+    """Check credentials and open a session. Failures are committed even though the call raises, each
+    with its audit entry; a success's entry commits with the new session."""
     email = email.strip().lower()
     keys = _throttle_keys(email, client)
-    _check_throttle(session, keys)
+    tried = AuditContext(actor_email=email[:320], client=client)
+    try:
+        _check_throttle(session, keys)
+    except TooManyRequests as exc:
+        session.rollback()
+        audit.record(
+            session,
+            tried,
+            AuditAction.SIGN_IN_THROTTLED,
+            outcome=AuditOutcome.DENIED,
+            details={"retry_after": exc.retry_after},
+        )
+        session.commit()
+        raise
     user = session.scalar(select(User).where(User.email == email))
+    if user is not None:
+        tried = AuditContext.of(user, client)
     # End the read before the deliberately slow hash: on SQLite the transaction holds the write lock,
     # and concurrent sign-ins would otherwise queue behind each other's Argon2 runs.
     session.commit()
@@ -163,15 +181,24 @@ def login(
         ok, new_hash = verify_password(password, user.password_hash)
     if not ok:
         _register_failure(session, settings, keys)
+        audit.record(
+            session,
+            tried,
+            AuditAction.SIGN_IN,
+            outcome=AuditOutcome.FAILURE,
+            details={"reason": "invalid_credentials", "known_account": user is not None},
+        )
         session.commit()
         log.info("failed sign-in")
         raise _bad_credentials()
     assert user is not None
     if not user.is_active:
         session.rollback()
+        _record_refused(session, tried, "account_disabled")
         raise Forbidden("this account is disabled; ask an administrator", code="account_disabled")
     if user.password_expires_at is not None and user.password_expires_at < _now():
         session.rollback()
+        _record_refused(session, tried, "initial_password_expired")
         raise Forbidden(
             "the initial password has expired; an operator can issue a new one with "
             "`modeltrain reset-password EMAIL`",
@@ -183,11 +210,26 @@ def login(
         user.password_hash = new_hash
     user.last_login_at = _now()
     opened = _open_session(session, settings, codec, user, user_agent=user_agent)
+    audit.record(session, tried, AuditAction.SIGN_IN, details={"method": "password"})
     log.info("user %s signed in", user.id)
     return opened
 
 
-def refresh(session: Session, settings: Settings, codec: TokenCodec, raw_token: str | None) -> AuthSession:
+def _record_refused(session: Session, ctx: AuditContext, reason: str) -> None:
+    """A sign-in with the right password that is refused all the same: its entry, in a transaction of
+    its own (the refusal changes nothing else)."""
+    audit.record(session, ctx, AuditAction.SIGN_IN, outcome=AuditOutcome.DENIED, details={"reason": reason})
+    session.commit()
+
+
+def refresh(
+    session: Session,
+    settings: Settings,
+    codec: TokenCodec,
+    raw_token: str | None,
+    *,
+    client: str | None = None,
+) -> AuthSession:
     """Rotate a refresh token. Replaying a used one revokes its whole family (RFC 9700 §4.14.2)."""
     if not raw_token:
         raise _bad_refresh()
@@ -197,6 +239,15 @@ def refresh(session: Session, settings: Settings, codec: TokenCodec, raw_token: 
     now = _now()
     if row.used_at is not None:
         _revoke_family(session, row.family_id)
+        owner = session.get(User, row.user_id)
+        audit.record(
+            session,
+            AuditContext.of(owner, client) if owner else AuditContext(actor_id=row.user_id, client=client),
+            AuditAction.REFRESH_REUSE,
+            target=AuditTarget("session", row.family_id),
+            outcome=AuditOutcome.DENIED,
+            details={"family_revoked": True},
+        )
         session.commit()
         security_log.warning(
             "refresh token reuse detected for user %s: session family %s revoked", row.user_id, row.family_id
@@ -269,6 +320,7 @@ def change_password(
     current: str,
     new: str,
     *,
+    ctx: AuditContext,
     user_agent: str = "",
 ) -> AuthSession:
     """Change the password, revoke every session of the user, and open a fresh one for this client."""
@@ -286,6 +338,13 @@ def change_password(
     user.password_expires_at = None
     revoke_all_sessions(session, user)
     session.flush()
+    audit.record(
+        session,
+        ctx,
+        AuditAction.PASSWORD_CHANGED,
+        target=AuditTarget("user", user.id, user.email),
+        details={"initial": was_initial, "sessions_revoked": True},
+    )
     if was_initial:
         forget_initial_password_file(settings)
     log.info("user %s changed their password; all sessions revoked", user.id)
@@ -323,7 +382,12 @@ def desktop_owner(session: Session) -> User:
 
 
 def desktop_login(
-    session: Session, settings: Settings, codec: TokenCodec, *, user_agent: str = ""
+    session: Session,
+    settings: Settings,
+    codec: TokenCodec,
+    *,
+    client: str | None = None,
+    user_agent: str = "",
 ) -> tuple[AuthSession, str]:
     """Open a normal session for the desktop owner; returns it and its family id (to mark it as a
     desktop session). The caller has already checked the desktop token and the listener."""
@@ -331,12 +395,20 @@ def desktop_login(
     family = uuid.uuid4()
     user.last_login_at = _now()
     opened = _open_session(session, settings, codec, user, family=family, user_agent=user_agent)
+    audit.record(session, AuditContext.of(user, client), AuditAction.SIGN_IN, details={"method": "desktop"})
     log.info("desktop owner %s signed in by the desktop app", user.id)
     return opened, str(family)
 
 
 def set_initial_password(
-    session: Session, settings: Settings, codec: TokenCodec, user: User, new: str, *, user_agent: str = ""
+    session: Session,
+    settings: Settings,
+    codec: TokenCodec,
+    user: User,
+    new: str,
+    *,
+    ctx: AuditContext,
+    user_agent: str = "",
 ) -> AuthSession:
     """Desktop sessions only: replace a still-initial password without the current one (the owner
     proved local presence with the desktop token). Revokes every session and opens a fresh one."""
@@ -351,6 +423,13 @@ def set_initial_password(
     user.password_expires_at = None
     revoke_all_sessions(session, user)
     session.flush()
+    audit.record(
+        session,
+        ctx,
+        AuditAction.PASSWORD_CHANGED,
+        target=AuditTarget("user", user.id, user.email),
+        details={"initial": True, "method": "desktop", "sessions_revoked": True},
+    )
     forget_initial_password_file(settings)
     log.info("desktop owner %s set the password; all sessions revoked", user.id)
     return _open_session(session, settings, codec, user, user_agent=user_agent)

@@ -34,13 +34,16 @@ from server import aio
 from server.db.base import utcnow
 from server.db.models import Conversation, Message, MessageStatus, User
 from server.db.session import session_scope
-from server.errors import DomainError, InvalidInput, NotFound, TooManyRequests
+from server.errors import DomainError, InvalidInput, NotFound
 from server.providers.base import ChatMessage, ChatProvider, ChatRequest, Delta, Done, ProviderError, Timeouts
 from server.runtime import Runtime
 from server.schemas.message import ChatCreate, ChatRegenerate
-from server.services import cluster
+from server.services import cluster, gateway
 from server.services import conversations as conversations_service
+from server.services import limits as limits_service
+from server.services import models as models_service
 from server.services import usage as usage_service
+from server.services.models import ResolvedModel
 from server.stream_events import KEEPALIVE, ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,6 @@ class StreamRegistry:
 
     def __init__(self) -> None:
         self._streams: dict[uuid.UUID, ChatStream] = {}
-        self._per_user: dict[uuid.UUID, int] = {}
         self.background: set[asyncio.Task] = set()
         self._write_limiter: anyio.CapacityLimiter | None = None
         self.heartbeat: asyncio.Task | None = None
@@ -82,29 +84,11 @@ class StreamRegistry:
     def count(self) -> int:
         return len(self._streams)
 
-    def count_for(self, user_id: uuid.UUID) -> int:
-        return self._per_user.get(user_id, 0)
-
-    def try_reserve(self, user_id: uuid.UUID, limit: int) -> bool:
-        """Take one of the user's stream slots (synchronously, so concurrent requests cannot race)."""
-        if self._per_user.get(user_id, 0) >= limit:
-            return False
-        self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
-        return True
-
-    def release(self, user_id: uuid.UUID) -> None:
-        left = self._per_user.get(user_id, 0) - 1
-        if left > 0:
-            self._per_user[user_id] = left
-        else:
-            self._per_user.pop(user_id, None)
-
     def add(self, stream: ChatStream) -> None:
         self._streams[stream.plan.assistant_message_id] = stream
 
     def remove(self, stream: ChatStream) -> None:
-        if self._streams.pop(stream.plan.assistant_message_id, None) is not None:
-            self.release(stream.plan.user_id)
+        self._streams.pop(stream.plan.assistant_message_id, None)
 
     def limiter(self, runtime: Runtime) -> anyio.CapacityLimiter:
         """Threads writing chat data. SQLite has one writer at a time anyway; queueing writers here is
@@ -163,12 +147,18 @@ class ChatPlan:
     #: For the usage record: the provider answering and the client's address (set by the route).
     provider_id: uuid.UUID | None = None
     client_ip: str | None = None
+    #: The model as ``/v1`` names it (services/gateway.py), for the usage record.
+    usage_model: str = ""
+    #: What the limits admitted (a stream slot, tokens reserved): settled with the final write.
+    admission: limits_service.Admission | None = None
 
 
-def _resolve(session: Session, runtime: Runtime, model_id: str, user_id: uuid.UUID):
-    from server.services import models as models_service  # provided by the providers/models feature
-
+def _resolve(session: Session, runtime: Runtime, model_id: str, user_id: uuid.UUID) -> ResolvedModel:
     return models_service.resolve_model(session, runtime, model_id, user_id=user_id)
+
+
+def _usage_model(session: Session, user_id: uuid.UUID, resolved: ResolvedModel) -> str:
+    return gateway.v1_model_id(session, user_id, resolved)
 
 
 def _ancestors(messages: list[Message], leaf_id: uuid.UUID | None) -> list[Message]:
@@ -297,7 +287,8 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         request=request,
         wants_title=(is_new or not existing) and not conv.title_edited,
         first_user_text=body.content,
-        provider_id=getattr(getattr(resolved, "provider", None), "id", None),
+        provider_id=getattr(resolved.provider, "id", None),
+        usage_model=_usage_model(session, user.id, resolved),
     )
 
 
@@ -336,7 +327,8 @@ def prepare_regenerate(
         model_id=model_id,
         adapter=resolved.adapter,
         request=request,
-        provider_id=getattr(getattr(resolved, "provider", None), "id", None),
+        provider_id=getattr(resolved.provider, "id", None),
+        usage_model=_usage_model(session, user.id, resolved),
     )
 
 
@@ -358,12 +350,17 @@ def _persist_partial(runtime: Runtime, message_id: uuid.UUID, content: str, thin
         )
 
 
-def _persist_final(runtime: Runtime, plan: ChatPlan, values: dict[str, Any]) -> dict[str, Any]:
-    """The final state of the reply, in one short transaction; returns the message as the API shows it
-    (built from what was written, not read back), or ``{}`` if it was deleted meanwhile."""
+def _persist_final(
+    runtime: Runtime, plan: ChatPlan, values: dict[str, Any], tokens: int = 0
+) -> dict[str, Any]:
+    """The final state of the reply, in one short transaction with the settlement of its limits
+    (``tokens``: the real count); returns the message as the API shows it (built from what was written,
+    not read back), or ``{}`` if it was deleted meanwhile."""
     now = utcnow()
     messages, conversations = _table(Message), _table(Conversation)
     with runtime.engine.begin() as conn:
+        if plan.admission is not None:
+            limits_service.settle(conn, plan.admission, tokens)
         written = conn.execute(
             update(messages)
             .where(messages.c.id == plan.assistant_message_id)
@@ -633,7 +630,7 @@ class ChatStream:
             usage_service.recorder(self.runtime).record(
                 usage_service.UsageEvent(
                     user_id=plan.user_id,
-                    model=plan.model_id,
+                    model=plan.usage_model or plan.model_id,
                     provider_id=plan.provider_id,
                     outcome=cast(usage_service.Outcome, outcome.status),
                     prompt_tokens=outcome.usage.get("prompt_tokens"),
@@ -649,9 +646,23 @@ class ChatStream:
         except Exception:  # accounting must never break a reply
             log.exception("could not record usage")
 
+    def _real_tokens(self) -> int:
+        """The tokens this reply used, for the limits: the upstream's counts, else an estimate (nothing
+        when the upstream produced nothing)."""
+        usage = self.outcome.usage
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return prompt + completion
+        produced = sum(map(len, self.content)) + sum(map(len, self.thinking))
+        if not produced and self.outcome.status != MessageStatus.COMPLETE.value:
+            return 0
+        prompt_chars = sum(len(m.content) for m in self.plan.request.messages)
+        return max(1, prompt_chars // 4) + (produced + 3) // 4
+
     async def _finish(self) -> None:
         outcome = self.outcome
         self._record_usage()
+        admission = self.plan.admission
         try:
             if self._flush_task is not None:
                 await asyncio.shield(self._flush_task)
@@ -665,12 +676,17 @@ class ChatStream:
             }
             self.db_writes += 1
             outcome.message = await asyncio.shield(
-                self._to_thread(_persist_final, self.runtime, self.plan, values)
+                self._to_thread(_persist_final, self.runtime, self.plan, values, self._real_tokens())
             )
         except Exception:
             log.exception("could not save the final reply")
             outcome.message = {"id": str(self.plan.assistant_message_id), "status": outcome.status}
         finally:
+            if admission is not None:
+                if admission.settled:
+                    limits_service.keeper(self.runtime).forget(admission)
+                else:  # the final write failed: settle on its own
+                    await limits_service.settle_soon(self.runtime, admission, self._real_tokens())
             self.started.set()
             self.finished.set()
             self.changed.set()
@@ -801,9 +817,12 @@ def _release_request_transaction(session: Session) -> None:
     session.commit()
 
 
-def _commit(session: Session, prepare) -> ChatPlan:
+def _commit(session: Session, prepare, admit=None) -> ChatPlan:
+    """Persist the prompt and, in the same transaction, pass the limits (a refusal rolls both back)."""
     try:
         plan = prepare(session)
+        if admit is not None:
+            plan.admission = admit(session, plan)
         session.commit()
         return plan
     except BaseException:
@@ -819,17 +838,27 @@ async def _launch(
     settings = runtime.settings
     _release_request_transaction(session)
     reg = registry(runtime)
-    if not reg.try_reserve(user.id, settings.max_streams_per_user):
-        raise TooManyRequests(
-            f"you already have {settings.max_streams_per_user} replies streaming; wait for one to finish",
-            retry_after=2,
-            code="too_many_streams",
+
+    def admit(s: Session, plan: ChatPlan) -> limits_service.Admission:
+        request = plan.request
+        tokens = limits_service.estimate_tokens(
+            sum(len(m.content) for m in request.messages), request.options.get("max_tokens"), settings
         )
-    try:
-        plan = await to_thread.run_sync(_commit, session, prepare, limiter=reg.limiter(runtime))
-    except BaseException:
-        reg.release(user.id)
-        raise
+        return limits_service.admit(
+            s.connection(),
+            settings,
+            user_id=user.id,
+            role=user.role,
+            key_id=None,
+            tokens=tokens,
+            stream=True,
+            now=runtime.clock(),
+            door="api",
+        )
+
+    plan = await to_thread.run_sync(_commit, session, prepare, admit, limiter=reg.limiter(runtime))
+    if plan.admission is not None:
+        limits_service.keeper(runtime).remember(plan.admission)
     plan.client_ip = client_ip
     stream = ChatStream(runtime, plan)
     reg.add(stream)

@@ -8,15 +8,24 @@ A ``/v1`` id is stable and human-readable (never the UI's opaque catalog id of s
   ``work-gpu-2``; an empty result is ``provider``). Two providers with the same slug: the older one
   (created first, then the smaller id) keeps it, the next ones get ``-2``, ``-3``... in that order;
 * a preset (model configuration) is its name: the shared presets and the key owner's own; the owner's
-  own wins over a shared one of the same name.
+  own wins over a shared one of the same name;
+* an explicit route (services/model_routes.py) is its name.
 
-An id is read in that order: a preset name first, then ``<slug>/`` of a provider that is not the default
-Ollama provider, then a model name of the default Ollama provider.
+* a model of a **host group** (Ollama providers in one group, services/routing.py) is listed once, served
+  by every host of the group: its own name when the group holds the default Ollama provider, else
+  ``<group slug>/<model>`` (the group's name made a slug as above: ``"GPU-Farm"`` -> ``gpu-farm``). A
+  group's slug wins over a provider's slug of the same spelling; the provider's own models are then
+  reached through the group.
+
+An id is read in that order: a preset name first, then a route name, then ``<slug>/`` of a host group,
+then ``<slug>/`` of a provider that is not the default Ollama provider, then a model name of the default
+Ollama provider (its group's model when it is in one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable
@@ -27,14 +36,17 @@ import anyio
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from server.db import catalog_generation
 from server.db.models import ModelConfig, Provider
 from server.db.session import session_scope
 from server.errors import NotFound
-from server.providers.base import ModelInfo, ProviderError
+from server.providers.base import ChatProvider, ModelInfo, ProviderError
 from server.providers.model_names import display_model_name, is_valid_model_name
 from server.providers.registry import get_registry
+from server.providers.routed import RoutedProvider
 from server.security.secret_store import get_secret_store
 from server.services import models as models_service
+from server.services.providers import read_api_key
 
 if TYPE_CHECKING:
     from server.runtime import Runtime
@@ -81,6 +93,19 @@ class IdMap:
     providers: dict[uuid.UUID, tuple[str, str, str]]
     #: preset name -> config id (shared ones and the caller's own; the own one wins)
     presets: dict[str, uuid.UUID]
+    #: provider id -> its host group (enabled Ollama providers in a group only)
+    groups: dict[uuid.UUID, str] = dataclasses.field(default_factory=dict)
+    #: route name -> (route id, the providers of its usable targets), enabled routes only
+    routes: dict[str, tuple[uuid.UUID, tuple[uuid.UUID, ...]]] = dataclasses.field(default_factory=dict)
+
+    def group_slug(self, group: str) -> str:
+        return provider_slug(group)
+
+    def group_by_slug(self, slug: str) -> str | None:
+        for group in self.groups.values():
+            if provider_slug(group) == slug:
+                return group
+        return None
 
     def provider_by_slug(self, slug: str) -> uuid.UUID | None:
         for provider_id, (s, _kind, _name) in self.providers.items():
@@ -89,6 +114,11 @@ class IdMap:
         return None
 
     def v1_id(self, provider_id: uuid.UUID, model: str) -> str:
+        group = self.groups.get(provider_id)
+        if group is not None:
+            if self.default_ollama is not None and self.groups.get(self.default_ollama) == group:
+                return model
+            return f"{provider_slug(group)}/{model}"
         if provider_id == self.default_ollama:
             return model
         return f"{self.providers[provider_id][0]}/{model}"
@@ -98,7 +128,15 @@ class IdMap:
         config_id = self.presets.get(model_id)
         if config_id is not None:
             return models_service.config_model_id(config_id)
+        route = self.routes.get(model_id)
+        if route is not None:
+            return models_service.route_model_id(route[0])
         slug, sep, rest = model_id.partition("/")
+        group = self.group_by_slug(slug) if sep else None
+        if group is not None:
+            if is_valid_model_name(rest):
+                return models_service.group_model_id(group, rest)
+            raise not_found(model_id)
         provider_id = self.provider_by_slug(slug) if sep else None
         if provider_id is not None and rest:
             kind = self.providers[provider_id][1]
@@ -109,15 +147,23 @@ class IdMap:
                 return models_service.openai_model_id(provider_id, rest)
             raise not_found(model_id)
         if self.default_ollama is not None and is_valid_model_name(model_id):
+            default_group = self.groups.get(self.default_ollama)
+            if default_group is not None:
+                return models_service.group_model_id(default_group, model_id)
             return models_service.ollama_model_id(self.default_ollama, model_id)
         raise not_found(model_id)
 
 
 def load_id_map(session: Session, user_id: uuid.UUID) -> IdMap:
     rows = session.execute(
-        select(Provider.id, Provider.name, Provider.kind, Provider.is_default, Provider.created_at).where(
-            Provider.enabled.is_(True)
-        )
+        select(
+            Provider.id,
+            Provider.name,
+            Provider.kind,
+            Provider.is_default,
+            Provider.created_at,
+            Provider.host_group,
+        ).where(Provider.enabled.is_(True))
     ).all()
     slugs = provider_slugs([(r.id, r.name, r.created_at) for r in rows])
     default = next((r.id for r in rows if r.is_default and r.kind == "ollama"), None)
@@ -137,21 +183,109 @@ def load_id_map(session: Session, user_id: uuid.UUID) -> IdMap:
         default_ollama=default,
         providers={r.id: (slugs[r.id], r.kind, r.name) for r in rows},
         presets=presets,
+        groups={r.id: r.host_group for r in rows if r.kind == "ollama" and r.host_group},
+        routes={
+            name: (route_id, tuple(ref.id for ref in refs))
+            for route_id, name, refs in models_service.load_routes(session)
+        },
     )
 
 
-def resolve(
-    runtime: Runtime, user_id: uuid.UUID, model_id: str
-) -> tuple[models_service.ResolvedModel, models_service.ProviderSnapshot]:
-    """A ``/v1`` id -> the adapter and defaults the UI chat would use, and its provider (for its model
-    list). Blocking: call from a thread."""
+def v1_model_id(session: Session, user_id: uuid.UUID, resolved: models_service.ResolvedModel) -> str:
+    """The ``/v1`` id of a model the UI chat resolved: usage records name every model the way ``/v1``
+    does, whichever door the request came through."""
+    if models_service.parse_route_id(resolved.model_id) is not None:
+        return resolved.name
+    grouped = models_service.parse_group_id(resolved.model_id)
+    kind = "group" if grouped is not None else models_service.parse_model_id(resolved.model_id)[0]
+    if kind == "cfg":
+        return resolved.name
+    id_map = load_id_map(session, user_id)
+    if resolved.provider.id not in id_map.providers:
+        return resolved.model_id
+    return id_map.v1_id(resolved.provider.id, resolved.upstream_model)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A ``/v1`` id resolved: what the chat needs, less the adapter (built per request: adapters keep
+    per-stream counters), and the catalog generation it was read at."""
+
+    resolved: models_service.ResolvedModel
+    provider: models_service.ProviderSnapshot
+    api_key: str | None
+    generation: str | None
+
+
+class ResolutionCache:
+    """``(user, /v1 id)`` -> :class:`Resolution`, for one catalog generation at a time
+    (server/db/catalog_generation.py): each ``/v1`` request reads the generation with its API key, in the
+    same query round, so a change to a provider or a preset made on any instance applies to the very next
+    request, and a request for a known model skips the database and the worker thread. Used on the event
+    loop only."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._generation: str | None = None
+        self._entries: dict[tuple[uuid.UUID, str], Resolution] = {}
+
+    def get(self, generation: str | None, user_id: uuid.UUID, model_id: str) -> Resolution | None:
+        if generation != self._generation:
+            return None
+        return self._entries.get((user_id, model_id))
+
+    def put(self, user_id: uuid.UUID, model_id: str, resolution: Resolution) -> None:
+        if resolution.generation != self._generation:
+            self._entries.clear()
+            self._generation = resolution.generation
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.pop(next(iter(self._entries)))  # the oldest
+        self._entries[(user_id, model_id)] = resolution
+
+
+def resolution_cache(runtime: Runtime) -> ResolutionCache:
+    cache = runtime.gateway_resolutions
+    if cache is None:
+        cache = runtime.gateway_resolutions = ResolutionCache()
+    return cache
+
+
+def resolve(runtime: Runtime, user_id: uuid.UUID, model_id: str) -> Resolution:
+    """A ``/v1`` id -> the model the UI chat would use, and its provider (for its model list).
+    Blocking: call from a thread."""
     with session_scope(runtime.session_factory) as session:
+        generation = catalog_generation.read(session)
         catalog_id = load_id_map(session, user_id).catalog_id(model_id)
         try:
             resolved = models_service.resolve_model(session, runtime, catalog_id, user_id=user_id)
         except NotFound:
             raise not_found(model_id) from None
-        return resolved, models_service.ProviderSnapshot.of(resolved.provider)
+        return Resolution(
+            resolved=resolved,
+            provider=models_service.ProviderSnapshot.of(resolved.provider),
+            api_key=read_api_key(get_secret_store(runtime), resolved.provider),
+            generation=generation,
+        )
+
+
+async def resolve_cached(
+    runtime: Runtime, user_id: uuid.UUID, model_id: str, generation: str | None
+) -> tuple[models_service.ResolvedModel, models_service.ProviderSnapshot]:
+    """:func:`resolve` through the :class:`ResolutionCache`, with ``generation`` as read by this request
+    (with its key); the adapter is new each time."""
+    cache = resolution_cache(runtime)
+    found = cache.get(generation, user_id, model_id)
+    if found is None:
+        found = await anyio.to_thread.run_sync(resolve, runtime, user_id, model_id)
+        cache.put(user_id, model_id, found)
+    resolved = found.resolved
+    adapter: ChatProvider
+    if isinstance(resolved.adapter, RoutedProvider):  # a host group's model: routed, per request
+        adapter = resolved.adapter.fresh()
+    else:
+        adapter = get_registry(runtime).build(resolved.provider, found.api_key)
+    return dataclasses.replace(resolved, adapter=adapter), found.provider
 
 
 async def capabilities(
@@ -214,6 +348,9 @@ async def list_models(runtime: Runtime, user_id: uuid.UUID, allowed: ModelFilter
     for name, when, provider in presets:
         if id_map.presets.get(name) is not None:
             add(name, when, provider.name)
+    for name in sorted(id_map.routes):
+        if id_map.presets.get(name) is None:  # a preset of that name shadows it
+            add(name, None, "route")
     for provider, infos in zip(listing, results, strict=True):
         for info in infos:
             if provider.kind == "ollama":
@@ -225,7 +362,9 @@ async def list_models(runtime: Runtime, user_id: uuid.UUID, allowed: ModelFilter
                 continue
             v1_id = id_map.v1_id(provider.id, info.name)
             if id_map.presets.get(v1_id) is None:  # a preset of that name shadows it
-                add(v1_id, created.get(provider.id), provider.name)
+                # a host group's model appears once (``seen``), owned by the group
+                owner = id_map.groups.get(provider.id) or provider.name
+                add(v1_id, created.get(provider.id), owner)
     return items
 
 

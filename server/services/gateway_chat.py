@@ -19,17 +19,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from server import aio
-from server.errors import DomainError, TooManyRequests
+from server.errors import DomainError
 from server.providers.base import ChatMessage, ChatRequest, Delta, Done, ProviderError, Timeouts
 from server.schemas.v1 import ChatCompletionCreate, EmbeddingCreate
-from server.services import chat as chat_service
 from server.services import gateway
+from server.services import limits as limits_service
 from server.services.models import ProviderSnapshot, ResolvedModel
 from server.services.usage import Outcome, UsageEvent, recorder
 
@@ -113,6 +113,12 @@ class Caller:
     key_id: uuid.UUID | None
     allowed: gateway.ModelFilter
     client: str | None = None
+    #: The user's role now (the limits' role defaults).
+    role: str = "user"
+    #: OpenAI's x-ratelimit-* headers for the answer, filled at admission.
+    headers: dict[str, str] = field(default_factory=dict)
+    #: The catalog generation read with the API key (server/db/catalog_generation.py).
+    catalog_generation: str | None = None
 
 
 # --- request -> ChatRequest ---------------------------------------------------------------------------
@@ -219,7 +225,7 @@ def build_request(body: ChatCompletionCreate, resolved: ResolvedModel) -> ChatRe
 async def _resolve(runtime: Runtime, caller: Caller, model_id: str) -> tuple[ResolvedModel, ProviderSnapshot]:
     if not caller.allowed(model_id):
         raise gateway.not_found(model_id)
-    return await anyio.to_thread.run_sync(gateway.resolve, runtime, caller.user_id, model_id)
+    return await gateway.resolve_cached(runtime, caller.user_id, model_id, caller.catalog_generation)
 
 
 async def _check_images(runtime: Runtime, provider: ProviderSnapshot, request: ChatRequest) -> None:
@@ -252,8 +258,10 @@ class Completion:
         resolved: ResolvedModel,
         request: ChatRequest,
         on_finished: OnFinished | None,
+        admission: limits_service.Admission | None = None,
     ) -> None:
         s = runtime.settings
+        self.admission = admission
         self.runtime = runtime
         self.caller = caller
         self.model_id = model_id
@@ -321,9 +329,7 @@ class Completion:
                 ProviderError("internal_error", "the completion failed; see the server log")
             )
         finally:
-            self.queue.put_nowait(_END)
             self.started.set()
-            chat_service.registry(self.runtime).release(self.caller.user_id)
             result.duration_ms = round((loop.time() - begin) * 1000, 1)
             result.completion_chars = self._text_chars
             if self.on_finished is not None:
@@ -331,6 +337,21 @@ class Completion:
                     self.on_finished(result)
                 except Exception:
                     log.exception("on_finished failed")
+            try:  # settled before the end reaches the client: its next request sees the budget back
+                if self.admission is not None:
+                    await limits_service.settle_soon(self.runtime, self.admission, self._real_tokens())
+            finally:
+                self.queue.put_nowait(_END)
+
+    def _real_tokens(self) -> int:
+        """The tokens to settle the limits with: the counts of the answer (estimated where the upstream
+        gave none); nothing when the upstream produced nothing."""
+        r = self.result
+        if r.prompt_tokens or r.completion_tokens:
+            return r.prompt_tokens + r.completion_tokens
+        if not self._text_chars:
+            return 0
+        return max(1, r.prompt_chars // 4) + (self._text_chars + 3) // 4
 
     def _count(self, done: Done) -> None:
         result = self.result
@@ -386,13 +407,22 @@ async def start_completion(
     request = build_request(body, resolved)
     await _check_images(runtime, provider, request)
     settings = runtime.settings
-    if not chat_service.registry(runtime).try_reserve(caller.user_id, settings.max_streams_per_user):
-        raise TooManyRequests(
-            f"you already have {settings.max_streams_per_user} requests streaming; wait for one to finish",
-            retry_after=2,
-            code="too_many_streams",
+    tokens = limits_service.estimate_tokens(
+        sum(len(m.content) for m in request.messages), request.options.get("max_tokens"), settings
+    )
+    admission = await anyio.to_thread.run_sync(
+        lambda: limits_service.admit_now(
+            runtime,
+            user_id=caller.user_id,
+            role=caller.role,
+            key_id=caller.key_id,
+            tokens=tokens,
+            stream=True,
+            door="v1",
         )
-    completion = Completion(runtime, caller, body.model, resolved, request, on_finished)
+    )
+    caller.headers.update(admission.headers)
+    completion = Completion(runtime, caller, body.model, resolved, request, on_finished, admission)
     completion.start()
     try:
         if settings.chat_preflight_timeout > 0:
@@ -536,6 +566,19 @@ async def embeddings(
     embed = getattr(resolved.adapter, "embed", None)
     if embed is None:
         raise V1Error("this model's provider cannot compute embeddings", param="model")
+    estimate = sum(max(1, len(t) // 4) for t in inputs)
+    admission = await anyio.to_thread.run_sync(
+        lambda: limits_service.admit_now(
+            runtime,
+            user_id=caller.user_id,
+            role=caller.role,
+            key_id=caller.key_id,
+            tokens=estimate,
+            stream=False,
+            door="v1",
+        )
+    )
+    caller.headers.update(admission.headers)
     result = GatewayResult(
         kind="embedding",
         user_id=caller.user_id,
@@ -557,11 +600,14 @@ async def embeddings(
         raise
     finally:
         result.duration_ms = round((time.monotonic() - began) * 1000, 1)
-        if result.outcome != "complete" and on_finished is not None:
-            on_finished(result)
+        if result.outcome != "complete":
+            if on_finished is not None:
+                on_finished(result)
+            await limits_service.settle_soon(runtime, admission, 0)
     result.estimated = tokens is None
     result.prompt_chars = sum(len(t) for t in inputs)
     result.prompt_tokens = tokens if tokens is not None else sum(max(1, len(t) // 4) for t in inputs)
+    await limits_service.settle_soon(runtime, admission, result.prompt_tokens)
     if on_finished is not None:
         on_finished(result)
     data = [

@@ -19,6 +19,8 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.runtime import Runtime
 from server.schemas.lan import LanRead, LanUpdate
 from server.security.passwords import verify_password
+from server.services import audit
+from server.services.audit import AuditAction, AuditContext, AuditOutcome, AuditTarget
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("modeltrain.security")
@@ -71,16 +73,29 @@ def _accounts_on_initial_password(session: Session) -> int:
     )
 
 
-def update(session: Session, runtime: Runtime, admin: User, data: LanUpdate) -> LanRead:
+_LAN = AuditTarget("lan", "lan", "LAN access")
+
+
+def update(session: Session, runtime: Runtime, admin: User, data: LanUpdate, *, ctx: AuditContext) -> LanRead:
     controller = _controller(runtime)
     if not data.enabled:
         result = controller.disable()
+        audit.record(session, ctx, AuditAction.LAN_DISABLED, target=_LAN)
         security_log.info("LAN access turned off by user %s", admin.id)
         return LanRead(**result)
     if not data.password:
         raise InvalidInput("enter your password to turn on LAN access", code="password_required")
     if not verify_password(data.password, admin.password_hash)[0]:
         security_log.warning("LAN access refused for user %s: wrong password", admin.id)
+        audit.record(
+            session,
+            ctx,
+            AuditAction.LAN_ENABLED,
+            target=_LAN,
+            outcome=AuditOutcome.DENIED,
+            details={"reason": "invalid_password"},
+        )
+        session.commit()  # the refusal's entry stays although the request fails
         # 403, not 401: the session is fine, only this confirmation failed.
         raise Forbidden("the password is wrong", code="invalid_password")
     pending = _accounts_on_initial_password(session)
@@ -92,6 +107,13 @@ def update(session: Session, runtime: Runtime, admin: User, data: LanUpdate) -> 
             detail={"accounts": pending},
         )
     result = controller.enable(data.host, data.port)
+    audit.record(
+        session,
+        ctx,
+        AuditAction.LAN_ENABLED,
+        target=_LAN,
+        details={"host": result.get("host"), "port": result.get("port")},
+    )
     security_log.warning(
         "LAN access turned on by user %s on %s:%s", admin.id, result.get("host"), result.get("port")
     )

@@ -9,8 +9,12 @@
   p95, error rate 1/5 %) and are configurable with ``MODELTRAIN_METRICS_THRESHOLDS``. Latency and error
   rate are judged on the last minute when it has at least ``MIN_REQUESTS`` requests, else on the last
   15 minutes, else they are normal (a rate over three requests means nothing).
-* A sampler task takes one sample every ``metrics_interval_seconds`` (5 s) into a bounded history (1 h)
-  and raises/resolves alerts once a status has held for ``ALERT_AFTER_SAMPLES`` samples.
+* A sampler task takes one sample every ``metrics_interval_seconds`` (5 s), in a worker thread, into a
+  bounded history (1 h) and raises/resolves alerts once a status has held for ``ALERT_AFTER_SAMPLES``
+  samples.
+* GPUs (``services/gpus.py``) are read with each sample (NVML blocks: never on the event loop); each gets
+  a level from ``gpu_memory`` (80/95 %) and ``gpu_temperature`` (80/90 °C), raises its own alert
+  (``metric:gpu:<index>``) and is reported as ``gpus`` in ``/api/metrics`` and as ``modeltrain_gpu_*``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from server import aio
 from server.health_levels import DEFAULT_THRESHOLDS, OLLAMA_NORMAL, classify, ollama_status
 from server.runtime import Runtime
 from server.schemas.metric import MetricsCurrent
+from server.services import gpus as gpus_service
 from server.services.alerts import AlertCenter, get_alert_center
 from server.settings import Settings
 
@@ -147,8 +152,12 @@ class MetricsCollector:
         active_streams: Callable[[], int] = _no_streams,
         ollama_state: Callable[[], str] = _unknown_state,
         clock: Callable[[], float] = time.monotonic,
+        gpu_reader: Callable[[], list[gpus_service.GpuReading]] | None = None,
     ) -> None:
         self.settings = settings
+        #: Reads the GPUs (blocking); None: this collector reads none.
+        self._gpu_reader = gpu_reader
+        self._gpus: list[dict[str, Any]] = []
         self.alerts = alerts
         #: How many replies this process streams now, and the supervised Ollama's state (callbacks, so
         #: metrics imports neither chat nor the daemon).
@@ -218,17 +227,72 @@ class MetricsCollector:
             "ollama": ollama_status(current["ollama_state"]),
         }
 
+    def refresh_gpus(self) -> list[dict[str, Any]]:
+        """Read the GPUs now (blocking: a worker thread) and keep them for :meth:`report`."""
+        if self._gpu_reader is None:
+            return []
+        try:
+            readings = self._gpu_reader()
+        except Exception:  # a reader bug must never break the sampler
+            log.warning("reading the GPUs failed", exc_info=True)
+            readings = []
+        judged = [gpus_service.judged(r, self.thresholds) for r in readings]
+        with self._lock:
+            self._gpus = judged
+        return judged
+
+    def gpus(self) -> list[dict[str, Any]]:
+        """The GPUs as last read (by the sampler), each with its level."""
+        with self._lock:
+            return list(self._gpus)
+
     def sample(self) -> dict[str, Any]:
-        """Take one sample: append it to the history and update the alerts. Cheap (a few syscalls)."""
+        """Take one sample: append it to the history and update the alerts. Blocking (a few syscalls and
+        the GPU reads): the sampler runs it in a worker thread."""
         current = self.current(measure_cpu=True)
         status = self.statuses(current)
+        gpus = self.refresh_gpus()
         now = datetime.now(timezone.utc)
         entry = {k: v for k, v in current.items() if k != "windows"}
+        entry["gpus"] = [{k: g[k] for k in ("index", "name", "utilization", "memory_percent")} for g in gpus]
         with self._lock:
             self.history.append({"ts": now, **entry})
             self._latest = {"current": current, "status": status, "ts": now}
         self._update_alerts(current, status, now)
-        return {"current": current, "status": status}
+        self._update_gpu_alerts(gpus, now)
+        return {"current": current, "status": status, "gpus": gpus}
+
+    def _update_gpu_alerts(self, gpus: list[dict[str, Any]], now: datetime) -> None:
+        seen = set()
+        for gpu in gpus:
+            metric = f"gpu:{gpu['index']}"
+            seen.add(metric)
+            level = gpu["level"]
+            previous, streak = self._streaks.get(metric, ("normal", 0))
+            streak = streak + 1 if level == previous else 1
+            self._streaks[metric] = (level, streak)
+            key = f"metric:{metric}"
+            if level == "normal":
+                self.alerts.resolve(key, now)
+                continue
+            if streak < ALERT_AFTER_SAMPLES:
+                continue
+            parts = []
+            for field, value, unit in (
+                ("gpu_memory", gpu["memory_percent"], "%"),
+                ("gpu_temperature", gpu["temperature"], " °C"),
+            ):
+                warn, alert = self.thresholds[field]
+                if value is not None and value >= warn:
+                    limit = alert if value > alert else warn
+                    what = "memory" if field == "gpu_memory" else "temperature"
+                    parts.append(f"{what} is {value:.1f}{unit} (threshold {limit:g}{unit})")
+            value = gpu["memory_percent"] if gpu["memory_percent"] is not None else gpu["temperature"]
+            message = f"GPU {gpu['index']} ({gpu['name']}): " + ", ".join(parts)
+            self.alerts.raise_alert(key, level=level, metric="gpu", value=value, message=message, now=now)
+        for metric in [m for m in self._streaks if m.startswith("gpu:") and m not in seen]:
+            del self._streaks[metric]  # the GPU is gone (driver unloaded): its alert goes with it
+            self.alerts.resolve(f"metric:{metric}", now)
 
     def _update_alerts(self, current: dict[str, Any], status: dict[str, str], now: datetime) -> None:
         values = {
@@ -270,15 +334,20 @@ class MetricsCollector:
             "status": self.statuses(current),
             "thresholds": {k: {"warning": w, "alert": a} for k, (w, a) in self.thresholds.items()},
             "history": history,
+            "gpus": self.gpus(),
         }
 
     # --- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
         interval = self.settings.metrics_interval_seconds
+        try:  # the GPUs at once, not a sample later (NVML initialises here, off the start-up path)
+            await asyncio.to_thread(self.refresh_gpus)
+        except Exception:
+            log.exception("reading the GPUs failed")
         while True:
             await asyncio.sleep(interval)
             try:
-                self.sample()
+                await asyncio.to_thread(self.sample)
             except Exception:  # never let one bad sample end the sampler
                 log.exception("metrics sample failed")
 
@@ -312,6 +381,7 @@ def get_collector(runtime: Runtime) -> MetricsCollector:
             alerts=get_alert_center(runtime),
             active_streams=_runtime_streams(runtime),
             ollama_state=_runtime_ollama_state(runtime),
+            gpu_reader=gpus_service.GpuReader(runtime.settings.gpu_sysfs_root).read,
         )
     return runtime.metrics
 
@@ -336,6 +406,14 @@ async def stop(runtime: Runtime) -> None:
 _STATUS_VALUE = {"normal": 0, "warning": 1, "alert": 2}
 
 
+def _label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _gpu_labels(gpu: dict[str, Any]) -> str:
+    return f'{{gpu="{gpu["index"]}",name="{_label(gpu["name"])}",vendor="{_label(gpu["vendor"])}"}}'
+
+
 def render_prometheus(collector: MetricsCollector) -> str:
     report = collector.report()
     cur, status = report["current"], report["status"]
@@ -345,7 +423,8 @@ def render_prometheus(collector: MetricsCollector) -> str:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            lines.append(f"{name}{labels} {float(value):g}")
+            exact = isinstance(value, int) and not isinstance(value, bool)  # bytes: every digit
+            lines.append(f"{name}{labels} {value if exact else format(float(value), 'g')}")
 
     metric("modeltrain_cpu_percent", "gauge", "System CPU use in percent.", [("", cur["cpu_percent"])])
     metric(
@@ -393,6 +472,24 @@ def render_prometheus(collector: MetricsCollector) -> str:
         [(f'{{metric="{m}"}}', _STATUS_VALUE[s]) for m, s in status.items()],
     )
     metric("modeltrain_alerts_active", "gauge", "Active alerts.", [("", len(collector.alerts.active()))])
+    gpus = report["gpus"]
+    if gpus:
+        for name_, key, help_text in (
+            ("modeltrain_gpu_utilization_percent", "utilization", "GPU busy in percent."),
+            ("modeltrain_gpu_memory_used_bytes", "memory_used", "GPU memory in use."),
+            ("modeltrain_gpu_memory_total_bytes", "memory_total", "GPU memory in all."),
+            ("modeltrain_gpu_temperature_celsius", "temperature", "GPU temperature."),
+            ("modeltrain_gpu_power_watts", "power_watts", "GPU power draw."),
+        ):
+            samples = [(_gpu_labels(g), g[key]) for g in gpus if g[key] is not None]
+            if samples:
+                metric(name_, "gauge", help_text, samples)
+        metric(
+            "modeltrain_gpu_status",
+            "gauge",
+            "GPU level (memory use, temperature): 0 normal, 1 warning, 2 alert.",
+            [(_gpu_labels(g), _STATUS_VALUE[g["level"]]) for g in gpus],
+        )
     # Several instances behind nginx: which process this is, for joins and sums across them.
     from server import __version__
     from server.services.cluster import instance_name

@@ -20,13 +20,15 @@ import anyio
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from server.db.models import ModelConfig, Provider
+from server.db.models import ModelConfig, ModelRoute, Provider
 from server.errors import DomainError, NotFound
 from server.providers.base import ChatProvider, ModelInfo, ProviderError
 from server.providers.model_names import display_model_name, is_valid_model_name
 from server.providers.registry import ProviderRegistry, get_registry
 from server.schemas.model import ModelDefaults, ModelList, ModelListError, ModelProviderRef, ModelRead
+from server.schemas.provider import GROUP_PATTERN
 from server.security.secret_store import SecretStore, get_secret_store
+from server.services import model_routes, routing
 from server.services.providers import read_api_key
 
 if TYPE_CHECKING:
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 
 CONFIG_PREFIX = "cfg:"
 OLLAMA_PREFIX = "ollama:"
+#: A model the Ollama providers of a host group serve together: ``group:<group>:<model>``.
+GROUP_PREFIX = "group:"
+#: An explicit route (services/model_routes.py): ``route:<route id>``.
+ROUTE_PREFIX = "route:"
 OPENAI_PREFIX = "openai:"
 #: Model ids an OpenAI-compatible server lists are free-form; we take any up to this length.
 MAX_REMOTE_NAME = 256
@@ -65,6 +71,46 @@ def ollama_model_id(provider_id: uuid.UUID, name: str) -> str:
 def openai_model_id(provider_id: uuid.UUID, name: str) -> str:
     """``openai:<provider id>:<model id>`` (base64url behind "~" when the id has "/" or the like)."""
     return _discovered_id(OPENAI_PREFIX, provider_id, name)
+
+
+def group_model_id(group: str, name: str) -> str:
+    """``group:<group>:<model name>`` (the name base64url-encoded behind "~" when it is not plain)."""
+    if _PLAIN_NAME.match(name):
+        return f"{GROUP_PREFIX}{group}:{name}"
+    encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+    return f"{GROUP_PREFIX}{group}:~{encoded}"
+
+
+def route_model_id(route_id: uuid.UUID) -> str:
+    return f"{ROUTE_PREFIX}{route_id}"
+
+
+def parse_route_id(model_id: str) -> uuid.UUID | None:
+    """The route id of a ``route:`` id; None for any other kind of id; NotFound when malformed."""
+    if not isinstance(model_id, str) or not model_id.startswith(ROUTE_PREFIX):
+        return None
+    try:
+        return uuid.UUID(model_id[len(ROUTE_PREFIX) :])
+    except ValueError:
+        raise _not_found() from None
+
+
+def parse_group_id(model_id: str) -> tuple[str, str] | None:
+    """``(group, model name)`` of a ``group:`` id; None for any other kind of id; NotFound when malformed."""
+    if not isinstance(model_id, str) or not model_id.startswith(GROUP_PREFIX) or len(model_id) > 1200:
+        return None
+    group, sep, name = model_id[len(GROUP_PREFIX) :].partition(":")
+    try:
+        if not sep or not GROUP_PATTERN.match(group):
+            raise ValueError
+        if name.startswith("~"):
+            padded = name[1:] + "=" * (-len(name[1:]) % 4)
+            name = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        if not is_valid_model_name(name):
+            raise ValueError
+    except (ValueError, UnicodeError, binascii.Error):
+        raise _not_found() from None
+    return group, name
 
 
 def is_valid_remote_name(name: str) -> bool:
@@ -144,7 +190,14 @@ def resolve_model(
 ) -> ResolvedModel:
     """Turn an id from ``GET /api/models`` into an adapter and defaults. Blocking (DB, secret store): call
     it from a worker thread. Unknown or disabled model/provider, or a preset personal to someone other than
-    ``user_id`` -> ``NotFound(code="model_not_found")``."""
+    ``user_id`` -> ``NotFound(code="model_not_found")``. A host group's model resolves to a routed adapter
+    over the group's enabled providers (services/routing.py)."""
+    grouped = parse_group_id(model_id)
+    if grouped is not None:
+        return _resolve_group(session, runtime, model_id, *grouped)
+    route_id = parse_route_id(model_id)
+    if route_id is not None:
+        return _resolve_route(session, runtime, model_id, route_id)
     kind, object_id, name = parse_model_id(model_id)
     if kind == "cfg":
         config = session.get(ModelConfig, object_id)
@@ -177,6 +230,54 @@ def resolve_model(
     )
 
 
+def _resolve_group(session: Session, runtime: Runtime, model_id: str, group: str, name: str) -> ResolvedModel:
+    providers = routing.group_providers(session, group)
+    if not providers:
+        raise _not_found()
+    targets = routing.group_targets(runtime, providers, name)
+    return ResolvedModel(
+        provider=providers[0],
+        adapter=routing.routed_adapter(runtime, targets),
+        upstream_model=name,
+        defaults={"system_prompt": "", "options": {}},
+        model_id=model_id,
+        name=name,
+    )
+
+
+def _resolve_route(session: Session, runtime: Runtime, model_id: str, route_id: uuid.UUID) -> ResolvedModel:
+    route = session.get(ModelRoute, route_id)
+    if route is None or not route.enabled:
+        raise _not_found()
+    usable = model_routes.usable_targets(session, route)
+    if not usable:
+        raise _not_found()
+    targets = model_routes.route_targets(session, runtime, route)
+    return ResolvedModel(
+        provider=usable[0][0],
+        adapter=routing.routed_adapter(runtime, targets),
+        upstream_model=targets[0].upstream_model,
+        defaults={"system_prompt": "", "options": {}},
+        model_id=model_id,
+        name=route.name,
+    )
+
+
+def load_routes(session: Session) -> list[tuple[uuid.UUID, str, list[ModelProviderRef]]]:
+    """The enabled routes with at least one usable target: (id, name, the targets' providers)."""
+    out = []
+    for route in session.scalars(
+        select(ModelRoute).where(ModelRoute.enabled.is_(True)).order_by(ModelRoute.name)
+    ):
+        refs = [
+            ModelProviderRef(id=p.id, name=p.name, kind=p.kind)
+            for p, _ in model_routes.usable_targets(session, route)
+        ]
+        if refs:
+            out.append((route.id, route.name, refs))
+    return out
+
+
 # --- discovery -------------------------------------------------------------------------------------
 
 
@@ -198,6 +299,9 @@ class ProviderSnapshot:
     api_key: str | None = field(default=None, repr=False)
     #: Why the key could not be read, as ``(code, message)``: reported instead of asking the upstream.
     key_error: tuple[str, str] | None = None
+    #: Ollama providers: the host group (None: none).
+    group: str | None = None
+    is_default: bool = False
 
     @classmethod
     def of(cls, row: Provider) -> ProviderSnapshot:
@@ -207,6 +311,8 @@ class ProviderSnapshot:
             kind=row.kind,
             base_url=row.base_url,
             model_allowlist=tuple(row.model_allowlist or ()),
+            group=row.host_group if row.kind == "ollama" else None,
+            is_default=bool(row.is_default),
         )
 
     @property
@@ -376,12 +482,46 @@ async def list_models(session: Session, runtime: Runtime, user_id: uuid.UUID) ->
                 ),
             )
         )
-    for provider in listing:
+    for route_id, route_name, refs in await anyio.to_thread.run_sync(load_routes, session):
+        items.append(
+            ModelRead(
+                id=route_model_id(route_id),
+                name=route_name,
+                provider=refs[0],
+                model=route_name,
+                capabilities=["completion"],
+                source="route",
+                defaults=ModelDefaults(),
+                hosts=refs,
+            )
+        )
+    grouped: dict[tuple[str, str], ModelRead] = {}
+    for provider in sorted(listing, key=lambda p: not p.is_default):  # a group's default host first
         if provider.kind == "openai":
             items.extend(_openai_items(provider, discovered.get(provider.id, [])))
             continue
         for info in discovered.get(provider.id, []):
             if not _chat_capable(info) or not is_valid_model_name(info.name):
+                continue
+            if provider.group is not None:
+                # One model per (group, name), served by every host of the group that lists it.
+                shared = grouped.get((provider.group, info.name))
+                if shared is not None:
+                    shared.hosts.append(provider.ref())
+                    continue
+                item = ModelRead(
+                    id=group_model_id(provider.group, info.name),
+                    name=info.name,
+                    provider=provider.ref(),
+                    model=info.name,
+                    capabilities=list(info.capabilities),
+                    source="ollama",
+                    defaults=ModelDefaults(),
+                    group=provider.group,
+                    hosts=[provider.ref()],
+                )
+                grouped[(provider.group, info.name)] = item
+                items.append(item)
                 continue
             items.append(
                 ModelRead(

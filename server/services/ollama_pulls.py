@@ -96,6 +96,8 @@ class PullJob:
     checked: set[str] = field(default_factory=set)
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
     started_mono: float = field(default_factory=time.monotonic)
+    #: Called (in a worker thread) once the pull has ended, whatever the outcome: the audit entry.
+    on_finish: Callable[[PullJob], None] | None = None
 
     @property
     def percent(self) -> float | None:
@@ -162,9 +164,11 @@ class PullManager:
 
     # ---- public ------------------------------------------------------------------------------
 
-    async def start(self, target: OllamaTarget, name: str) -> tuple[PullJob, bool]:
+    async def start(
+        self, target: OllamaTarget, name: str, *, on_finish: Callable[[PullJob], None] | None = None
+    ) -> tuple[PullJob, bool]:
         """Start pulling ``name`` into ``target`` (or join the pull already running). Returns the job and
-        whether it was created by this call."""
+        whether it was created by this call. ``on_finish`` (a new pull only) runs when it ends."""
         check_registry_name(self.settings, name)
         self._loop = asyncio.get_running_loop()
         key = self._key(target.url, name)
@@ -178,6 +182,7 @@ class PullManager:
                 url=target.url,
                 provider_id=target.provider_id,
                 check_dir=models_dir_for(self.settings, target.url),
+                on_finish=on_finish,
             )
             self._jobs[key] = job
             self._prune()
@@ -397,6 +402,11 @@ class PullManager:
         finally:
             watchdog.cancel()
             job.checkpoint.set()
+            if job.on_finish is not None:
+                try:
+                    await asyncio.shield(asyncio.to_thread(job.on_finish, job))
+                except Exception:  # the hook logs its own failures; this is a safety net
+                    log.warning("the end-of-pull hook of %s failed", job.name, exc_info=True)
 
 
 #: HTTP errors for a pull that failed before its stream started.

@@ -5,14 +5,20 @@ the app lifespan."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
+from sqlalchemy.orm import Session
 
-from server.errors import DomainError, Unavailable
+from server.errors import Conflict, DomainError, Unavailable
+from server.schemas.ollama import OllamaStatusRead
+from server.services import audit
+from server.services.audit import AuditAction, AuditContext, AuditOutcome, AuditTarget
+from server.services.ollama_admin import OllamaTarget
 from server.services.ollama_daemon import OllamaDaemon
 from server.services.ollama_install import RuntimeInstaller
-from server.services.ollama_pulls import PullManager
+from server.services.ollama_pulls import PullJob, PullManager
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,3 +77,84 @@ def get_installer(runtime: Runtime) -> RuntimeInstaller:
     if runtime.ollama_installer is None:
         raise Unavailable("the runtime installer is not running (app not started)", code="ollama_unavailable")
     return runtime.ollama_installer
+
+
+# --- what an administrator does, with its audit entry (services/audit.py) ---------------------------
+
+_DAEMON = AuditTarget("ollama", "local", "Ollama")
+
+
+def start_daemon(runtime: Runtime, session: Session, ctx: AuditContext, *, wait: bool) -> OllamaStatusRead:
+    daemon = get_daemon(runtime)
+    daemon.start()
+    if wait:
+        wait_settled(daemon, runtime.settings)
+    status = daemon.status()
+    audit.record(session, ctx, AuditAction.OLLAMA_STARTED, target=_DAEMON, details={"state": status.state})
+    return status
+
+
+def stop_daemon(runtime: Runtime, session: Session, ctx: AuditContext) -> OllamaStatusRead:
+    daemon = get_daemon(runtime)
+    if daemon.state == "external":
+        raise Conflict(
+            "the Ollama at this URL was not started by ModelTrain; stop it where it runs",
+            code="ollama_external",
+        )
+    status = daemon.stop()
+    audit.record(session, ctx, AuditAction.OLLAMA_STOPPED, target=_DAEMON, details={"state": status.state})
+    return status
+
+
+def restart_daemon(runtime: Runtime, session: Session, ctx: AuditContext, *, wait: bool) -> OllamaStatusRead:
+    daemon = get_daemon(runtime)
+    daemon.restart()
+    if wait:
+        wait_settled(daemon, runtime.settings)
+    status = daemon.status()
+    audit.record(
+        session,
+        ctx,
+        AuditAction.OLLAMA_STARTED,
+        target=_DAEMON,
+        details={"state": status.state, "restart": True},
+    )
+    return status
+
+
+def record_model(
+    session: Session,
+    ctx: AuditContext,
+    action: AuditAction,
+    target: OllamaTarget,
+    name: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The audit entry of a model created, copied or deleted on ``target`` (in the request's transaction)."""
+    audit.record(
+        session,
+        ctx,
+        action,
+        target=AuditTarget("model", name, name),
+        details={"ollama": target.url, "provider_id": target.provider_id, **(details or {})},
+    )
+
+
+def pull_recorder(runtime: Runtime, ctx: AuditContext) -> Callable[[PullJob], None]:
+    """The ``on_finish`` hook of a pull: its entry once it has ended, with the actor who started it."""
+
+    def finished(job: PullJob) -> None:
+        outcome = AuditOutcome.SUCCESS if job.state == "success" else AuditOutcome.FAILURE
+        details: dict[str, Any] = {"ollama": job.url, "state": job.state, "digest": job.digest}
+        if job.error:
+            details["error"] = job.error.get("code")
+        audit.record_separately(
+            runtime.session_factory,
+            ctx,
+            AuditAction.MODEL_PULLED,
+            target=AuditTarget("model", job.name, job.name),
+            outcome=outcome,
+            details=details,
+        )
+
+    return finished

@@ -10,16 +10,14 @@ tokens of context, the runtime). It ``fits`` when that is at most the free GPU m
 when its use is unknown) or the available RAM; it is ``tight`` when it is at most the total RAM or the
 GPU's total (it runs once other programs let go of memory); otherwise it is ``too_big``. With neither RAM
 nor GPU memory known, the fit is None. The machine is the one the server runs on: an Ollama on another
-machine is not measured.
+machine is not measured. The GPU is the largest one ``services/gpus.py`` reads (NVML, amdgpu sysfs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
-import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +36,7 @@ from server.schemas.onboarding import (
     SuggestedModelList,
     SuggestedModelRead,
 )
+from server.services import gpus as gpus_service
 from server.services import models as models_service
 
 log = logging.getLogger(__name__)
@@ -50,8 +49,6 @@ MIB = 1024 * 1024
 #: Memory a model needs beyond its download size: x 1.2 plus this (context and runtime).
 OVERHEAD_FACTOR = 1.2
 OVERHEAD_BYTES = 512 * MIB
-#: nvidia-smi gets this long; a driver that hangs must not hold the guide up.
-GPU_QUERY_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -109,60 +106,32 @@ def set_state(session: Session, user_id: uuid.UUID, action: Action) -> Onboardin
 # --- the machine -----------------------------------------------------------------------------------
 
 
-def _nvidia(binary: str) -> tuple[str, int, int | None] | None:
-    try:
-        out = subprocess.run(
-            [binary, "--query-gpu=name,memory.total,memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=GPU_QUERY_TIMEOUT,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
+def _largest_gpu(readings: list[gpus_service.GpuReading]) -> tuple[str, int, int | None] | None:
     best: tuple[str, int, int | None] | None = None
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.rsplit(",", 2)]
-        if len(parts) != 3:
+    for gpu in readings:
+        total = gpu.memory_total
+        if not total or (best is not None and total <= best[1]):
             continue
-        try:
-            total = int(float(parts[1]) * MIB)
-            used = int(float(parts[2]) * MIB)
-        except ValueError:
-            continue
-        if best is None or total > best[1]:
-            best = (parts[0] or "NVIDIA GPU", total, max(0, total - used))
+        free = max(0, total - gpu.memory_used) if gpu.memory_used is not None else None
+        best = (gpu.name, total, free)
     return best
 
 
-def _amd(drm_root: Path) -> tuple[str, int, int | None] | None:
-    best: tuple[str, int, int | None] | None = None
-    for total_file in sorted(drm_root.glob("card*/device/mem_info_vram_total")):
-        try:
-            total = int(total_file.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        free: int | None = None
-        with contextlib.suppress(OSError, ValueError):
-            free = max(0, total - int((total_file.parent / "mem_info_vram_used").read_text().strip()))
-        if total > 0 and (best is None or total > best[1]):
-            best = ("AMD GPU", total, free)
-    return best
-
-
-def read_machine(*, nvidia_smi: str | None = None, drm_root: Path | None = None) -> MachineRead:
-    """RAM (psutil) and the largest GPU's memory: NVIDIA through ``nvidia-smi`` when it is on PATH (or
-    ``nvidia_smi`` names it), AMD through the amdgpu sysfs files; None for what cannot be read."""
+def read_machine(*, gpus: Callable[[], list[gpus_service.GpuReading]] | None = None) -> MachineRead:
+    """RAM (psutil) and the largest GPU's memory (``services/gpus.py``: NVIDIA through NVML, AMD through
+    sysfs; ``gpus`` replaces the reader); None for what cannot be read."""
     machine = MachineRead()
     try:
         vm = psutil.virtual_memory()
         machine.ram_total, machine.ram_available = int(vm.total), int(vm.available)
     except Exception:  # a sandbox without /proc: memory unknown
         log.warning("could not read the RAM size", exc_info=True)
-    binary = nvidia_smi if nvidia_smi is not None else shutil.which("nvidia-smi")
-    gpu = _nvidia(binary) if binary else None
-    if gpu is None:
-        gpu = _amd(drm_root if drm_root is not None else Path("/sys/class/drm"))
+    reader = gpus if gpus is not None else gpus_service.GpuReader().read
+    try:
+        gpu = _largest_gpu(reader())
+    except Exception:  # the guide must open whatever a driver does
+        log.warning("could not read the GPUs", exc_info=True)
+        gpu = None
     if gpu is not None:
         machine.gpu_name, machine.gpu_total, machine.gpu_free = gpu
     return machine
@@ -202,6 +171,7 @@ def suggestions(machine: MachineRead) -> SuggestedModelList:
     return SuggestedModelList(machine=machine, items=items)
 
 
-def suggested_models() -> SuggestedModelList:
+def suggested_models(sysfs_root: Path | None = None) -> SuggestedModelList:
     """The curated list with fit badges for the machine the server runs on (blocking: call in a thread)."""
-    return suggestions(read_machine())
+    reader = gpus_service.GpuReader(sysfs_root) if sysfs_root is not None else gpus_service.GpuReader()
+    return suggestions(read_machine(gpus=reader.read))

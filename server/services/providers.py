@@ -23,6 +23,8 @@ from server.providers import netpolicy
 from server.providers.base import ProviderError
 from server.schemas.provider import ProviderCreate, ProviderTestError, ProviderTestResult, ProviderUpdate
 from server.security.secret_store import SecretStore
+from server.services import audit
+from server.services.audit import AuditAction, AuditContext, AuditTarget
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -200,20 +202,54 @@ def _check_allowlist(kind: str, allowlist: list[str]) -> None:
         )
 
 
+def _check_group(kind: str, group: str | None) -> None:
+    """Only Ollama providers join host groups (other upstreams are routed by explicit routes)."""
+    if group is not None and kind != "ollama":
+        raise InvalidInput(
+            "host groups are only available for Ollama providers",
+            code="group_not_supported",
+            detail={"field": "group"},
+        )
+
+
+def _audit_state(provider: Provider) -> dict[str, object]:
+    """What the audit log keeps of a provider: never the key, only whether there is one."""
+    return {
+        "kind": provider.kind,
+        "base_url": provider.base_url,
+        "enabled": provider.enabled,
+        "is_default": provider.is_default,
+        "model_allowlist": list(provider.model_allowlist or []),
+        "key_set": provider.has_api_key,
+        "group": provider.host_group,
+        "priority": provider.route_priority,
+        "weight": provider.route_weight,
+    }
+
+
 def create_provider(
-    session: Session, data: ProviderCreate, secrets: SecretStore, *, resolve: Resolver | None = None
+    session: Session,
+    data: ProviderCreate,
+    secrets: SecretStore,
+    *,
+    ctx: AuditContext,
+    resolve: Resolver | None = None,
 ) -> Provider:
     base_url = validate_base_url(data.kind, data.base_url, resolve=resolve)
     _check_name_free(session, data.name)
     if data.api_key is not None:
         secrets.check()  # fail before anything is written
     _check_allowlist(data.kind, data.model_allowlist)
+    _check_group(data.kind, data.group)
     provider = Provider(
         name=data.name,
         kind=data.kind,
         base_url=base_url,
         enabled=data.enabled,
         model_allowlist=list(data.model_allowlist),
+        host_group=data.group,
+        route_priority=data.priority,
+        route_weight=data.weight,
     )
     session.add(provider)
     session.flush()
@@ -225,6 +261,13 @@ def create_provider(
     if data.is_default or session.scalar(select(func.count()).select_from(Provider)) == 1:
         _make_default(session, provider)
     session.flush()
+    audit.record(
+        session,
+        ctx,
+        AuditAction.PROVIDER_CREATED,
+        target=AuditTarget("provider", provider.id, provider.name),
+        details=_audit_state(provider),
+    )
     log.info("provider %s (%s) created", provider.id, provider.kind)
     return provider
 
@@ -235,9 +278,11 @@ def update_provider(
     data: ProviderUpdate,
     secrets: SecretStore,
     *,
+    ctx: AuditContext,
     resolve: Resolver | None = None,
 ) -> Provider:
     provider = get_provider(session, provider_id)
+    before = _audit_state(provider) | {"name": provider.name}
     fields = data.model_fields_set
     if "name" in fields and data.name is not None and data.name != provider.name:
         _check_name_free(session, data.name, exclude=provider.id)
@@ -267,16 +312,37 @@ def update_provider(
     if "model_allowlist" in fields and data.model_allowlist is not None:
         _check_allowlist(provider.kind, data.model_allowlist)
         provider.model_allowlist = list(data.model_allowlist)
+    if "group" in fields:
+        _check_group(provider.kind, data.group)
+        provider.host_group = data.group
+    if "priority" in fields and data.priority is not None:
+        provider.route_priority = data.priority
+    if "weight" in fields and data.weight is not None:
+        provider.route_weight = data.weight
     if "is_default" in fields and data.is_default is not None:
         if data.is_default:
             _make_default(session, provider)
         elif provider.is_default:
             raise Conflict("make another provider the default instead", code="default_provider_required")
     session.flush()
+    after = _audit_state(provider) | {"name": provider.name}
+    changes = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
+    if "api_key" in fields and new_key is not None:
+        changes["key_replaced"] = {"from": before["key_set"], "to": True}
+    if changes:
+        audit.record(
+            session,
+            ctx,
+            AuditAction.PROVIDER_CHANGED,
+            target=AuditTarget("provider", provider.id, provider.name),
+            details={"changes": changes},
+        )
     return provider
 
 
-def delete_provider(session: Session, provider_id: uuid.UUID, secrets: SecretStore) -> None:
+def delete_provider(
+    session: Session, provider_id: uuid.UUID, secrets: SecretStore, *, ctx: AuditContext
+) -> None:
     provider = get_provider(session, provider_id)
     successor = None
     if provider.is_default:
@@ -290,6 +356,13 @@ def delete_provider(session: Session, provider_id: uuid.UUID, secrets: SecretSto
                 "the default provider cannot be deleted while it is the only one", code="last_provider"
             )
     had_key = provider.has_api_key
+    audit.record(
+        session,
+        ctx,
+        AuditAction.PROVIDER_DELETED,
+        target=AuditTarget("provider", provider.id, provider.name),
+        details=_audit_state(provider),
+    )
     session.delete(provider)
     session.flush()
     if successor is not None:

@@ -53,6 +53,7 @@ from server.db.base import utcnow
 from server.db.models import ApiKey, User
 from server.db.models.usage import NO_KEY, UsageRecord, UsageRollup
 from server.errors import Forbidden, InvalidInput
+from server.services import audit
 
 if TYPE_CHECKING:
     from server.runtime import Runtime
@@ -301,6 +302,10 @@ class UsageRecorder:
                     await to_thread.run_sync(prune, self.runtime)
                 except Exception:
                     log.warning("usage pruning failed; trying again tomorrow", exc_info=True)
+                try:
+                    await to_thread.run_sync(audit.prune, self.runtime)
+                except Exception:
+                    log.warning("audit log pruning failed; trying again tomorrow", exc_info=True)
 
 
 def recorder(runtime: Runtime) -> UsageRecorder:

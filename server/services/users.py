@@ -17,6 +17,8 @@ from server.errors import Conflict, InvalidInput, NotFound
 from server.schemas.user import UserCreate, UserUpdate, normalize_email
 from server.security.passwords import check_password_policy, hash_password
 from server.security.secret_store import ensure_private_dir, write_private_file
+from server.services import audit
+from server.services.audit import AuditAction, AuditContext, AuditTarget
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,11 @@ def list_users(session: Session, page: int, size: int) -> tuple[list[User], int]
     return list(rows), total
 
 
-def create_user(session: Session, settings: Settings, data: UserCreate) -> User:
+def _target(user: User) -> AuditTarget:
+    return AuditTarget("user", user.id, user.email)
+
+
+def create_user(session: Session, settings: Settings, data: UserCreate, *, ctx: AuditContext) -> User:
     check_password_policy(data.password, min_length=settings.password_min_length, email=data.email)
     password_hash = hash_password(data.password)  # before the first query: no lock held while hashing
     if find_by_email(session, data.email) is not None:
@@ -58,6 +64,13 @@ def create_user(session: Session, settings: Settings, data: UserCreate) -> User:
     )
     session.add(user)
     session.flush()
+    audit.record(
+        session,
+        ctx,
+        AuditAction.USER_CREATED,
+        target=_target(user),
+        details={"role": user.role, "display_name": user.display_name},
+    )
     log.info("user %s created with role %s", user.id, user.role)
     return user
 
@@ -86,18 +99,35 @@ def revoke_all_sessions(session: Session, user: User) -> None:
     )
 
 
-def update_user(session: Session, user_id: uuid.UUID, data: UserUpdate) -> User:
+def update_user(session: Session, user_id: uuid.UUID, data: UserUpdate, *, ctx: AuditContext) -> User:
+    """Change role, status or name; each kind of change is its own audit entry."""
     user = get_user(session, user_id)
     if data.role is not None and data.role != user.role:
         if data.role != "admin":
             _guard_last_admin(session, user)
+        audit.record(
+            session,
+            ctx,
+            AuditAction.ROLE_CHANGED,
+            target=_target(user),
+            details={"from": user.role, "to": data.role},
+        )
         user.role = data.role
     if data.is_active is not None and data.is_active != user.is_active:
         if not data.is_active:
             _guard_last_admin(session, user)
             revoke_all_sessions(session, user)
+        action = AuditAction.USER_ENABLED if data.is_active else AuditAction.USER_DISABLED
+        audit.record(session, ctx, action, target=_target(user))
         user.is_active = data.is_active
-    if data.display_name is not None:
+    if data.display_name is not None and data.display_name != user.display_name:
+        audit.record(
+            session,
+            ctx,
+            AuditAction.USER_CHANGED,
+            target=_target(user),
+            details={"display_name": {"from": user.display_name, "to": data.display_name}},
+        )
         user.display_name = data.display_name
     session.flush()
     return user
@@ -110,7 +140,13 @@ def set_display_name(session: Session, user: User, display_name: str) -> User:
 
 
 def reset_password(
-    session: Session, settings: Settings, user_id: uuid.UUID, new_password: str, *, must_change: bool = True
+    session: Session,
+    settings: Settings,
+    user_id: uuid.UUID,
+    new_password: str,
+    *,
+    ctx: AuditContext,
+    must_change: bool = True,
 ) -> User:
     check_password_policy(new_password, min_length=settings.password_min_length)
     password_hash = hash_password(new_password)  # before the first query: no lock held while hashing
@@ -121,13 +157,21 @@ def reset_password(
     user.password_expires_at = None
     revoke_all_sessions(session, user)
     session.flush()
+    audit.record(
+        session,
+        ctx,
+        AuditAction.PASSWORD_RESET,
+        target=_target(user),
+        details={"must_change": must_change, "sessions_revoked": True},
+    )
     log.info("password of user %s reset by an administrator", user.id)
     return user
 
 
-def delete_user(session: Session, user_id: uuid.UUID) -> None:
+def delete_user(session: Session, user_id: uuid.UUID, *, ctx: AuditContext) -> None:
     user = get_user(session, user_id)
     _guard_last_admin(session, user)
+    audit.record(session, ctx, AuditAction.USER_DELETED, target=_target(user), details={"role": user.role})
     session.delete(user)
     session.flush()
     log.info("user %s deleted", user_id)
@@ -190,6 +234,7 @@ def create_admin(session: Session, settings: Settings, email: str, password: str
     email = normalize_email(email)
     check_password_policy(password, min_length=settings.password_min_length, email=email)
     user = find_by_email(session, email)
+    created = user is None
     if user is None:
         user = User(email=email, display_name="", password_hash=hash_password(password), role="admin")
         session.add(user)
@@ -201,6 +246,8 @@ def create_admin(session: Session, settings: Settings, email: str, password: str
         user.password_expires_at = None
         revoke_all_sessions(session, user)
     session.flush()
+    action = AuditAction.USER_CREATED if created else AuditAction.PASSWORD_RESET
+    audit.record(session, audit.SYSTEM, action, target=_target(user), details={"via": "cli", "role": "admin"})
     return user
 
 
@@ -218,6 +265,9 @@ def operator_reset_password(session: Session, settings: Settings, email: str) ->
     )
     revoke_all_sessions(session, user)
     session.flush()
+    audit.record(
+        session, audit.SYSTEM, AuditAction.PASSWORD_RESET, target=_target(user), details={"via": "cli"}
+    )
     return user, password
 
 

@@ -147,6 +147,64 @@ def test_notifications_on_worse_and_recovered_are_rate_limited() -> None:
     assert notifier.update(evaluate(snapshot(memory=85, disk=85))) is None
 
 
+GIB = 1024**3
+
+
+def with_gpus(*levels: str, **values) -> dict:
+    """A snapshot whose /api/metrics lists one GPU per level (as the server judged it)."""
+    snap = snapshot(**values)
+    snap["metrics"]["gpus"] = [
+        {
+            "index": i,
+            "vendor": "nvidia",
+            "name": f"NVIDIA H200 #{i}",
+            "utilization": 37.0,
+            "memory_used": 14 * GIB,
+            "memory_total": 141 * GIB,
+            "temperature": 41.0,
+            "level": level,
+        }
+        for i, level in enumerate(levels)
+    ]
+    return snap
+
+
+@pytest.mark.parametrize(
+    ("levels", "worst"),
+    [((), "normal"), (("normal", "warning"), "warning"), (("alert", "normal"), "alert")],
+)
+def test_tray_tooltip_has_a_line_per_gpu_and_takes_the_worst_colour(qtbot, levels: tuple, worst: str) -> None:
+    tray = Tray(close_to_tray=True, lang="en")
+    poller = HealthPoller(ApiClient("http://127.0.0.1:9", None), notifier=Notifier(min_interval=0))
+    poller.updated.connect(tray.apply_health)
+    poller.notify.connect(tray.notify)
+    poller.inject(with_gpus(*levels))
+    assert tray.level == worst
+    lines = tray.icon.toolTip().splitlines()
+    gpu_lines = [line for line in lines if line.startswith("GPU ")]
+    assert gpu_lines == [
+        f"GPU {i} (NVIDIA H200 #{i}): 37% · 14.0/141.0 GiB · 41 °C ({level})"
+        for i, level in enumerate(levels)
+    ]
+    assert lines.index("CPU: 10% (normal)") < lines.index(gpu_lines[0]) if gpu_lines else True
+    if worst != "normal":
+        (note,) = tray.shown_messages
+        assert (
+            note.level == worst
+            and f"GPU {levels.index(worst)} (NVIDIA H200 #{levels.index(worst)})" in note.message
+        )
+    tray.dispose()
+
+
+def test_gpus_missing_or_malformed_add_no_check() -> None:
+    assert not [n for n in evaluate(snapshot()).checks if n.startswith("gpu")]
+    odd = with_gpus("normal")
+    odd["metrics"]["gpus"] = [{"name": "no index"}, "junk", {"index": 1, "level": "bogus"}]
+    state = evaluate(odd)
+    assert [n for n in state.checks if n.startswith("gpu")] == ["gpu:1"]
+    assert state.checks["gpu:1"] == Check("gpu:1", "unknown", "", "GPU 1") and state.level == "normal"
+
+
 def test_notification_text_in_chinese() -> None:
     note = Notifier(min_interval=0, lang="zh").update(evaluate(snapshot(disk=95)))
     assert note is not None and "磁盘" in note.message and "告警" in note.message

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from fastapi.testclient import TestClient
 
@@ -167,3 +168,26 @@ def test_chat_with_a_real_model_streams_a_coherent_answer(client: TestClient, ll
     with client.app.state.runtime.session_factory() as s:
         row = s.get(Message, mid)
         assert row is not None and row.status == "complete" and row.content == text
+
+    # The same model through the OpenAI-compatible door, with the official client and an API key: the
+    # preset is its /v1 id (its name), streamed with the usage chunk and not streamed.
+    r = client.post("/api/keys", json={"name": "real-model"}, headers=h)
+    assert r.status_code == 201, r.text
+    api = openai.OpenAI(
+        base_url="http://127.0.0.1:8000/v1", api_key=r.json()["key"], http_client=client, max_retries=0
+    )
+    assert "SmolLM2 135M" in {m.id for m in api.models.list()}
+    question = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
+    chunks = list(
+        api.chat.completions.create(
+            model="SmolLM2 135M", messages=question, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 3
+    assert "paris" in streamed.lower(), streamed
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    answer = api.chat.completions.create(model="SmolLM2 135M", messages=question)
+    assert "paris" in (answer.choices[0].message.content or "").lower()
+    assert answer.choices[0].finish_reason in ("stop", "length")

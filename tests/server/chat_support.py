@@ -119,6 +119,7 @@ def install_fake_model(
         return Resolved()
 
     monkeypatch.setattr(chat_service, "_resolve", resolve)
+    monkeypatch.setattr(chat_service, "_usage_model", lambda session, user_id, resolved: model_id)
     return chat_model
 
 

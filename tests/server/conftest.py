@@ -119,6 +119,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "database_url": database_url(tmp_path),
             "initial_admin_password": INITIAL_PASSWORD,
             "secret_key": "test-secret-" + "x7Kq2mPz9vRt4nLw8sYb3cHd6fJg1aE5",
+            "gpu_sysfs_root": tmp_path / "no-gpus",  # the host's AMD GPUs stay out of the tests
             "_env_file": None,
         }
         values.update(overrides)

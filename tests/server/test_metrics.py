@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,8 +14,9 @@ import psutil
 import pytest
 from fastapi.testclient import TestClient
 
-from server.services import metrics
+from server.services import gpus, metrics
 from server.services.alerts import AlertCenter
+from server.services.gpus import GpuReading
 from server.settings import Settings
 from tests.server.conftest import BASE_URL, bearer
 
@@ -288,3 +292,130 @@ def test_reports_show_the_sampled_cpu_and_never_reset_the_sampling_interval(
         report = c.report()
         assert report["current"]["cpu_percent"] == 77.0 and report["status"]["cpu"] == "warning"
     assert calls == []  # only the sampler measures CPU
+
+
+# --- GPUs (services/gpus.py feeds the collector) ---------------------------------------------------
+
+GIB = 1024**3
+
+
+def _gpu(index: int = 0, used: int = 10 * GIB, temp: float = 50.0) -> GpuReading:
+    return GpuReading(index, "nvidia", f"Fake GPU {index}", 42.0, used, 20 * GIB, temp, 150.0, 300.0)
+
+
+def test_gpus_are_judged_sampled_and_alerted(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = [_gpu(0), _gpu(1, used=17 * GIB)]  # 85 %: warning
+    c = _collector(settings, monkeypatch, cpu=1, mem=1, disk=1, gpu_reader=lambda: list(readings))
+    first = c.sample()
+    assert [g["level"] for g in first["gpus"]] == ["normal", "warning"]
+    assert c.history[-1]["gpus"][1] == {
+        "index": 1,
+        "name": "Fake GPU 1",
+        "utilization": 42.0,
+        "memory_percent": 85.0,
+    }
+    assert c.alerts.active() == []  # one sample is not enough
+    c.sample()
+    (alert,) = c.alerts.active()
+    assert (alert.key, alert.metric, alert.level, alert.value) == ("metric:gpu:1", "gpu", "warning", 85.0)
+    assert alert.message == "GPU 1 (Fake GPU 1): memory is 85.0% (threshold 80%)"
+    readings[1] = _gpu(1, temp=93)
+    c.sample()
+    c.sample()  # a new level holds for two samples too
+    (alert,) = c.alerts.active()
+    assert alert.level == "alert" and "temperature is 93.0 °C (threshold 90 °C)" in alert.message
+    readings.pop()  # the GPU went away: its alert resolves
+    c.sample()
+    assert c.alerts.active() == []
+    assert [a.until is not None for a in c.alerts.recent() if a.metric == "gpu"] == [True]
+
+
+def test_no_gpu_reader_and_a_failing_one_mean_no_gpus(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _collector(settings, monkeypatch, cpu=1, mem=1, disk=1).sample()["gpus"] == []
+
+    def broken() -> list[GpuReading]:
+        raise RuntimeError("driver bug")
+
+    c = _collector(settings, monkeypatch, cpu=1, mem=1, disk=1, gpu_reader=broken)
+    assert c.sample()["gpus"] == [] and c.report()["gpus"] == []
+
+
+def _fake_gpu_tree(root: Path, used: int) -> Path:
+    device = root / "card0" / "device"
+    (device / "hwmon" / "hwmon0").mkdir(parents=True)
+    (device / "gpu_busy_percent").write_text("63\n")
+    (device / "mem_info_vram_used").write_text(f"{used}\n")
+    (device / "mem_info_vram_total").write_text(f"{16 * GIB}\n")
+    (device / "product_name").write_text('Fake "Radeon"\n')
+    (device / "hwmon" / "hwmon0" / "temp1_input").write_text("61000\n")
+    (device / "hwmon" / "hwmon0" / "power1_average").write_text("120000000\n")
+    return root
+
+
+@pytest.fixture
+def no_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(gpus, "_shared", gpus.NvmlSource())
+
+
+def test_metrics_api_lists_the_gpus(
+    make_settings: Callable[..., Settings], tmp_path: Path, no_nvml: None, admin_token: str
+) -> None:
+    from server.app import create_app
+    from tests.server.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    settings = make_settings(gpu_sysfs_root=_fake_gpu_tree(tmp_path / "drm", used=int(15.5 * GIB)))
+    with TestClient(create_app(settings), base_url=BASE_URL) as c:
+        token = login(c, ADMIN_EMAIL, ADMIN_PASSWORD)
+        collector = c.app.state.runtime.metrics
+        deadline = time.monotonic() + 10  # the sampler reads the GPUs as it starts, before its first sample
+        while not collector.gpus() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        body = c.get("/api/metrics", headers=bearer(token)).json()
+        (gpu,) = body["gpus"]
+        assert gpu == {
+            "index": 0,
+            "vendor": "amd",
+            "name": 'Fake "Radeon"',
+            "utilization": 63.0,
+            "memory_used": int(15.5 * GIB),
+            "memory_total": 16 * GIB,
+            "memory_percent": 96.88,
+            "temperature": 61.0,
+            "power_watts": 120.0,
+            "power_limit_watts": None,
+            "level": "alert",
+        }
+        assert body["thresholds"]["gpu_memory"] == {"warning": 80.0, "alert": 95.0}
+        assert body["thresholds"]["gpu_temperature"] == {"warning": 80.0, "alert": 90.0}
+
+        text = c.get("/metrics", headers=bearer(token)).text
+        labels = r'\{gpu="0",name="Fake \\"Radeon\\"",vendor="amd"\}'
+        for line in (
+            rf"modeltrain_gpu_utilization_percent{labels} 63",
+            rf"modeltrain_gpu_memory_used_bytes{labels} {int(15.5 * GIB)}",
+            rf"modeltrain_gpu_memory_total_bytes{labels} {16 * GIB}",
+            rf"modeltrain_gpu_temperature_celsius{labels} 61",
+            rf"modeltrain_gpu_power_watts{labels} 120",
+            rf"modeltrain_gpu_status{labels} 2",
+        ):
+            assert re.search(f"^{line}$", text, re.MULTILINE), line
+        assert "# TYPE modeltrain_gpu_utilization_percent gauge" in text
+
+        collector.sample()
+        collector.sample()
+        alerts = c.get("/api/alerts", headers=bearer(token)).json()
+        gpu_alerts = [a for a in alerts["active"] if a["metric"] == "gpu"]
+        assert [(a["key"], a["level"]) for a in gpu_alerts] == [("metric:gpu:0", "alert")]
+        samples = c.get("/api/metrics", headers=bearer(token)).json()["history"]
+        assert samples[-1]["gpus"] == [
+            {"index": 0, "name": 'Fake "Radeon"', "utilization": 63.0, "memory_percent": 96.88}
+        ]
+
+
+def test_without_a_gpu_nothing_is_listed(client: TestClient, admin_token: str, no_nvml: None) -> None:
+    body = client.get("/api/metrics", headers=bearer(admin_token)).json()
+    assert body["gpus"] == []
+    assert "modeltrain_gpu_" not in client.get("/metrics", headers=bearer(admin_token)).text

@@ -66,7 +66,11 @@ def test_fresh_install_has_one_default_ollama_provider(
     assert default["base_url"] == "http://127.0.0.1:11434"
     assert default["has_api_key"] is False and default["api_key_masked"] == ""
     assert default["model_allowlist"] == []
+    assert (default["group"], default["priority"], default["weight"]) == (None, 0, 1.0)
     assert set(default) == {
+        "group",
+        "priority",
+        "weight",
         "id",
         "name",
         "kind",

@@ -544,3 +544,62 @@ def test_v1_requests_are_booked_with_usage_accounting(client: TestClient, key: s
     assert len(rows) == 1
     assert answer.usage is not None and rows[0]["completion_tokens"] == answer.usage.completion_tokens
     assert rows[0]["prompt_tokens"] == answer.usage.prompt_tokens
+
+
+def test_catalog_changes_apply_to_the_very_next_request(
+    client: TestClient, admin_token: str, user_token: str, fake_ollama: FakeOllama
+) -> None:
+    """Resolutions are reused between requests (services/gateway.py ResolutionCache) but never outlive a
+    change to a preset or a provider."""
+    provider = client.get("/api/providers", headers=bearer(admin_token)).json()["items"][0]
+    body = {
+        "name": "Tutor",
+        "provider_id": provider["id"],
+        "model": "llama3.2:latest",
+        "system_prompt": "one",
+    }
+    r = client.post("/api/model-configs", json=body, headers=bearer(admin_token))
+    assert r.status_code == 201, r.text
+    config_id = r.json()["id"]
+    seen: list[list[dict]] = []
+    fake_ollama.reply = lambda messages: seen.append(messages) or REPLY
+    api = sdk(client, make_key(client, user_token))
+
+    def ask(model: str = "Tutor") -> str:
+        api.chat.completions.create(model=model, messages=[{"role": "user", "content": "a"}])
+        return seen[-1][0]["content"]
+
+    assert ask() == "one"
+    assert ask() == "one"  # the second request reuses the resolution
+    r = client.patch(
+        f"/api/model-configs/{config_id}", json={"system_prompt": "two"}, headers=bearer(admin_token)
+    )
+    assert r.status_code == 200, r.text
+    assert ask() == "two"
+    assert ask("llama3.2:latest") == "a"
+    r = client.patch(f"/api/providers/{provider['id']}", json={"enabled": False}, headers=bearer(admin_token))
+    assert r.status_code == 200, r.text
+    with pytest.raises(openai.NotFoundError):
+        ask("llama3.2:latest")
+    with pytest.raises(openai.NotFoundError):
+        ask()
+
+
+def test_ui_chats_are_booked_under_the_v1_model_id(
+    client: TestClient, user_token: str, admin_token: str
+) -> None:
+    """One noun for a model in usage, whichever door: the UI chat's opaque catalog id is booked as /v1 names
+    it, for an Ollama model of the default provider and for a remote model."""
+    from server.services.usage import recorder
+
+    with FakeOpenAI(reply="Remote.") as upstream:
+        add_openai_provider(client, admin_token, upstream, "Work GPU #2")
+        catalog = client.get("/api/models", headers=bearer(user_token)).json()["items"]
+        by_name = {(m["provider"]["name"], m["model"]): m["id"] for m in catalog}
+        for model in (by_name[("Ollama (local)", "llama3.2:latest")], by_name[("Work GPU #2", "gpt-4o")]):
+            r = client.post("/api/chat", json={"model": model, "content": "hi"}, headers=bearer(user_token))
+            assert r.status_code == 200, r.text
+    recorder(client.app.state.runtime).flush_now()
+    r = client.get("/api/usage", params={"granularity": "raw"}, headers=bearer(admin_token))
+    assert r.status_code == 200, r.text
+    assert sorted(i["model"] for i in r.json()["items"]) == ["llama3.2:latest", "work-gpu-2/gpt-4o"]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from server.deps import ClientIP, PendingUser, RuntimeDep, SessionDep, SettingsDep
+from server.deps import AuditCtx, ClientIP, PendingUser, RuntimeDep, SessionDep, SettingsDep
 from server.schemas.auth import DesktopPasswordSet, LoginRequest, PasswordChange, TokenRead
 from server.schemas.user import UserRead
 from server.security import desktop_token
@@ -71,9 +71,11 @@ def login(
 @router.post(
     "/refresh", response_model=TokenRead, summary="Rotate the refresh cookie and get a new access token"
 )
-def refresh(request: Request, response: Response, session: SessionDep, runtime: RuntimeDep) -> TokenRead:
+def refresh(
+    request: Request, response: Response, session: SessionDep, runtime: RuntimeDep, client: ClientIP
+) -> TokenRead:
     opened = auth_service.refresh(
-        session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE)
+        session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE), client=client
     )
     _set_refresh_cookie(response, request, opened)
     return _token_read(
@@ -100,6 +102,7 @@ def change_password(
     user: PendingUser,
     session: SessionDep,
     runtime: RuntimeDep,
+    ctx: AuditCtx,
 ) -> TokenRead:
     opened = auth_service.change_password(
         session,
@@ -108,6 +111,7 @@ def change_password(
         user,
         body.current_password,
         body.new_password,
+        ctx=ctx,
         user_agent=request.headers.get("user-agent", ""),
     )
     _set_refresh_cookie(response, request, opened)
@@ -118,13 +122,17 @@ def change_password(
     "/desktop", response_model=TokenRead, summary="Desktop app only: sign the owner in with the desktop token"
 )
 def desktop_sign_in(
-    request: Request, response: Response, session: SessionDep, runtime: RuntimeDep
+    request: Request, response: Response, session: SessionDep, runtime: RuntimeDep, client: ClientIP
 ) -> TokenRead:
     token = desktop_token.verify_request(
         runtime.desktop_token, request.scope, parse_host(request.headers.get("host", ""))
     )
     opened, family = auth_service.desktop_login(
-        session, runtime.settings, runtime.require_codec(), user_agent=request.headers.get("user-agent", "")
+        session,
+        runtime.settings,
+        runtime.require_codec(),
+        client=client,
+        user_agent=request.headers.get("user-agent", ""),
     )
     token.remember(family)
     _set_refresh_cookie(response, request, opened)
@@ -141,6 +149,7 @@ def desktop_set_password(
     user: PendingUser,
     session: SessionDep,
     runtime: RuntimeDep,
+    ctx: AuditCtx,
 ) -> TokenRead:
     desktop_token.require_desktop_session(runtime.desktop_token, request.scope, request.state.session_id)
     opened = auth_service.set_initial_password(
@@ -149,6 +158,7 @@ def desktop_set_password(
         runtime.require_codec(),
         user,
         body.new_password,
+        ctx=ctx,
         user_agent=request.headers.get("user-agent", ""),
     )
     _set_refresh_cookie(response, request, opened)

@@ -5,10 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile, status
 from fastapi.responses import FileResponse
 
-from server.deps import AdminUser, RuntimeDep, SessionDep
+from server.deps import AdminUser, AuditCtx, RuntimeDep, SessionDep
 from server.schemas.backup import BackupCreate, BackupPage, BackupRead, BackupUpdate, RestoreRead
 from server.services import backups as backups_service
-from server.services.alerts import get_alert_center
+from server.services.backups import audited as audited_backups
 
 router = APIRouter(prefix="/api/backups", tags=["backups"])
 
@@ -23,12 +23,10 @@ def list_backups(_: AdminUser, runtime: RuntimeDep) -> BackupPage:
     "", response_model=BackupRead, status_code=status.HTTP_201_CREATED, summary="Back up now (admin)"
 )
 def create_backup(
-    _: AdminUser, runtime: RuntimeDep, session: SessionDep, body: BackupCreate | None = None
+    _: AdminUser, runtime: RuntimeDep, session: SessionDep, ctx: AuditCtx, body: BackupCreate | None = None
 ) -> BackupRead:
     backups_service.release_request_session(session)
-    return backups_service.create_backup(
-        runtime.settings, keep=bool(body and body.keep), alerts=get_alert_center(runtime)
-    )
+    return audited_backups.create(runtime, ctx, keep=bool(body and body.keep))
 
 
 @router.get("/{backup_id}/download", summary="Download a backup archive (admin)", response_class=FileResponse)
@@ -45,25 +43,27 @@ def update_backup(backup_id: str, body: BackupUpdate, _: AdminUser, runtime: Run
 
 
 @router.delete("/{backup_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a backup (admin)")
-def delete_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep) -> None:
-    backups_service.store_for(runtime.settings).delete(backup_id)
+def delete_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep, ctx: AuditCtx) -> None:
+    audited_backups.delete(runtime, ctx, backup_id)
 
 
 @router.post("/{backup_id}/restore", response_model=RestoreRead, summary="Restore a backup (admin)")
-def restore_backup(backup_id: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep) -> RestoreRead:
+def restore_backup(
+    backup_id: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep, ctx: AuditCtx
+) -> RestoreRead:
     backups_service.release_request_session(session)
-    return backups_service.restore_backup(
-        runtime.settings, backup_id, engine=runtime.engine, alerts=get_alert_center(runtime)
-    )
+    return audited_backups.restore(runtime, ctx, backup_id)
 
 
 @router.post(
     "/upload-restore", response_model=RestoreRead, summary="Upload a backup file and restore it (admin)"
 )
 def upload_restore(
-    _: AdminUser, runtime: RuntimeDep, session: SessionDep, file: Annotated[UploadFile, File()]
+    _: AdminUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    ctx: AuditCtx,
+    file: Annotated[UploadFile, File()],
 ) -> RestoreRead:
     backups_service.release_request_session(session)
-    return backups_service.restore_upload(
-        runtime.settings, file.file, engine=runtime.engine, alerts=get_alert_center(runtime)
-    )
+    return audited_backups.restore_uploaded(runtime, ctx, file.file)

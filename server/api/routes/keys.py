@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from server.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep
+from server.deps import AdminUser, AuditCtx, CurrentUser, RuntimeDep, SessionDep
 from server.schemas.api_key import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/keys", tags=["keys"])
     summary="Create an API key (the key is returned this once)",
 )
 def create_key(
-    body: ApiKeyCreate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+    body: ApiKeyCreate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep, ctx: AuditCtx
 ) -> ApiKeyCreated:
     created = api_keys_service.create_key(
         session,
@@ -37,6 +37,7 @@ def create_key(
         expires_at=body.expires_at,
         models=body.models,
         ips=body.ips,
+        ctx=ctx,
     )
     read = ApiKeyRead.model_validate(created.key).model_copy(update={"user_email": user.email})
     return ApiKeyCreated(**read.model_dump(), key=created.raw)
@@ -58,12 +59,14 @@ def get_settings(_: CurrentUser, session: SessionDep) -> ApiKeySettings:
 @router.put(
     "/settings", response_model=ApiKeySettings, summary="Switch key creation for the user role (admin)"
 )
-def put_settings(body: ApiKeySettingsUpdate, _: AdminUser, session: SessionDep) -> ApiKeySettings:
+def put_settings(
+    body: ApiKeySettingsUpdate, _: AdminUser, session: SessionDep, ctx: AuditCtx
+) -> ApiKeySettings:
     return ApiKeySettings(
-        user_creation=api_keys_service.set_user_creation_enabled(session, body.user_creation)
+        user_creation=api_keys_service.set_user_creation_enabled(session, body.user_creation, ctx=ctx)
     )
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke a key (admin: anyone's)")
-def revoke_key(key_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
-    api_keys_service.revoke_key(session, user, key_id)
+def revoke_key(key_id: uuid.UUID, user: CurrentUser, session: SessionDep, ctx: AuditCtx) -> None:
+    api_keys_service.revoke_key(session, user, key_id, ctx=ctx)

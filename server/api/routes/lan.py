@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from server.deps import AdminUser, RuntimeDep, SessionDep
+from server.deps import AdminUser, AuditCtx, RuntimeDep, SessionDep
 from server.schemas.lan import LanRead, LanUpdate
 from server.services import lan as lan_service
 
@@ -15,8 +15,10 @@ def get_lan(_: AdminUser, runtime: RuntimeDep) -> LanRead:
 
 
 @router.put("", response_model=LanRead, summary="Turn LAN access on (password again) or off (admin)")
-def put_lan(body: LanUpdate, admin: AdminUser, session: SessionDep, runtime: RuntimeDep) -> LanRead:
-    return lan_service.update(session, runtime, admin, body)
+def put_lan(
+    body: LanUpdate, admin: AdminUser, session: SessionDep, runtime: RuntimeDep, ctx: AuditCtx
+) -> LanRead:
+    return lan_service.update(session, runtime, admin, body, ctx=ctx)
 
 
 @router.get(

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from server.api.sse import EventStreamResponse, ServerSentEvent, with_keepalive
-from server.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep
-from server.errors import Conflict, NotFound
+from server.deps import AdminUser, AuditCtx, CurrentUser, RuntimeDep, SessionDep
+from server.errors import NotFound
 from server.schemas.ollama import (
     OllamaLogsRead,
     OllamaModelCopy,
@@ -35,6 +35,7 @@ from server.schemas.ollama import (
     OllamaStatusRead,
 )
 from server.services import cluster, ollama_admin, ollama_pulls, ollama_runtime
+from server.services.audit import AuditAction
 from server.services.ollama_admin import OllamaTarget
 from server.services.ollama_pulls import PullEvent, PullJob, PullManager
 
@@ -79,35 +80,29 @@ def get_status(_: CurrentUser, runtime: RuntimeDep, target: TargetDep) -> Ollama
 
 @router.post("/start", response_model=OllamaStatusRead, summary="Start (or adopt) the local Ollama (admin)")
 def start_daemon(
-    _: AdminUser, runtime: RuntimeDep, wait: bool = Query(True, description="Wait until it answers")
+    _: AdminUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    ctx: AuditCtx,
+    wait: bool = Query(True, description="Wait until it answers"),
 ) -> OllamaStatusRead:
-    daemon = ollama_runtime.get_daemon(runtime)
-    daemon.start()
-    if wait:
-        ollama_runtime.wait_settled(daemon, runtime.settings)
-    return daemon.status()
+    return ollama_runtime.start_daemon(runtime, session, ctx, wait=wait)
 
 
 @router.post("/stop", response_model=OllamaStatusRead, summary="Stop the managed Ollama (admin)")
-def stop_daemon(_: AdminUser, runtime: RuntimeDep) -> OllamaStatusRead:
-    daemon = ollama_runtime.get_daemon(runtime)
-    if daemon.state == "external":
-        raise Conflict(
-            "the Ollama at this URL was not started by ModelTrain; stop it where it runs",
-            code="ollama_external",
-        )
-    return daemon.stop()
+def stop_daemon(_: AdminUser, runtime: RuntimeDep, session: SessionDep, ctx: AuditCtx) -> OllamaStatusRead:
+    return ollama_runtime.stop_daemon(runtime, session, ctx)
 
 
 @router.post("/restart", response_model=OllamaStatusRead, summary="Restart the managed Ollama (admin)")
 def restart_daemon(
-    _: AdminUser, runtime: RuntimeDep, wait: bool = Query(True, description="Wait until it answers")
+    _: AdminUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    ctx: AuditCtx,
+    wait: bool = Query(True, description="Wait until it answers"),
 ) -> OllamaStatusRead:
-    daemon = ollama_runtime.get_daemon(runtime)
-    daemon.restart()
-    if wait:
-        ollama_runtime.wait_settled(daemon, runtime.settings)
-    return daemon.status()
+    return ollama_runtime.restart_daemon(runtime, session, ctx, wait=wait)
 
 
 @router.get("/logs", response_model=OllamaLogsRead, summary="Last lines of the managed Ollama's log (admin)")
@@ -130,8 +125,14 @@ def list_models(_: CurrentUser, target: TargetDep) -> OllamaModelPage:
     status_code=status.HTTP_201_CREATED,
     summary="Copy a model (admin)",
 )
-def copy_model(body: OllamaModelCopy, _: AdminUser, target: TargetDep) -> OllamaModelRef:
-    return OllamaModelRef.model_validate(ollama_admin.copy_model(target, body.source, body.destination))
+def copy_model(
+    body: OllamaModelCopy, _: AdminUser, target: TargetDep, session: SessionDep, ctx: AuditCtx
+) -> OllamaModelRef:
+    result = ollama_admin.copy_model(target, body.source, body.destination)
+    ollama_runtime.record_model(
+        session, ctx, AuditAction.MODEL_CREATED, target, body.destination, {"copied_from": body.source}
+    )
+    return OllamaModelRef.model_validate(result)
 
 
 @router.post(
@@ -141,7 +142,12 @@ def copy_model(body: OllamaModelCopy, _: AdminUser, target: TargetDep) -> Ollama
     summary="Create a model from a base model (system prompt, template, parameters) or a Modelfile (admin)",
 )
 def create_model(
-    body: OllamaModelCreate, _: AdminUser, runtime: RuntimeDep, target: TargetDep
+    body: OllamaModelCreate,
+    _: AdminUser,
+    runtime: RuntimeDep,
+    target: TargetDep,
+    session: SessionDep,
+    ctx: AuditCtx,
 ) -> OllamaModelRef:
     result = ollama_admin.create_model(
         runtime.settings,
@@ -154,6 +160,14 @@ def create_model(
         modelfile=body.modelfile,
         quantize=body.quantize,
     )
+    ollama_runtime.record_model(
+        session,
+        ctx,
+        AuditAction.MODEL_CREATED,
+        target,
+        body.name,
+        {"from": body.from_, "modelfile": body.modelfile is not None, "quantize": body.quantize},
+    )
     return OllamaModelRef.model_validate(result)
 
 
@@ -165,8 +179,9 @@ def show_model(name: str, _: CurrentUser, target: TargetDep) -> OllamaModelDetai
 @router.delete(
     "/models/{name:path}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model (admin)"
 )
-def delete_model(name: str, _: AdminUser, target: TargetDep) -> None:
+def delete_model(name: str, _: AdminUser, target: TargetDep, session: SessionDep, ctx: AuditCtx) -> None:
     ollama_admin.delete_model(target, name)
+    ollama_runtime.record_model(session, ctx, AuditAction.MODEL_DELETED, target, name)
 
 
 # --- running models -------------------------------------------------------------------------------
@@ -234,10 +249,12 @@ def _remote_event_stream(runtime: RuntimeDep, key: str) -> EventStreamResponse:
     summary="Pull a model; streams progress (admin). The pull continues if the client goes away.",
 )
 async def pull_model(
-    body: OllamaPullCreate, _: AdminUser, runtime: RuntimeDep, target: TargetDep
+    body: OllamaPullCreate, _: AdminUser, runtime: RuntimeDep, target: TargetDep, ctx: AuditCtx
 ) -> EventStreamResponse:
     manager = ollama_runtime.get_pulls(runtime)
-    job, created = await manager.start(target, body.name)
+    job, created = await manager.start(
+        target, body.name, on_finish=ollama_runtime.pull_recorder(runtime, ctx)
+    )
     queue = manager.subscribe(job)  # before waiting: the client that started the pull sees every event
     try:
         if created:

@@ -51,6 +51,6 @@ async def reopen(user: AdminUser, session: SessionDep, runtime: RuntimeDep) -> O
 @router.get(
     "/models", response_model=SuggestedModelList, summary="Suggested small models and their fit (admin)"
 )
-async def suggested_models(_: AdminUser) -> SuggestedModelList:
-    # psutil and a short nvidia-smi call: off the event loop.
-    return await run_in_threadpool(onboarding_service.suggested_models)
+async def suggested_models(_: AdminUser, runtime: RuntimeDep) -> SuggestedModelList:
+    # psutil, NVML and sysfs reads: off the event loop.
+    return await run_in_threadpool(onboarding_service.suggested_models, runtime.settings.gpu_sysfs_root)

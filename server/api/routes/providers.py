@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 
-from server.deps import AdminUser, RuntimeDep, SessionDep
+from server.deps import AdminUser, AuditCtx, RuntimeDep, SessionDep
 from server.providers.registry import get_registry
 from server.schemas.provider import (
     ProviderCreate,
@@ -32,9 +32,11 @@ def list_providers(
     "", response_model=ProviderRead, status_code=status.HTTP_201_CREATED, summary="Add a provider (admin)"
 )
 def create_provider(
-    body: ProviderCreate, _: AdminUser, session: SessionDep, runtime: RuntimeDep
+    body: ProviderCreate, _: AdminUser, session: SessionDep, runtime: RuntimeDep, ctx: AuditCtx
 ) -> ProviderRead:
-    return ProviderRead.from_row(providers_service.create_provider(session, body, get_secret_store(runtime)))
+    return ProviderRead.from_row(
+        providers_service.create_provider(session, body, get_secret_store(runtime), ctx=ctx)
+    )
 
 
 @router.get("/{provider_id}", response_model=ProviderRead, summary="One provider (admin)")
@@ -44,15 +46,24 @@ def get_provider(provider_id: uuid.UUID, _: AdminUser, session: SessionDep) -> P
 
 @router.patch("/{provider_id}", response_model=ProviderRead, summary="Change a provider (admin)")
 def update_provider(
-    provider_id: uuid.UUID, body: ProviderUpdate, _: AdminUser, session: SessionDep, runtime: RuntimeDep
+    provider_id: uuid.UUID,
+    body: ProviderUpdate,
+    _: AdminUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    ctx: AuditCtx,
 ) -> ProviderRead:
     secrets = get_secret_store(runtime)
-    return ProviderRead.from_row(providers_service.update_provider(session, provider_id, body, secrets))
+    return ProviderRead.from_row(
+        providers_service.update_provider(session, provider_id, body, secrets, ctx=ctx)
+    )
 
 
 @router.delete("/{provider_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a provider (admin)")
-def delete_provider(provider_id: uuid.UUID, _: AdminUser, session: SessionDep, runtime: RuntimeDep) -> None:
-    providers_service.delete_provider(session, provider_id, get_secret_store(runtime))
+def delete_provider(
+    provider_id: uuid.UUID, _: AdminUser, session: SessionDep, runtime: RuntimeDep, ctx: AuditCtx
+) -> None:
+    providers_service.delete_provider(session, provider_id, get_secret_store(runtime), ctx=ctx)
 
 
 @router.post("/{provider_id}/test", response_model=ProviderTestResult, summary="Test the connection (admin)")

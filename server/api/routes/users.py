@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Query, status
 
-from server.deps import AdminUser, PendingUser, SessionDep, SettingsDep
+from server.deps import AdminUser, AuditCtx, PendingUser, SessionDep, SettingsDep
 from server.schemas.user import PasswordReset, UserCreate, UserPage, UserRead, UserSelfUpdate, UserUpdate
 from server.services import users as users_service
 
@@ -32,8 +32,10 @@ def list_users(
 @router.post(
     "", response_model=UserRead, status_code=status.HTTP_201_CREATED, summary="Create a user (admin)"
 )
-def create_user(body: UserCreate, _: AdminUser, session: SessionDep, settings: SettingsDep) -> UserRead:
-    return UserRead.model_validate(users_service.create_user(session, settings, body))
+def create_user(
+    body: UserCreate, _: AdminUser, session: SessionDep, settings: SettingsDep, ctx: AuditCtx
+) -> UserRead:
+    return UserRead.model_validate(users_service.create_user(session, settings, body, ctx=ctx))
 
 
 @router.get("/{user_id}", response_model=UserRead, summary="One user (admin)")
@@ -42,19 +44,26 @@ def get_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep) -> UserRead:
 
 
 @router.patch("/{user_id}", response_model=UserRead, summary="Change role, status or name (admin)")
-def update_user(user_id: uuid.UUID, body: UserUpdate, _: AdminUser, session: SessionDep) -> UserRead:
-    return UserRead.model_validate(users_service.update_user(session, user_id, body))
+def update_user(
+    user_id: uuid.UUID, body: UserUpdate, _: AdminUser, session: SessionDep, ctx: AuditCtx
+) -> UserRead:
+    return UserRead.model_validate(users_service.update_user(session, user_id, body, ctx=ctx))
 
 
 @router.post("/{user_id}/password", response_model=UserRead, summary="Reset a user's password (admin)")
 def reset_password(
-    user_id: uuid.UUID, body: PasswordReset, _: AdminUser, session: SessionDep, settings: SettingsDep
+    user_id: uuid.UUID,
+    body: PasswordReset,
+    _: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    ctx: AuditCtx,
 ) -> UserRead:
     return UserRead.model_validate(
-        users_service.reset_password(session, settings, user_id, body.new_password)
+        users_service.reset_password(session, settings, user_id, body.new_password, ctx=ctx)
     )
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a user (admin)")
-def delete_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep) -> None:
-    users_service.delete_user(session, user_id)
+def delete_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep, ctx: AuditCtx) -> None:
+    users_service.delete_user(session, user_id, ctx=ctx)

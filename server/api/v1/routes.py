@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from server.api.sse import EventStreamResponse, LastChunk
 from server.api.v1_auth import V1Principal
 from server.deps import ClientIP, RuntimeDep
+from server.errors import DomainError
 from server.runtime import Runtime
 from server.schemas.v1 import ChatCompletionCreate, EmbeddingCreate
 from server.services import gateway, gateway_chat
@@ -38,7 +40,20 @@ def _caller(principal: KeyPrincipal, ip: str) -> gateway_chat.Caller:
         key_id=principal.key_id,
         allowed=lambda model_id: model_allowed(principal, model_id),
         client=ip or None,
+        catalog_generation=principal.catalog_generation,
+        role=principal.role,
     )
+
+
+@asynccontextmanager
+async def _ratelimit_headers(caller: gateway_chat.Caller) -> AsyncIterator[None]:
+    """An error answer after admission carries the x-ratelimit-* headers too."""
+    try:
+        yield
+    except DomainError as exc:
+        for name, value in caller.headers.items():
+            exc.headers.setdefault(name, value)
+        raise
 
 
 @router.get("/models", summary="The models this API key may use (OpenAI list format)")
@@ -70,11 +85,12 @@ async def chat_completions(
     body: ChatCompletionCreate, request: Request, principal: V1Principal, runtime: RuntimeDep, ip: ClientIP
 ) -> Any:
     caller = _caller(principal, ip)
-    completion = await gateway_chat.start_completion(runtime, caller, body, usage_recorder(runtime))
+    async with _ratelimit_headers(caller):
+        completion = await gateway_chat.start_completion(runtime, caller, body, usage_recorder(runtime))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = gateway_chat.chunks(completion, include_usage, runtime.settings.chat_ping_interval)
-        return EventStreamResponse(_sse(chunks), on_disconnect=completion.cancel)
+        return EventStreamResponse(_sse(chunks), on_disconnect=completion.cancel, headers=caller.headers)
     result: dict[str, Any] = {}
     errors: list[Exception] = []
     async with anyio.create_task_group() as tg:
@@ -95,15 +111,17 @@ async def chat_completions(
         tg.start_soon(watch)
         tg.start_soon(answer)
     if errors:
-        raise errors[0]
+        async with _ratelimit_headers(caller):
+            raise errors[0]
     if not result:
         completion.cancel()
         return JSONResponse(gateway_chat.error_object("stopped", "the client went away", 499), 499)
-    return result
+    return JSONResponse(result, headers=caller.headers)
 
 
 @router.post("/embeddings", summary="Embeddings (OpenAI format)")
-async def embeddings(
-    body: EmbeddingCreate, principal: V1Principal, runtime: RuntimeDep, ip: ClientIP
-) -> dict[str, Any]:
-    return await gateway_chat.embeddings(runtime, _caller(principal, ip), body, usage_recorder(runtime))
+async def embeddings(body: EmbeddingCreate, principal: V1Principal, runtime: RuntimeDep, ip: ClientIP) -> Any:
+    caller = _caller(principal, ip)
+    async with _ratelimit_headers(caller):
+        result = await gateway_chat.embeddings(runtime, caller, body, usage_recorder(runtime))
+    return JSONResponse(result, headers=caller.headers)

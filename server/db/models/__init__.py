@@ -2,12 +2,15 @@
 
 from server.db.models.api_key import ApiKey
 from server.db.models.app_setting import AppSetting
+from server.db.models.audit import AuditEntry
 from server.db.models.backup import BackupLease
 from server.db.models.conversation import Conversation
 from server.db.models.instance_snapshot import InstanceSnapshot
+from server.db.models.limit import LimitCounter, LimitOverride, LimitReservation
 from server.db.models.login_throttle import LoginThrottle
 from server.db.models.message import Message, MessageStatus
 from server.db.models.model_config import ModelConfig
+from server.db.models.model_route import ModelRoute
 from server.db.models.provider import Provider
 from server.db.models.pull_cancel import PullCancel
 from server.db.models.refresh_token import RefreshToken
@@ -19,13 +22,18 @@ from server.db.models.user import User
 __all__ = [
     "ApiKey",
     "AppSetting",
+    "AuditEntry",
     "BackupLease",
     "Conversation",
     "InstanceSnapshot",
+    "LimitCounter",
+    "LimitOverride",
+    "LimitReservation",
     "LoginThrottle",
     "Message",
     "MessageStatus",
     "ModelConfig",
+    "ModelRoute",
     "Provider",
     "PullCancel",
     "RefreshToken",

@@ -25,3 +25,10 @@ class Provider(IdMixin, TimestampMixin, Base):
     #: OpenAI-compatible providers: the model ids offered in the chat picker (empty: every model the
     #: upstream lists at ``GET /v1/models``).
     model_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    #: Ollama providers: the host group (API field ``group``). Providers of one group that hold the same
+    #: model name serve it together as one model (routing, failover, health: services/routing.py).
+    host_group: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    #: Within its group (API ``priority``, ``weight``): the smallest priority is tried first, and hosts
+    #: of one priority share the requests in proportion to their weights.
+    route_priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    route_weight: Mapped[float] = mapped_column(default=1.0, server_default="1")

@@ -1,27 +1,21 @@
-"""The fit rule and the machine's memory (RAM, an NVIDIA GPU through nvidia-smi, an AMD GPU via sysfs)."""
+"""The fit rule and the machine's memory (RAM, the largest GPU services/gpus.py reads)."""
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
 
 from server.schemas.onboarding import MachineRead
-from server.services import onboarding
+from server.services import gpus, onboarding
+from server.services.gpus import GpuReading
 
 GIB = 1024**3
+MIB = 1024**2
 
 
 def machine(**kw: int | None) -> MachineRead:
     return MachineRead(**kw)
-
-
-def script(tmp_path: Path, body: str) -> str:
-    path = tmp_path / "nvidia-smi"
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
 
 
 def test_memory_needed_is_the_download_plus_overhead() -> None:
@@ -53,29 +47,45 @@ def test_suggestions_are_small_models_with_a_fit_each() -> None:
     assert len({m.key for m in result.items}) == len(result.items)
 
 
-def test_machine_without_a_gpu(tmp_path: Path) -> None:
-    m = onboarding.read_machine(nvidia_smi="", drm_root=tmp_path)
+def reading(index: int, name: str, total: int | None, used: int | None) -> GpuReading:
+    return GpuReading(index, "nvidia", name, 10.0, used, total, 50.0, None)
+
+
+def test_machine_without_a_gpu() -> None:
+    m = onboarding.read_machine(gpus=list)
     assert m.ram_total and m.ram_available and m.ram_available <= m.ram_total
     assert (m.gpu_name, m.gpu_total, m.gpu_free) == (None, None, None)
 
 
-def test_nvidia_gpu_the_largest_wins(tmp_path: Path) -> None:
-    smi = script(tmp_path, 'echo "NVIDIA GeForce RTX 3060, 12288, 1024"; echo "NVIDIA H200, 143771, 0"')
-    m = onboarding.read_machine(nvidia_smi=smi, drm_root=tmp_path / "none")
+def test_the_largest_gpu_wins() -> None:
+    h200 = reading(1, "NVIDIA H200", 143771 * MIB, 0)
+    m = onboarding.read_machine(gpus=lambda: [reading(0, "NVIDIA GeForce RTX 3060", 12288 * MIB, MIB), h200])
     assert m.gpu_name == "NVIDIA H200"
-    assert m.gpu_total == m.gpu_free == 143771 * 1024 * 1024
+    assert m.gpu_total == m.gpu_free == 143771 * MIB
 
 
-def test_a_failing_or_hanging_nvidia_smi_falls_back_to_amd(tmp_path: Path, monkeypatch) -> None:
-    device = tmp_path / "drm" / "card1" / "device"
+def test_gpu_use_unknown_leaves_free_unknown() -> None:
+    m = onboarding.read_machine(gpus=lambda: [reading(0, "GPU", 8 * GIB, None)])
+    assert (m.gpu_total, m.gpu_free) == (8 * GIB, None)
+
+
+def test_a_failing_gpu_reader_leaves_the_gpu_unknown() -> None:
+    def broken() -> list[GpuReading]:
+        raise RuntimeError("driver bug")
+
+    m = onboarding.read_machine(gpus=broken)
+    assert m.ram_total and m.gpu_total is None
+
+
+def test_suggested_models_read_an_amd_gpu_from_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpus, "_shared", gpus.NvmlSource(loader=no_pynvml))
+    device = tmp_path / "card1" / "device"
     device.mkdir(parents=True)
     (device / "mem_info_vram_total").write_text(f"{8 * GIB}\n")
     (device / "mem_info_vram_used").write_text(f"{1 * GIB}\n")
-    failing = script(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
-    m = onboarding.read_machine(nvidia_smi=failing, drm_root=tmp_path / "drm")
-    assert (m.gpu_name, m.gpu_total, m.gpu_free) == ("AMD GPU", 8 * GIB, 7 * GIB)
+    m = onboarding.suggested_models(tmp_path).machine
+    assert (m.gpu_name, m.gpu_total, m.gpu_free) == ("AMD GPU (card1)", 8 * GIB, 7 * GIB)
 
-    monkeypatch.setattr(onboarding, "GPU_QUERY_TIMEOUT", 0.2)
-    hanging = script(tmp_path, "exec sleep 30")
-    m = onboarding.read_machine(nvidia_smi=hanging, drm_root=tmp_path / "drm")
-    assert m.gpu_total == 8 * GIB
+
+def no_pynvml() -> None:
+    raise ImportError("No module named 'pynvml'")

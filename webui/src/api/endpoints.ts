@@ -2,6 +2,9 @@
 import { http, rawRequest, downloadFile, buildUrl, type RequestOptions } from './http'
 import type {
   Alert,
+  AuditAction,
+  AuditOutcome,
+  AuditPage,
   ApiKey,
   ApiKeyCreate,
   ApiKeyCreated,
@@ -12,6 +15,9 @@ import type {
   Conversation,
   ConversationSummary,
   LanInfo,
+  LimitKind,
+  LimitsRead,
+  LimitsUpdate,
   LogLine,
   Metrics,
   ModelListError,
@@ -21,6 +27,8 @@ import type {
   Onboarding,
   Page,
   Provider,
+  HostList,
+  ModelRoute,
   Preset,
   PresetCreate,
   PresetUpdate,
@@ -116,6 +124,21 @@ export const conversationsApi = {
     ),
   exportAll: () => downloadFile('/api/conversations/export', 'conversations.json'),
   import: (data: unknown) => http.post<{ imported?: number; items?: unknown[] }>('/api/conversations/import', data),
+}
+
+/** Every provider's host with its health, load and loaded models (admin). */
+export const hostsApi = {
+  list: () => http.get<HostList>('/api/hosts'),
+  probe: () => http.post<HostList>('/api/hosts/probe', {}),
+}
+
+/** Explicit routes: one model served by several (provider, model) targets (admin). */
+export const routesApi = {
+  list: async () => (await http.get<{ items: ModelRoute[] }>('/api/routes')).items,
+  create: (body: Record<string, unknown>) => http.post<ModelRoute>('/api/routes', body),
+  update: (id: ModelRoute['id'], body: Record<string, unknown>) =>
+    http.patch<ModelRoute>(`/api/routes/${enc(String(id))}`, body),
+  remove: (id: ModelRoute['id']) => http.del<void>(`/api/routes/${enc(String(id))}`),
 }
 
 export const providersApi = {
@@ -235,6 +258,17 @@ export const keysApi = {
   putSettings: (body: ApiKeySettings) => http.put<ApiKeySettings>('/api/keys/settings', body),
 }
 
+/** Limits: `null` = unlimited, a kind left out = unchanged. */
+export const limitsApi = {
+  mine: () => http.get<LimitsRead>('/api/users/me/limits'),
+  user: (id: string) => http.get<LimitsRead>(`/api/users/${enc(id)}/limits`),
+  putUser: (id: string, body: LimitsUpdate) => http.put<LimitsRead>(`/api/users/${enc(id)}/limits`, body),
+  /** Drop a user's own limit of one kind: the role default applies again. */
+  resetUser: (id: string, kind: LimitKind) => http.del<LimitsRead>(`/api/users/${enc(id)}/limits/${enc(kind)}`),
+  key: (id: string) => http.get<LimitsRead>(`/api/keys/${enc(id)}/limits`),
+  putKey: (id: string, body: LimitsUpdate) => http.put<LimitsRead>(`/api/keys/${enc(id)}/limits`, body),
+}
+
 export interface UsageQuery {
   granularity?: 'raw' | 'day'
   from?: string
@@ -259,4 +293,32 @@ export const onboardingApi = {
   get: () => http.get<Onboarding>('/api/onboarding'),
   act: (action: 'complete' | 'skip' | 'reopen') => http.post<Onboarding>(`/api/onboarding/${action}`, {}),
   models: () => http.get<SuggestedModelList>('/api/onboarding/models'),
+}
+
+export interface AuditQuery {
+  actor?: string
+  action?: AuditAction[]
+  target_kind?: string
+  target_id?: string
+  outcome?: AuditOutcome
+  /** ISO 8601 times */
+  from?: string
+  to?: string
+}
+
+/** `?action=` repeats once per action; buildUrl handles single values only. */
+function auditUrl(path: string, q: AuditQuery, page?: { limit: number; offset: number }): string {
+  const params = new URLSearchParams()
+  for (const [k, v] of Object.entries({ ...q, ...page })) {
+    if (Array.isArray(v)) v.forEach((a) => params.append(k, String(a)))
+    else if (v !== undefined && v !== null && v !== '') params.set(k, String(v))
+  }
+  const qs = params.toString()
+  return qs ? `${path}?${qs}` : path
+}
+
+export const auditApi = {
+  list: (q: AuditQuery, limit: number, offset: number) =>
+    http.get<AuditPage>(auditUrl('/api/audit', q, { limit, offset })),
+  downloadCsv: (q: AuditQuery) => downloadFile(auditUrl('/api/audit.csv', q), 'modeltrain-audit.csv'),
 }

@@ -4,6 +4,74 @@
  */
 
 export interface paths {
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The models this API key may use (OpenAI list format) */
+        get: operations["list_models_v1_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One model (OpenAI model object) */
+        get: operations["get_model_v1_models__model_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/chat/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A chat completion, streamed (SSE) or not */
+        post: operations["chat_completions_v1_chat_completions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Embeddings (OpenAI format) */
+        post: operations["embeddings_v1_embeddings_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/health": {
         parameters: {
             query?: never;
@@ -134,6 +202,76 @@ export interface paths {
         put?: never;
         /** Desktop app only: set the initial password */
         post: operations["desktop_set_password_api_auth_desktop_password_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/me/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your limits, use and renewal times */
+        get: operations["my_limits_api_users_me_limits_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/{user_id}/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A user's limits and use (admin) */
+        get: operations["get_user_limits_api_users__user_id__limits_get"];
+        /** Set a user's limits (admin) */
+        put: operations["put_user_limits_api_users__user_id__limits_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/{user_id}/limits/{kind}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Drop a user's own limit of one kind: the role default applies again (admin) */
+        delete: operations["reset_user_limit_api_users__user_id__limits__kind__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys/{key_id}/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An API key's limits and use */
+        get: operations["get_key_limits_api_keys__key_id__limits_get"];
+        /** Set an API key's limits (owner or admin) */
+        put: operations["put_key_limits_api_keys__key_id__limits_put"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -851,6 +989,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/hosts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Hosts with their state (admin) */
+        get: operations["list_hosts_api_hosts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/hosts/probe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Probe every host now (admin) */
+        post: operations["probe_hosts_api_hosts_probe_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/routes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List routes (admin) */
+        get: operations["list_routes_api_routes_get"];
+        put?: never;
+        /** Add a route (admin) */
+        post: operations["create_route_api_routes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/routes/{route_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One route (admin) */
+        get: operations["get_route_api_routes__route_id__get"];
+        put?: never;
+        post?: never;
+        /** Delete a route (admin) */
+        delete: operations["delete_route_api_routes__route_id__delete"];
+        options?: never;
+        head?: never;
+        /** Change a route (admin) */
+        patch: operations["update_route_api_routes__route_id__patch"];
+        trace?: never;
+    };
     "/api/model-configs": {
         parameters: {
             query?: never;
@@ -1195,15 +1404,15 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/models": {
+    "/api/audit": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        /** The models this API key may use (OpenAI list format) */
-        get: operations["list_models_v1_models_get"];
+        /** The audit log, newest first (admin) */
+        get: operations["get_audit_api_audit_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1212,15 +1421,15 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/models/{model_id}": {
+    "/api/audit/actions": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        /** One model (OpenAI model object) */
-        get: operations["get_model_v1_models__model_id__get"];
+        /** The actions and outcomes of the audit log (admin) */
+        get: operations["get_audit_actions_api_audit_actions_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1229,34 +1438,17 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/chat/completions": {
+    "/api/audit.csv": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** The audit log as CSV (admin) */
+        get: operations["get_audit_csv_api_audit_csv_get"];
         put?: never;
-        /** A chat completion, streamed (SSE) or not */
-        post: operations["chat_completions_v1_chat_completions_post"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/v1/embeddings": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /** Embeddings (OpenAI format) */
-        post: operations["embeddings_v1_embeddings_post"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1420,6 +1612,86 @@ export interface components {
         ApiKeySettingsUpdate: {
             /** User Creation */
             user_creation: boolean;
+        };
+        /**
+         * AuditAction
+         * @description Every event the audit log knows. The web UI translates these names (``audit.actions.*``).
+         * @enum {string}
+         */
+        AuditAction: "auth.sign_in" | "auth.sign_in_throttled" | "auth.refresh_reuse" | "auth.password_changed" | "user.password_reset" | "user.created" | "user.changed" | "user.disabled" | "user.enabled" | "user.deleted" | "user.role_changed" | "api_key.created" | "api_key.revoked" | "limits.changed" | "provider.created" | "provider.changed" | "provider.deleted" | "lan.enabled" | "lan.disabled" | "backup.created" | "backup.restored" | "backup.deleted" | "ollama.started" | "ollama.stopped" | "model.pulled" | "model.deleted" | "model.created" | "settings.changed";
+        /**
+         * AuditActionList
+         * @description Every action and outcome the log knows (for the filters).
+         */
+        AuditActionList: {
+            /** Actions */
+            actions: string[];
+            /** Outcomes */
+            outcomes: string[];
+        };
+        /**
+         * AuditActor
+         * @description Who acted: ``id`` and ``email`` as they were then (``null`` for the system or an operator command,
+         *     and the id for a sign-in with an unknown e-mail).
+         */
+        AuditActor: {
+            /** Id */
+            id?: string | null;
+            /** Email */
+            email?: string | null;
+        };
+        /** AuditEntryRead */
+        AuditEntryRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            actor: components["schemas"]["AuditActor"];
+            /** Action */
+            action: string;
+            target: components["schemas"]["AuditTargetRead"];
+            /** Outcome */
+            outcome: string;
+            /** Client */
+            client?: string | null;
+            /**
+             * Details
+             * @default {}
+             */
+            details?: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * AuditOutcome
+         * @enum {string}
+         */
+        AuditOutcome: "success" | "failure" | "denied";
+        /** AuditPage */
+        AuditPage: {
+            /** Items */
+            items: components["schemas"]["AuditEntryRead"][];
+            /** Total */
+            total: number;
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+        };
+        /** AuditTargetRead */
+        AuditTargetRead: {
+            /** Kind */
+            kind?: string | null;
+            /** Id */
+            id?: string | null;
+            /** Name */
+            name?: string | null;
         };
         /** BackupCreate */
         BackupCreate: {
@@ -1943,10 +2215,150 @@ export interface components {
                 [key: string]: unknown;
             } | null;
         };
+        /**
+         * GpuRead
+         * @description One GPU of the answering instance (NVIDIA through NVML, AMD through sysfs); None where unknown.
+         */
+        GpuRead: {
+            /**
+             * Index
+             * @description 0.. NVIDIA first (NVML order), then AMD
+             */
+            index: number;
+            /**
+             * Vendor
+             * @description nvidia | amd
+             */
+            vendor: string;
+            /** Name */
+            name: string;
+            /**
+             * Utilization
+             * @description GPU busy, percent
+             */
+            utilization: number | null;
+            /**
+             * Memory Used
+             * @description bytes
+             */
+            memory_used: number | null;
+            /**
+             * Memory Total
+             * @description bytes
+             */
+            memory_total: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+            /**
+             * Temperature
+             * @description °C
+             */
+            temperature: number | null;
+            /** Power Watts */
+            power_watts?: number | null;
+            /** Power Limit Watts */
+            power_limit_watts?: number | null;
+            /**
+             * Level
+             * @description normal | warning | alert: the worse of memory use and temperature
+             */
+            level: string;
+        };
+        /**
+         * GpuSample
+         * @description One GPU in one history sample (what the System page charts).
+         */
+        GpuSample: {
+            /** Index */
+            index: number;
+            /** Name */
+            name: string;
+            /** Utilization */
+            utilization: number | null;
+            /** Memory Percent */
+            memory_percent: number | null;
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
+        };
+        /** HostList */
+        HostList: {
+            /** Items */
+            items: components["schemas"]["HostRead"][];
+            /** Probe Seconds */
+            probe_seconds: number;
+            /**
+             * Strategy
+             * @enum {string}
+             */
+            strategy: "weighted" | "least_busy";
+            /** Retries */
+            retries: number;
+        };
+        /**
+         * HostModelRead
+         * @description A model the host has loaded (Ollama ``/api/ps``).
+         */
+        HostModelRead: {
+            /** Name */
+            name: string;
+            /** Size Vram */
+            size_vram?: number | null;
+            /** Size */
+            size?: number | null;
+        };
+        /**
+         * HostRead
+         * @description One provider's host as this server instance sees it.
+         */
+        HostRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "ollama" | "openai";
+            /** Base Url */
+            base_url: string;
+            /** Group */
+            group: string | null;
+            /** Priority */
+            priority: number;
+            /** Weight */
+            weight: number;
+            /** Is Default */
+            is_default: boolean;
+            /** Enabled */
+            enabled: boolean;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "healthy" | "cooling_down" | "down" | "disabled";
+            /** Last Error */
+            last_error: string | null;
+            /** Probe Latency Ms */
+            probe_latency_ms: number | null;
+            /** Streams In Flight */
+            streams_in_flight: number;
+            /** Consecutive Failures */
+            consecutive_failures: number;
+            /** Cooldown Seconds */
+            cooldown_seconds: number;
+            /** Missing Models */
+            missing_models: string[];
+            /** Probed */
+            probed: boolean;
+            /** Loaded Models */
+            loaded_models: components["schemas"]["HostModelRead"][];
         };
         /**
          * InstanceMetrics
@@ -2012,6 +2424,59 @@ export interface components {
             port?: number | null;
             /** Password */
             password?: string | null;
+        };
+        /** LimitRead */
+        LimitRead: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "requests_per_minute" | "tokens_per_minute" | "tokens_per_day" | "tokens_per_month" | "concurrent_streams";
+            /** Limit */
+            limit: number | null;
+            /**
+             * Source
+             * @enum {string}
+             */
+            source: "role" | "user" | "key";
+            /** User Limit */
+            user_limit: number | null;
+            /** Key Limit */
+            key_limit?: number | null;
+            /** Used */
+            used: number | null;
+            /** Remaining */
+            remaining: number | null;
+            /** Resets At */
+            resets_at: string | null;
+        };
+        /** LimitsRead */
+        LimitsRead: {
+            /**
+             * User Id
+             * Format: uuid
+             */
+            user_id: string;
+            /** Key Id */
+            key_id?: string | null;
+            /** Limits */
+            limits: components["schemas"]["LimitRead"][];
+        };
+        /**
+         * LimitsUpdate
+         * @description Any of the kinds: a positive integer, ``null`` = unlimited, absent = unchanged.
+         */
+        LimitsUpdate: {
+            /** Requests Per Minute */
+            requests_per_minute?: number | null;
+            /** Tokens Per Minute */
+            tokens_per_minute?: number | null;
+            /** Tokens Per Day */
+            tokens_per_day?: number | null;
+            /** Tokens Per Month */
+            tokens_per_month?: number | null;
+            /** Concurrent Streams */
+            concurrent_streams?: number | null;
         };
         /** LogLine */
         LogLine: {
@@ -2186,6 +2651,11 @@ export interface components {
              * @description every live instance sharing the database
              */
             instances: components["schemas"]["InstanceMetrics"][];
+            /**
+             * Gpus
+             * @description the answering instance's GPUs (empty without one)
+             */
+            gpus?: components["schemas"]["GpuRead"][];
         };
         /** MetricsSample */
         MetricsSample: {
@@ -2216,6 +2686,8 @@ export interface components {
              * Format: date-time
              */
             ts: string;
+            /** Gpus */
+            gpus?: components["schemas"]["GpuSample"][];
         };
         /**
          * ModelConfigCreate
@@ -2405,10 +2877,87 @@ export interface components {
              * Source
              * @enum {string}
              */
-            source: "ollama" | "openai" | "config";
+            source: "ollama" | "openai" | "config" | "route";
             /** Shared */
             shared?: boolean | null;
             defaults: components["schemas"]["ModelDefaults"];
+            /** Group */
+            group?: string | null;
+            /** Hosts */
+            hosts?: components["schemas"]["ModelProviderRef"][];
+        };
+        /** ModelRouteCreate */
+        ModelRouteCreate: {
+            /** Name */
+            name: string;
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled?: boolean;
+            /** Targets */
+            targets: components["schemas"]["ModelRouteTarget"][];
+        };
+        /** ModelRouteList */
+        ModelRouteList: {
+            /** Items */
+            items: components["schemas"]["ModelRouteRead"][];
+        };
+        /** ModelRouteRead */
+        ModelRouteRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Name */
+            name: string;
+            /** Enabled */
+            enabled: boolean;
+            /** Targets */
+            targets: components["schemas"]["ModelRouteTarget"][];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** ModelRouteTarget */
+        ModelRouteTarget: {
+            /**
+             * Provider Id
+             * Format: uuid
+             */
+            provider_id: string;
+            /** Model */
+            model: string;
+            /**
+             * Priority
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Weight
+             * @default 1
+             */
+            weight?: number;
+        };
+        /**
+         * ModelRouteUpdate
+         * @description Omitted fields stay as they are; ``targets`` replaces the whole list.
+         */
+        ModelRouteUpdate: {
+            /** Name */
+            name?: string | null;
+            /** Enabled */
+            enabled?: boolean | null;
+            /** Targets */
+            targets?: components["schemas"]["ModelRouteTarget"][] | null;
         };
         /** OllamaLogsRead */
         OllamaLogsRead: {
@@ -2859,6 +3408,23 @@ export interface components {
              * @description OpenAI-compatible providers: the model ids offered for chat (empty: all the upstream lists).
              */
             model_allowlist?: string[];
+            /**
+             * Group
+             * @description Ollama providers: the host group. Providers of one group that hold the same model name serve it as one model (routing and failover); null or empty: no group.
+             */
+            group?: string | null;
+            /**
+             * Priority
+             * @description Within the host group: hosts of the smallest priority are tried first.
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Weight
+             * @description Within the host group: hosts of one priority share the requests in proportion to their weights.
+             * @default 1
+             */
+            weight?: number;
         };
         /** ProviderRead */
         ProviderRead: {
@@ -2886,6 +3452,18 @@ export interface components {
             enabled: boolean;
             /** Model Allowlist */
             model_allowlist: string[];
+            /** Group */
+            group?: string | null;
+            /**
+             * Priority
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Weight
+             * @default 1
+             */
+            weight?: number;
             /**
              * Created At
              * Format: date-time
@@ -2933,6 +3511,21 @@ export interface components {
              * @description OpenAI-compatible providers: the model ids offered for chat (empty: all the upstream lists).
              */
             model_allowlist?: string[] | null;
+            /**
+             * Group
+             * @description Ollama providers: the host group. Providers of one group that hold the same model name serve it as one model (routing and failover); null or empty: no group.
+             */
+            group?: string | null;
+            /**
+             * Priority
+             * @description Within the host group: hosts of the smallest priority are tried first.
+             */
+            priority?: number | null;
+            /**
+             * Weight
+             * @description Within the host group: hosts of one priority share the requests in proportion to their weights.
+             */
+            weight?: number | null;
         };
         /** RestoreRead */
         RestoreRead: {
@@ -3297,6 +3890,127 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_models_v1_models_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+    };
+    get_model_v1_models__model_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    chat_completions_v1_chat_completions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChatCompletionCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    embeddings_v1_embeddings_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmbeddingCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     health_api_health_get: {
         parameters: {
             query?: never;
@@ -3483,6 +4197,190 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TokenRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    my_limits_api_users_me_limits_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitsRead"];
+                };
+            };
+        };
+    };
+    get_user_limits_api_users__user_id__limits_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitsRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    put_user_limits_api_users__user_id__limits_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LimitsUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitsRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    reset_user_limit_api_users__user_id__limits__kind__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+                kind: "requests_per_minute" | "tokens_per_minute" | "tokens_per_day" | "tokens_per_month" | "concurrent_streams";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitsRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_key_limits_api_keys__key_id__limits_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitsRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    put_key_limits_api_keys__key_id__limits_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LimitsUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitsRead"];
                 };
             };
             /** @description Validation Error */
@@ -5192,6 +6090,194 @@ export interface operations {
             };
         };
     };
+    list_hosts_api_hosts_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HostList"];
+                };
+            };
+        };
+    };
+    probe_hosts_api_hosts_probe_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HostList"];
+                };
+            };
+        };
+    };
+    list_routes_api_routes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelRouteList"];
+                };
+            };
+        };
+    };
+    create_route_api_routes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ModelRouteCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelRouteRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_route_api_routes__route_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                route_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelRouteRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_route_api_routes__route_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                route_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    update_route_api_routes__route_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                route_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ModelRouteUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelRouteRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_model_configs_api_model_configs_get: {
         parameters: {
             query?: {
@@ -5864,7 +6950,53 @@ export interface operations {
             };
         };
     };
-    list_models_v1_models_get: {
+    get_audit_api_audit_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+                /** @description An actor's user id, or part of their e-mail. */
+                actor?: string | null;
+                /** @description Only these actions (repeat the parameter). */
+                action?: components["schemas"]["AuditAction"][] | null;
+                /** @description Only targets of this kind (user, provider, model...). */
+                target_kind?: string | null;
+                /** @description Only this target (its id or its name). */
+                target_id?: string | null;
+                /** @description Only this outcome. */
+                outcome?: components["schemas"]["AuditOutcome"] | null;
+                /** @description Entries at or after this time (ISO 8601). */
+                from?: string | null;
+                /** @description Entries at or before this time (ISO 8601). */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_audit_actions_api_audit_actions_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -5879,101 +7011,42 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["AuditActionList"];
                 };
             };
         };
     };
-    get_model_v1_models__model_id__get: {
+    get_audit_csv_api_audit_csv_get: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                model_id: string;
+            query?: {
+                /** @description An actor's user id, or part of their e-mail. */
+                actor?: string | null;
+                /** @description Only these actions (repeat the parameter). */
+                action?: components["schemas"]["AuditAction"][] | null;
+                /** @description Only targets of this kind (user, provider, model...). */
+                target_kind?: string | null;
+                /** @description Only this target (its id or its name). */
+                target_id?: string | null;
+                /** @description Only this outcome. */
+                outcome?: components["schemas"]["AuditOutcome"] | null;
+                /** @description Entries at or after this time (ISO 8601). */
+                from?: string | null;
+                /** @description Entries at or before this time (ISO 8601). */
+                to?: string | null;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The entries of GET /api/audit, as CSV. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-        };
-    };
-    chat_completions_v1_chat_completions_post: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["ChatCompletionCreate"];
-            };
-        };
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": unknown;
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-        };
-    };
-    embeddings_v1_embeddings_post: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["EmbeddingCreate"];
-            };
-        };
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "text/csv": unknown;
                 };
             };
             /** @description Validation Error */

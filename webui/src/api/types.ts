@@ -98,6 +98,10 @@ export type Conversation = ConversationSummary &
   >
 
 export type Provider = S['ProviderRead']
+export type Host = S['HostRead']
+export type HostList = S['HostList']
+export type ModelRoute = S['ModelRouteRead']
+export type ModelRouteTarget = S['ModelRouteTarget']
 
 export type OllamaState = S['OllamaStatusRead']['state']
 export type OllamaStatus = S['OllamaStatusRead']
@@ -130,7 +134,7 @@ export type Metrics = Adjust<
   {
     current: S['MetricsCurrent'] & Record<string, MetricValue | S['MetricsCurrent']['windows']>
     status: Record<string, Level>
-    history: Array<S['MetricsSample'] & Record<string, MetricValue>>
+    history: Array<S['MetricsSample'] & Record<string, MetricValue | S['MetricsSample']['gpus']>>
   }
 >
 
@@ -155,6 +159,18 @@ export interface Readiness {
   status: 'ready' | 'not_ready'
   checks: Record<string, { ok: boolean; detail?: string | null }>
 }
+
+/** The audit log (`GET /api/audit`, admin). */
+export type AuditEntry = S['AuditEntryRead']
+export type AuditPage = S['AuditPage']
+export type AuditAction = S['AuditAction']
+export type AuditOutcome = S['AuditOutcome']
+
+/** Limits (`GET /api/users/me/limits`, `/api/users/{id}/limits`, `/api/keys/{id}/limits`). */
+export type LimitKind = S['LimitRead']['kind']
+export type LimitItem = S['LimitRead']
+export type LimitsRead = S['LimitsRead']
+export type LimitsUpdate = S['LimitsUpdate']
 
 // --- drift checks: every value the server sends must fit the client type ----------------------------
 type Fits<A, B> = [A] extends [B] ? true : false

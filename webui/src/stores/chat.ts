@@ -233,7 +233,11 @@ export const useChatStore = defineStore('chat', () => {
       const a = asst()
       if (a && !controller.signal.aborted) {
         a.status = 'error'
-        a.error = e instanceof ApiError ? { code: e.code, message: e.message } : { message: String(e) }
+        // a 429 keeps the limit it names (detail) so the message can say which, and when it renews
+        a.error =
+          e instanceof ApiError
+            ? { code: e.code, message: e.message, detail: e.detail, retry_after: e.retryAfter }
+            : { message: String(e) }
       }
     } finally {
       const a = asst()

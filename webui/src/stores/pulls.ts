@@ -105,6 +105,11 @@ export const usePullsStore = defineStore('pulls', () => {
     return consume(name, provider.value, (signal, host) => ollamaApi.pull(name, signal, host))
   }
 
+  /** The same pull on another Ollama host (e.g. every host of a host group). */
+  function startOn(name: string, host: string | null) {
+    return consume(name, host, (signal, h) => ollamaApi.pull(name, signal, h))
+  }
+
   /** After a reload: list the server's active pulls and follow each one's progress again. */
   async function reattach() {
     const host = provider.value
@@ -146,5 +151,5 @@ export const usePullsStore = defineStore('pulls', () => {
     if (e && e.state !== 'running') entries.delete(key)
   }
 
-  return { entries, provider, setProvider, list, active, finished, start, reattach, cancel, dismiss }
+  return { entries, provider, setProvider, list, active, finished, start, startOn, reattach, cancel, dismiss }
 })
