@@ -288,7 +288,7 @@ async def limits_cells(
     """The time limits add: the same /v1 streams through ModelTrain with a key under no limit and with a key
     under every kind, interleaved like the main table."""
     print(
-        "\nlimits (issue 17): /v1 streams through ModelTrain, a key under no limit vs a key under every kind"
+        "\nlimits: /v1 streams through ModelTrain, a key under no limit vs a key under every kind"
         f" (requests/min, tokens/min/day/month, concurrent streams); rounds={rounds}"
     )
     print(
@@ -465,7 +465,7 @@ def main() -> int:
     parser.add_argument(
         "--limits-streams",
         default="1,50",
-        help="concurrent streams of the limits cells (issue 17), comma-separated; empty: skip them",
+        help="concurrent streams of the limits cells, comma-separated; empty: skip them",
     )
     parser.add_argument(
         "--only-limits", action="store_true", help="skip the direct-vs-ModelTrain table, run the limits cells"

@@ -13,7 +13,9 @@ from starlette.middleware.cors import CORSMiddleware
 from server import __version__
 from server.api.docs import OPENAPI_URL, build_docs_router
 from server.api.errors import install_error_handlers
+from server.api.methods import LiteralPathMethods
 from server.api.middleware import AccessLogMiddleware
+from server.api.openapi import install_openapi
 from server.api.router import build_api_router
 from server.api.v1.errors import install_v1_error_handlers
 from server.bootstrap import prepare_database
@@ -26,6 +28,7 @@ from server.security.forwarded import ForwardedProtoMiddleware
 from server.security.network_guard import GuardPolicy, NetworkGuardMiddleware
 from server.security.secret_store import load_or_create_secret, make_secret_store
 from server.security.tokens import TokenCodec
+from server.services import alert_history as alert_history_service
 from server.services import backups as backups_service
 from server.services import chat as chat_service
 from server.services import cluster as cluster_service
@@ -70,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         await run_in_threadpool(chat_service.startup, runtime)  # mark replies a crash left streaming
         chat_service.start_heartbeat(runtime)  # keep live replies fresh, sweep other instances' orphans
         await metrics_service.start(runtime)  # runtime.metrics: sampler, fed by the access middleware
+        await alert_history_service.start(runtime)  # runtime.alert_notifier: history, channels, surge
         await backups_service.start(runtime)  # runtime.backup_scheduler, upload-restore body limit
         await usage_service.start(runtime)  # runtime.usage: batched usage records, daily pruning
         await limits_service.start(runtime)  # runtime.limits: reservation heartbeat and sweep
@@ -93,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ollama_runtime.stop_ollama(runtime)
             await backups_service.stop(runtime)
             await metrics_service.stop(runtime)
+            await alert_history_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
             await limits_service.stop(runtime)  # the replies' settlements, then the heartbeat
             await usage_service.stop(runtime)  # write the usage still queued (after the replies ended)
@@ -111,10 +116,12 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     install_v1_error_handlers(app)  # after the handlers it wraps
     app.include_router(build_api_router())
+    install_openapi(app)  # the document tells the truth: every status, the real error shapes
     dist_dir = settings.webui_dist or default_dist_dir()
     if settings.api_docs:
         app.include_router(build_docs_router(dist_dir))
     app.mount("/", StaticUI(dist_dir), name="webui")
+    app.add_middleware(LiteralPathMethods)  # innermost: 405 + Allow for /api/users/me and the like
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -8,6 +8,8 @@
 * Every line goes through :class:`RedactingFormatter`: bearer tokens, JWTs, API keys and
   ``password=``/``token=``-style values are masked whatever the level, tracebacks included.
 * Files are created 0600 in a 0700 directory (docs/security.md, A6).
+* :class:`ErrorCountHandler` counts ERROR/CRITICAL records per minute into the process's
+  :func:`error_counter` (the error-log surge alert, services/log_surge.py, and the ``log_errors_5m`` metric).
 
 :func:`read_log_lines` serves ``GET /api/logs``: it reads the current and rotated (``.gz``) files.
 """
@@ -21,8 +23,10 @@ import os
 import re
 import shutil
 import sys
+import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -92,6 +96,70 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+# --------------------------------------------------------------------------------------------------
+# Error counting (the error-log surge alert): ERROR/CRITICAL records per minute, from the pipeline itself
+# --------------------------------------------------------------------------------------------------
+
+#: Minutes of per-minute counts kept: the last 5 minutes plus the hour before (the baseline), and slack.
+ERROR_MINUTES_KEPT = 70
+
+
+class ErrorCounter:
+    """ERROR/CRITICAL log records per minute (epoch minute -> count) over the last ``ERROR_MINUTES_KEPT``
+    minutes. Thread-safe; ``clock`` (epoch seconds) is replaceable so tests control time."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._minutes: dict[int, int] = {}
+
+    def add(self, count: int = 1) -> None:
+        minute = int(self.clock() // 60)
+        with self._lock:
+            if minute not in self._minutes:  # a new minute: forget those out of reach
+                for old in [m for m in self._minutes if m <= minute - ERROR_MINUTES_KEPT]:
+                    del self._minutes[old]
+            self._minutes[minute] = self._minutes.get(minute, 0) + count
+
+    def per_minute(self, minutes: int, *, ending: float | None = None) -> list[int]:
+        """Counts of the ``minutes`` minutes up to and including the current one (or ``ending``'s), oldest
+        first."""
+        last = int((self.clock() if ending is None else ending) // 60)
+        with self._lock:
+            return [self._minutes.get(m, 0) for m in range(last - minutes + 1, last + 1)]
+
+    def recent(self, minutes: int = 5) -> int:
+        return sum(self.per_minute(minutes))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._minutes.clear()
+
+
+class ErrorCountHandler(logging.Handler):
+    """Counts every ERROR/CRITICAL record that reaches the root logger (never formats or writes)."""
+
+    def __init__(self, counter: ErrorCounter) -> None:
+        super().__init__(level=logging.ERROR)
+        self.counter = counter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counter.add()
+
+
+_error_counter: ErrorCounter | None = None
+_error_counter_lock = threading.Lock()
+
+
+def error_counter() -> ErrorCounter:
+    """This process's error counter (logging is per process), created on first use."""
+    global _error_counter
+    with _error_counter_lock:
+        if _error_counter is None:
+            _error_counter = ErrorCounter()
+        return _error_counter
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,6 +244,9 @@ def configure_logging(settings: Settings, *, console: bool = True) -> None:
     access.addHandler(
         _file_handler(log_dir / LOG_FILES["access"], settings.log_keep_days, "access", external)
     )
+    counting = ErrorCountHandler(error_counter())
+    counting.name = _HANDLER_PREFIX + "error-count"
+    root.addHandler(counting)
     if console:
         stream = logging.StreamHandler(sys.stderr)
         stream.name = _HANDLER_PREFIX + "console"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from server.providers.registry import ProviderRegistry
     from server.security.desktop_token import DesktopToken
     from server.security.secret_store import SecretStore
+    from server.services.alert_history import AlertNotifier
     from server.services.alerts import AlertCenter
     from server.services.backups import BackupScheduler
     from server.services.chat import StreamRegistry
@@ -60,6 +61,8 @@ class Runtime:
     streams: StreamRegistry | None = None
     metrics: MetricsCollector | None = None
     alerts: AlertCenter | None = None
+    #: The alert history writer and the outbound channels' delivery loop (services/alert_history.py).
+    alert_notifier: AlertNotifier | None = None
     backup_scheduler: BackupScheduler | None = None
     #: The supervised ``ollama serve`` (when this instance manages one) and this process's pulls.
     ollama_daemon: OllamaDaemon | None = None

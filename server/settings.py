@@ -309,6 +309,51 @@ class Settings(BaseSettings):
         description="Days the audit log (sign-ins, user, key, provider, backup, model and settings changes) "
         "is kept; older entries are pruned daily.",
     )
+    alert_days: int = Field(
+        default=90,
+        ge=1,
+        le=36500,
+        description="Days the alert history (alerts raised and resolved, every instance) and the alert "
+        "deliveries are kept; older entries are pruned daily.",
+    )
+    log_surge_warning_factor: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=1000,
+        description="Error-log surge: a warning when the ERROR/CRITICAL log records of the last 5 minutes "
+        "exceed this many times the 5-minute average of the hour before.",
+    )
+    log_surge_alert_factor: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=10000,
+        description="Error-log surge: an alert at this many times the baseline (at least the warning one).",
+    )
+    log_surge_floor: int = Field(
+        default=10,
+        ge=1,
+        le=1_000_000,
+        description="Error-log surge: fewest ERROR/CRITICAL records in the last 5 minutes that can count as "
+        "a surge, so one error on a quiet server is not one.",
+    )
+    tls_cert_files: CsvList = Field(
+        default_factory=list,
+        description="Certificate files (PEM) whose expiry doctor and the daily check watch (14 days: "
+        "warning, 3 days: alert). Default: the ssl_certificate files of the shipped nginx configuration.",
+    )
+    alert_delivery_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Attempts to deliver one alert to one channel (webhook or e-mail) before it is marked "
+        "failed; retries back off exponentially (alert_retry_seconds, doubled each time, at most 1 h).",
+    )
+    alert_retry_seconds: float = Field(
+        default=30.0,
+        ge=0.01,
+        le=3600,
+        description="First back-off before a failed alert delivery is retried.",
+    )
     metrics_thresholds: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="Overrides of the (warning, alert) thresholds, JSON such as "
@@ -496,7 +541,7 @@ class Settings(BaseSettings):
         description="The longest cool-down of a host that keeps failing.",
     )
 
-    @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", "trusted_proxies", "tls_cert_files", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)

@@ -3,6 +3,8 @@
 - ``/assets/*`` (hashed by Vite) are cached for a year as immutable; ``index.html`` is never cached.
 - Client routes (``/chat/123``) fall back to ``index.html``; unknown ``/api/*`` paths stay JSON 404s.
 - Any path that resolves outside the dist directory (``..``, encoded forms, symlinks) is a 404.
+- A method an API path does not serve (the UI is mounted at ``/`` after the API, so such a request lands
+  here) is a 405 whose ``Allow`` header lists the methods it does serve (RFC 9110).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
+
+from server.api.methods import allowed_methods, method_not_allowed
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
@@ -99,15 +103,16 @@ class StaticUI:
 
     def respond(self, request: Request) -> Response:
         path = request.url.path
+        allowed = allowed_methods(request.scope, path)
+        if allowed:  # an API path, but not this method
+            return method_not_allowed(path, allowed)
         if path == "/v1" or path.startswith("/v1/"):  # the OpenAI-compatible API's shape (server/api/v1)
             error = {"message": "no such endpoint", "type": "invalid_request_error", "code": "not_found"}
             return JSONResponse({"error": {**error, "param": None}}, 404)
-        if request.method not in ("GET", "HEAD"):
-            return JSONResponse(
-                {"code": "method_not_allowed", "message": "method not allowed", "detail": None}, 405
-            )
         if path == "/api" or path.startswith("/api/"):
             return JSONResponse({"code": "not_found", "message": "no such API endpoint", "detail": None}, 404)
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed(path, ["GET", "HEAD"])
         index = self.root / "index.html"
         if not index.is_file():
             return HTMLResponse(_NOT_BUILT, headers={"Cache-Control": NO_CACHE})

@@ -42,8 +42,21 @@ def test_reference_parser_follows_abbreviations() -> None:
 
 @pytest.mark.parametrize("doc", sorted(p.name for p in DOCS.glob("*.md")))
 def test_named_tests_exist(doc: str) -> None:
+    missing = _missing_tests((DOCS / doc).read_text(encoding="utf-8"))
+    assert not missing, f"{doc} names tests that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_tests_readme_names_tests_that_exist() -> None:
+    """tests/README.md maps the security test plan to the tests that cover it: each one it names exists."""
+    text = (ROOT / "tests" / "README.md").read_text(encoding="utf-8")
+    assert len(re.findall(r"^\| [A-G]\d \|", text, re.M)) == 40
+    missing = _missing_tests(text)
+    assert not missing, "tests/README.md names tests that do not exist:\n" + "\n".join(missing)
+
+
+def _missing_tests(text: str) -> list[str]:
     missing = []
-    for path, name in _test_references((DOCS / doc).read_text(encoding="utf-8")):
+    for path, name in _test_references(text):
         source = ROOT / path
         name = name.split("[")[0].strip()
         if not source.is_file():
@@ -53,7 +66,7 @@ def test_named_tests_exist(doc: str) -> None:
                 missing.append(f"{path}::{name}")
         elif name not in source.read_text(encoding="utf-8"):
             missing.append(f"{path}::{name}")
-    assert not missing, f"{doc} names tests that do not exist:\n" + "\n".join(missing)
+    return missing
 
 
 def test_cited_ids_exist_in_docs() -> None:

@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.errors import DomainError
@@ -61,10 +61,17 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses to take: a NUL character in text on PostgreSQL, a number out of
+        # its range. The request's input, not a server fault.
+        log.info("database refused a value: %s", str(exc.orig).splitlines()[0] if exc.orig else exc)
+        return error_response(422, "invalid_input", "a value in the request cannot be stored or searched for")
+
     @app.exception_handler(OperationalError)
     async def _db(_: Request, exc: OperationalError) -> JSONResponse:
         text = str(exc.orig).lower() if exc.orig else ""
-        if "disk is full" in text or "database or disk is full" in text:
+        if "disk is full" in text or "no space left on device" in text:  # SQLite; PostgreSQL
             return error_response(
                 507, "disk_full", "the disk holding the database is full; free space and retry"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.api.routes import (  # operations
+    alert_channels,
     alerts,
     audit,
     auth,
@@ -71,6 +72,7 @@ def build_api_router() -> APIRouter:
         logs,
         metrics,
         alerts,
+        alert_channels,
         usage,
         audit,
     ):

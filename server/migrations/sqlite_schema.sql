@@ -104,7 +104,7 @@ CREATE TABLE messages (
 	timings JSON, 
 	id CHAR(32) NOT NULL, 
 	created_at DATETIME NOT NULL, 
-	updated_at DATETIME NOT NULL, 
+	updated_at DATETIME NOT NULL, served_by JSON, instance_id VARCHAR(64), incarnation_id VARCHAR(32), 
 	CONSTRAINT pk_messages PRIMARY KEY (id), 
 	CONSTRAINT ck_messages_role CHECK (role IN ('system', 'user', 'assistant')), 
 	CONSTRAINT ck_messages_status CHECK (status IN ('streaming', 'complete', 'stopped', 'error')), 
@@ -253,6 +253,57 @@ CREATE TABLE model_routes (
 	CONSTRAINT pk_model_routes PRIMARY KEY (id), 
 	CONSTRAINT uq_model_routes_name UNIQUE (name)
 );
+CREATE TABLE alert_events (
+	id CHAR(32) NOT NULL, 
+	at DATETIME NOT NULL, 
+	since DATETIME NOT NULL, 
+	"key" VARCHAR(200) NOT NULL, 
+	metric VARCHAR(64) NOT NULL, 
+	state VARCHAR(16) NOT NULL, 
+	level VARCHAR(16) NOT NULL, 
+	message VARCHAR(1000) NOT NULL, 
+	value VARCHAR(64), 
+	instance VARCHAR(255) NOT NULL, 
+	CONSTRAINT pk_alert_events PRIMARY KEY (id), 
+	CONSTRAINT uq_alert_events_once UNIQUE (instance, "key", state, at)
+);
+CREATE TABLE alert_channels (
+	id CHAR(32) NOT NULL, 
+	name VARCHAR(100) NOT NULL, 
+	kind VARCHAR(16) NOT NULL, 
+	enabled BOOLEAN NOT NULL, 
+	min_level VARCHAR(16) NOT NULL, 
+	quiet_start VARCHAR(5), 
+	quiet_end VARCHAR(5), 
+	repeat_minutes INTEGER NOT NULL, 
+	config JSON NOT NULL, 
+	has_secret BOOLEAN NOT NULL, 
+	last_status VARCHAR(16), 
+	last_error VARCHAR(500), 
+	last_attempt_at DATETIME, 
+	last_success_at DATETIME, 
+	created_at DATETIME NOT NULL, 
+	updated_at DATETIME NOT NULL, 
+	CONSTRAINT pk_alert_channels PRIMARY KEY (id), 
+	CONSTRAINT uq_alert_channels_name UNIQUE (name)
+);
+CREATE TABLE alert_deliveries (
+	id CHAR(32) NOT NULL, 
+	channel_id CHAR(32) NOT NULL, 
+	event_id CHAR(32) NOT NULL, 
+	"key" VARCHAR(200) NOT NULL, 
+	instance VARCHAR(255) NOT NULL, 
+	state VARCHAR(16) NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	attempts INTEGER NOT NULL, 
+	next_attempt_at DATETIME NOT NULL, 
+	last_error VARCHAR(500), 
+	created_at DATETIME NOT NULL, 
+	sent_at DATETIME, 
+	CONSTRAINT pk_alert_deliveries PRIMARY KEY (id), 
+	CONSTRAINT fk_alert_deliveries_channel_id_alert_channels FOREIGN KEY(channel_id) REFERENCES alert_channels (id) ON DELETE CASCADE, 
+	CONSTRAINT fk_alert_deliveries_event_id_alert_events FOREIGN KEY(event_id) REFERENCES alert_events (id) ON DELETE CASCADE
+);
 CREATE INDEX ix_shared_pulls_updated_at ON shared_pulls (updated_at);
 CREATE INDEX ix_conversations_user_id_pinned_updated_at ON conversations (user_id, pinned, updated_at);
 CREATE INDEX ix_conversations_user_id_updated_at ON conversations (user_id, updated_at);
@@ -274,6 +325,13 @@ CREATE INDEX ix_audit_entries_target ON audit_entries (target_kind, target_id);
 CREATE INDEX ix_limit_reservations_user_expires ON limit_reservations (user_id, expires_at);
 CREATE INDEX ix_limit_reservations_key_expires ON limit_reservations (key_id, expires_at);
 CREATE INDEX ix_providers_host_group ON providers (host_group);
+CREATE INDEX ix_messages_instance_id_status ON messages (instance_id, status);
+CREATE INDEX ix_alert_events_at ON alert_events (at);
+CREATE INDEX ix_alert_events_level ON alert_events (level);
+CREATE INDEX ix_alert_events_instance ON alert_events (instance);
+CREATE INDEX ix_alert_events_key_at ON alert_events ("key", at);
+CREATE INDEX ix_alert_deliveries_due ON alert_deliveries (status, next_attempt_at);
+CREATE INDEX ix_alert_deliveries_channel_key ON alert_deliveries (channel_id, "key", instance, created_at);
 CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages BEGIN INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content); END;
 CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content); END;
 CREATE TRIGGER messages_fts_au AFTER UPDATE OF content ON messages BEGIN INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content); INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content); END;

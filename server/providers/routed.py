@@ -82,7 +82,7 @@ class HostHealth:
     probe_latency_ms: float | None = None
     last_error: str | None = None
     streams_in_flight: int = 0
-    #: Upstream model names this host answered 404 for (removed from routing until a probe lists them).
+    #: Upstream model names this host answered 404 for (left out of routing until its next good probe).
     missing: set[str] = field(default_factory=set)
 
 
@@ -165,17 +165,16 @@ class HostHealthBook:
         health.missing.add(model)
         health.last_error = error
 
-    def record_probe(
-        self, key: str, ok: bool, *, latency_ms: float | None, error: str | None, models: Sequence[str] = ()
-    ) -> None:
+    def record_probe(self, key: str, ok: bool, *, latency_ms: float | None, error: str | None) -> None:
         """A probe's verdict. Success ends a cool-down (the host is back); failure counts as one."""
         health = self.host(key)
         health.probe_ok = ok
         health.probe_latency_ms = latency_ms
         if ok:
             self.record_success(key)
-            if models:
-                health.missing.difference_update(models)
+            # Models it answered 404 for are tried again (once each) after every successful probe: one
+            # may have been pulled there since.
+            health.missing.clear()
         else:
             self.record_failure(key, error or "the host did not answer the probe")
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.schemas.common import Page, StrictModel
+from server.schemas.common import JsonScalars, Page, StrictModel
 from server.schemas.message import ChatOptions, MessageRead, MessageRole, MessageStatusName
 
 EXPORT_FORMAT = "modeltrain.conversations"
@@ -68,9 +68,7 @@ SearchPage = Page[SearchHit]
 # --- export / import (version 1). Field names are part of the file format: change only with a version bump.
 
 
-class ExportMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExportMessage(StrictModel):
     id: str = Field(min_length=1, max_length=64)
     parent_id: str | None = Field(default=None, max_length=64)
     role: MessageRole
@@ -92,9 +90,7 @@ class ExportMessage(BaseModel):
         return value
 
 
-class ExportConversation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExportConversation(StrictModel):
     id: str = Field(min_length=1, max_length=64)
     title: str = Field(default="", max_length=300)
     title_edited: bool = False
@@ -114,7 +110,7 @@ class ExportConversation(BaseModel):
         return value
 
 
-class ConversationExport(BaseModel):
+class ConversationExport(JsonScalars):
     """The whole file. Unknown top-level keys are ignored (forward-compatible metadata); unknown keys
     inside conversations and messages are refused so nothing is silently dropped."""
 

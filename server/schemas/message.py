@@ -14,6 +14,11 @@ MessageRole = Literal["system", "user", "assistant"]
 MessageStatusName = Literal["streaming", "complete", "stopped", "error"]
 
 
+class ServedBy(BaseModel):
+    provider_id: str
+    name: str
+
+
 class MessageRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -29,6 +34,8 @@ class MessageRead(BaseModel):
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    #: A reply of a routed model (a host group or a route): the host that served it; null otherwise.
+    served_by: ServedBy | None = None
 
 
 class ChatOptions(StrictModel):

@@ -29,6 +29,8 @@ class _MetricValues(BaseModel):
     requests_15m: int
     active_streams: int
     ollama_state: str
+    #: ERROR/CRITICAL log records of the answering process in the last 5 minutes.
+    log_errors_5m: int = 0
 
 
 class MetricsCurrent(_MetricValues):

@@ -9,10 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from server.schemas.common import StrictModel
+from server.schemas.common import STRIPPED_TEXT_PATTERN, StrictModel
 
 #: A route's name is its model id in the picker and at ``/v1``: no spaces, no control characters.
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$")
+#: The same for the API document (the name is stripped first).
+ROUTE_NAME_PATTERN = r"^\s*[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}\s*$"
 MAX_TARGETS = 32
 
 
@@ -29,7 +31,7 @@ def _clean_route_name(value: str) -> str:
 class ModelRouteTarget(StrictModel):
     provider_id: uuid.UUID
     #: The model's name on that provider (as its model list spells it).
-    model: str = Field(min_length=1, max_length=256)
+    model: str = Field(min_length=1, max_length=256, json_schema_extra={"pattern": STRIPPED_TEXT_PATTERN})
     #: The smallest priority is tried first.
     priority: int = Field(default=0, ge=0, le=1000)
     #: Targets of one priority share the requests in proportion to their weights.
@@ -65,7 +67,7 @@ class ModelRouteRead(BaseModel):
 
 
 class ModelRouteCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": ROUTE_NAME_PATTERN})
     enabled: bool = True
     targets: list[ModelRouteTarget] = Field(min_length=1, max_length=MAX_TARGETS)
 
@@ -78,7 +80,9 @@ class ModelRouteCreate(StrictModel):
 class ModelRouteUpdate(StrictModel):
     """Omitted fields stay as they are; ``targets`` replaces the whole list."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=100, json_schema_extra={"pattern": ROUTE_NAME_PATTERN}
+    )
     enabled: bool | None = None
     targets: list[ModelRouteTarget] | None = Field(default=None, min_length=1, max_length=MAX_TARGETS)
 

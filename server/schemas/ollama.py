@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.schemas.common import StrictModel
+from server.schemas.common import MODEL_NAME_SCHEMA, StrictModel
 
 DaemonState = Literal["not_installed", "stopped", "starting", "running", "external", "crashed", "failed"]
 
 
 def _name(description: str = "Ollama model name, e.g. llama3.2:latest") -> Any:
-    return Field(min_length=1, max_length=600, description=description)
+    return Field(min_length=1, max_length=600, description=description, json_schema_extra=MODEL_NAME_SCHEMA)
 
 
 class RuntimeCheckError(BaseModel):
@@ -113,6 +113,7 @@ class OllamaModelCreate(StrictModel):
         min_length=1,
         max_length=600,
         description="Base model name (either this or modelfile)",
+        json_schema_extra=MODEL_NAME_SCHEMA,
     )
     system: str | None = Field(default=None, max_length=32_768)
     template: str | None = Field(default=None, max_length=32_768, description="Prompt template (Go template)")
@@ -147,6 +148,11 @@ class OllamaModelLoad(StrictModel):
     keep_alive: int | float | str | None = Field(
         default=None,
         description="Seconds or a duration ('10m'); -1 pins the model; omitted: Ollama's default",
+        # a string: the duration grammar services/ollama_admin.check_keep_alive enforces
+        json_schema_extra={
+            "pattern": r"^(?!.*\n)-?(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$",
+            "maxLength": 32,
+        },
     )
 
 
@@ -185,3 +191,63 @@ class OllamaPullRead(BaseModel):
 class OllamaPullPage(BaseModel):
     items: list[OllamaPullRead]
     total: int
+
+
+# --- Server-Sent Events of the streaming Ollama operations (documented by server/api/openapi.py) ----------
+
+
+class OllamaPullProgress(BaseModel):
+    """``progress`` of a pull: Ollama's status line and the byte counts of the layer being downloaded."""
+
+    name: str
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+    percent: float | None = None
+    bytes_per_s: float | None = None
+    eta_s: float | None = None
+    stalled: bool = False
+
+
+class OllamaPullDone(BaseModel):
+    """``done``: the pull succeeded (the last event)."""
+
+    name: str
+    status: Literal["success"]
+    elapsed_s: float
+
+
+class OllamaStreamError(BaseModel):
+    """``error``: the operation failed (the last event); ``code`` as in the JSON errors."""
+
+    code: str
+    message: str
+    detail: Any = None
+
+
+class OllamaPullFailed(OllamaStreamError):
+    """``error`` of a pull: the model's name with the error."""
+
+    name: str
+
+
+class OllamaJobProgress(BaseModel):
+    """``progress`` of a runtime install or a GGUF import: the phase, with its own counters."""
+
+    phase: str
+
+
+class OllamaRuntimeDone(BaseModel):
+    """``done`` of a runtime install or update: the version now installed (and more about it)."""
+
+    version: str
+
+
+class OllamaImportDone(BaseModel):
+    """``done`` of a GGUF import: the new model."""
+
+    name: str
+    digest: str
+    size: int
+    blob_reused: bool

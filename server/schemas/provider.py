@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from server.schemas.common import Page, StrictModel
+from server.schemas.common import SPACED_NAME_PATTERN, TOKEN_PATTERN, Page, StrictModel
 
 ProviderKind = Literal["ollama", "openai"]
 MAX_API_KEY_LENGTH = 4096
@@ -22,6 +22,14 @@ def _clean_name(value: str) -> str:
     if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
         raise ValueError("must not contain control characters")
     return value
+
+
+#: What _clean_name and _clean_key accept, stated in the API document.
+NAME_PATTERN = SPACED_NAME_PATTERN
+API_KEY_PATTERN = TOKEN_PATTERN
+#: The shape services/providers.validate_base_url requires (http or https, no credentials, query or
+#: fragment); where its host resolves is the network policy's to judge (docs/security.md, D3).
+BASE_URL_PATTERN = r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f\\?#@]+\s*$"
 
 
 def _clean_key(value: SecretStr | None) -> SecretStr | None:
@@ -125,10 +133,12 @@ class ProviderRead(BaseModel):
 
 
 class ProviderCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN})
     kind: ProviderKind
-    base_url: str = Field(min_length=1, max_length=2048)
-    api_key: SecretStr | None = Field(default=None, max_length=MAX_API_KEY_LENGTH)
+    base_url: str = Field(min_length=1, max_length=2048, json_schema_extra={"pattern": BASE_URL_PATTERN})
+    api_key: SecretStr | None = Field(
+        default=None, max_length=MAX_API_KEY_LENGTH, json_schema_extra={"pattern": API_KEY_PATTERN}
+    )
     is_default: bool = False
     enabled: bool = True
     model_allowlist: list[str] = Field(
@@ -163,9 +173,15 @@ class ProviderUpdate(StrictModel):
     """Omitted fields stay as they are. ``api_key``: a string replaces the key, ``null`` removes it.
     Changing ``base_url`` drops the stored key unless a new ``api_key`` comes in the same request."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    base_url: str | None = Field(default=None, min_length=1, max_length=2048)
-    api_key: SecretStr | None = Field(default=None, max_length=MAX_API_KEY_LENGTH)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN}
+    )
+    base_url: str | None = Field(
+        default=None, min_length=1, max_length=2048, json_schema_extra={"pattern": BASE_URL_PATTERN}
+    )
+    api_key: SecretStr | None = Field(
+        default=None, max_length=MAX_API_KEY_LENGTH, json_schema_extra={"pattern": API_KEY_PATTERN}
+    )
     is_default: bool | None = None
     enabled: bool | None = None
     model_allowlist: list[str] | None = Field(

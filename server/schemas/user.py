@@ -11,6 +11,8 @@ from server.schemas.common import Page, StrictModel
 
 Role = Literal["admin", "user"]
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+#: The same, for the API document: what normalize_email accepts (surrounding blanks are trimmed).
+EMAIL_PATTERN = r"^\s*[^@\s]{1,64}@[^@\s]{1,255}\s*$"
 
 
 def normalize_email(value: str) -> str:
@@ -34,7 +36,7 @@ class UserRead(BaseModel):
 
 
 class UserCreate(StrictModel):
-    email: str = Field(max_length=320)
+    email: str = Field(max_length=320, json_schema_extra={"pattern": EMAIL_PATTERN})
     password: str = Field(max_length=1024)
     display_name: str = Field(default="", max_length=100)
     role: Role = "user"

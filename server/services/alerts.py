@@ -2,6 +2,9 @@
 
 An alert is keyed (``metric:cpu``, ``backup:verification``...): raising an active key again updates its
 level/value/message but keeps ``since``; resolving it moves it to the recent list with ``until`` set.
+
+Every change (raised, changed level, resolved) is also queued as an :class:`AlertTransition` that the
+alert notifier (services/alert_history.py) drains into the shared history and the outbound channels.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import itertools
 import logging
 import threading
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pydantic import ValidationError
@@ -20,6 +24,22 @@ from server.schemas.alert import AlertFeed, AlertRead
 log = logging.getLogger(__name__)
 LEVELS = ("warning", "alert")
 RECENT_LIMIT = 100
+#: Transitions kept for the notifier; beyond this (no notifier running) the oldest are dropped.
+TRANSITIONS_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class AlertTransition:
+    """One change of an alert: ``state`` raised | changed | resolved, at ``at``."""
+
+    key: str
+    metric: str
+    state: str
+    level: str
+    message: str
+    value: float | str | None
+    since: datetime
+    at: datetime
 
 
 class AlertCenter:
@@ -28,6 +48,28 @@ class AlertCenter:
         self._active: dict[str, AlertRead] = {}
         self._recent: deque[AlertRead] = deque(maxlen=recent_limit)
         self._ids = itertools.count(1)
+        self._transitions: deque[AlertTransition] = deque(maxlen=TRANSITIONS_LIMIT)
+
+    def _note(self, alert: AlertRead, state: str, at: datetime) -> None:
+        self._transitions.append(
+            AlertTransition(
+                key=alert.key,
+                metric=alert.metric,
+                state=state,
+                level=alert.level,
+                message=alert.message,
+                value=alert.value,
+                since=alert.since,
+                at=at,
+            )
+        )
+
+    def drain_transitions(self) -> list[AlertTransition]:
+        """The changes since the last call, oldest first (the notifier stores and sends them)."""
+        with self._lock:
+            items = list(self._transitions)
+            self._transitions.clear()
+            return items
 
     def raise_alert(
         self,
@@ -57,10 +99,14 @@ class AlertCenter:
                 self._active[key] = alert
                 self._recent.appendleft(alert)
                 log.warning("alert raised: %s (%s) %s", key, level, message)
+                self._note(alert, "raised", now)
             else:
-                if alert.level != level:
+                changed = alert.level != level
+                if changed:
                     log.warning("alert %s is now %s: %s", key, level, message)
                 alert.level, alert.value, alert.message = level, value, message
+                if changed:
+                    self._note(alert, "changed", now)
             return alert
 
     def resolve(self, key: str, now: datetime | None = None) -> None:
@@ -69,6 +115,7 @@ class AlertCenter:
             if alert is not None:
                 alert.until = now or datetime.now(timezone.utc)
                 log.info("alert resolved: %s", key)
+                self._note(alert, "resolved", alert.until)
 
     def active(self) -> list[AlertRead]:
         with self._lock:

@@ -83,6 +83,9 @@ class AuditAction(StrEnum):
     MODEL_DELETED = "model.deleted"
     MODEL_CREATED = "model.created"
     SETTINGS_CHANGED = "settings.changed"
+    ALERT_CHANNEL_CREATED = "alert_channel.created"
+    ALERT_CHANNEL_CHANGED = "alert_channel.changed"
+    ALERT_CHANNEL_DELETED = "alert_channel.deleted"
 
 
 class AuditOutcome(StrEnum):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 import uuid
@@ -27,7 +28,7 @@ from typing import Any, cast
 
 import anyio
 from anyio import to_thread
-from sqlalchemy import CursorResult, Table, update
+from sqlalchemy import CursorResult, Table, select, update
 from sqlalchemy.orm import Session
 
 from server import aio
@@ -44,6 +45,7 @@ from server.services import limits as limits_service
 from server.services import models as models_service
 from server.services import usage as usage_service
 from server.services.models import ResolvedModel
+from server.services.reply_owner import Incarnation
 from server.stream_events import KEEPALIVE, ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,16 @@ class StreamRegistry:
         self.background: set[asyncio.Task] = set()
         self._write_limiter: anyio.CapacityLimiter | None = None
         self.heartbeat: asyncio.Task | None = None
+        #: This process's incarnation (services/reply_owner.py), named by every reply it streams; set by
+        #: :func:`startup`.
+        self.incarnation: Incarnation | None = None
+
+    def owner(self) -> dict[str, str | None]:
+        """The owner columns of a new reply: none when the incarnation holds no lock file."""
+        inc = self.incarnation
+        if inc is None or not inc.claimed:
+            return {"instance_id": None, "incarnation_id": None}
+        return {"instance_id": inc.instance_id, "incarnation_id": inc.id}
 
     @property
     def count(self) -> int:
@@ -201,8 +213,9 @@ def _build_request(
     return ChatRequest(model=resolved.upstream_model, messages=messages, options=merged, think=think)
 
 
-def _new_assistant(conv: Conversation, parent_id: uuid.UUID, model_id: str) -> Message:
+def _new_assistant(runtime: Runtime, conv: Conversation, parent_id: uuid.UUID, model_id: str) -> Message:
     return Message(
+        **registry(runtime).owner(),
         id=uuid.uuid4(),
         conversation_id=conv.id,
         parent_id=parent_id,
@@ -269,7 +282,7 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         updated_at=now,
     )
     session.add(user_msg)
-    reply = _new_assistant(conv, user_msg.id, body.model)
+    reply = _new_assistant(runtime, conv, user_msg.id, body.model)
     session.add(reply)
     if not conv.title:
         conv.title = conversations_service.fallback_title(body.content)
@@ -313,7 +326,7 @@ def prepare_regenerate(
     path = _ancestors(existing, prompt_id)
     options = body.options.compact() if body.options else {}
     request = _build_request(resolved, conv, _history(path), options)
-    reply = _new_assistant(conv, prompt_id, model_id)
+    reply = _new_assistant(runtime, conv, prompt_id, model_id)
     session.add(reply)
     conv.updated_at = utcnow()
     conv.model = model_id
@@ -390,6 +403,10 @@ def message_dict(m: Message) -> dict[str, Any]:
     return MessageRead.model_validate(m).model_dump(mode="json")
 
 
+#: The error of a reply whose process stopped while it streamed (kept with its partial text).
+INTERRUPTED = {"code": "interrupted", "message": "the server stopped while this reply was streaming"}
+
+
 def recover_interrupted(
     runtime: Runtime, *, live: Iterable[uuid.UUID] = (), now: datetime | None = None
 ) -> int:
@@ -413,13 +430,41 @@ def recover_interrupted(
             .where(*conditions)
             .values(
                 status=MessageStatus.ERROR.value,
-                error={"code": "interrupted", "message": "the server stopped while this reply was streaming"},
+                error=INTERRUPTED,
             )
             .execution_options(synchronize_session=False)
         )
         count = result.rowcount or 0
     if count:
         log.warning("marked %d interrupted replies as errors", count)
+    return count
+
+
+def recover_own(runtime: Runtime) -> int:
+    """Mark interrupted, at once, the replies a previous incarnation of this instance left ``streaming``
+    (its process is gone: its lock file is free). Replies of live processes, of other hosts or data
+    directories, and of no known owner are left to the staleness rule. Returns how many were marked."""
+    inc = registry(runtime).incarnation
+    if inc is None or not inc.claimed:
+        return 0
+    mine = (Message.instance_id == inc.instance_id, Message.status == MessageStatus.STREAMING.value)
+    with session_scope(runtime.session_factory) as session:
+        found = session.scalars(
+            select(Message.incarnation_id).where(*mine, Message.incarnation_id != inc.id).distinct()
+        )
+        dead = [i for i in found if i and not inc.is_alive(i)]
+        count = 0
+        if dead:
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE's result
+                update(Message)
+                .where(*mine, Message.incarnation_id.in_(dead))
+                .values(status=MessageStatus.ERROR.value, error=INTERRUPTED)
+                .execution_options(synchronize_session=False)
+            )
+            count = result.rowcount or 0
+    inc.sweep()
+    if count:
+        log.warning("marked %d replies of this instance's previous run as interrupted", count)
     return count
 
 
@@ -449,6 +494,29 @@ async def _heartbeat(runtime: Runtime) -> None:
             log.warning("chat heartbeat failed", exc_info=True)
 
 
+#: The error a reply ends with when its final write finds the disk full: the reply is not kept beyond
+#: its last saved batch (the row, left ``streaming``, is swept as interrupted once there is room).
+DISK_FULL = {
+    "code": "disk_full",
+    "message": "the server's disk is full: this reply could not be saved; free some space and try again",
+}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's ``SQLITE_FULL``, PostgreSQL's or the OS's ENOSPC/EDQUOT, wrapped or not."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen).lower()
+        if "database or disk is full" in text or "no space left on device" in text:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 # --- steps 2 and 3: stream and forward ------------------------------------------------------------------
 
 
@@ -460,6 +528,8 @@ class _Outcome:
     usage: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
     message: dict[str, Any] = field(default_factory=dict)
+    #: A routed model (several hosts): the host that served the reply (providers/routed.py).
+    served_by: dict[str, str] | None = None
 
 
 class ChatStream:
@@ -553,6 +623,7 @@ class ChatStream:
                             elif isinstance(event, Done):
                                 outcome.usage = dict(event.usage or {})
                                 outcome.timings = dict(event.timings or {})
+                                outcome.served_by = event.served_by
                                 outcome.status = MessageStatus.COMPLETE.value
                                 break
                 if outcome.status != MessageStatus.COMPLETE.value:
@@ -673,14 +744,18 @@ class ChatStream:
                 "error": outcome.error,
                 "usage": outcome.usage or None,
                 "timings": outcome.timings or None,
+                "served_by": outcome.served_by,
             }
             self.db_writes += 1
             outcome.message = await asyncio.shield(
                 self._to_thread(_persist_final, self.runtime, self.plan, values, self._real_tokens())
             )
-        except Exception:
+        except Exception as exc:
             log.exception("could not save the final reply")
             outcome.message = {"id": str(self.plan.assistant_message_id), "status": outcome.status}
+            if is_disk_full(exc):  # the user learns the reply is not kept (docs/security.md, E6)
+                outcome.status = MessageStatus.ERROR.value
+                outcome.error = DISK_FULL
         finally:
             if admission is not None:
                 if admission.settled:
@@ -981,8 +1056,14 @@ async def generate_title(runtime: Runtime, plan: ChatPlan, reply: str) -> str | 
 
 
 def startup(runtime: Runtime) -> None:
-    """Create the registry and mark replies interrupted by a crash (call from the lifespan, in a thread)."""
-    registry(runtime)
+    """Create the registry, claim this incarnation, and mark replies interrupted by a crash: this
+    instance's own at once, the others' once stale (call from the lifespan, in a thread)."""
+    reg = registry(runtime)
+    if reg.incarnation is None:
+        reg.incarnation = Incarnation(runtime.settings)
+    if not reg.incarnation.claimed:  # again after a shutdown of the same app
+        reg.incarnation.claim()
+    recover_own(runtime)
     recover_interrupted(runtime)
 
 
@@ -1009,3 +1090,5 @@ async def shutdown(runtime: Runtime, timeout: float = 10.0) -> None:
         task.cancel()
     if reg.background:
         await asyncio.wait(list(reg.background), timeout=2)
+    if reg.incarnation is not None:
+        reg.incarnation.release()

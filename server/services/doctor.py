@@ -348,6 +348,25 @@ def check_deployment(
     return Check("deploy", True, "; ".join(notes))
 
 
+def check_certificates(settings: Settings, now: datetime | None = None) -> Check:
+    """TLS certificates (services/certificates.py): the nginx ones or MODELTRAIN_TLS_CERT_FILES, and the
+    LAN ones; expiring within 14 days fails (3 days: an alert on the System page and the channels)."""
+    from server.services import certificates
+
+    statuses = certificates.check_all(settings, now)
+    if not statuses:
+        return Check("certs", True, "no TLS certificate files configured (plain HTTP or no LAN HTTPS yet)")
+    bad = [s for s in statuses if s.level != "normal"]
+    if bad:
+        return Check(
+            "certs",
+            False,
+            "; ".join(f"{s.level}: {s.detail}" for s in bad),
+            "renew the certificate (certbot renew, then reload nginx); the LAN one renews itself at start",
+        )
+    return Check("certs", True, "; ".join(s.detail for s in statuses))
+
+
 CHECKS: list[tuple[str, Callable[[Settings], Check]]] = [
     ("port", check_port),
     ("database", check_database),
@@ -357,6 +376,7 @@ CHECKS: list[tuple[str, Callable[[Settings], Check]]] = [
     ("ollama", check_ollama),
     ("logs", check_logs),
     ("deploy", check_deployment),
+    ("certs", check_certificates),
 ]
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import psutil
 from pydantic import ValidationError
 
-from server import aio
+from server import aio, log_setup
 from server.health_levels import DEFAULT_THRESHOLDS, OLLAMA_NORMAL, classify, ollama_status
 from server.runtime import Runtime
 from server.schemas.metric import MetricsCurrent
@@ -197,6 +197,7 @@ class MetricsCollector:
             "requests_15m": fifteen["requests"],
             "active_streams": self._active_streams(),
             "ollama_state": self._probe_ollama_state(),
+            "log_errors_5m": log_setup.error_counter().recent(5),
             "windows": {"1m": one, "15m": fifteen},
         }
 
@@ -472,6 +473,12 @@ def render_prometheus(collector: MetricsCollector) -> str:
         [(f'{{metric="{m}"}}', _STATUS_VALUE[s]) for m, s in status.items()],
     )
     metric("modeltrain_alerts_active", "gauge", "Active alerts.", [("", len(collector.alerts.active()))])
+    metric(
+        "modeltrain_log_errors_5m",
+        "gauge",
+        "ERROR/CRITICAL log records of this process in the last 5 minutes (the error-log surge alert).",
+        [("", cur["log_errors_5m"])],
+    )
     gpus = report["gpus"]
     if gpus:
         for name_, key, help_text in (

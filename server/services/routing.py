@@ -99,13 +99,7 @@ class HostRouter:
                 client, host.kind, host.base_url, api_key=host.api_key, timeout=self.probe_timeout
             )
             self.probes[host.key] = result
-            self.book.record_probe(
-                host.key,
-                result.ok,
-                latency_ms=result.latency_ms,
-                error=result.error,
-                models=[m["name"] for m in result.loaded],
-            )
+            self.book.record_probe(host.key, result.ok, latency_ms=result.latency_ms, error=result.error)
 
         await asyncio.gather(*(one(h) for h in hosts if h.enabled))
         self.probe_rounds += 1

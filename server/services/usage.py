@@ -371,7 +371,9 @@ class UsageQuery:
 def _range(q: UsageQuery) -> tuple[date, date]:
     today = utcnow().date()
     day_to = q.day_to or today
-    day_from = q.day_from or (day_to - timedelta(days=29))
+    day_from = q.day_from or (
+        day_to - timedelta(days=29) if day_to > date.min + timedelta(days=29) else date.min
+    )
     if day_from > day_to:
         raise InvalidInput("'from' is after 'to'", code="usage_range_invalid")
     return day_from, day_to
@@ -406,8 +408,10 @@ def list_usage(session: Session, user: User, q: UsageQuery) -> list[dict[str, An
     if q.granularity == "raw":
         r = UsageRecord
         start = datetime.combine(day_from, dt_time(0), tzinfo=timezone.utc)
-        end = datetime.combine(day_to + timedelta(days=1), dt_time(0), tzinfo=timezone.utc)
-        stmt = select(r).where(r.created_at >= start, r.created_at < end)
+        stmt = select(r).where(r.created_at >= start)
+        if day_to < date.max:  # the last day included (9999-12-31 has no next day to stop before)
+            end = datetime.combine(day_to + timedelta(days=1), dt_time(0), tzinfo=timezone.utc)
+            stmt = stmt.where(r.created_at < end)
         if q.user_id is not None:
             stmt = stmt.where(r.user_id == q.user_id)
         if q.key_id is not None:

@@ -111,6 +111,15 @@ def _postgres_drop_databases() -> Iterator[None]:
             _PG["cluster"].drop_database(url)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_error_counter() -> None:
+    """The process's error-log counter (the surge alert) starts empty in each test: errors other tests
+    logged must not raise a surge alert in this one."""
+    from server.log_setup import error_counter
+
+    error_counter().clear()
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides) -> Settings:

@@ -15,6 +15,7 @@ from sqlalchemy import update
 from server.app import create_app
 from server.db.models import Conversation, Message
 from server.services import chat as chat_service
+from server.services import reply_owner
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 from tests.fakes.fake_openai import FakeOpenAI
@@ -617,8 +618,12 @@ def test_stream_payloads_validate_against_the_declared_schemas(client, user_toke
 def test_the_openapi_document_describes_the_stream_events(app) -> None:
     doc = app.openapi()
     for path in ("/api/chat", "/api/chat/{message_id}/regenerate"):
-        content = doc["paths"][path]["post"]["responses"]["200"]["content"]
-        assert content["text/event-stream"]["schema"]["$ref"] == "#/components/schemas/ChatStreamEvent"
+        stream = doc["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+        # one variant per event: its name, and its data lines as JSON of the payload (server/api/openapi.py)
+        events = {v["properties"]["event"]["const"]: v["properties"]["data"] for v in stream["oneOf"]}
+        assert set(events) == {"meta", "delta", "done", "error", "title"}
+        assert events["meta"]["contentSchema"]["$ref"] == "#/components/schemas/ChatStreamMeta"
+    # the parsed form {event, data}, which the web UI's types use
     mapping = doc["components"]["schemas"]["ChatStreamEvent"]["discriminator"]["mapping"]
     assert set(mapping) == {"meta", "delta", "done", "error", "title"}
 
@@ -671,3 +676,75 @@ def test_a_live_reply_of_another_instance_is_not_taken_for_a_crash(
     assert chat_service.recover_interrupted(runtime, live=[mid], now=later) == 0  # still ours: kept
     assert chat_service.recover_interrupted(runtime, now=later) == 1
     assert message_row(app, mid)["status"] == "error"
+
+
+def _set_owner(app, mid: uuid.UUID, instance_id: str, incarnation_id: str) -> None:
+    """The reply is ``streaming`` right now (fresh), streamed by ``instance_id`` / ``incarnation_id``."""
+    with app.state.runtime.session_factory() as s:
+        s.execute(
+            update(Message)
+            .where(Message.id == mid)
+            .values(
+                status="streaming",
+                instance_id=instance_id,
+                incarnation_id=incarnation_id,
+                updated_at=datetime.now(timezone.utc),
+            )
+        )
+        s.commit()
+
+
+def test_a_reply_names_the_instance_and_incarnation_streaming_it(client, user_token, chat_model, app) -> None:
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "who streams this"})
+    mid = uuid.UUID(events[0].data["assistant_message_id"])
+    incarnation = app.state.runtime.streams.incarnation
+    assert incarnation.claimed and incarnation.path(incarnation.id).exists()
+    with app.state.runtime.session_factory() as s:
+        row = s.get(Message, mid)
+        assert (row.instance_id, row.incarnation_id) == (incarnation.instance_id, incarnation.id)
+    assert incarnation.instance_id == reply_owner.instance_id(app.state.runtime.settings)
+
+
+def test_own_replies_of_a_crashed_run_are_marked_interrupted_at_once(
+    client, user_token, chat_model, app
+) -> None:
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "before the kill -9"})
+    mid = uuid.UUID(events[0].data["assistant_message_id"])
+    settings = app.state.runtime.settings
+    # Written a moment ago by a previous run of this instance, whose process is gone (no lock held).
+    crashed = reply_owner.Incarnation(settings)
+    assert crashed.claim()
+    _set_owner(app, mid, crashed.instance_id, crashed.id)
+    crashed.release()
+    restarted = create_app(settings)
+    with TestClient(restarted, base_url=BASE_URL):
+        row = message_row(restarted, mid)  # right after the start: no staleness waited for
+    assert row["status"] == "error" and row["error"]["code"] == "interrupted"
+    assert row["content"]  # the partial text is kept
+
+
+def test_a_live_process_of_the_same_instance_keeps_its_streaming_reply(
+    client, user_token, chat_model, app
+) -> None:
+    _, events, _, _ = chat(client, user_token, {"model": chat_model.id, "content": "a sibling worker"})
+    mid = uuid.UUID(events[0].data["assistant_message_id"])
+    settings = app.state.runtime.settings
+    sibling = reply_owner.Incarnation(settings)  # e.g. another gunicorn worker on this data directory
+    assert sibling.claim()
+    try:
+        _set_owner(app, mid, sibling.instance_id, sibling.id)
+        restarted = create_app(settings)
+        with TestClient(restarted, base_url=BASE_URL):
+            assert message_row(restarted, mid)["status"] == "streaming"
+        # Another host or data directory with the same incarnation id: never this instance's to judge.
+        _set_owner(app, mid, "another-host-or-data-dir", uuid.uuid4().hex)
+        restarted = create_app(settings)
+        with TestClient(restarted, base_url=BASE_URL):
+            assert message_row(restarted, mid)["status"] == "streaming"
+    finally:
+        sibling.release()
+    # Once the sibling is gone, the next start marks it at once.
+    _set_owner(app, mid, sibling.instance_id, sibling.id)
+    restarted = create_app(settings)
+    with TestClient(restarted, base_url=BASE_URL):
+        assert message_row(restarted, mid)["error"]["code"] == "interrupted"

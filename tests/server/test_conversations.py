@@ -81,8 +81,10 @@ def test_detail_has_every_branch(client: TestClient, user_token: str) -> None:
         "usage",
         "timings",
         "error",
+        "served_by",
     }
     assert set(d["messages"][0]) == keys
+    assert d["messages"][0]["served_by"] is None  # not a routed model
 
 
 def test_patch_title_sets_title_edited_and_validates(client: TestClient, user_token: str) -> None:

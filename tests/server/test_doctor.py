@@ -81,6 +81,7 @@ def test_a_good_setup_passes_every_check(ollama: FakeOllama, capsys: pytest.Capt
         "ollama",
         "logs",
         "deploy",
+        "certs",
     ]
     assert all(line.startswith("[PASS]") for line in lines), out
     assert "all checks passed" in out
@@ -93,7 +94,7 @@ def test_bad_config_fails_with_the_fix_and_skips_the_rest(
     assert cli_main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] config" in out and "DATABASE_URL" in out and "fix: use sqlite:///PATH" in out
-    assert out.count("[SKIP]") == 8
+    assert out.count("[SKIP]") == 9
 
 
 def test_port_taken_by_another_program(
@@ -189,6 +190,22 @@ def test_unwritable_log_dir_fails(
     check = results()["logs"]
     assert not check.ok and "not writable" in check.detail and "MODELTRAIN_LOG_DIR" in check.fix
     assert cli_main(["doctor"]) == 1
+
+
+def test_an_expiring_certificate_fails_doctor(
+    ollama: FakeOllama, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tests.server.services.test_certificates import write_cert
+
+    _good_setup(capsys)
+    cert = write_cert(env / "fullchain.pem", timedelta(days=5), datetime.now(timezone.utc))
+    monkeypatch.setenv("MODELTRAIN_TLS_CERT_FILES", str(cert))
+    assert cli_main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert f"[FAIL] certs     warning: {cert}: expires on" in out
+    assert "certbot renew" in out
 
 
 def test_deployed_setup_checks(make_settings, tmp_path: Path) -> None:

@@ -148,6 +148,20 @@ def test_v1_lists_a_group_model_once_under_the_group_slug(
     assert answer.choices[0].message.content == "routed answer"
 
 
+def test_v1_embeddings_through_a_group_fail_over(
+    client: TestClient, user_token: str, farm: list[dict], fakes: list[FakeOllama]
+) -> None:
+    r = client.post("/api/keys", json={"name": f"k-{uuid.uuid4().hex[:6]}"}, headers=bearer(user_token))
+    sdk = openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key=r.json()["key"], http_client=client, max_retries=0)
+    fakes[0].stop()
+    fakes[1].stop()
+    for _ in range(3):
+        result = sdk.embeddings.create(model="farm/nomic-embed-text:latest", input=["one", "two"])
+        assert len(result.data) == 2
+    embeds = sum(1 for request in fakes[2].requests if request == ("POST", "/api/embed"))
+    assert embeds == 3
+
+
 def test_v1_id_is_the_bare_name_when_the_group_holds_the_default_provider() -> None:
     default, other = uuid.uuid4(), uuid.uuid4()
     id_map = gateway.IdMap(
@@ -177,6 +191,21 @@ def test_chat_through_a_group_is_routed_by_weight(
         assert status == 200 and events[-1].event in ("done", "title")
     counts = [chats(f) for f in fakes]
     assert sum(counts) >= 30 and counts[2] > counts[0]  # weights 1, 2, 3 (titles are chats too)
+
+
+def test_the_reply_records_the_host_that_served_it(
+    client: TestClient, user_token: str, farm: list[dict]
+) -> None:
+    r = client.post("/api/chat", json={"model": GROUP_ID, "content": "hello"}, headers=bearer(user_token))
+    events, _ = parse_sse(r.text)
+    (done,) = [e for e in events if e.event == "done"]
+    served = done.data["message"]["served_by"]
+    assert served["name"] in {"GPU 0", "GPU 1", "GPU 2"}
+    assert served["provider_id"] in {p["id"] for p in farm}
+    conversation = events[0].data["conversation_id"]
+    detail = client.get(f"/api/conversations/{conversation}", headers=bearer(user_token)).json()
+    (reply,) = [m for m in detail["messages"] if m["role"] == "assistant"]
+    assert reply["served_by"] == served
 
 
 def test_failover_recovery_and_the_hosts_view(

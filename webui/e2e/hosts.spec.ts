@@ -92,3 +92,13 @@ test('an admin makes a route in Providers → Routes', async ({ page, request })
   expect(models.map((m) => m.id)).toContain(`route:${route?.id}`)
   await request.delete(`/api/routes/${route?.id}`, { headers: auth() })
 })
+
+test('the Models page offers to pull on every host of the picked host group', async ({ page }) => {
+  await signIn(page)
+  await page.goto('/models')
+  await page.locator('.host-picker .n-base-selection').click()
+  await page.locator('.n-base-select-option', { hasText: 'GPU box A' }).click()
+  await expect(page.locator('.host-picker')).toContainText('GPU box A')
+  await page.getByRole('button', { name: 'Pull model' }).first().click()
+  await expect(page.getByTestId('pull-every-host')).toContainText('Pull on every host of the group e2e-farm (2 hosts)')
+})

@@ -3,14 +3,15 @@ edits or deletes an entry; only retention prunes (``MODELTRAIN_AUDIT_DAYS``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from server.api.paging import OffsetParam
 from server.deps import AdminUser, SessionDep
 from server.schemas.audit import AuditActionList, AuditEntryRead, AuditPage
+from server.schemas.common import IsoDateTime
 from server.services import audit as audit_service
 
 router = APIRouter(prefix="/api", tags=["audit"])
@@ -32,10 +33,10 @@ def _query(
     ] = None,
     outcome: Annotated[audit_service.AuditOutcome | None, Query(description="Only this outcome.")] = None,
     time_from: Annotated[
-        datetime | None, Query(alias="from", description="Entries at or after this time (ISO 8601).")
+        IsoDateTime | None, Query(alias="from", description="Entries at or after this time (ISO 8601).")
     ] = None,
     time_to: Annotated[
-        datetime | None, Query(alias="to", description="Entries at or before this time (ISO 8601).")
+        IsoDateTime | None, Query(alias="to", description="Entries at or before this time (ISO 8601).")
     ] = None,
 ) -> audit_service.AuditQuery:
     return audit_service.AuditQuery(
@@ -58,7 +59,7 @@ def get_audit(
     session: SessionDep,
     q: QueryDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetParam = 0,
 ) -> AuditPage:
     rows, total = audit_service.list_entries(session, q, limit=limit, offset=offset)
     items = [AuditEntryRead.model_validate(audit_service.to_dict(e)) for e in rows]

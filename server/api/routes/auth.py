@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
+from server.api.openapi import raises
 from server.deps import AuditCtx, ClientIP, PendingUser, RuntimeDep, SessionDep, SettingsDep
+from server.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 from server.schemas.auth import DesktopPasswordSet, LoginRequest, PasswordChange, TokenRead
 from server.schemas.user import UserRead
 from server.security import desktop_token
@@ -46,7 +48,12 @@ def _token_read(opened: auth_service.AuthSession, *, desktop: bool = False) -> T
     )
 
 
-@router.post("/login", response_model=TokenRead, summary="Sign in with e-mail and password")
+@router.post(
+    "/login",
+    response_model=TokenRead,
+    responses=raises(Unauthorized, TooManyRequests),
+    summary="Sign in with e-mail and password",
+)
 def login(
     body: LoginRequest,
     request: Request,
@@ -69,7 +76,10 @@ def login(
 
 
 @router.post(
-    "/refresh", response_model=TokenRead, summary="Rotate the refresh cookie and get a new access token"
+    "/refresh",
+    response_model=TokenRead,
+    responses=raises(Unauthorized),
+    summary="Rotate the refresh cookie and get a new access token",
 )
 def refresh(
     request: Request, response: Response, session: SessionDep, runtime: RuntimeDep, client: ClientIP
@@ -119,7 +129,10 @@ def change_password(
 
 
 @router.post(
-    "/desktop", response_model=TokenRead, summary="Desktop app only: sign the owner in with the desktop token"
+    "/desktop",
+    response_model=TokenRead,
+    responses=raises(Unauthorized, NotFound),
+    summary="Desktop app only: sign the owner in with the desktop token",
 )
 def desktop_sign_in(
     request: Request, response: Response, session: SessionDep, runtime: RuntimeDep, client: ClientIP
@@ -140,7 +153,10 @@ def desktop_sign_in(
 
 
 @router.post(
-    "/desktop/password", response_model=TokenRead, summary="Desktop app only: set the initial password"
+    "/desktop/password",
+    response_model=TokenRead,
+    responses=raises(Unauthorized, NotFound, Conflict),
+    summary="Desktop app only: set the initial password",
 )
 def desktop_set_password(
     body: DesktopPasswordSet,

@@ -5,12 +5,16 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile, status
 from fastapi.responses import FileResponse
 
+from server.api.openapi import raises
 from server.deps import AdminUser, AuditCtx, RuntimeDep, SessionDep
+from server.errors import Conflict, InsufficientStorage, NotFound
 from server.schemas.backup import BackupCreate, BackupPage, BackupRead, BackupUpdate, RestoreRead
 from server.services import backups as backups_service
 from server.services.backups import audited as audited_backups
 
-router = APIRouter(prefix="/api/backups", tags=["backups"])
+router = APIRouter(
+    prefix="/api/backups", tags=["backups"], responses=raises(NotFound, Conflict, InsufficientStorage)
+)
 
 
 @router.get("", response_model=BackupPage, summary="List backups, newest first (admin)")

@@ -7,13 +7,28 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from server.api.openapi import raises, sse_events
 from server.api.sse import EventStreamResponse, encode_events
 from server.deps import ClientIP, CurrentUser, RuntimeDep, SessionDep
-from server.schemas.chat_stream import ChatStreamEvent
+from server.errors import Conflict, NotFound, PayloadTooLarge, TooManyRequests, Unavailable, UpstreamError
+from server.schemas.chat_stream import (
+    ChatStreamDelta,
+    ChatStreamDone,
+    ChatStreamError,
+    ChatStreamEvent,
+    ChatStreamMeta,
+    ChatStreamTitle,
+)
 from server.schemas.message import ChatCreate, ChatRegenerate, ChatStopRead
 from server.services import chat as chat_service
 
-router = APIRouter(prefix="/api/chat", tags=["chat"])
+#: Before the stream starts: the conversation or model not found, a stop of a reply not streaming, the
+#: limits, and the upstream's own refusal (busy, rate limited, failing, too slow) as an ordinary JSON error.
+router = APIRouter(
+    prefix="/api/chat",
+    tags=["chat"],
+    responses=raises(NotFound, Conflict, PayloadTooLarge, TooManyRequests, UpstreamError, Unavailable, 504),
+)
 
 #: The events are documented as the ``text/event-stream`` response's schema (one ``ChatStreamEvent`` per
 #: event: its name and its JSON data), so the OpenAPI document and the web UI's types carry every payload.
@@ -27,6 +42,15 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
     }
 }
 
+#: The same events, each with its own payload, as the builder documents a stream (server/api/openapi.py).
+_CHAT_EVENTS = sse_events(
+    meta=ChatStreamMeta,
+    delta=ChatStreamDelta,
+    done=ChatStreamDone,
+    error=ChatStreamError,
+    title=ChatStreamTitle,
+)
+
 
 def _respond(stream: chat_service.ChatStream, runtime: RuntimeDep) -> EventStreamResponse:
     return EventStreamResponse(
@@ -38,6 +62,7 @@ def _respond(stream: chat_service.ChatStream, runtime: RuntimeDep) -> EventStrea
 @router.post(
     "", response_class=EventStreamResponse, responses=_SSE_DOC, summary="Send a message, stream the reply"
 )
+@_CHAT_EVENTS
 async def chat(
     body: ChatCreate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep, ip: ClientIP
 ) -> EventStreamResponse:
@@ -51,6 +76,7 @@ async def chat(
     responses=_SSE_DOC,
     summary="A new sibling reply to the same prompt",
 )
+@_CHAT_EVENTS
 async def regenerate(
     message_id: uuid.UUID,
     body: ChatRegenerate,

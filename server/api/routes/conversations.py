@@ -9,6 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse, Response
 
+from server.api.paging import PageParam
 from server.deps import CurrentUser, SessionDep, SettingsDep
 from server.schemas.conversation import (
     ConversationDetail,
@@ -34,7 +35,7 @@ def _attachment(name: str) -> dict[str, str]:
 
 @router.get("", response_model=ConversationPage, summary="Your conversations, pinned first, newest first")
 def list_conversations(
-    user: CurrentUser, session: SessionDep, page: int = Query(1, ge=1), size: int = Query(50, ge=1, le=200)
+    user: CurrentUser, session: SessionDep, page: PageParam = 1, size: int = Query(50, ge=1, le=200)
 ) -> ConversationPage:
     items, total = conversations_service.list_conversations(session, user, page, size)
     return ConversationPage(items=items, total=total, page=page, size=size)
@@ -45,7 +46,7 @@ def search_conversations(
     user: CurrentUser,
     session: SessionDep,
     q: str = Query(..., min_length=1, max_length=500),
-    page: int = Query(1, ge=1),
+    page: PageParam = 1,
     size: int = Query(20, ge=1, le=100),
 ) -> SearchPage:
     hits, total = conversation_search.search_conversations(session, user, q, page, size)
@@ -94,7 +95,16 @@ def delete_conversation(conversation_id: uuid.UUID, user: CurrentUser, session: 
     conversations_service.delete_conversation(session, user, conversation_id)
 
 
-@router.get("/{conversation_id}/export", summary="Export one conversation as JSON or Markdown")
+@router.get(
+    "/{conversation_id}/export",
+    summary="Export one conversation as JSON or Markdown",
+    responses={
+        200: {
+            "description": "The conversation as an attachment: JSON, or Markdown with format=markdown",
+            "content": {"text/markdown": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def export_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,

@@ -16,13 +16,30 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from server.api.openapi import raises, sse_events
 from server.api.routes.ollama import KEEPALIVE_SECONDS, TargetDep
 from server.api.sse import EventStreamResponse, with_keepalive
 from server.deps import AdminUser, RuntimeDep, SessionDep
-from server.errors import InvalidInput
+from server.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UpstreamError,
+)
+from server.schemas.common import MODEL_NAME_SCHEMA
+from server.schemas.ollama import OllamaImportDone, OllamaJobProgress, OllamaStreamError
 from server.services import gguf_import
 
-router = APIRouter(prefix="/api/ollama", tags=["ollama"])
+router = APIRouter(
+    prefix="/api/ollama",
+    tags=["ollama"],
+    responses=raises(
+        NotFound, Conflict, PayloadTooLarge, InsufficientStorage, UpstreamError, Unavailable, 411
+    ),
+)
 
 #: nginx's "client closed request": nobody reads it, but the access log shows what happened.
 CLIENT_CLOSED = 499
@@ -76,13 +93,16 @@ _BODY: dict[str, Any] = {
     openapi_extra=_BODY,
     summary="Import a GGUF file (raw request body) as a model; streams progress (admin)",
 )
+@sse_events(progress=OllamaJobProgress, done=OllamaImportDone, error=OllamaStreamError)
 async def import_gguf(
     request: Request,
     _: AdminUser,
     session: SessionDep,
     runtime: RuntimeDep,
     target: TargetDep,
-    name: Annotated[str, Query(max_length=600, description="Name of the new model")],
+    name: Annotated[
+        str, Query(max_length=600, description="Name of the new model", json_schema_extra=MODEL_NAME_SCHEMA)
+    ],
     filename: Annotated[
         str | None, Query(max_length=255, description="The file's own name (kept as Ollama's file name)")
     ] = None,

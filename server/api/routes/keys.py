@@ -6,7 +6,9 @@ import uuid
 
 from fastapi import APIRouter, status
 
+from server.api.openapi import raises
 from server.deps import AdminUser, AuditCtx, CurrentUser, RuntimeDep, SessionDep
+from server.errors import Conflict, NotFound
 from server.schemas.api_key import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -17,7 +19,7 @@ from server.schemas.api_key import (
 )
 from server.services import api_keys as api_keys_service
 
-router = APIRouter(prefix="/api/keys", tags=["keys"])
+router = APIRouter(prefix="/api/keys", tags=["keys"], responses=raises(NotFound, Conflict))
 
 
 @router.post(

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from server.api.openapi import raises
 from server.deps import AdminUser, AuditCtx, RuntimeDep, SessionDep
+from server.errors import Conflict, NotFound
 from server.schemas.lan import LanRead, LanUpdate
 from server.services import lan as lan_service
 
-router = APIRouter(prefix="/api/lan", tags=["lan"])
+#: 409: no LAN switch on this host (a headless server); 404 (the certificate): LAN access never turned on.
+router = APIRouter(prefix="/api/lan", tags=["lan"], responses=raises(Conflict, NotFound))
 
 
 @router.get("", response_model=LanRead, summary="LAN access state and URL (admin)")

@@ -15,14 +15,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
+from server.api.openapi import raises
 from server.deps import AdminUser, RuntimeDep, SessionDep, authenticate_admin
+from server.errors import Unauthorized
 from server.schemas.metric import MetricsRead
 from server.security import desktop_token
 from server.security.network_guard import LOOPBACK_HOSTS, parse_host
 from server.services import metrics as metrics_service
 from server.services import usage as usage_service
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses=raises(Unauthorized))  # /metrics signs in only when not local
 _FORWARDING_HEADERS = (b"x-forwarded-for", b"x-forwarded-host", b"x-real-ip", b"forwarded")
 
 
@@ -51,9 +53,12 @@ def local_scrape_allowed(request: Request, trusted_proxies: list[str]) -> bool:
 
 
 async def metrics_access(request: Request, runtime: RuntimeDep, session: SessionDep) -> None:
-    """A plainly local request without any Authorization header, or what :data:`AdminUser` accepts."""
-    if not request.headers.getlist("authorization") and local_scrape_allowed(
-        request, runtime.settings.trusted_proxies
+    """A plainly local request without any Authorization header, or what :data:`AdminUser` accepts. The
+    desktop app has no local scrape: other OS users share a desktop's loopback (docs/security.md, A6)."""
+    if (
+        not runtime.settings.desktop_mode
+        and not request.headers.getlist("authorization")
+        and local_scrape_allowed(request, runtime.settings.trusted_proxies)
     ):
         return
     await authenticate_admin(request, runtime, session)

@@ -4,16 +4,20 @@ import uuid
 
 from fastapi import APIRouter, Query, status
 
+from server.api.openapi import raises
+from server.api.paging import PageParam
 from server.deps import CurrentUser, SessionDep
+from server.errors import Conflict, NotFound
 from server.schemas.model_config import ModelConfigCreate, ModelConfigPage, ModelConfigRead, ModelConfigUpdate
 from server.services import model_configs as model_configs_service
 
-router = APIRouter(prefix="/api/model-configs", tags=["model-configs"])
+#: 404: the provider or base model a preset names; 409: a name already taken.
+router = APIRouter(prefix="/api/model-configs", tags=["model-configs"], responses=raises(NotFound, Conflict))
 
 
 @router.get("", response_model=ModelConfigPage, summary="List presets: the shared ones and your own")
 def list_model_configs(
-    user: CurrentUser, session: SessionDep, page: int = Query(1, ge=1), size: int = Query(50, ge=1, le=200)
+    user: CurrentUser, session: SessionDep, page: PageParam = 1, size: int = Query(50, ge=1, le=200)
 ) -> ModelConfigPage:
     rows, total = model_configs_service.list_model_configs(session, user, page=page, size=size)
     return ModelConfigPage(

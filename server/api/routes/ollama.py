@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
+from server.api.openapi import raises, sse_events
 from server.api.sse import EventStreamResponse, ServerSentEvent, with_keepalive
 from server.deps import AdminUser, AuditCtx, CurrentUser, RuntimeDep, SessionDep
-from server.errors import NotFound
+from server.errors import Conflict, NotFound, Unavailable, UpstreamError
+from server.schemas.common import MODEL_NAME_SCHEMA
 from server.schemas.ollama import (
     OllamaLogsRead,
     OllamaModelCopy,
@@ -28,7 +31,10 @@ from server.schemas.ollama import (
     OllamaModelRead,
     OllamaModelRef,
     OllamaPullCreate,
+    OllamaPullDone,
+    OllamaPullFailed,
     OllamaPullPage,
+    OllamaPullProgress,
     OllamaPullRead,
     OllamaRunningPage,
     OllamaRunningRead,
@@ -39,7 +45,15 @@ from server.services.audit import AuditAction
 from server.services.ollama_admin import OllamaTarget
 from server.services.ollama_pulls import PullEvent, PullJob, PullManager
 
-router = APIRouter(prefix="/api/ollama", tags=["ollama"])
+#: 404: the `provider` named or the model; 409: a model or pull in the way; 502/503: Ollama failing or down.
+router = APIRouter(
+    prefix="/api/ollama", tags=["ollama"], responses=raises(NotFound, Conflict, UpstreamError, Unavailable)
+)
+
+#: A model name in the path: the grammar is documented; the service enforces it (422 invalid_model_name).
+ModelNamePath = Annotated[
+    str, PathParam(description="Ollama model name", json_schema_extra=MODEL_NAME_SCHEMA)
+]
 
 #: How long POST /pull waits for the first layer's disk check before it starts streaming.
 PULL_CHECK_TIMEOUT = 15.0
@@ -172,14 +186,16 @@ def create_model(
 
 
 @router.get("/models/{name:path}", response_model=OllamaModelDetailRead, summary="Model details")
-def show_model(name: str, _: CurrentUser, target: TargetDep) -> OllamaModelDetailRead:
+def show_model(name: ModelNamePath, _: CurrentUser, target: TargetDep) -> OllamaModelDetailRead:
     return OllamaModelDetailRead.model_validate(ollama_admin.show_model(target, name))
 
 
 @router.delete(
     "/models/{name:path}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model (admin)"
 )
-def delete_model(name: str, _: AdminUser, target: TargetDep, session: SessionDep, ctx: AuditCtx) -> None:
+def delete_model(
+    name: ModelNamePath, _: AdminUser, target: TargetDep, session: SessionDep, ctx: AuditCtx
+) -> None:
     ollama_admin.delete_model(target, name)
     ollama_runtime.record_model(session, ctx, AuditAction.MODEL_DELETED, target, name)
 
@@ -196,7 +212,7 @@ def list_running(_: CurrentUser, target: TargetDep) -> OllamaRunningPage:
 @router.post(
     "/running/{name:path}/unload", status_code=status.HTTP_204_NO_CONTENT, summary="Unload a model (admin)"
 )
-def unload_model(name: str, _: AdminUser, target: TargetDep) -> None:
+def unload_model(name: ModelNamePath, _: AdminUser, target: TargetDep) -> None:
     ollama_admin.unload_model(target, name)
 
 
@@ -205,7 +221,9 @@ def unload_model(name: str, _: AdminUser, target: TargetDep) -> None:
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Load a model; keep_alive -1 pins it (admin)",
 )
-def load_model(name: str, _: AdminUser, target: TargetDep, body: OllamaModelLoad | None = None) -> None:
+def load_model(
+    name: ModelNamePath, _: AdminUser, target: TargetDep, body: OllamaModelLoad | None = None
+) -> None:
     ollama_admin.load_model(target, name, body.keep_alive if body else None)
 
 
@@ -248,6 +266,7 @@ def _remote_event_stream(runtime: RuntimeDep, key: str) -> EventStreamResponse:
     responses=_SSE,
     summary="Pull a model; streams progress (admin). The pull continues if the client goes away.",
 )
+@sse_events(progress=OllamaPullProgress, done=OllamaPullDone, error=OllamaPullFailed)
 async def pull_model(
     body: OllamaPullCreate, _: AdminUser, runtime: RuntimeDep, target: TargetDep, ctx: AuditCtx
 ) -> EventStreamResponse:
@@ -282,8 +301,9 @@ def list_pulls(_: AdminUser, runtime: RuntimeDep, target: TargetDep, response: R
     responses=_SSE,
     summary="Re-attach to a pull's progress, on whichever instance runs it (admin)",
 )
+@sse_events(progress=OllamaPullProgress, done=OllamaPullDone, error=OllamaPullFailed)
 async def pull_events(
-    name: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep, target: TargetDep
+    name: ModelNamePath, _: AdminUser, runtime: RuntimeDep, session: SessionDep, target: TargetDep
 ) -> EventStreamResponse:
     ollama_admin.check_name(name)
     manager = ollama_runtime.get_pulls(runtime)
@@ -305,7 +325,12 @@ async def pull_events(
     summary="Cancel a running pull, on whichever instance runs it (admin)",
 )
 def cancel_pull(
-    name: str, _: AdminUser, runtime: RuntimeDep, session: SessionDep, target: TargetDep, response: Response
+    name: ModelNamePath,
+    _: AdminUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    target: TargetDep,
+    response: Response,
 ) -> OllamaPullRead:
     ollama_admin.check_name(name)
     response.headers.update(_instance(runtime))

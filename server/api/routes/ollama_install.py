@@ -14,17 +14,20 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
+from server.api.openapi import raises, sse_events
 from server.api.sse import EventStreamResponse, ServerSentEvent, with_keepalive
 from server.db.models import User
 from server.deps import AdminUser, RuntimeDep
-from server.errors import NotFound
-from server.schemas.ollama import OllamaRuntimeRead
+from server.errors import Conflict, NotFound, Unavailable
+from server.schemas.ollama import OllamaJobProgress, OllamaRuntimeDone, OllamaRuntimeRead, OllamaStreamError
 from server.services import ollama_runtime
 from server.services.ollama_install import InstallJob, Kind
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/ollama/runtime", tags=["ollama"])
+router = APIRouter(
+    prefix="/api/ollama/runtime", tags=["ollama"], responses=raises(NotFound, Conflict, Unavailable)
+)
 
 KEEPALIVE_SECONDS = 15.0
 _SSE: dict[int | str, dict[str, Any]] = {
@@ -72,6 +75,7 @@ async def _start(kind: Kind, user: User, runtime: RuntimeDep) -> EventStreamResp
     responses=_SSE,
     summary="Download, verify and unpack the Ollama runtime, then start it; streams progress (admin)",
 )
+@sse_events(progress=OllamaJobProgress, done=OllamaRuntimeDone, error=OllamaStreamError)
 async def install_runtime(user: AdminUser, runtime: RuntimeDep) -> EventStreamResponse:
     return await _start("install", user, runtime)
 
@@ -82,6 +86,7 @@ async def install_runtime(user: AdminUser, runtime: RuntimeDep) -> EventStreamRe
     responses=_SSE,
     summary="Install the newest Ollama beside the current one, switch if it starts; streams progress (admin)",
 )
+@sse_events(progress=OllamaJobProgress, done=OllamaRuntimeDone, error=OllamaStreamError)
 async def update_runtime(user: AdminUser, runtime: RuntimeDep) -> EventStreamResponse:
     return await _start("update", user, runtime)
 

@@ -5,7 +5,10 @@ import uuid
 from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 
+from server.api.openapi import raises
+from server.api.paging import PageParam
 from server.deps import AdminUser, AuditCtx, RuntimeDep, SessionDep
+from server.errors import Conflict
 from server.providers.registry import get_registry
 from server.schemas.provider import (
     ProviderCreate,
@@ -17,12 +20,12 @@ from server.schemas.provider import (
 from server.security.secret_store import get_secret_store
 from server.services import providers as providers_service
 
-router = APIRouter(prefix="/api/providers", tags=["providers"])
+router = APIRouter(prefix="/api/providers", tags=["providers"], responses=raises(Conflict))
 
 
 @router.get("", response_model=ProviderPage, summary="List providers (admin)")
 def list_providers(
-    _: AdminUser, session: SessionDep, page: int = Query(1, ge=1), size: int = Query(50, ge=1, le=200)
+    _: AdminUser, session: SessionDep, page: PageParam = 1, size: int = Query(50, ge=1, le=200)
 ) -> ProviderPage:
     rows, total = providers_service.list_providers(session, page, size)
     return ProviderPage(items=[ProviderRead.from_row(p) for p in rows], total=total, page=page, size=size)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from server.deps import CurrentUser, SessionDep
+from server.schemas.common import IsoDate
 from server.schemas.usage import UsageRead
 from server.services import usage as usage_service
 
@@ -19,11 +19,11 @@ router = APIRouter(prefix="/api", tags=["usage"])
 def _query(
     granularity: Annotated[Literal["raw", "day"], Query(description="Raw records or daily rollups.")] = "day",
     day_from: Annotated[
-        date | None,
+        IsoDate | None,
         Query(alias="from", description="First UTC day (YYYY-MM-DD); default 29 days before 'to'"),
     ] = None,
     day_to: Annotated[
-        date | None, Query(alias="to", description="Last UTC day, included; default today")
+        IsoDate | None, Query(alias="to", description="Last UTC day, included; default today")
     ] = None,
     user_id: Annotated[uuid.UUID | None, Query(description="Only this user's usage (admins).")] = None,
     key_id: Annotated[uuid.UUID | None, Query(description="Only requests made with this API key.")] = None,

@@ -4,11 +4,16 @@ import uuid
 
 from fastapi import APIRouter, Query, status
 
+from server.api.openapi import raises
+from server.api.paging import PageParam
 from server.deps import AdminUser, AuditCtx, PendingUser, SessionDep, SettingsDep
+from server.errors import Conflict
 from server.schemas.user import PasswordReset, UserCreate, UserPage, UserRead, UserSelfUpdate, UserUpdate
 from server.services import users as users_service
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = APIRouter(
+    prefix="/api/users", tags=["users"], responses=raises(Conflict)
+)  # e-mail taken, last admin
 
 
 @router.get("/me", response_model=UserRead, summary="The signed-in user")
@@ -23,7 +28,7 @@ def update_me(body: UserSelfUpdate, user: PendingUser, session: SessionDep) -> U
 
 @router.get("", response_model=UserPage, summary="List users (admin)")
 def list_users(
-    _: AdminUser, session: SessionDep, page: int = Query(1, ge=1), size: int = Query(50, ge=1, le=200)
+    _: AdminUser, session: SessionDep, page: PageParam = 1, size: int = Query(50, ge=1, le=200)
 ) -> UserPage:
     rows, total = users_service.list_users(session, page, size)
     return UserPage(items=[UserRead.model_validate(u) for u in rows], total=total, page=page, size=size)

@@ -1,5 +1,7 @@
 """ORM models. Importing this package registers every table on ``Base.metadata``."""
 
+from server.db.models.alert_channel import AlertChannel, AlertDelivery
+from server.db.models.alert_event import AlertEvent
 from server.db.models.api_key import ApiKey
 from server.db.models.app_setting import AppSetting
 from server.db.models.audit import AuditEntry
@@ -20,6 +22,9 @@ from server.db.models.usage import UsageRecord, UsageRollup
 from server.db.models.user import User
 
 __all__ = [
+    "AlertChannel",
+    "AlertDelivery",
+    "AlertEvent",
     "ApiKey",
     "AppSetting",
     "AuditEntry",

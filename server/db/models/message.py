@@ -24,6 +24,7 @@ class Message(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_messages_conversation_id_created_at", "conversation_id", "created_at"),
         Index("ix_messages_parent_id", "parent_id"),
+        Index("ix_messages_instance_id_status", "instance_id", "status"),
         CheckConstraint("status IN ('streaming', 'complete', 'stopped', 'error')", name="status"),
         CheckConstraint("role IN ('system', 'user', 'assistant')", name="role"),
     )
@@ -40,3 +41,10 @@ class Message(IdMixin, TimestampMixin, Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: A reply of a routed model (several hosts): the host that served it, ``{"provider_id", "name"}``.
+    served_by: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: A reply streamed by this app: the instance streaming it (a stable id of host + data directory,
+    #: services/reply_owner.py) and that process's incarnation, so a restarted instance knows at once
+    #: which replies left ``streaming`` were its own (docs/security.md, E5).
+    instance_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    incarnation_id: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -1,5 +1,6 @@
 """providers: host_group, route_priority, route_weight (Ollama providers in one host group serve a model
-name together, with routing, failover and health); model_routes (explicit routes over several targets)
+name together, with routing, failover and health); model_routes (explicit routes
+over several targets); messages.served_by
 
 Revision ID: 0011
 Revises: 0010
@@ -29,6 +30,8 @@ def upgrade() -> None:
     # How a group routes among its hosts: the smallest priority first, weighted random within one.
     op.add_column("providers", sa.Column("route_priority", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("providers", sa.Column("route_weight", sa.Double(), nullable=False, server_default="1"))
+    # Which host served a reply of a routed model: {"provider_id", "name"} (null: not routed).
+    op.add_column("messages", sa.Column("served_by", sa.JSON(), nullable=True))
     # Explicit routes: one model name served by several (provider, model) targets.
     op.create_table(
         "model_routes",
@@ -45,6 +48,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("model_routes")
+    op.drop_column("messages", "served_by")
     op.drop_column("providers", "route_weight")
     op.drop_column("providers", "route_priority")
     op.drop_index("ix_providers_host_group", table_name="providers")

@@ -339,6 +339,8 @@ async def test_a_404_on_one_host_removes_only_that_target(
     assert chats(hosts[2]) == 1  # asked once, then left out for that model
     assert MODEL in book.hosts["2"].missing and book.state("2") == "healthy"
     assert all(t.key != "2" for t in book.plan(targets))
+    book.record_probe("2", True, latency_ms=1.0, error=None)  # after its next good probe: tried again
+    assert any(t.key == "2" for t in book.plan(targets))
 
 
 async def test_all_hosts_down_gives_one_error_naming_them(

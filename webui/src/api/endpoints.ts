@@ -2,6 +2,11 @@
 import { http, rawRequest, downloadFile, buildUrl, type RequestOptions } from './http'
 import type {
   Alert,
+  AlertChannel,
+  AlertChannelCreate,
+  AlertChannelTestResult,
+  AlertChannelUpdate,
+  AlertEventPage,
   AuditAction,
   AuditOutcome,
   AuditPage,
@@ -315,6 +320,27 @@ function auditUrl(path: string, q: AuditQuery, page?: { limit: number; offset: n
   }
   const qs = params.toString()
   return qs ? `${path}?${qs}` : path
+}
+
+export interface AlertHistoryQuery {
+  level?: 'warning' | 'alert'
+  state?: 'raised' | 'changed' | 'resolved'
+  key?: string
+  instance?: string
+  /** ISO 8601 times */
+  from?: string
+  to?: string
+}
+
+export const alertsApi = {
+  history: (q: AlertHistoryQuery, page: number, size: number) =>
+    http.get<AlertEventPage>('/api/alerts/history', { query: { ...q, page, size } }),
+  channels: () => http.get<{ items: AlertChannel[] }>('/api/alerts/channels'),
+  createChannel: (body: AlertChannelCreate) => http.post<AlertChannel>('/api/alerts/channels', body),
+  updateChannel: (id: string, body: AlertChannelUpdate) =>
+    http.patch<AlertChannel>(`/api/alerts/channels/${enc(id)}`, body),
+  removeChannel: (id: string) => http.del<void>(`/api/alerts/channels/${enc(id)}`),
+  testChannel: (id: string) => http.post<AlertChannelTestResult>(`/api/alerts/channels/${enc(id)}/test`, {}),
 }
 
 export const auditApi = {

@@ -142,6 +142,14 @@ export type Alert = S['AlertRead']
 /** `GET /api/alerts`: every instance's active alerts (labelled), the answering instance's recent ones. */
 export type AlertFeed = Required<S['AlertFeed']>
 export type InstanceMetrics = S['InstanceMetrics']
+/** The stored alert history (`GET /api/alerts/history`, every instance, labelled). */
+export type AlertEvent = S['AlertEventRead']
+export type AlertEventPage = S['AlertEventPage']
+/** Outbound alert channels (`/api/alerts/channels`); secrets are write-only. */
+export type AlertChannel = S['AlertChannelRead']
+export type AlertChannelCreate = S['AlertChannelCreate']
+export type AlertChannelUpdate = S['AlertChannelUpdate']
+export type AlertChannelTestResult = S['AlertChannelTestResult']
 export type LogLine = S['LogLine']
 export type Backup = S['BackupRead']
 export type LanInfo = S['LanRead']

@@ -209,6 +209,38 @@ describe('chat store streaming', () => {
     expect(chat.path.map((m) => m.id)).toEqual(['u1', 'a1'])
   })
 
+  it('continues an interrupted answer with a new prompt after its partial text', async () => {
+    const chat = useChatStore()
+    chat.current = { id: 'c1', title: 't', pinned: false, model: 'm1', created_at: '', updated_at: '', messages: [] }
+    chat.messages = [
+      { id: 'u1', parent_id: null, role: 'user', content: 'a', status: 'complete', created_at: '2024-01-01T00:00:00Z' },
+      {
+        id: 'a1',
+        parent_id: 'u1',
+        role: 'assistant',
+        content: 'half an ans',
+        status: 'error',
+        error: { code: 'interrupted', message: 'the server stopped while this reply was streaming' },
+        created_at: '2024-01-01T00:00:01Z',
+      },
+    ]
+    fetchMock.mockImplementation(async () =>
+      streamResponse(
+        sse([
+          ['meta', { conversation_id: 'c1', user_message_id: 'u2', assistant_message_id: 'a2' }],
+          ['delta', { content: 'wer' }],
+          ['done', {}],
+        ]),
+      ),
+    )
+    await chat.continueReply(chat.messages[1], 'Continue.')
+    expect(fetchMock.mock.calls[0][0]).toBe('/api/chat')
+    const body = JSON.parse(fetchMock.mock.calls[0][1].body)
+    expect(body).toMatchObject({ conversation_id: 'c1', parent_id: 'a1', content: 'Continue.', model: 'm1' })
+    expect(chat.path.map((m) => m.id)).toEqual(['u1', 'a1', 'u2', 'a2'])
+    expect(chat.path[1].content).toBe('half an ans') // the partial text stays in the conversation
+  })
+
   it('marks the answer as an error on an error event and keeps the partial text', async () => {
     fetchMock.mockImplementation(async () =>
       streamResponse(

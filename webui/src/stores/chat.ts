@@ -171,6 +171,7 @@ export const useChatStore = defineStore('chat', () => {
         if (typeof m.content === 'string') a.content = m.content
         if (m.thinking !== undefined) a.thinking = m.thinking
         if (m.model) a.model = m.model
+        if (m.served_by) a.served_by = m.served_by // a routed model: the host that answered
       }
       a.status = m.status ?? 'complete'
       a.usage = d.usage ?? a.usage
@@ -293,6 +294,13 @@ export const useChatStore = defineStore('chat', () => {
     await send(content, m.parent_id && tree.value.byId.has(m.parent_id) ? m.parent_id : null)
   }
 
+  /** Continue a reply cut off mid-stream: a new prompt (`prompt`, in the user's language) after it, so the
+   * model sees its partial text and goes on from there. */
+  async function continueReply(m: Message, prompt: string) {
+    if (isStreaming.value || m.role !== 'assistant' || m.id.startsWith('tmp-')) return
+    await send(prompt, m.id)
+  }
+
   async function regenerate(m: Message) {
     const models = useModelsStore()
     if (isStreaming.value || m.role !== 'assistant' || m.id.startsWith('tmp-')) return
@@ -386,6 +394,7 @@ export const useChatStore = defineStore('chat', () => {
     send,
     edit,
     regenerate,
+    continueReply,
     stop,
     rename,
     remove,

@@ -45,6 +45,17 @@ describe('the chat picker options', () => {
     ])
     expect(isPreset(preset) && !isPreset(llama)).toBe(true)
   })
+
+  it('names a host group’s models after the group, and puts routes in a group of their own', () => {
+    const grouped = { ...model('group:farm:llama3.2', 'llama3.2'), group: 'farm', hosts: [ollama, remote] }
+    const route = { ...model('route:r1', 'smart', remote, 'route'), hosts: [remote] }
+    const options = pickerOptions([grouped, llama, route], 'Presets', 'Routes')
+    expect(options.map((g) => ('type' in g ? [g.label, g.children.map((c) => c.value)] : g))).toEqual([
+      ['farm', ['group:farm:llama3.2']],
+      ['Ollama (local)', ['ollama:p1:llama3.2']],
+      ['Routes', ['route:r1']],
+    ])
+  })
 })
 
 describe('models store', () => {

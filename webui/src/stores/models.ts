@@ -13,10 +13,15 @@ export type PickerGroup = { type: 'group'; label: string; key: string; children:
 export const isPreset = (m: ChatModel) => m.source === 'config'
 
 /**
- * The chat picker's options: presets in a group of their own (first), then the models of each provider. A single
- * group of models (no presets, one provider) is shown flat.
+ * The chat picker's options: presets in a group of their own (first), then the models of each provider. A host
+ * group's models (served by several hosts) are in a group named after it, explicit routes in one of their own. A
+ * single group of models (no presets, one provider) is shown flat.
  */
-export function pickerOptions(items: ChatModel[], presetsLabel: string): PickerOption[] | PickerGroup[] {
+export function pickerOptions(
+  items: ChatModel[],
+  presetsLabel: string,
+  routesLabel = 'Routes',
+): PickerOption[] | PickerGroup[] {
   const presets: PickerGroup = { type: 'group', label: presetsLabel, key: 'presets', children: [] }
   const groups = new Map<string, PickerGroup>()
   for (const m of items) {
@@ -24,9 +29,10 @@ export function pickerOptions(items: ChatModel[], presetsLabel: string): PickerO
       presets.children.push({ label: m.name, value: m.id })
       continue
     }
-    const key = String(m.provider?.id ?? 'default')
+    const key = m.group ? `group:${m.group}` : m.source === 'route' ? 'routes' : String(m.provider?.id ?? 'default')
+    const label = m.group ?? (m.source === 'route' ? routesLabel : (m.provider?.name ?? key))
     let g = groups.get(key)
-    if (!g) groups.set(key, (g = { type: 'group', label: m.provider?.name ?? key, key, children: [] }))
+    if (!g) groups.set(key, (g = { type: 'group', label, key, children: [] }))
     g.children.push({ label: m.name, value: m.id })
   }
   const list = [...groups.values()]
