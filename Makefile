@@ -75,8 +75,11 @@ fix: venv webui-deps
 	cd webui && npm run --silent format
 
 # Every Python suite (system tests included: PostgreSQL, nginx, Qt/Chromium, packaging files, a real model).
+# Tests without a system component in three workers (much of a test's time is spent waiting on servers,
+# streams and timeouts), then those that drive one (Qt, nginx, bubblewrap, packaging...) one at a time.
 test-python:
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not system" -n 3
+	$(BIN)/python -m pytest -m system
 
 # The server's unit and integration tests without any system component: the quick loop while coding.
 # Four workers even on two cores: much of a test's time is spent waiting (servers, streams, timeouts).
@@ -85,7 +88,7 @@ test-fast: venv
 
 # The server suite again on a private PostgreSQL cluster the fixtures start (tests/server/pg_support.py).
 test-postgres:
-	MODELTRAIN_TEST_POSTGRES=1 $(BIN)/python -m pytest tests/server
+	MODELTRAIN_TEST_POSTGRES=1 $(BIN)/python -m pytest tests/server -n 3
 
 # Desktop package (PyInstaller onedir, web UI bundled) -> build/package/dist/ModelTrain/
 package: venv webui
