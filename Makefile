@@ -1,7 +1,7 @@
 # ModelTrain — two commands for a new Debian/Ubuntu machine:
 #   make run    set everything up, build the web UI and start the app
 #   make test   set everything up (apt packages too when run as root), run `make check`, then every suite
-# Day to day: `make check` (lint, format, types), `make test-fast` (server unit tests, under a minute),
+# Day to day: `make check` (lint, format, types), `make test-fast` (server unit tests, about a minute),
 # `make fix` (apply the formatters and the safe lint fixes).
 SHELL := /bin/bash
 PY ?= python3
