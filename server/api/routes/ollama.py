@@ -74,7 +74,11 @@ def ollama_target(
         uuid.UUID | None, Query(description="Ollama provider id (default: the default Ollama)")
     ] = None,
 ) -> OllamaTarget:
-    return ollama_admin.resolve_target(session, runtime.settings, provider)
+    target = ollama_admin.resolve_target(session, runtime.settings, provider)
+    # End the read here: the route then waits on Ollama (a create with quantisation takes minutes), and in
+    # a write request on SQLite this transaction would hold the write lock all that time.
+    session.commit()
+    return target
 
 
 TargetDep = Annotated[OllamaTarget, Depends(ollama_target)]
@@ -335,11 +339,12 @@ def cancel_pull(
     ollama_admin.check_name(name)
     response.headers.update(_instance(runtime))
     manager = ollama_runtime.get_pulls(runtime)
+    # No transaction is open while this waits (see ollama_target): the pull's own end writes its audit
+    # entry, and waiting under the write lock stalled it, and every other writer, for the whole timeout.
     job = manager.get(target.url, name)
     if job is not None and job.state == "running":
         summary = {**manager.cancel(target.url, name), "instance": cluster.instance_name(runtime.settings)}
         return OllamaPullRead.model_validate(summary)
-    session.commit()  # end the request's read transaction before waiting on another instance
     remote = cluster.cancel_remote_pull(runtime, target.url, name, REMOTE_CANCEL_TIMEOUT)
     if remote is None:
         raise NotFound("no pull of this model is running", code="pull_not_found")

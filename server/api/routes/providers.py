@@ -77,6 +77,7 @@ async def test_provider(
     provider, key, error = await run_in_threadpool(
         providers_service.load_for_test, session, provider_id, get_secret_store(runtime)
     )
+    await run_in_threadpool(session.commit)  # no transaction (on SQLite, the write lock) across the network
     if error is not None:
         return ProviderTestResult(ok=False, models=[], error=error)
     return await providers_service.check_connection(get_registry(runtime), provider, key)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
+from server.db.session import SQLITE_BUSY_TIMEOUT_MS
+from server.services.ollama_pulls import PullManager
 from server.settings import Settings
 from tests.fakes.fake_ollama import FakeOllama
 from tests.server.conftest import bearer
@@ -93,6 +97,11 @@ def test_cancel_a_pull(client: TestClient, admin_token: str, disk: dict, fake: F
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "cancelled"
     assert r.json()["error"]["code"] == "cancelled"
+    # The cancel waited for the pull's end, its audit entry included.
+    entries = client.get("/api/audit", params={"action": "model.pulled"}, headers=h).json()["items"]
+    assert [(e["target"]["name"], e["outcome"], e["details"]["state"]) for e in entries] == [
+        ("smollm2:135m", "failure", "cancelled")
+    ]
     assert wait_until(lambda: fake.active_streams == 0, 5)
     assert fake.disconnects >= 1
     with client.stream("GET", "/api/ollama/pulls/smollm2:135m/events", headers=h) as r:
@@ -102,6 +111,42 @@ def test_cancel_a_pull(client: TestClient, admin_token: str, disk: dict, fake: F
     names = [m["name"] for m in client.get("/api/ollama/models", headers=h).json()["items"]]
     assert "smollm2:135m" not in names
     assert client.delete("/api/ollama/pull/smollm2:135m", headers=h).status_code == 404
+
+
+def test_a_cancel_does_not_hold_the_write_lock_while_it_waits(
+    client: TestClient, admin_token: str, disk: dict, fake: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pull's end writes its audit entry; a cancel that waited for it under the request's transaction
+    (on SQLite, the write lock) stalled both, and every other writer, for the full wait (10 s)."""
+    h = bearer(admin_token)
+    fake.pull_tick = 0.2
+    factory = client.app.state.runtime.session_factory
+    writable_while_waiting: list[bool] = []
+    original = PullManager.cancel
+
+    def cancel(self: PullManager, url: str, name: str, timeout: float = 10.0) -> dict:
+        with factory() as s:
+            if s.get_bind().dialect.name == "sqlite":
+                s.execute(text("PRAGMA busy_timeout = 200"))
+            try:
+                s.execute(text("UPDATE users SET updated_at = updated_at WHERE 1 = 0"))
+                s.commit()
+                writable_while_waiting.append(True)
+            except OperationalError:  # database is locked
+                writable_while_waiting.append(False)
+            finally:
+                if s.get_bind().dialect.name == "sqlite":  # the connection goes back to the pool
+                    s.execute(text(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
+        return original(self, url, name, timeout)
+
+    monkeypatch.setattr(PullManager, "cancel", cancel)
+    with client.stream("POST", "/api/ollama/pull", json={"name": "smollm2:135m"}, headers=h) as r:
+        for _, data in sse_events(r):
+            if data.get("digest"):
+                break
+    r = client.delete("/api/ollama/pull/smollm2:135m", headers=h)
+    assert r.status_code == 200, r.text
+    assert writable_while_waiting == [True]
 
 
 def test_several_pulls_at_once(client: TestClient, admin_token: str, disk: dict, fake: FakeOllama) -> None:
