@@ -138,3 +138,11 @@ def create_app(settings: Settings) -> FastAPI:
     # a place in the metrics.
     app.add_middleware(AccessLogMiddleware, runtime=runtime)
     return app
+
+
+def stop_replies(app: FastAPI) -> None:
+    """The listener's first step at shutdown (server/listener.py, ``ReadyServer``): ask every reply this
+    process streams to stop. Each saves its partial answer as ``stopped`` and ends its stream with its
+    final event, so the open connections close by themselves and the drain is quick."""
+    for stream in chat_service.registry(app.state.runtime).all():
+        stream.request_stop("shutdown")

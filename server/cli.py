@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import getpass
 import logging
 import os
@@ -57,9 +58,8 @@ def announce_initial_admin(initial) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
-    from server.app import create_app
+    from server.app import create_app, stop_replies
     from server.bootstrap import prepare_database
     from server.db.session import create_db_engine, create_session_factory
     from server.log_setup import configure_logging
@@ -82,18 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     app = create_app(settings)
-    from server.http_protocol import CoalescingHttpToolsProtocol
+    from server.listener import ReadyServer, uvicorn_config
 
-    config = uvicorn.Config(
-        app,
-        http=CoalescingHttpToolsProtocol,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
+    # SIGTERM: the live replies are asked to stop first (their partial answers saved, their streams
+    # ended), then open requests get shutdown_grace_seconds before they are cancelled.
+    server = ReadyServer(
+        uvicorn_config(app, settings, lifespan="on"), before_shutdown=functools.partial(stop_replies, app)
     )
-    server = uvicorn.Server(config)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
         f"ModelTrain {__version__} listening on http://{host}:{sock.getsockname()[1]}",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import socket
 import sqlite3
@@ -31,7 +32,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from server.app import create_app
+from server.app import create_app, stop_replies
 from server.db.session import sqlite_path
 from server.lan_listener import LanController
 from server.listener import ListenerApp, ReadyServer, bind_listener, host_for_url, uvicorn_config
@@ -206,7 +207,10 @@ class EmbeddedServer:
             except OSError as exc:
                 raise classify_start_error(exc, host=self.host, port=self.port) from None
         port = self._sock.getsockname()[1]
-        self._server = ReadyServer(uvicorn_config(self._asgi, self.settings, lifespan="on"))
+        self._server = ReadyServer(
+            uvicorn_config(self._asgi, self.settings, lifespan="on"),
+            before_shutdown=functools.partial(stop_replies, self._app),
+        )
         self._thread = threading.Thread(target=self._run, name="modeltrain-server", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout

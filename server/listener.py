@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Literal
 
 import uvicorn
@@ -60,15 +61,24 @@ class ListenerApp:
 
 
 class ReadyServer(uvicorn.Server):
-    """uvicorn.Server that signals a threading.Event once it listens."""
+    """uvicorn.Server that signals a threading.Event once it listens, and whose shutdown first calls
+    ``before_shutdown`` (the app's: ask every live reply to stop), so open SSE streams save their partial
+    answers and end with their final event by themselves, instead of holding the shutdown for the whole
+    grace period and being cancelled at its end."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, *, before_shutdown: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.ready = threading.Event()
+        self._before_shutdown = before_shutdown
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         self.ready.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._before_shutdown is not None:
+            self._before_shutdown()
+        await super().shutdown(sockets=sockets)
 
 
 def uvicorn_config(app: ASGIApp, settings: Settings, *, lifespan: Literal["on", "off"]) -> uvicorn.Config:

@@ -103,6 +103,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REFRESH_TOKEN_EXPIRE", "refresh_token_expire"),
         description="Refresh token (session) lifetime in days.",
     )
+    refresh_reuse_grace_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=60,
+        description=(
+            "Seconds after a refresh token was rotated during which presenting it again (two tabs "
+            "refreshing at once) gets a new access token but no new refresh token, instead of being "
+            "treated as reuse, which revokes the whole session. 0 turns the grace window off."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO",
         validation_alias=AliasChoices("LOG_LEVEL", "log_level"),

@@ -229,14 +229,28 @@ def refresh(
     raw_token: str | None,
     *,
     client: str | None = None,
+    user_agent: str | None = None,
 ) -> AuthSession:
-    """Rotate a refresh token. Replaying a used one revokes its whole family (RFC 9700 §4.14.2)."""
+    """Rotate a refresh token. Replaying a used one revokes its whole family (RFC 9700 §4.14.2), except
+    within ``refresh_reuse_grace_seconds`` of its rotation, from the same browser and while the family
+    lives: two tabs refreshing at once then both get an access token, and the family keeps one live
+    refresh token (the rotation's), so it never splits and the user is not signed out."""
     if not raw_token:
         raise _bad_refresh()
-    row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(raw_token)))
+    # FOR UPDATE: on PostgreSQL a concurrent refresh of the same token waits for this one and then sees it
+    # used (SQLite's IMMEDIATE transactions already serialise the two).
+    row = session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(raw_token)).with_for_update()
+    )
     if row is None or row.revoked_at is not None:
         raise _bad_refresh()
     now = _now()
+    if row.used_at is not None and _within_grace(session, settings, row, now, user_agent):
+        user = session.get(User, row.user_id)
+        if user is None or not user.is_active:
+            raise _bad_refresh()
+        access, ttl = codec.issue_access(user.id, user.token_version, str(row.family_id))
+        return AuthSession(user, access, ttl, "", row.expires_at, str(row.family_id))
     if row.used_at is not None:
         _revoke_family(session, row.family_id)
         owner = session.get(User, row.user_id)
@@ -268,6 +282,27 @@ def refresh(
         expires_at=row.expires_at,
         user_agent=row.user_agent,
     )
+
+
+def _within_grace(
+    session: Session, settings: Settings, row: RefreshToken, now: datetime, user_agent: str | None
+) -> bool:
+    """A used token presented again just after its rotation, by the same browser, while its family still
+    has a live successor: the second of two concurrent refreshes, not a replay."""
+    grace = settings.refresh_reuse_grace_seconds
+    if grace <= 0 or row.used_at is None or now - row.used_at > timedelta(seconds=grace):
+        return False
+    if user_agent is not None and user_agent[:255] != row.user_agent:
+        return False
+    successor = session.scalar(
+        select(RefreshToken.id).where(
+            RefreshToken.family_id == row.family_id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+    )
+    return successor is not None
 
 
 def _revoke_family(session: Session, family: uuid.UUID) -> None:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from server.api.routes.auth import REFRESH_COOKIE
+from server.db.models import RefreshToken
 from tests.server.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD, bearer, login
 
 
@@ -54,8 +61,18 @@ def test_unknown_email_answers_exactly_like_a_wrong_password(client: TestClient,
     )
 
 
+def _age_rotations(app: FastAPI, seconds: float) -> None:
+    """Move every rotation ``seconds`` into the past (past the reuse grace window)."""
+    with app.state.runtime.session_factory.begin() as s:
+        s.execute(
+            update(RefreshToken)
+            .where(RefreshToken.used_at.is_not(None))
+            .values(used_at=datetime.now(timezone.utc) - timedelta(seconds=seconds))
+        )
+
+
 def test_refresh_rotates_and_replay_revokes_the_family(
-    client: TestClient, admin_token: str, caplog: pytest.LogCaptureFixture
+    client: TestClient, admin_token: str, app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     client.cookies.clear()
     login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -67,7 +84,8 @@ def test_refresh_rotates_and_replay_revokes_the_family(
     access2 = first.json()["access_token"]
     assert client.get("/api/users/me", headers=bearer(access2)).status_code == 200
 
-    # Replay of the used R1: refused, and R2 (same family) dies with it.
+    # Replay of the used R1 after the grace window: refused, and R2 (same family) dies with it.
+    _age_rotations(app, app.state.runtime.settings.refresh_reuse_grace_seconds + 1)
     client.cookies.set(REFRESH_COOKIE, r1, domain="127.0.0.1", path="/api/auth")
     with caplog.at_level(logging.WARNING, logger="modeltrain.security"):
         replay = client.post("/api/auth/refresh", json={})
@@ -77,6 +95,74 @@ def test_refresh_rotates_and_replay_revokes_the_family(
     assert client.post("/api/auth/refresh", json={}).status_code == 401
     # ... and so does the access token of that session.
     assert client.get("/api/users/me", headers=bearer(access2)).status_code == 401
+
+
+def _refresh_with(client: TestClient, token: str, user_agent: str | None = None) -> httpx.Response:
+    """POST /api/auth/refresh with this refresh cookie (the client's jar left empty by the caller)."""
+    headers = {"Cookie": f"{REFRESH_COOKIE}={token}"}
+    if user_agent is not None:
+        headers["User-Agent"] = user_agent
+    return client.post("/api/auth/refresh", json={}, headers=headers)
+
+
+def test_two_tabs_refreshing_at_once_both_stay_signed_in_and_the_family_does_not_split(
+    client: TestClient, admin_token: str, app: FastAPI
+) -> None:
+    client.cookies.clear()
+    login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    r1 = client.cookies.get(REFRESH_COOKIE)
+    client.cookies.clear()
+    start = threading.Barrier(2)
+
+    def tab() -> httpx.Response:
+        start.wait()
+        return _refresh_with(client, r1)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: tab(), range(2)))
+    assert [a.status_code for a in answers] == [200, 200]
+    # Both tabs get an access token that works; exactly one answer rotates the cookie.
+    for a in answers:
+        assert client.get("/api/users/me", headers=bearer(a.json()["access_token"])).status_code == 200
+    rotated = [a.cookies.get(REFRESH_COOKIE) for a in answers if REFRESH_COOKIE in a.cookies]
+    assert len(rotated) == 1 and rotated[0] != r1
+    # One live refresh token in the family: the rotation's, which goes on working.
+    with app.state.runtime.session_factory() as s:
+        family = s.scalar(select(RefreshToken.family_id).where(RefreshToken.used_at.is_not(None)))
+        live = s.scalars(
+            select(RefreshToken).where(
+                RefreshToken.family_id == family,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+            )
+        ).all()
+    assert len(live) == 1
+    client.cookies.clear()
+    assert _refresh_with(client, rotated[0]).status_code == 200
+
+
+def test_the_grace_window_needs_the_same_browser_and_ends(
+    client: TestClient, admin_token: str, app: FastAPI
+) -> None:
+    client.cookies.clear()
+    login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    r1 = client.cookies.get(REFRESH_COOKIE)
+    assert client.post("/api/auth/refresh", json={}).status_code == 200
+    r2 = client.cookies.get(REFRESH_COOKIE)
+    # Another browser presenting the just-rotated R1: a replay, which ends the session.
+    client.cookies.clear()
+    assert _refresh_with(client, r1, user_agent="curl/8.0").status_code == 401
+    client.cookies.clear()
+    assert _refresh_with(client, r2).status_code == 401
+
+    # A new session; its R1 presented again after the window: a replay too.
+    client.cookies.clear()
+    login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    r1 = client.cookies.get(REFRESH_COOKIE)
+    assert client.post("/api/auth/refresh", json={}).status_code == 200
+    _age_rotations(app, app.state.runtime.settings.refresh_reuse_grace_seconds + 1)
+    client.cookies.clear()
+    assert _refresh_with(client, r1).status_code == 401
 
 
 def test_refresh_without_cookie_or_with_garbage_is_401(client: TestClient) -> None:

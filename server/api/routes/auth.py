@@ -85,9 +85,15 @@ def refresh(
     request: Request, response: Response, session: SessionDep, runtime: RuntimeDep, client: ClientIP
 ) -> TokenRead:
     opened = auth_service.refresh(
-        session, runtime.settings, runtime.require_codec(), request.cookies.get(REFRESH_COOKIE), client=client
+        session,
+        runtime.settings,
+        runtime.require_codec(),
+        request.cookies.get(REFRESH_COOKIE),
+        client=client,
+        user_agent=request.headers.get("user-agent", ""),
     )
-    _set_refresh_cookie(response, request, opened)
+    if opened.refresh_token:  # none within the grace window: the other tab's rotation set the cookie
+        _set_refresh_cookie(response, request, opened)
     return _token_read(
         opened,
         desktop=desktop_token.desktop_session_allowed(runtime.desktop_token, request.scope, opened.family_id),
