@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -311,6 +312,34 @@ def test_mid_stream_failure_sends_error_event_and_keeps_partial_text(
     row = message_row(app, events[0].data["assistant_message_id"])
     assert row["status"] == "error" and row["content"] == partial
     assert row["error"]["code"] == "upstream_error"
+
+
+def test_upstream_failures_leave_no_task_behind(client, app, user_token, chat_model) -> None:
+    """docs/security.md, F2: the asyncio task count is steady after many replies that die mid-stream
+    (no stream, persistence or title task left running for a failed reply)."""
+
+    async def tasks() -> int:
+        return len(asyncio.all_tasks())
+
+    conversation = None
+    chat_model.fake.fail_after_chunks = 3
+    for i in range(3):  # warm-up: the app's lazily started helpers (HTTP pools, heartbeats) are running
+        status, events, _, _ = chat(
+            client,
+            user_token,
+            {"model": chat_model.id, "content": f"warm {i}", "conversation_id": conversation},
+        )
+        conversation = events[0].data["conversation_id"]
+    assert wait_for(lambda: not chat_service.registry(app.state.runtime).all(), 5)
+    baseline = client.portal.call(tasks)
+    for i in range(20):
+        status, events, _, _ = chat(
+            client,
+            user_token,
+            {"model": chat_model.id, "content": f"again {i}", "conversation_id": conversation},
+        )
+        assert status == 200 and events[-1].event == "error"
+    assert wait_for(lambda: client.portal.call(tasks) <= baseline, 5), (client.portal.call(tasks), baseline)
 
 
 def test_first_token_timeout_becomes_an_error_event(make_settings, monkeypatch, fake_ollama) -> None:
