@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,9 @@ from server.security import desktop_token
 from server.security.api_key_hash import is_api_key
 from server.security.network_guard import client_address
 from server.services import auth as auth_service
+from server.services import ollama_admin
 from server.services.audit import AuditContext
+from server.services.ollama_admin import OllamaTarget
 from server.settings import Settings
 
 # The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread,
@@ -144,3 +147,21 @@ AuditCtx = Annotated[AuditContext, Depends(audit_context)]
 PendingUser = Annotated[User, Depends(user_pending_password)]
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def ollama_target(
+    runtime: RuntimeDep,
+    session: SessionDep,
+    provider: Annotated[
+        uuid.UUID | None, Query(description="Ollama provider id (default: the default Ollama)")
+    ] = None,
+) -> OllamaTarget:
+    """The Ollama host a request acts on (``?provider=``, or the default Ollama)."""
+    target = ollama_admin.resolve_target(session, runtime.settings, provider)
+    # End the read here: the route then waits on Ollama (a create with quantisation takes minutes), and in
+    # a write request on SQLite this transaction would hold the write lock all that time.
+    session.commit()
+    return target
+
+
+TargetDep = Annotated[OllamaTarget, Depends(ollama_target)]

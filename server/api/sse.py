@@ -20,6 +20,9 @@ from starlette.types import Receive, Scope, Send
 
 from server.stream_events import KEEPALIVE, ServerSentEvent
 
+#: How often a progress stream (pulls, imports, installs) sends a keep-alive comment while it is quiet.
+KEEPALIVE_SECONDS = 15.0
+
 __all__ = [
     "KEEPALIVE",
     "PING",

@@ -17,9 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from server.api.openapi import raises, sse_events
-from server.api.routes.ollama import KEEPALIVE_SECONDS, TargetDep
-from server.api.sse import EventStreamResponse, with_keepalive
-from server.deps import AdminUser, RuntimeDep, SessionDep
+from server.api.sse import KEEPALIVE_SECONDS, EventStreamResponse, with_keepalive
+from server.deps import AdminUser, RuntimeDep, SessionDep, TargetDep
 from server.errors import (
     Conflict,
     InsufficientStorage,

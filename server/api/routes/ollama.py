@@ -8,17 +8,16 @@ the default local URL.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
 from server.api.openapi import raises, sse_events
-from server.api.sse import EventStreamResponse, ServerSentEvent, with_keepalive
-from server.deps import AdminUser, AuditCtx, CurrentUser, RuntimeDep, SessionDep
+from server.api.sse import KEEPALIVE_SECONDS, EventStreamResponse, ServerSentEvent, with_keepalive
+from server.deps import AdminUser, AuditCtx, CurrentUser, RuntimeDep, SessionDep, TargetDep
 from server.errors import Conflict, NotFound, Unavailable, UpstreamError
 from server.schemas.common import MODEL_NAME_SCHEMA
 from server.schemas.ollama import (
@@ -42,7 +41,6 @@ from server.schemas.ollama import (
 )
 from server.services import cluster, ollama_admin, ollama_pulls, ollama_runtime
 from server.services.audit import AuditAction
-from server.services.ollama_admin import OllamaTarget
 from server.services.ollama_pulls import PullEvent, PullJob, PullManager
 
 #: 404: the `provider` named or the model; 409: a model or pull in the way; 502/503: Ollama failing or down.
@@ -61,27 +59,9 @@ PULL_CHECK_TIMEOUT = 15.0
 REMOTE_CANCEL_TIMEOUT = 10.0
 #: Names the instance that answered a pull request (several instances or gunicorn workers).
 INSTANCE_HEADER = "X-ModelTrain-Instance"
-KEEPALIVE_SECONDS = 15.0
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "progress, then done or error"}
 }
-
-
-def ollama_target(
-    runtime: RuntimeDep,
-    session: SessionDep,
-    provider: Annotated[
-        uuid.UUID | None, Query(description="Ollama provider id (default: the default Ollama)")
-    ] = None,
-) -> OllamaTarget:
-    target = ollama_admin.resolve_target(session, runtime.settings, provider)
-    # End the read here: the route then waits on Ollama (a create with quantisation takes minutes), and in
-    # a write request on SQLite this transaction would hold the write lock all that time.
-    session.commit()
-    return target
-
-
-TargetDep = Annotated[OllamaTarget, Depends(ollama_target)]
 
 
 # --- daemon ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
 from server.api.openapi import raises, sse_events
-from server.api.sse import EventStreamResponse, ServerSentEvent, with_keepalive
+from server.api.sse import KEEPALIVE_SECONDS, EventStreamResponse, ServerSentEvent, with_keepalive
 from server.db.models import User
 from server.deps import AdminUser, RuntimeDep
 from server.errors import Conflict, NotFound, Unavailable
@@ -29,7 +29,6 @@ router = APIRouter(
     prefix="/api/ollama/runtime", tags=["ollama"], responses=raises(NotFound, Conflict, Unavailable)
 )
 
-KEEPALIVE_SECONDS = 15.0
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "progress, then done or error"}
 }
