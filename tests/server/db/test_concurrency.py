@@ -1,4 +1,5 @@
-"""Concurrent writers never surface "database is locked" (docs/security.md, E1, SQLite part)."""
+"""Concurrent writers never surface "database is locked" (docs/security.md, E1, SQLite part): twenty
+writers and fifty readers, with an online backup and a start-up migration check running among them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 from server.db import migrate
 from server.db.models import Conversation, Message, User
 from server.db.session import create_db_engine, create_session_factory, session_scope
+from server.services.backups.checks import sqlite_snapshot
 
 
 def test_twenty_writers_and_readers_without_lock_errors(tmp_path: Path) -> None:
@@ -26,7 +28,7 @@ def test_twenty_writers_and_readers_without_lock_errors(tmp_path: Path) -> None:
         s.flush()
         conv_id = conv.id
     errors: list[BaseException] = []
-    start = threading.Barrier(30)
+    start = threading.Barrier(72)
 
     def writer() -> None:
         try:
@@ -48,9 +50,34 @@ def test_twenty_writers_and_readers_without_lock_errors(tmp_path: Path) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer) for _ in range(20)] + [
-        threading.Thread(target=reader) for _ in range(10)
-    ]
+    snapshots: list[int] = []
+
+    def backup() -> None:  # the backup service's online snapshot, taken while the writers write
+        try:
+            start.wait()
+            for i in range(3):
+                copy = tmp_path / f"snapshot-{i}.db"
+                sqlite_snapshot(tmp_path / "c.db", copy)
+                check = create_db_engine(f"sqlite:///{copy}")
+                with check.connect() as conn:
+                    assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+                    snapshots.append(conn.scalar(select(func.count()).select_from(Message.__table__)) or 0)
+                check.dispose()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def starting_instance() -> None:  # another instance starting: its migration check at head
+        try:
+            start.wait()
+            migrate.upgrade(engine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = (
+        [threading.Thread(target=writer) for _ in range(20)]
+        + [threading.Thread(target=reader) for _ in range(50)]
+        + [threading.Thread(target=backup), threading.Thread(target=starting_instance)]
+    )
     for t in threads:
         t.start()
     for t in threads:
@@ -58,4 +85,6 @@ def test_twenty_writers_and_readers_without_lock_errors(tmp_path: Path) -> None:
     assert not errors, errors[:3]
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(Message)) == 400
+    # Each snapshot is a consistent state between commits: whole commits only, in order.
+    assert len(snapshots) == 3 and snapshots == sorted(snapshots) and all(0 <= n <= 400 for n in snapshots)
     engine.dispose()
