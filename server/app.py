@@ -35,6 +35,7 @@ from server.services import cluster as cluster_service
 from server.services import limits as limits_service
 from server.services import metrics as metrics_service
 from server.services import ollama_runtime
+from server.services import retention as retention_service
 from server.services import routing as routing_service
 from server.services import usage as usage_service
 from server.services.alerts import AlertCenter
@@ -75,7 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
         await metrics_service.start(runtime)  # runtime.metrics: sampler, fed by the access middleware
         await alert_history_service.start(runtime)  # runtime.alert_notifier: history, channels, surge
         await backups_service.start(runtime)  # runtime.backup_scheduler, upload-restore body limit
-        await usage_service.start(runtime)  # runtime.usage: batched usage records, daily pruning
+        await usage_service.start(runtime)  # runtime.usage: batched usage records
+        await retention_service.start(runtime)  # runtime.retention: daily pruning of usage and audit history
         await limits_service.start(runtime)  # runtime.limits: reservation heartbeat and sweep
         await routing_service.start(runtime)  # runtime.routing: host health, the probe loop
         log.info("ModelTrain %s ready", __version__)
@@ -100,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
             await alert_history_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
             await limits_service.stop(runtime)  # the replies' settlements, then the heartbeat
+            await retention_service.stop(runtime)
             await usage_service.stop(runtime)  # write the usage still queued (after the replies ended)
             await close_registry(runtime)  # the shared upstream HTTP client
             engine.dispose()

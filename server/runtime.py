@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from server.services.ollama_daemon import OllamaDaemon
     from server.services.ollama_install import RuntimeInstaller
     from server.services.ollama_pulls import PullManager
+    from server.services.retention import RetentionSweeper
     from server.services.routing import HostRouter
     from server.services.usage import UsageRecorder
 
@@ -86,6 +87,8 @@ class Runtime:
     limits: LimitKeeper | None = None
     #: Host health, the routing of host groups' models and the probe loop (services/routing.py).
     routing: HostRouter | None = None
+    #: The daily pruning of usage and audit history (services/retention.py).
+    retention: RetentionSweeper | None = None
     #: Wall-clock time in epoch seconds for limit windows and reservations; tests replace it.
     clock: Callable[[], float] = time.time
 

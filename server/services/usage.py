@@ -23,9 +23,9 @@ second of requests); a batch the database refuses is kept and retried with the n
 ``MAX_QUEUED`` events).
 
 Retention: raw records ``MODELTRAIN_USAGE_RAW_DAYS``, rollups ``MODELTRAIN_USAGE_ROLLUP_DAYS``. Each
-instance prunes once at start and then daily, with indexed range deletes in batches of ``PRUNE_BATCH``
-rows (rollups one day at a time). The deletes are idempotent, so several instances sharing a database
-need no lease: whichever runs second finds nothing to delete.
+instance prunes (services/retention.py calls :func:`prune`) once at start and then daily, with indexed
+range deletes in batches of ``PRUNE_BATCH`` rows (rollups one day at a time). The deletes are idempotent,
+so several instances sharing a database need no lease: whichever runs second finds nothing to delete.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import csv
 import io
 import logging
 import math
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -53,7 +52,6 @@ from server.db.base import utcnow
 from server.db.models import ApiKey, User
 from server.db.models.usage import NO_KEY, UsageRecord, UsageRollup
 from server.errors import Forbidden, InvalidInput
-from server.services import audit
 
 if TYPE_CHECKING:
     from server.runtime import Runtime
@@ -65,7 +63,6 @@ FLUSH_EVENTS = 256
 #: Events kept in memory while the database refuses them; older ones are dropped beyond this.
 MAX_QUEUED = 50_000
 PRUNE_BATCH = 5_000
-PRUNE_EVERY_SECONDS = 86_400.0
 #: At most this many raw records or rollup rows in one API answer.
 MAX_ITEMS = 10_000
 
@@ -220,7 +217,6 @@ class UsageRecorder:
         self._queue: deque[dict[str, Any]] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._last_prune: float | None = None
         #: Batches written (one transaction each): what the tests count.
         self.flushes = 0
         #: Prometheus counters of this process: (model, outcome) -> requests / prompt / completion tokens.
@@ -295,17 +291,6 @@ class UsageRecorder:
             self._wake.clear()
             with contextlib.suppress(Exception):  # logged in flush_now; retried next time
                 await self.flush()
-            now = time.monotonic()
-            if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY_SECONDS:
-                self._last_prune = now
-                try:
-                    await to_thread.run_sync(prune, self.runtime)
-                except Exception:
-                    log.warning("usage pruning failed; trying again tomorrow", exc_info=True)
-                try:
-                    await to_thread.run_sync(audit.prune, self.runtime)
-                except Exception:
-                    log.warning("audit log pruning failed; trying again tomorrow", exc_info=True)
 
 
 def recorder(runtime: Runtime) -> UsageRecorder:
