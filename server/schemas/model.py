@@ -14,6 +14,10 @@ class ModelProviderRef(BaseModel):
     kind: Literal["ollama", "openai"]
 
 
+#: What a model can do, as Ollama's ``/api/show`` names it (``GET /api/models?capability=``).
+ModelCapability = Literal["completion", "embedding", "vision", "tools", "insert", "thinking"]
+
+
 class ModelDefaults(BaseModel):
     system_prompt: str = ""
     temperature: float | None = None

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,14 @@ from server.errors import DomainError, NotFound
 from server.providers.base import ChatProvider, ModelInfo, ProviderError
 from server.providers.model_names import display_model_name, is_valid_model_name
 from server.providers.registry import ProviderRegistry, get_registry
-from server.schemas.model import ModelDefaults, ModelList, ModelListError, ModelProviderRef, ModelRead
+from server.schemas.model import (
+    ModelCapability,
+    ModelDefaults,
+    ModelList,
+    ModelListError,
+    ModelProviderRef,
+    ModelRead,
+)
 from server.schemas.provider import GROUP_PATTERN
 from server.security.secret_store import SecretStore, get_secret_store
 from server.services import model_routes, routing
@@ -421,13 +429,17 @@ def _load_catalog(
     return list(snapshots.values()), pairs
 
 
-def _chat_capable(info: ModelInfo) -> bool:
-    return "completion" in info.capabilities or "embedding" not in info.capabilities
+def _chat_capable(capabilities: Sequence[str]) -> bool:
+    return "completion" in capabilities or "embedding" not in capabilities
 
 
-async def list_models(session: Session, runtime: Runtime, user_id: uuid.UUID) -> ModelList:
+async def list_models(
+    session: Session, runtime: Runtime, user_id: uuid.UUID, capability: ModelCapability | None = None
+) -> ModelList:
     """Presets (the shared ones and ``user_id``'s own) plus the models each provider lists live; a provider
-    that fails is reported in ``errors`` (with its name) while the others still list."""
+    that fails is reported in ``errors`` (with its name) while the others still list. Without
+    ``capability``: the models one can chat with (an embedding-only model is left out); with it: the
+    models that have it (``embedding`` for a knowledge collection's embedder)."""
     providers, configs = await anyio.to_thread.run_sync(
         _load_catalog, session, get_secret_store(runtime), user_id
     )
@@ -501,7 +513,7 @@ async def list_models(session: Session, runtime: Runtime, user_id: uuid.UUID) ->
             items.extend(_openai_items(provider, discovered.get(provider.id, [])))
             continue
         for info in discovered.get(provider.id, []):
-            if not _chat_capable(info) or not is_valid_model_name(info.name):
+            if not is_valid_model_name(info.name):
                 continue
             if provider.group is not None:
                 # One model per (group, name), served by every host of the group that lists it.
@@ -534,7 +546,17 @@ async def list_models(session: Session, runtime: Runtime, user_id: uuid.UUID) ->
                     defaults=ModelDefaults(),
                 )
             )
+    if capability is None:
+        items = [i for i in items if _chat_capable(i.capabilities)]
+    else:
+        items = [i for i in items if capability in i.capabilities]
     return ModelList(items=items, errors=errors)
+
+
+def _openai_capabilities(name: str) -> list[str]:
+    """OpenAI's model list says nothing of what a model does: a name with "embed" in it (OpenAI's
+    text-embedding-3-*, nomic-embed-text, mxbai-embed-large...) is taken for an embedding model."""
+    return ["embedding"] if "embed" in name.lower() else ["completion"]
 
 
 def _openai_items(provider: ProviderSnapshot, infos: list[ModelInfo]) -> list[ModelRead]:
@@ -545,7 +567,7 @@ def _openai_items(provider: ProviderSnapshot, infos: list[ModelInfo]) -> list[Mo
             name=info.name,
             provider=provider.ref(),
             model=info.name,
-            capabilities=["completion"],
+            capabilities=_openai_capabilities(info.name),
             source="openai",
             defaults=ModelDefaults(),
         )

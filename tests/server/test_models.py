@@ -440,3 +440,25 @@ def test_a_chat_with_a_listed_openai_model_streams(
     done = next(e.data for e in events if e.event == "done")
     assert done["message"]["content"] == "Remote answer." and done["message"]["status"] == "complete"
     assert ("POST", "/v1/chat/completions") in fake_openai.requests
+
+
+def test_capability_lists_the_models_that_have_it(
+    client: TestClient, admin_token: str, user_token: str, memory_keyring: MemoryKeyring
+) -> None:
+    with FakeOpenAI(api_key=KEY, models=("gpt-4o-mini", "text-embedding-3-small")) as remote:
+        p = add_provider(client, admin_token, name="Remote", kind="openai", base_url=remote.url, api_key=KEY)
+        r = client.get("/api/models", params={"capability": "embedding"}, headers=bearer(user_token))
+        assert r.status_code == 200, r.text
+        embedders = {(m["source"], m["model"]): m for m in r.json()["items"]}
+        assert set(embedders) == {("ollama", "nomic-embed-text:latest"), ("openai", "text-embedding-3-small")}
+        assert (
+            embedders[("openai", "text-embedding-3-small")]["id"]
+            == f"openai:{p['id']}:text-embedding-3-small"
+        )
+        # Without it: what one can chat with, embedding models left out.
+        chat = {m["model"] for m in models(client, user_token)["items"]}
+        assert chat == {"llama3.2:latest", "qwen3:0.6b", "gpt-4o-mini"}
+        vision = client.get("/api/models", params={"capability": "vision"}, headers=bearer(user_token)).json()
+        assert all("vision" in m["capabilities"] for m in vision["items"])
+    bad = client.get("/api/models", params={"capability": "telepathy"}, headers=bearer(user_token))
+    assert bad.status_code == 422 and bad.json()["code"]
