@@ -11,7 +11,10 @@ warm-up under the same load (the start), every 5 minutes, and at the end, each w
 the in-flight requests drained (a few seconds); the growth from start to end is printed. The admin signs
 in again every 10 minutes (an access token lives 30 minutes; the web UI refreshes it the same way).
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--clients 20] [--warmup 60]
+    .venv/bin/python bench/soak.py [--minutes 30] [--clients 20] [--warmup 60] [--report-every 300]
+
+The quiet RSS at the report nearest the middle splits the run in two halves: their slopes (MiB/min) tell
+a warm-up that levels off from a steady leak.
 
 Targets: RSS growth <= 10 %, no growth in open files or threads, WAL bounded, no error.
 """
@@ -173,7 +176,9 @@ def create_key(mt: ModelTrain) -> str:
         return str(r.json()["key"])
 
 
-async def main_async(minutes: float, clients: int, warmup: float, think: float, backup_every: float) -> int:
+async def main_async(
+    minutes: float, clients: int, warmup: float, think: float, backup_every: float, report_every: float
+) -> int:
     fake_proc, fake_url = start_fake(1 / 30, reply_tokens=60)
     mt = start_modeltrain(fake_url)
     try:
@@ -190,10 +195,11 @@ async def main_async(minutes: float, clients: int, warmup: float, think: float, 
             t0 = time.monotonic()
             end_at = t0 + minutes * 60
             next_backup = t0 + backup_every
-            next_report = t0 + 300
+            next_report = t0 + report_every
             next_login = t0 + 600
             backups: list[float] = []
             wal_peak = start.wal_kib
+            quiet: list[tuple[float, float]] = []  # (minute, quiet RSS) at each report
             rss_peak = start.rss
             print(f"idle before load: {idle.line()}", flush=True)
             print(f"start (after {warmup:.0f} s warm-up, quiet): {start.line()}", flush=True)
@@ -215,7 +221,8 @@ async def main_async(minutes: float, clients: int, warmup: float, think: float, 
                         f"ops {sum(soak.ops.values())}, errors {sum(soak.errors.values())}",
                         flush=True,
                     )
-                    next_report += 300
+                    quiet.append(((now - t0) / 60, q.rss))
+                    next_report += report_every
                 await asyncio.sleep(1)
             end = await soak.quiet_probe()
             soak.stopping = True
@@ -252,6 +259,14 @@ async def main_async(minutes: float, clients: int, warmup: float, think: float, 
     print(
         f"open fds: start {start.fds}, end {end.fds} ({end.fds - start.fds:+d}); idle before load {idle.fds}"
     )
+    quiet.append((minutes, end.rss))
+    mid = min(quiet, key=lambda q: abs(q[0] - minutes / 2))
+    if 0 < mid[0] < minutes:
+        first, second = (mid[1] - start.rss) / mid[0], (end.rss - mid[1]) / (minutes - mid[0])
+        print(
+            f"RSS slope: first half (0-{mid[0]:.1f} min) {first:+.2f} MiB/min, "
+            f"second half ({mid[0]:.1f}-{minutes:g} min) {second:+.2f} MiB/min"
+        )
     print(f"threads: start {start.threads}, end {end.threads} ({end.threads - start.threads:+d})")
     print(f"WAL: start {start.wal_kib:.0f} KiB, end {end.wal_kib:.0f} KiB, peak {wal_peak:.0f} KiB")
     print(f"DB file: start {start.db_kib:.0f} KiB, end {end.db_kib:.0f} KiB")
@@ -266,8 +281,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=60, help="seconds of load before the start probe")
     parser.add_argument("--think", type=float, default=0.5, help="mean pause between a client's requests (s)")
     parser.add_argument("--backup-every", type=float, default=300, help="seconds")
+    parser.add_argument("--report-every", type=float, default=300, help="seconds between quiet probes")
     args = parser.parse_args()
-    return asyncio.run(main_async(args.minutes, args.clients, args.warmup, args.think, args.backup_every))
+    return asyncio.run(
+        main_async(args.minutes, args.clients, args.warmup, args.think, args.backup_every, args.report_every)
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ from server.services import alert_history as alert_history_service
 from server.services import backups as backups_service
 from server.services import chat as chat_service
 from server.services import cluster as cluster_service
+from server.services import files as files_service
 from server.services import limits as limits_service
+from server.services import memory as memory_service
 from server.services import metrics as metrics_service
 from server.services import ollama_runtime
 from server.services import retention as retention_service
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     guard.body_limit_overrides.setdefault("/api/conversations/import", settings.conversation_import_max_bytes)
     guard.body_limit_overrides.setdefault("/api/ollama/models/import", settings.gguf_import_max_bytes)
+    guard.body_limit_overrides.setdefault("/api/files", files_service.upload_body_limit(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         await run_in_threadpool(chat_service.startup, runtime)  # mark replies a crash left streaming
         chat_service.start_heartbeat(runtime)  # keep live replies fresh, sweep other instances' orphans
         await metrics_service.start(runtime)  # runtime.metrics: sampler, fed by the access middleware
+        await memory_service.start(runtime)  # runtime.memory_trimmer: freed heap memory back to the OS
         await alert_history_service.start(runtime)  # runtime.alert_notifier: history, channels, surge
         await backups_service.start(runtime)  # runtime.backup_scheduler, upload-restore body limit
         await usage_service.start(runtime)  # runtime.usage: batched usage records
@@ -99,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ollama_runtime.stop_ollama(runtime)
             await backups_service.stop(runtime)
             await metrics_service.stop(runtime)
+            await memory_service.stop(runtime)
             await alert_history_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
             await limits_service.stop(runtime)  # the replies' settlements, then the heartbeat

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from server.services.gateway import ResolutionCache
     from server.services.lan import LanControl
     from server.services.limits import LimitKeeper
+    from server.services.memory import MemoryTrimmer
     from server.services.metrics import MetricsCollector
     from server.services.models import ModelDiscovery
     from server.services.ollama_daemon import OllamaDaemon
@@ -89,6 +90,8 @@ class Runtime:
     routing: HostRouter | None = None
     #: The daily pruning of usage and audit history (services/retention.py).
     retention: RetentionSweeper | None = None
+    #: Hands freed heap memory back to the OS every ``memory_trim_seconds`` (services/memory.py).
+    memory_trimmer: MemoryTrimmer | None = None
     #: Wall-clock time in epoch seconds for limit windows and reservations; tests replace it.
     clock: Callable[[], float] = time.time
 

@@ -300,6 +300,14 @@ class Settings(BaseSettings):
     metrics_history_seconds: int = Field(
         default=3600, ge=60, le=86400, description="How much metric history is kept for charts (seconds)."
     )
+    memory_trim_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="Seconds between two hand-backs of freed heap memory to the operating system "
+        "(glibc's malloc_trim, which also pins malloc's mmap threshold at 128 KiB; 0 = never; a no-op "
+        "with other C libraries).",
+    )
     usage_raw_days: int = Field(
         default=30,
         ge=1,
@@ -496,6 +504,46 @@ class Settings(BaseSettings):
     chat_title_timeout: float = Field(default=30.0, gt=0, description="Seconds allowed for title generation.")
     conversation_import_max_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="Largest conversation import body (bytes)."
+    )
+    knowledge_embedding_model: str = Field(
+        default="",
+        max_length=1200,
+        description="Model id (as GET /api/models lists it) that embeds long documents attached to a chat, "
+        "for users without a knowledge collection (otherwise the model of their newest collection). Empty: "
+        "such documents are searched by full text only.",
+    )
+    knowledge_chunk_chars: int = Field(
+        default=1200, ge=200, le=20_000, description="Largest knowledge chunk (passage), in characters."
+    )
+    knowledge_chunk_overlap: int = Field(
+        default=200,
+        ge=0,
+        le=5_000,
+        description="Characters a knowledge chunk repeats from the end of the previous one (at most half "
+        "a chunk).",
+    )
+    knowledge_embed_batch: int = Field(
+        default=32, ge=1, le=512, description="Chunks sent to the embedding model in one request."
+    )
+    max_upload_mb: int = Field(
+        default=25,
+        ge=1,
+        le=10_240,
+        description="Largest file a user may attach or add to a collection (POST /api/files), in MiB "
+        "(more: 413 file_too_large).",
+    )
+    chat_document_context_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="A document attached to a chat goes into the context whole while its tokens stay under "
+        "this share of the model's context length; a longer one is searched and only its best passages sent.",
+    )
+    chat_document_passages: int = Field(
+        default=6,
+        ge=1,
+        le=50,
+        description="Passages retrieved for a chat from its long documents and knowledge collections.",
     )
 
     # --- deployment: gunicorn/systemd/logrotate/multi-instance (packaging/, server/asgi.py) ---

@@ -39,7 +39,7 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
 
 #: The newest revision in server/migrations/versions. Kept here so a start-up on an up-to-date
 #: database never imports Alembic (~0.3 s); tests/server/db/test_migrations.py checks it matches.
-SCHEMA_HEAD = "0013"
+SCHEMA_HEAD = "0015"
 
 
 def alembic_config(url: str) -> Config:

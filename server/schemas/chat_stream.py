@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from server.schemas.file import AttachmentRead, CitationRead
 from server.schemas.message import MessageRead, MessageStatusName
 
 
@@ -29,6 +30,10 @@ class ChatStreamMeta(_Payload):
     #: The prompt answered (for a regenerated reply: the existing prompt).
     user_message_id: uuid.UUID
     assistant_message_id: uuid.UUID
+    #: The prompt's files and how each is used (image, whole document, or its best passages).
+    attachments: list[AttachmentRead] = Field(default_factory=list)
+    #: The numbered sources given to the model (also saved on the reply).
+    citations: list[CitationRead] = Field(default_factory=list)
 
 
 class ChatStreamDelta(_Payload):

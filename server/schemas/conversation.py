@@ -26,6 +26,8 @@ class ConversationRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     message_count: int | None = None
+    #: The knowledge collections this conversation uses; null: none.
+    knowledge: list[uuid.UUID] | None = None
 
 
 class ConversationDetail(ConversationRead):
@@ -81,6 +83,10 @@ class ExportMessage(StrictModel):
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    #: The names and types of a user message's files (not their content: an import has none of them).
+    attachments: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+    #: An assistant reply's numbered sources.
+    citations: list[dict[str, Any]] | None = Field(default=None, max_length=200)
 
     @field_validator("created_at", "updated_at")
     @classmethod

@@ -9,6 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.schemas.common import StrictModel
+from server.schemas.file import AttachmentRead, CitationRead
+
+#: At most this many files on one message.
+MAX_ATTACHMENTS = 20
 
 MessageRole = Literal["system", "user", "assistant"]
 MessageStatusName = Literal["streaming", "complete", "stopped", "error"]
@@ -36,6 +40,10 @@ class MessageRead(BaseModel):
     error: dict[str, Any] | None = None
     #: A reply of a routed model (a host group or a route): the host that served it; null otherwise.
     served_by: ServedBy | None = None
+    #: A user message's files and how the chat used each (docs/attachments.md).
+    attachments: list[AttachmentRead] = Field(default_factory=list)
+    #: An assistant reply's numbered sources (retrieved passages); null when it used none.
+    citations: list[CitationRead] | None = None
 
 
 class ChatOptions(StrictModel):
@@ -66,11 +74,20 @@ class ChatCreate(StrictModel):
     conversation_id: uuid.UUID | None = None
     parent_id: uuid.UUID | None = None
     options: ChatOptions | None = None
+    #: Files (``POST /api/files``) to attach to this message: images go to a vision model, documents into
+    #: the context (whole when short, their best passages when long).
+    attachments: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    #: The knowledge collections this conversation uses from now on (stored on it); null: unchanged.
+    knowledge: list[uuid.UUID] | None = Field(default=None, max_length=MAX_ATTACHMENTS)
 
 
 class ChatRegenerate(StrictModel):
+    """A new reply to the same prompt: the prompt keeps its attachments; ``attachments`` adds files to it."""
+
     model: str | None = Field(default=None, min_length=1, max_length=400)
     options: ChatOptions | None = None
+    attachments: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    knowledge: list[uuid.UUID] | None = Field(default=None, max_length=MAX_ATTACHMENTS)
 
 
 class ChatStopRead(BaseModel):

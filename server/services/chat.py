@@ -28,19 +28,22 @@ from typing import Any, cast
 
 import anyio
 from anyio import to_thread
-from sqlalchemy import CursorResult, Table, select, update
+from sqlalchemy import Connection, CursorResult, Table, select, update
 from sqlalchemy.orm import Session
 
 from server import aio
-from server.db.base import utcnow
-from server.db.models import Conversation, Message, MessageStatus, User
+from server.db.base import Base, utcnow
+from server.db.models import Conversation, File, Message, MessageFile, MessageStatus, RefreshToken, User
 from server.db.session import session_scope
-from server.errors import DomainError, InvalidInput, NotFound
+from server.errors import DomainError, InvalidInput, NotFound, UpstreamError
 from server.providers.base import ChatMessage, ChatProvider, ChatRequest, Delta, Done, ProviderError, Timeouts
+from server.providers.model_names import display_model_name
+from server.providers.openai_compat import OpenAICompatProvider
 from server.runtime import Runtime
 from server.schemas.message import ChatCreate, ChatRegenerate
 from server.services import cluster, gateway
 from server.services import conversations as conversations_service
+from server.services import files as files_service
 from server.services import limits as limits_service
 from server.services import models as models_service
 from server.services import usage as usage_service
@@ -163,6 +166,30 @@ class ChatPlan:
     usage_model: str = ""
     #: What the limits admitted (a stream slot, tokens reserved): settled with the final write.
     admission: limits_service.Admission | None = None
+    #: The prompt's files as the read model shows them, and the reply's numbered sources (meta event).
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    #: The sign-in the reply streams for: revoking it (sign-out, password change, a disabled, deleted or
+    #: demoted account) stops the reply at its next save (docs/security.md, B4).
+    holder: SessionHolder | None = None
+
+
+@dataclass(frozen=True)
+class SessionHolder:
+    """Whose sign-in a reply streams for: the user, their token version when it started, and the session
+    (refresh token family) of the access token, when it names one."""
+
+    user_id: uuid.UUID
+    token_version: int
+    family: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, user: User, session_id: str | None) -> SessionHolder:
+        try:
+            family = uuid.UUID(session_id) if session_id else None
+        except ValueError:  # a desktop session's id is not a family
+            family = None
+        return cls(user.id, user.token_version, family)
 
 
 def _resolve(session: Session, runtime: Runtime, model_id: str, user_id: uuid.UUID) -> ResolvedModel:
@@ -185,14 +212,252 @@ def _ancestors(messages: list[Message], leaf_id: uuid.UUID | None) -> list[Messa
     return list(reversed(path))
 
 
-def _history(path: list[Message]) -> list[ChatMessage]:
+def _history(path: list[Message], turns: dict[uuid.UUID, UserTurn] | None = None) -> list[ChatMessage]:
+    """The path as the model reads it; ``turns``: what the user messages' attachments add to them."""
     out: list[ChatMessage] = []
     for m in path:
         if m.role == "assistant" and not m.content:
             continue  # an empty failed/stopped reply says nothing to the model
-        if m.role in ("user", "assistant", "system"):
+        turn = (turns or {}).get(m.id)
+        if m.role == "user" and turn is not None:
+            out.append(turn.message(m.content))
+        elif m.role in ("user", "assistant", "system"):
             out.append(ChatMessage(role=m.role, content=m.content))  # type: ignore[arg-type]
     return out
+
+
+# --- attachments, documents and retrieved passages (docs/attachments.md) --------------------------------
+
+#: The context length assumed when neither the request, the conversation nor the model's preset sets one.
+DEFAULT_CONTEXT_TOKENS = 8192
+SOURCES_INTRO = (
+    "Answer using the numbered sources below when they are relevant, and cite them as [n] "
+    "(for example [1]). If they do not hold the answer, say so."
+)
+
+
+@dataclass
+class UserTurn:
+    """What a user message's attachments add to it for the model: images (data URLs), whole documents,
+    and (on the prompt being answered) the numbered passages retrieved for it."""
+
+    images: list[str] = field(default_factory=list)
+    documents: list[tuple[str, str]] = field(default_factory=list)  # (name, text)
+    sources: list[Any] = field(default_factory=list)  # retrieval.Passage
+
+    def message(self, content: str) -> ChatMessage:
+        parts: list[str] = []
+        for name, text in self.documents:
+            parts.append(f'<document name="{name}">\n{text}\n</document>')
+        if self.sources:
+            lines = [SOURCES_INTRO]
+            for p in self.sources:
+                where = f"{p.file_name}, page {p.page}" if p.page else p.file_name
+                lines.append(f"[{p.number}] ({where})\n{p.text}")
+            parts.append("<sources>\n" + "\n\n".join(lines) + "\n</sources>")
+        text = "\n\n".join([*parts, content]) if parts else content
+        return ChatMessage(role="user", content=text, images=tuple(self.images))
+
+
+@dataclass
+class Attached:
+    """The files and collections of one prompt, worked out before anything is saved."""
+
+    #: The files sent with this request (new attachments of the prompt), in order, and their modes.
+    files: list[File] = field(default_factory=list)
+    modes: dict[uuid.UUID, str] = field(default_factory=dict)
+    #: Earlier long documents of the conversation (retrieval mode), searched again for this prompt.
+    earlier_retrieval: list[uuid.UUID] = field(default_factory=list)
+    #: The conversation's collections for this prompt, and the value to store (None: unchanged).
+    collections: list[uuid.UUID] = field(default_factory=list)
+    store_knowledge: list[uuid.UUID] | None = None
+    passages: list[Any] = field(default_factory=list)
+    has_images: bool = False
+    resolved: ResolvedModel | None = None
+    #: The prompt's text (the retrieval query).
+    query: str = ""
+
+    @property
+    def retrieval_files(self) -> list[uuid.UUID]:
+        new = [f.id for f in self.files if self.modes.get(f.id) == "retrieval"]
+        return list(dict.fromkeys([*self.earlier_retrieval, *new]))
+
+    def citations(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "number": p.number,
+                "file_id": str(p.file_id),
+                "file_name": p.file_name,
+                "collection_id": str(p.collection_id) if p.collection_id else None,
+                "chunk_id": p.chunk_id,
+                "page": p.page,
+                "text": p.text,
+            }
+            for p in self.passages
+        ]
+
+
+def _context_tokens(resolved: Any, conv: Conversation | None, options: dict[str, Any]) -> int:
+    defaults = (getattr(resolved, "defaults", None) or {}).get("options") or {}
+    for layer in (options, (conv.options if conv else None) or {}, defaults):
+        value = layer.get("context_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    return DEFAULT_CONTEXT_TOKENS
+
+
+def gather_attachments(
+    session: Session,
+    runtime: Runtime,
+    user: User,
+    *,
+    model_id: str,
+    file_ids: list[uuid.UUID],
+    conv: Conversation | None,
+    knowledge: list[uuid.UUID] | None,
+    options: dict[str, Any],
+) -> Attached:
+    """Check the files are the user's (404 ``file_not_found``), resolve the model, and decide each
+    document's mode: whole while the documents fit in ``chat_document_context_share`` of the model's
+    context, else retrieval. Blocking: run it in a worker thread."""
+    attached = Attached(files=files_service.get_many_owned(session, user, file_ids))
+    if conv is not None:
+        attached.earlier_retrieval = list(
+            dict.fromkeys(
+                session.scalars(
+                    select(MessageFile.file_id)
+                    .join(Message, Message.id == MessageFile.message_id)
+                    .where(Message.conversation_id == conv.id, MessageFile.mode == "retrieval")
+                )
+            )
+        )
+    if knowledge is not None:
+        attached.store_knowledge = list(dict.fromkeys(knowledge))
+        attached.collections = attached.store_knowledge
+    elif conv is not None and conv.knowledge:
+        stored = [uuid.UUID(str(c)) for c in conv.knowledge]
+        attached.collections = _usable_collections(session, user, stored)
+        if attached.collections != stored:  # deleted or no longer shared: dropped from the conversation
+            attached.store_knowledge = attached.collections
+    if not attached.files and not attached.earlier_retrieval and not attached.collections:
+        return attached  # nothing to add: the prompt step resolves the model as usual
+    attached.resolved = _resolve(session, runtime, model_id, user.id)
+    budget = runtime.settings.chat_document_context_share * _context_tokens(attached.resolved, conv, options)
+    used = 0
+    for f in attached.files:
+        if f.kind == "image":
+            attached.modes[f.id] = "image"
+            attached.has_images = True
+            continue
+        tokens = f.tokens or 0
+        if used + tokens <= budget:
+            attached.modes[f.id] = "full"
+            used += tokens
+        else:
+            attached.modes[f.id] = "retrieval"
+    for f in attached.files:
+        session.expunge(f)  # read again on the event loop and in the prompt's thread
+    return attached
+
+
+def _usable_collections(session: Session, user: User, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """The conversation's collections the user may still read (a request naming one it may not is 404,
+    in the retrieval)."""
+    from server.services.knowledge import collections as knowledge_collections
+
+    usable = []
+    for collection_id in ids:
+        try:
+            knowledge_collections.readable(session, user, collection_id)
+        except NotFound:
+            continue
+        usable.append(collection_id)
+    return usable
+
+
+async def _check_vision(runtime: Runtime, resolved: Any) -> None:
+    """400 ``model_not_vision`` for an Ollama model that does not list the vision capability. An
+    OpenAI-compatible server does not say: its model is trusted to take images (the upstream refuses)."""
+    adapter = resolved.adapter
+    list_models = getattr(adapter, "list_models", None)
+    if isinstance(adapter, OpenAICompatProvider) or list_models is None:
+        return
+    try:
+        infos = await list_models(timeout=runtime.settings.models_discovery_timeout)
+    except ProviderError:
+        return  # the chat itself reports the upstream's state
+    wanted = display_model_name(resolved.upstream_model).lower()
+    for info in infos:
+        if display_model_name(info.name).lower() == wanted:
+            if "vision" not in info.capabilities:
+                raise DomainError(
+                    f"{info.name} cannot see images: choose a model with the vision capability "
+                    "(e.g. llava, qwen2.5vl, gemma3) or remove the images",
+                    code="model_not_vision",
+                )
+            return
+
+
+async def _retrieve(runtime: Runtime, session: Session, user: User, attached: Attached, query: str) -> None:
+    """The numbered passages of the long documents and collections (services/knowledge/retrieval.py)."""
+    files, collections = attached.retrieval_files, attached.collections
+    if not files and not collections:
+        return
+    from server.services.knowledge import retrieval
+
+    try:
+        attached.passages = await retrieval.passages_for_chat(
+            runtime,
+            session,
+            user,
+            query=query,
+            file_ids=files,
+            collection_ids=collections,
+            limit=runtime.settings.chat_document_passages,
+        )
+    except ProviderError as exc:
+        raise UpstreamError(f"the embedding model failed: {exc.message}", code=exc.code) from None
+
+
+def _turns(runtime: Runtime, session: Session, path: list[Message]) -> dict[uuid.UUID, UserTurn]:
+    """The attachments of the user messages on ``path`` (images and whole documents go with them on
+    every later turn; a long document's passages are retrieved for the newest prompt only)."""
+    ids = [m.id for m in path if m.role == "user"]
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(MessageFile.message_id, MessageFile.mode, File)
+        .join(File, File.id == MessageFile.file_id)
+        .where(MessageFile.message_id.in_(ids))
+        .order_by(MessageFile.message_id, MessageFile.position)
+    ).all()
+    turns: dict[uuid.UUID, UserTurn] = {}
+    for message_id, mode, f in rows:
+        turn = turns.setdefault(message_id, UserTurn())
+        try:
+            if mode == "image":
+                turn.images.append(files_service.image_data_url(runtime, f))
+            elif mode == "full":
+                turn.documents.append((f.name, files_service.read_text(runtime, f)))
+        except (OSError, DomainError):
+            log.warning("attachment %s of message %s is unreadable; sent without it", f.id, message_id)
+    return turns
+
+
+def _link_files(session: Session, message_id: uuid.UUID, attached: Attached) -> None:
+    existing = {
+        row.file_id: row
+        for row in session.scalars(select(MessageFile).where(MessageFile.message_id == message_id))
+    }
+    position = max((row.position for row in existing.values()), default=-1) + 1
+    for f in attached.files:
+        if f.id in existing:
+            continue
+        session.add(
+            MessageFile(message_id=message_id, file_id=f.id, position=position, mode=attached.modes[f.id])
+        )
+        position += 1
+    session.flush()
 
 
 def _merged_options(defaults: dict[str, Any], conv: Conversation, request: dict[str, Any]) -> dict[str, Any]:
@@ -213,9 +478,16 @@ def _build_request(
     return ChatRequest(model=resolved.upstream_model, messages=messages, options=merged, think=think)
 
 
-def _new_assistant(runtime: Runtime, conv: Conversation, parent_id: uuid.UUID, model_id: str) -> Message:
+def _new_assistant(
+    runtime: Runtime,
+    conv: Conversation,
+    parent_id: uuid.UUID,
+    model_id: str,
+    citations: list[dict[str, Any]] | None = None,
+) -> Message:
     return Message(
         **registry(runtime).owner(),
+        citations=citations or None,
         id=uuid.uuid4(),
         conversation_id=conv.id,
         parent_id=parent_id,
@@ -227,17 +499,14 @@ def _new_assistant(runtime: Runtime, conv: Conversation, parent_id: uuid.UUID, m
     )
 
 
-def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreate) -> ChatPlan:
-    """Check everything, then add the user message and the empty assistant reply (caller commits)."""
-    settings = runtime.settings
-    if len(body.content) > settings.chat_max_message_chars:
-        raise InvalidInput(
-            f"the message is too long ({len(body.content)} characters, at most "
-            f"{settings.chat_max_message_chars})",
-            code="message_too_long",
-        )
-    if not body.content.strip():
-        raise InvalidInput("the message is empty", code="message_empty")
+def prepare_chat(
+    session: Session, runtime: Runtime, user: User, body: ChatCreate, attached: Attached | None = None
+) -> ChatPlan:
+    """Check everything, then add the user message and the empty assistant reply (caller commits).
+    ``attached``: what :func:`gather_attachments` and the retrieval worked out for the files and
+    collections of the request."""
+    attached = attached or Attached()
+    _check_message(runtime.settings, body.content)
     conv: Conversation | None = None
     parent: Message | None = None
     explicit_parent = "parent_id" in body.model_fields_set
@@ -249,7 +518,7 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
             conv = parent_conv
         elif parent_conv.id != conv.id:
             raise NotFound("message not found", code="message_not_found")
-    resolved = _resolve(session, runtime, body.model, user.id)
+    resolved = attached.resolved or _resolve(session, runtime, body.model, user.id)
     now = utcnow()
     is_new = conv is None
     if conv is None:
@@ -268,7 +537,13 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         parent = conversations_service.current_branch(existing)[-1]
     path = _ancestors(existing, parent.id if parent else None)
     options = body.options.compact() if body.options else {}
-    history = [*_history(path), ChatMessage(role="user", content=body.content)]
+    prompt = UserTurn(sources=attached.passages)
+    for f in attached.files:
+        if attached.modes[f.id] == "image":
+            prompt.images.append(files_service.image_data_url(runtime, f))
+        elif attached.modes[f.id] == "full":
+            prompt.documents.append((f.name, files_service.read_text(runtime, f)))
+    history = [*_history(path, _turns(runtime, session, path)), prompt.message(body.content)]
     request = _build_request(resolved, conv, history, options)
 
     user_msg = Message(
@@ -282,8 +557,13 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         updated_at=now,
     )
     session.add(user_msg)
-    reply = _new_assistant(runtime, conv, user_msg.id, body.model)
+    citations = attached.citations()
+    reply = _new_assistant(runtime, conv, user_msg.id, body.model, citations)
     session.add(reply)
+    session.flush()
+    _link_files(session, user_msg.id, attached)
+    if attached.store_knowledge is not None:
+        conv.knowledge = [str(c) for c in attached.store_knowledge] or None
     if not conv.title:
         conv.title = conversations_service.fallback_title(body.content)
     conv.model = body.model
@@ -302,13 +582,22 @@ def prepare_chat(session: Session, runtime: Runtime, user: User, body: ChatCreat
         first_user_text=body.content,
         provider_id=getattr(resolved.provider, "id", None),
         usage_model=_usage_model(session, user.id, resolved),
+        attachments=files_service.attachments_of(session, [user_msg.id]).get(user_msg.id, []),
+        citations=citations,
     )
 
 
 def prepare_regenerate(
-    session: Session, runtime: Runtime, user: User, message_id: uuid.UUID, body: ChatRegenerate
+    session: Session,
+    runtime: Runtime,
+    user: User,
+    message_id: uuid.UUID,
+    body: ChatRegenerate,
+    attached: Attached | None = None,
 ) -> ChatPlan:
-    """A new assistant reply as a sibling of ``message_id`` (or as a reply to it, if it is a user message)."""
+    """A new assistant reply as a sibling of ``message_id`` (or as a reply to it, if it is a user message).
+    The prompt keeps its attachments; ``attached`` adds the request's files to it, and its passages."""
+    attached = attached or Attached()
     target, conv = conversations_service.get_message(session, user, message_id)
     if target.role == "assistant":
         if target.parent_id is None:
@@ -321,12 +610,19 @@ def prepare_regenerate(
     model_id = body.model or (target.model if target.role == "assistant" else "") or conv.model
     if not model_id:
         raise InvalidInput("no model given and none recorded for this conversation", code="model_required")
-    resolved = _resolve(session, runtime, model_id, user.id)
+    resolved = attached.resolved or _resolve(session, runtime, model_id, user.id)
+    _link_files(session, prompt_id, attached)
+    if attached.store_knowledge is not None:
+        conv.knowledge = [str(c) for c in attached.store_knowledge] or None
     existing = conversations_service.list_messages(session, conv.id)
     path = _ancestors(existing, prompt_id)
     options = body.options.compact() if body.options else {}
-    request = _build_request(resolved, conv, _history(path), options)
-    reply = _new_assistant(runtime, conv, prompt_id, model_id)
+    turns = _turns(runtime, session, path)
+    if attached.passages:
+        turns.setdefault(prompt_id, UserTurn()).sources = attached.passages
+    request = _build_request(resolved, conv, _history(path, turns), options)
+    citations = attached.citations()
+    reply = _new_assistant(runtime, conv, prompt_id, model_id, citations)
     session.add(reply)
     conv.updated_at = utcnow()
     conv.model = model_id
@@ -342,18 +638,23 @@ def prepare_regenerate(
         request=request,
         provider_id=getattr(resolved.provider, "id", None),
         usage_model=_usage_model(session, user.id, resolved),
+        attachments=files_service.attachments_of(session, [prompt_id]).get(prompt_id, []),
+        citations=citations,
     )
 
 
 # --- step 4: persist the reply (runs in a worker thread) ------------------------------------------------
 
 
-def _table(model: type[Message] | type[Conversation]) -> Table:
+def _table(model: type[Base]) -> Table:
     """The Core table of a mapped class: the hot writes below skip the ORM unit of work."""
     return cast(Table, model.__table__)
 
 
-def _persist_partial(runtime: Runtime, message_id: uuid.UUID, content: str, thinking: str) -> None:
+def _persist_partial(
+    runtime: Runtime, message_id: uuid.UUID, content: str, thinking: str, holder: SessionHolder | None = None
+) -> bool:
+    """Save a growing reply; in the same transaction, whether its sign-in still holds (False: revoked)."""
     messages = _table(Message)
     with runtime.engine.begin() as conn:
         conn.execute(
@@ -361,6 +662,22 @@ def _persist_partial(runtime: Runtime, message_id: uuid.UUID, content: str, thin
             .where(messages.c.id == message_id)
             .values(content=content, thinking=thinking, updated_at=utcnow())
         )
+        return holder is None or _sign_in_holds(conn, holder)
+
+
+def _sign_in_holds(conn: Connection, holder: SessionHolder) -> bool:
+    users, tokens = _table(User), _table(RefreshToken)
+    row = conn.execute(
+        select(users.c.token_version, users.c.is_active).where(users.c.id == holder.user_id)
+    ).first()
+    if row is None or not row.is_active or row.token_version != holder.token_version:
+        return False
+    if holder.family is None:
+        return True
+    live = conn.execute(
+        select(tokens.c.id).where(tokens.c.family_id == holder.family, tokens.c.revoked_at.is_(None)).limit(1)
+    ).first()
+    return live is not None
 
 
 def _persist_final(
@@ -393,6 +710,7 @@ def _persist_final(
         model=plan.model_id,
         created_at=plan.assistant_created_at,
         updated_at=now,
+        citations=plan.citations or None,
         **values,
     ).model_dump(mode="json")
 
@@ -682,15 +1000,20 @@ class ChatStream:
     async def _flush(self) -> None:
         try:
             self.db_writes += 1
-            await self._to_thread(
+            holds = await self._to_thread(
                 _persist_partial,
                 self.runtime,
                 self.plan.assistant_message_id,
                 "".join(self.content),
                 "".join(self.thinking),
+                self.plan.holder,
             )
         except Exception:  # the final write repeats everything; a failed batch loses nothing
             log.warning("could not save a partial reply", exc_info=True)
+        else:
+            if not holds:
+                log.info("reply %s stopped: its sign-in was revoked", self.plan.assistant_message_id)
+                self.request_stop("revoked")
         finally:
             self._flush_task = None
 
@@ -787,6 +1110,8 @@ class ChatStream:
             "conversation_id": str(self.plan.conversation_id),
             "user_message_id": str(self.plan.user_message_id),
             "assistant_message_id": str(self.plan.assistant_message_id),
+            "attachments": self.plan.attachments,
+            "citations": self.plan.citations,
         }
 
     def terminal_event(self, last: bool = True) -> ServerSentEvent:
@@ -906,7 +1231,12 @@ def _commit(session: Session, prepare, admit=None) -> ChatPlan:
 
 
 async def _launch(
-    runtime: Runtime, session: Session, user: User, prepare, client_ip: str | None = None
+    runtime: Runtime,
+    session: Session,
+    user: User,
+    prepare,
+    client_ip: str | None = None,
+    session_id: str | None = None,
 ) -> ChatStream:
     """``session`` is the request's session (its transaction may hold SQLite's write lock, so no second
     session may write before it commits): the prompt is committed on it, in a worker thread."""
@@ -935,6 +1265,7 @@ async def _launch(
     if plan.admission is not None:
         limits_service.keeper(runtime).remember(plan.admission)
     plan.client_ip = client_ip
+    plan.holder = SessionHolder.of(user, session_id)
     stream = ChatStream(runtime, plan)
     reg.add(stream)
     stream.start()
@@ -949,10 +1280,78 @@ async def _launch(
     return stream
 
 
+def _check_message(settings: Any, content: str) -> None:
+    if len(content) > settings.chat_max_message_chars:
+        raise InvalidInput(
+            f"the message is too long ({len(content)} characters, at most {settings.chat_max_message_chars})",
+            code="message_too_long",
+        )
+    if not content.strip():
+        raise InvalidInput("the message is empty", code="message_empty")
+
+
+async def _attach(
+    runtime: Runtime, session: Session, user: User, gather, query: str | None
+) -> Attached | None:
+    """Before the prompt is saved: the files (owner's only), the vision check, the documents' modes and
+    the retrieved passages. ``gather`` runs in a worker thread on the request's session, whose
+    transaction it ends (SQLite's write lock is not held while the retrieval awaits)."""
+
+    def run(s: Session) -> Attached:
+        try:
+            return gather(s)
+        finally:
+            s.commit()
+
+    _release_request_transaction(session)
+    attached: Attached = await to_thread.run_sync(run, session, limiter=registry(runtime).limiter(runtime))
+    if attached.resolved is None:  # no files, no collections: at most the collections are cleared
+        return attached if attached.store_knowledge is not None else None
+    if attached.has_images:
+        await _check_vision(runtime, attached.resolved)
+    await _retrieve(runtime, session, user, attached, attached.query if query is None else query)
+    return attached
+
+
 async def start_chat(
-    runtime: Runtime, session: Session, user: User, body: ChatCreate, client_ip: str | None = None
+    runtime: Runtime,
+    session: Session,
+    user: User,
+    body: ChatCreate,
+    client_ip: str | None = None,
+    session_id: str | None = None,
 ) -> ChatStream:
-    return await _launch(runtime, session, user, lambda s: prepare_chat(s, runtime, user, body), client_ip)
+    attached: Attached | None = None
+    if body.attachments or body.knowledge is not None or body.conversation_id or body.parent_id:
+        _check_message(runtime.settings, body.content)
+
+        def gather(s: Session) -> Attached:
+            conv = None
+            if body.conversation_id is not None:
+                conv = conversations_service.get_conversation(s, user, body.conversation_id)
+            elif body.parent_id is not None:
+                conv = conversations_service.get_message(s, user, body.parent_id)[1]
+            options = body.options.compact() if body.options else {}
+            return gather_attachments(
+                s,
+                runtime,
+                user,
+                model_id=body.model,
+                file_ids=body.attachments,
+                conv=conv,
+                knowledge=body.knowledge,
+                options=options,
+            )
+
+        attached = await _attach(runtime, session, user, gather, body.content)
+    return await _launch(
+        runtime,
+        session,
+        user,
+        lambda s: prepare_chat(s, runtime, user, body, attached),
+        client_ip,
+        session_id,
+    )
 
 
 async def start_regenerate(
@@ -962,9 +1361,38 @@ async def start_regenerate(
     message_id: uuid.UUID,
     body: ChatRegenerate,
     client_ip: str | None = None,
+    session_id: str | None = None,
 ) -> ChatStream:
+
+    def gather(s: Session) -> Attached:
+        target, conv = conversations_service.get_message(s, user, message_id)
+        model_id = body.model or (target.model if target.role == "assistant" else "") or conv.model
+        prompt = target if target.role == "user" else None
+        if target.role == "assistant" and target.parent_id is not None:
+            prompt = s.get(Message, target.parent_id)
+        if not model_id or prompt is None:
+            return Attached()  # the prompt step refuses it with its own error
+        attached = gather_attachments(
+            s,
+            runtime,
+            user,
+            model_id=model_id,
+            file_ids=body.attachments,
+            conv=conv,
+            knowledge=body.knowledge,
+            options=body.options.compact() if body.options else {},
+        )
+        attached.query = prompt.content
+        return attached
+
+    attached = await _attach(runtime, session, user, gather, None)
     return await _launch(
-        runtime, session, user, lambda s: prepare_regenerate(s, runtime, user, message_id, body), client_ip
+        runtime,
+        session,
+        user,
+        lambda s: prepare_regenerate(s, runtime, user, message_id, body, attached),
+        client_ip,
+        session_id,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -11,10 +12,12 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from server.db.base import utcnow
-from server.db.models import Conversation, Message, MessageStatus, User
-from server.errors import InvalidInput
+from server.db.models import Conversation, File, Message, MessageStatus, User
+from server.errors import DomainError, InvalidInput
 from server.schemas.conversation import EXPORT_FORMAT, EXPORT_VERSION, ConversationExport, ExportConversation
+from server.services import files as files_service
 from server.services.conversations import current_branch, get_conversation, list_messages
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,17 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
-def _export_one(conv: Conversation, messages: list[Message]) -> dict[str, Any]:
+def _attachment_names(session: Session, messages: list[Message]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """What the export says of each user message's files: name, type, size, and how the chat used it."""
+    found = files_service.attachments_of(session, [m.id for m in messages if m.role == "user"])
+    keep = ("name", "mime", "size", "kind", "mode")
+    return {mid: [{k: a[k] for k in keep} for a in items] for mid, items in found.items()}
+
+
+def _export_one(
+    conv: Conversation, messages: list[Message], attached: dict[uuid.UUID, list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    attached = attached or {}
     return {
         "id": str(conv.id),
         "title": conv.title,
@@ -51,6 +64,8 @@ def _export_one(conv: Conversation, messages: list[Message]) -> dict[str, Any]:
                 "usage": m.usage,
                 "timings": m.timings,
                 "error": m.error,
+                **({"attachments": attached[m.id]} if m.id in attached else {}),
+                **({"citations": m.citations} if m.citations else {}),
             }
             for m in messages
         ],
@@ -68,7 +83,8 @@ def _envelope(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def export_conversation(session: Session, user: User, conversation_id: uuid.UUID) -> dict[str, Any]:
     conv = get_conversation(session, user, conversation_id)
-    return _envelope([_export_one(conv, list_messages(session, conv.id))])
+    messages = list_messages(session, conv.id)
+    return _envelope([_export_one(conv, messages, _attachment_names(session, messages))])
 
 
 def export_all(session: Session, user: User) -> dict[str, Any]:
@@ -87,14 +103,42 @@ def export_all(session: Session, user: User) -> dict[str, Any]:
         )
         for m in msgs:
             by_conv[m.conversation_id].append(m)
-    return _envelope([_export_one(c, by_conv[c.id]) for c in convs])
+    attached = _attachment_names(session, [m for ms in by_conv.values() for m in ms])
+    return _envelope([_export_one(c, by_conv[c.id], attached) for c in convs])
 
 
-def export_markdown(session: Session, user: User, conversation_id: uuid.UUID) -> tuple[str, str]:
-    """(title, markdown) of the current branch."""
+def _markdown_files(
+    session: Session,
+    settings: Settings | None,
+    message: Message,
+    attached: dict[uuid.UUID, list[dict[str, Any]]],
+) -> list[str]:
+    """A user message's files in Markdown: images as small inline thumbnails, documents by name."""
+    lines: list[str] = []
+    for a in attached.get(message.id, []):
+        label = a["name"].replace("]", ")").replace("[", "(")
+        if a["kind"] == "image" and settings is not None:
+            try:
+                row = session.get(File, uuid.UUID(a["id"]))
+                png = files_service.thumbnail_at(settings, row).read_bytes() if row is not None else b""
+            except (OSError, ValueError, DomainError):
+                png = b""
+            if png:
+                lines.append(f"![{label}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+                continue
+        how = {"full": "whole document", "retrieval": "searched", "image": "image"}.get(a["mode"], a["mode"])
+        lines.append(f"*Attached: {label} ({how})*")
+    return [*lines, ""] if lines else []
+
+
+def export_markdown(
+    session: Session, user: User, conversation_id: uuid.UUID, settings: Settings | None = None
+) -> tuple[str, str]:
+    """(title, markdown) of the current branch; with ``settings``, images as inline thumbnails."""
     conv = get_conversation(session, user, conversation_id)
     messages = list_messages(session, conv.id)
     branch = current_branch(messages)
+    attached = files_service.attachments_of(session, [m.id for m in branch if m.role == "user"])
     lines = [f"# {conv.title or 'Conversation'}", ""]
     meta = [f"- Created: {_iso(conv.created_at)}"]
     if conv.model:
@@ -112,7 +156,17 @@ def export_markdown(session: Session, user: User, conversation_id: uuid.UUID) ->
         lines += [f"## {heading}", ""]
         if m.thinking:
             lines += ["<details><summary>Thinking</summary>", "", m.thinking, "", "</details>", ""]
+        lines += _markdown_files(session, settings, m, attached)
         lines += [m.content, ""]
+        if m.citations:
+            lines += [
+                *(
+                    f"[{c.get('number')}] {c.get('file_name')}"
+                    + (f", page {c['page']}" if c.get("page") else "")
+                    for c in m.citations
+                ),
+                "",
+            ]
         if m.status in (MessageStatus.STOPPED.value, MessageStatus.ERROR.value):
             lines += [f"*({m.status})*", ""]
     return conv.title, "\n".join(lines).rstrip() + "\n"
@@ -208,6 +262,7 @@ def import_conversations(
                     "usage": m.usage,
                     "timings": m.timings,
                     "error": error,
+                    "citations": m.citations,
                 }
             )
         # One executemany per conversation; rows are in parent-first order for the FK check.

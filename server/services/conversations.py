@@ -16,7 +16,10 @@ from sqlalchemy.orm import Session
 from server.db.models import Conversation, Message, User
 from server.errors import NotFound
 from server.schemas.conversation import ConversationDetail, ConversationRead, ConversationUpdate
+from server.schemas.file import AttachmentRead
 from server.schemas.message import MessageRead
+from server.services import files as files_service
+from server.settings import Settings
 
 FALLBACK_TITLE_CHARS = 50
 
@@ -124,7 +127,14 @@ def list_conversations(
 
 def conversation_detail(session: Session, user: User, conversation_id: uuid.UUID) -> ConversationDetail:
     conv = get_conversation(session, user, conversation_id)
-    messages = [MessageRead.model_validate(m) for m in list_messages(session, conv.id)]
+    rows = list_messages(session, conv.id)
+    attached = files_service.attachments_of(session, [m.id for m in rows if m.role == "user"])
+    messages = [
+        MessageRead.model_validate(m).model_copy(
+            update={"attachments": [AttachmentRead.model_validate(a) for a in attached.get(m.id, [])]}
+        )
+        for m in rows
+    ]
     return ConversationDetail.model_validate(
         {
             **ConversationRead.model_validate(conv).model_dump(),
@@ -156,14 +166,22 @@ def update_conversation(
     return conversation_detail(session, user, conv.id)
 
 
-def delete_conversation(session: Session, user: User, conversation_id: uuid.UUID) -> None:
+def delete_conversation(
+    session: Session, user: User, conversation_id: uuid.UUID, settings: Settings | None = None
+) -> None:
+    """Delete a conversation and (given ``settings``) the files its messages attached that nothing else
+    uses any more (another conversation, a knowledge collection): their rows now, their bytes once the
+    deletion is committed."""
     conv = get_conversation(session, user, conversation_id)
+    file_ids = files_service.conversation_file_ids(session, conv.id) if settings is not None else []
     # One statement for all messages (parent links cascade inside it), then the conversation.
     session.execute(
         delete(Message).where(Message.conversation_id == conv.id).execution_options(synchronize_session=False)
     )
     session.delete(conv)
     session.flush()
+    if file_ids and settings is not None:
+        files_service.delete_unused(settings, session, file_ids)
 
 
 def set_generated_title(session: Session, conversation_id: uuid.UUID, title: str) -> bool:

@@ -18,6 +18,7 @@ from server.schemas.user import UserCreate, UserUpdate, normalize_email
 from server.security.passwords import check_password_policy, hash_password
 from server.security.secret_store import ensure_private_dir, write_private_file
 from server.services import audit
+from server.services import files as files_service
 from server.services.audit import AuditAction, AuditContext, AuditTarget
 from server.settings import Settings
 
@@ -168,10 +169,12 @@ def reset_password(
     return user
 
 
-def delete_user(session: Session, user_id: uuid.UUID, *, ctx: AuditContext) -> None:
+def delete_user(session: Session, settings: Settings, user_id: uuid.UUID, *, ctx: AuditContext) -> None:
+    """Delete an account with everything it owns; its uploaded files leave the disk once that commits."""
     user = get_user(session, user_id)
     _guard_last_admin(session, user)
     audit.record(session, ctx, AuditAction.USER_DELETED, target=_target(user), details={"role": user.role})
+    files_service.remove_with_owner(settings, session, user.id)
     session.delete(user)
     session.flush()
     log.info("user %s deleted", user_id)

@@ -495,10 +495,21 @@ def _modelfile(name: str, model: FakeModel) -> str:
     return "\n".join(lines) + "\n"
 
 
+_EMBED_WORD = re.compile(r"\w+", re.UNICODE)
+
+
 def _embedding(text: str, dimensions: int) -> list[float]:
-    """A deterministic, L2-normalised vector for ``text``."""
-    rng = random.Random(text)
-    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    """A deterministic, L2-normalised vector for ``text`` that means something: a feature-hashed bag of its
+    words (each lower-cased word adds +-1 at a position its hash picks), so texts sharing words are close
+    (cosine) and retrieval can be tested. A text without words gets a fixed pseudo-random vector."""
+    vector = [0.0] * dimensions
+    for word in _EMBED_WORD.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+        slot = int.from_bytes(digest[:4], "little") % dimensions
+        vector[slot] += 1.0 if digest[4] & 1 else -1.0
+    if not any(vector):
+        rng = random.Random(text)
+        vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [round(x / norm, 8) for x in vector]
 
@@ -669,6 +680,8 @@ class FakeOllama(FakeServer):
         self.tool_calls = tool_calls
         self.blobs: dict[str, FakeBlob] = {}
         self._loaded: dict[str, _Slot] = {}
+        #: What each /api/embed request was sent: (model, inputs), oldest first.
+        self.embedded: list[tuple[str, list[str]]] = []
 
     @property
     def url(self) -> str:
@@ -793,6 +806,7 @@ class FakeOllama(FakeServer):
             raise _error(400, "invalid input type")
         if self.busy:
             raise _error(503, BUSY)
+        self.embedded.append((text, list(inputs)))
         started = time.monotonic_ns()
         await asyncio.sleep(self.load_delay)
         self._acquire(key, keep_alive, DEFAULT_NUM_CTX)

@@ -140,10 +140,25 @@ def test_load_and_unload_update_ps(client: ollama.Client) -> None:
     assert client.ps().models == []
 
 
-def test_embed(client: ollama.Client) -> None:
+def test_embed(client: ollama.Client, fake: FakeOllama) -> None:
     vectors = client.embed("nomic-embed-text", ["one", "two"]).embeddings
     assert len(vectors) == 2 and len(vectors[0]) == 768
     assert abs(sum(x * x for x in vectors[0]) - 1) < 1e-4
+    # Deterministic and meaningful (a bag of words): shared words make texts close.
+    again = client.embed("nomic-embed-text", ["one"]).embeddings[0]
+    assert again == vectors[0]
+    assert fake.embedded[:2] == [("nomic-embed-text", ["one", "two"]), ("nomic-embed-text", ["one"])]
+
+    def cosine(a: str, b: str) -> float:
+        va, vb = client.embed("nomic-embed-text", [a, b]).embeddings
+        return sum(x * y for x, y in zip(va, vb, strict=True))
+
+    assert cosine("the volcano erupted", "a volcano erupted loudly") > cosine(
+        "the volcano erupted", "tax forms"
+    )
+    assert (
+        client.embed("nomic-embed-text", "...").embeddings[0] != [0.0] * 768
+    )  # no words: still a unit vector
     with pytest.raises(ollama.ResponseError) as error:
         client.embed("missing", "x")
     assert error.value.status_code == 404

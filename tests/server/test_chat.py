@@ -466,6 +466,82 @@ def test_stop_endpoint_closes_upstream_and_keeps_partial(slow_live) -> None:
     )
 
 
+@pytest.mark.parametrize("revocation", ["sign-out", "password change", "account disabled"])
+def test_revoking_the_sign_in_stops_its_streaming_reply(slow_live, revocation: str) -> None:
+    """docs/security.md, B4: the reply of a sign-in that is revoked stops at its next save (the partial
+    answer kept as ``stopped``), on whichever instance streams it (the check is in the database)."""
+    live, fake, model, _ = slow_live
+    with (
+        httpx.Client(base_url=live.url, timeout=10) as tab,
+        httpx.Client(base_url=live.url, timeout=10) as admin,
+    ):
+        r = tab.post("/api/auth/login", json={"email": "live@example.com", "password": USER_PASSWORD})
+        token = r.json()["access_token"]
+        r = admin.post(
+            "/api/auth/login", json={"email": "admin@example.com", "password": "correct-horse-battery-staple"}
+        )
+        admin_token = r.json()["access_token"]
+        with tab.stream(
+            "POST", "/api/chat", json={"model": model.id, "content": "long story"}, headers=bearer(token)
+        ) as r:
+            assert r.status_code == 200
+            meta, _, reader = _read_until_delta(r)
+            if revocation == "sign-out":  # this tab's session (its refresh cookie)
+                assert tab.post("/api/auth/logout", json={}).status_code == 204
+            elif revocation == "password change":
+                changed = tab.post(
+                    "/api/auth/password",
+                    json={"current_password": USER_PASSWORD, "new_password": "another-user-pass-Long-2"},
+                    headers=bearer(token),
+                )
+                assert changed.status_code == 200, changed.text
+            else:
+                me = next(
+                    u
+                    for u in admin.get("/api/users", headers=bearer(admin_token)).json()["items"]
+                    if u["email"] == "live@example.com"
+                )
+                off = admin.patch(
+                    f"/api/users/{me['id']}", json={"is_active": False}, headers=bearer(admin_token)
+                )
+                assert off.status_code == 200, off.text
+            events = reader.rest()  # the stream ends: it would run for minutes otherwise
+    assert events[-1].event == "done" and events[-1].data["message"]["status"] == "stopped"
+    assert wait_for(lambda: fake.active_streams == 0, timeout=2)
+    row = message_row(live.app, meta["assistant_message_id"])
+    assert row["status"] == "stopped" and row["content"]
+
+
+def test_another_sessions_sign_out_leaves_the_reply_streaming(slow_live) -> None:
+    live, fake, model, token = slow_live
+    with (
+        httpx.Client(base_url=live.url, timeout=10) as c,
+        httpx.Client(base_url=live.url, timeout=10) as other,
+    ):
+        assert (
+            other.post(
+                "/api/auth/login", json={"email": "live@example.com", "password": USER_PASSWORD}
+            ).status_code
+            == 200
+        )
+        with c.stream(
+            "POST", "/api/chat", json={"model": model.id, "content": "long story"}, headers=bearer(token)
+        ) as r:
+            meta, _, reader = _read_until_delta(r)
+            assert other.post("/api/auth/logout", json={}).status_code == 204
+            saved = message_row(live.app, meta["assistant_message_id"])["content"]
+            # Several saves later (each one checks the sign-in), the reply is still streaming.
+            assert wait_for(
+                lambda: len(message_row(live.app, meta["assistant_message_id"])["content"]) > len(saved) + 40,
+                10,
+            )
+            assert message_row(live.app, meta["assistant_message_id"])["status"] == "streaming"
+            assert fake.active_streams == 1
+            stopped = c.post(f"/api/chat/{meta['assistant_message_id']}/stop", headers=bearer(token))
+            assert stopped.status_code == 200
+            reader.rest()
+
+
 def test_client_disconnect_closes_upstream_within_one_second(slow_live) -> None:
     live, fake, model, token = slow_live
     with httpx.Client(base_url=live.url, timeout=10) as c:

@@ -82,8 +82,11 @@ def test_detail_has_every_branch(client: TestClient, user_token: str) -> None:
         "timings",
         "error",
         "served_by",
+        "attachments",
+        "citations",
     }
     assert set(d["messages"][0]) == keys
+    assert d["messages"][0]["attachments"] == [] and d["messages"][0]["citations"] is None
     assert d["messages"][0]["served_by"] is None  # not a routed model
 
 

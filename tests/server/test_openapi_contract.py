@@ -72,6 +72,7 @@ BUSINESS_RULES: dict[tuple[str, str], str] = {
     ("POST", "/api/alerts/channels"): "a webhook URL the server may call, a complete SMTP setup",
     ("POST", "/api/providers"): "the base URL's host resolves to an address the policy allows (security D3)",
     ("PATCH", "/api/providers/{provider_id}"): "as POST /api/providers",
+    ("POST", "/api/files"): "the file's content: a supported type, not empty, not damaged (file_empty...)",
     ("POST", "/api/chat"): "a model given or recorded on the conversation (model_required)",
     ("POST", "/api/chat/{message_id}/regenerate"): "as POST /api/chat",
     ("GET", "/api/usage"): "`from` not after `to` (usage_range_invalid)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from server.api.openapi import raises, sse_events
 from server.api.sse import EventStreamResponse, encode_events
@@ -64,9 +64,16 @@ def _respond(stream: chat_service.ChatStream, runtime: RuntimeDep) -> EventStrea
 )
 @_CHAT_EVENTS
 async def chat(
-    body: ChatCreate, user: CurrentUser, runtime: RuntimeDep, session: SessionDep, ip: ClientIP
+    body: ChatCreate,
+    request: Request,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    ip: ClientIP,
 ) -> EventStreamResponse:
-    stream = await chat_service.start_chat(runtime, session, user, body, client_ip=ip)
+    stream = await chat_service.start_chat(
+        runtime, session, user, body, client_ip=ip, session_id=request.state.session_id
+    )
     return _respond(stream, runtime)
 
 
@@ -80,12 +87,15 @@ async def chat(
 async def regenerate(
     message_id: uuid.UUID,
     body: ChatRegenerate,
+    request: Request,
     user: CurrentUser,
     runtime: RuntimeDep,
     session: SessionDep,
     ip: ClientIP,
 ) -> EventStreamResponse:
-    stream = await chat_service.start_regenerate(runtime, session, user, message_id, body, client_ip=ip)
+    stream = await chat_service.start_regenerate(
+        runtime, session, user, message_id, body, client_ip=ip, session_id=request.state.session_id
+    )
     return _respond(stream, runtime)
 
 

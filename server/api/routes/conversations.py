@@ -91,8 +91,10 @@ def update_conversation(
 
 
 @router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a conversation")
-def delete_conversation(conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
-    conversations_service.delete_conversation(session, user, conversation_id)
+def delete_conversation(
+    conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> None:
+    conversations_service.delete_conversation(session, user, conversation_id, settings)
 
 
 @router.get(
@@ -109,10 +111,11 @@ def export_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
+    settings: SettingsDep,
     format: Literal["json", "markdown"] = Query("json"),
 ) -> Response:
     if format == "markdown":
-        _title, text = conversation_transfer.export_markdown(session, user, conversation_id)
+        _title, text = conversation_transfer.export_markdown(session, user, conversation_id, settings)
         return Response(
             text,
             media_type="text/markdown; charset=utf-8",

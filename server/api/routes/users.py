@@ -70,5 +70,7 @@ def reset_password(
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a user (admin)")
-def delete_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep, ctx: AuditCtx) -> None:
-    users_service.delete_user(session, user_id, ctx=ctx)
+def delete_user(
+    user_id: uuid.UUID, _: AdminUser, session: SessionDep, settings: SettingsDep, ctx: AuditCtx
+) -> None:
+    users_service.delete_user(session, settings, user_id, ctx=ctx)

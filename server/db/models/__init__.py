@@ -7,7 +7,9 @@ from server.db.models.app_setting import AppSetting
 from server.db.models.audit import AuditEntry
 from server.db.models.backup import BackupLease
 from server.db.models.conversation import Conversation
+from server.db.models.file import File, MessageFile
 from server.db.models.instance_snapshot import InstanceSnapshot
+from server.db.models.knowledge import KnowledgeChunk, KnowledgeCollection, KnowledgeDocument
 from server.db.models.limit import LimitCounter, LimitOverride, LimitReservation
 from server.db.models.login_throttle import LoginThrottle
 from server.db.models.message import Message, MessageStatus
@@ -30,12 +32,17 @@ __all__ = [
     "AuditEntry",
     "BackupLease",
     "Conversation",
+    "File",
     "InstanceSnapshot",
+    "KnowledgeChunk",
+    "KnowledgeCollection",
+    "KnowledgeDocument",
     "LimitCounter",
     "LimitOverride",
     "LimitReservation",
     "LoginThrottle",
     "Message",
+    "MessageFile",
     "MessageStatus",
     "ModelConfig",
     "ModelRoute",

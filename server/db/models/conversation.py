@@ -25,3 +25,5 @@ class Conversation(IdMixin, TimestampMixin, Base):
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pinned: Mapped[bool] = mapped_column(default=False)
+    #: The knowledge collections this chat uses (ids as strings); null: none.
+    knowledge: Mapped[list[str] | None] = mapped_column(JSON, default=None)

@@ -43,6 +43,9 @@ class Message(IdMixin, TimestampMixin, Base):
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     #: A reply of a routed model (several hosts): the host that served it, ``{"provider_id", "name"}``.
     served_by: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: An assistant reply that used retrieved passages: its numbered sources
+    #: (``[{number, file_id, file_name, collection_id, chunk_id, page, text}]``).
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     #: A reply streamed by this app: the instance streaming it (a stable id of host + data directory,
     #: services/reply_owner.py) and that process's incarnation, so a restarted instance knows at once
     #: which replies left ``streaming`` were its own (docs/security.md, E5).

@@ -2,8 +2,10 @@
 
 One ``<id>.tar.gz`` per backup holds ``manifest.json`` (first) and the database —
 ``modeltrain.sqlite3`` (made with SQLite's online backup API, never a copy of the live file) or
-``modeltrain.pgdump`` (``pg_dump -Fc``). Reading also accepts a bare ModelTrain SQLite file or
-PostgreSQL dump. Names inside archives are never used as paths (zip-slip; docs/security.md, D4).
+``modeltrain.pgdump`` (``pg_dump -Fc``) — then the uploaded files (``files/<2 hex>/<uuid>``, counted
+in the manifest's ``files``). Reading also accepts a bare ModelTrain SQLite file or PostgreSQL dump.
+Names inside archives are never used as paths (zip-slip; docs/security.md, D4), but for uploaded files'
+names, which must have that exact shape (:data:`FILE_MEMBER`) to be written under the scratch directory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,27 @@ MAX_MANIFEST_BYTES = 64 * 1024
 COMPRESS_LEVEL = 1
 
 
-def write_archive(part: Path, manifest: dict[str, Any], payload: Path) -> tuple[str, int]:
+#: The only member names accepted after the database: uploaded files (services/files.py's storage keys).
+FILE_MEMBER = re.compile(r"files/[0-9a-f]{2}/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def stored_files(data_dir: Path) -> list[tuple[str, Path]]:
+    """The uploaded files under ``<data dir>/files`` (member name, path), in a stable order. The text
+    caches beside them are left out: they are made again from the files when needed."""
+    root = data_dir / "files"
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.glob("*/*"):
+        name = f"files/{path.parent.name}/{path.name}"
+        if FILE_MEMBER.fullmatch(name) and path.is_file():
+            found.append((name, path))
+    return sorted(found)
+
+
+def write_archive(
+    part: Path, manifest: dict[str, Any], payload: Path, files: list[tuple[str, Path]] | None = None
+) -> tuple[str, int]:
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as raw:
         hashing = HashingWriter(raw)
@@ -57,6 +80,11 @@ def write_archive(part: Path, manifest: dict[str, Any], payload: Path) -> tuple[
                 info.size, info.mode, info.mtime = payload.stat().st_size, 0o600, int(time.time())
                 with open(payload, "rb") as fh:
                     tar.addfile(info, fh)
+                for name, path in files or []:
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode, info.mtime = path.stat().st_size, 0o600, int(time.time())
+                    with open(path, "rb") as fh:
+                        tar.addfile(info, fh)
         raw.flush()
         os.fsync(raw.fileno())
     return hashing.digest.hexdigest(), hashing.size
@@ -69,6 +97,8 @@ class Extracted:
     manifest: dict[str, Any] | None
     schema_revision: str
     counts: dict[str, int]
+    #: The uploaded files the archive holds (``<dest>/files``); None when it holds none (an older backup).
+    files_dir: Path | None = None
 
 
 def _sniff(path: Path) -> bytes:
@@ -146,8 +176,7 @@ def _extract_archive(source: Path, dest_dir: Path) -> Extracted:
             raise InvalidBackup("the archive is truncated")
         if digest.hexdigest() != manifest["sha256"]:
             raise InvalidBackup("checksum mismatch: the backup is damaged")
-        if next(members, None) is not None:
-            raise InvalidBackup("not a ModelTrain backup (unexpected extra files in the archive)")
+        files_dir = _extract_files(tar, members, manifest, dest_dir)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InvalidBackup(f"the archive is damaged or truncated ({type(exc).__name__})") from None
     except OSError as exc:
@@ -165,7 +194,43 @@ def _extract_archive(source: Path, dest_dir: Path) -> Extracted:
         facts["counts"] = dict(manifest.get("counts") or {})
     if facts["schema_revision"] != manifest["schema_revision"]:
         raise InvalidBackup("the archive does not match its manifest (schema revision differs)")
-    return Extracted(manifest["database"], dest, manifest, facts["schema_revision"], facts["counts"])
+    return Extracted(
+        manifest["database"], dest, manifest, facts["schema_revision"], facts["counts"], files_dir
+    )
+
+
+def _extract_files(
+    tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo], manifest: dict[str, Any], dest_dir: Path
+) -> Path | None:
+    """The uploaded files after the database: only ``files/<2 hex>/<uuid>`` regular files, as many and
+    as large as the manifest says, written under ``dest_dir/files`` (the name is checked, then used)."""
+    expected = manifest.get("files")
+    if expected is None:
+        if next(members, None) is not None:
+            raise InvalidBackup("not a ModelTrain backup (unexpected extra files in the archive)")
+        return None
+    if not isinstance(expected, dict) or not all(isinstance(expected.get(k), int) for k in ("count", "size")):
+        raise InvalidBackup("not a ModelTrain backup (manifest lists its files wrongly)")
+    root = dest_dir / "files"
+    root.mkdir(mode=0o700)
+    count = size = 0
+    for member in members:
+        if not member.isreg() or not FILE_MEMBER.fullmatch(member.name):
+            raise InvalidBackup("not a ModelTrain backup (unexpected extra files in the archive)")
+        count += 1
+        size += member.size
+        if count > expected["count"] or size > expected["size"]:
+            raise InvalidBackup("the archive does not match its manifest (more files than it lists)")
+        target = dest_dir / member.name
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        handle = tar.extractfile(member)
+        assert handle is not None
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(handle, out, CHUNK)
+    if count != expected["count"] or size != expected["size"]:
+        raise InvalidBackup("the archive is truncated (files are missing)")
+    return root
 
 
 def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any]:
@@ -200,7 +265,7 @@ def verify_archive(path: Path, scratch_parent: Path | None = None) -> Extracted:
         scratch = Path(tempfile.mkdtemp(prefix="modeltrain-verify-", dir=scratch_parent))
     try:
         result = extract_backup(path, scratch)
-        return Extracted(result.database, path, result.manifest, result.schema_revision, result.counts)
+        return Extracted(result.database, path, result.manifest, result.schema_revision, result.counts, None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -20,6 +20,7 @@ from server.services.backups.archive import (
     FORMAT_VERSION,
     PG_MEMBER,
     SQLITE_MEMBER,
+    stored_files,
     verify_archive,
     write_archive,
 )
@@ -93,6 +94,7 @@ def create_backup_locked(
             facts = check_pg_dump(payload)
             facts["counts"] = counts
             database = "postgresql"
+        files = stored_files(settings.data_dir)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -106,8 +108,9 @@ def create_backup_locked(
             "size": payload.stat().st_size,
             "sha256": sha256_file(payload),
             "counts": facts["counts"],
+            "files": {"count": len(files), "size": sum(p.stat().st_size for _, p in files)},
         }
-        archive_sha, archive_size = write_archive(part, manifest, payload)
+        archive_sha, archive_size = write_archive(part, manifest, payload, files)
         shutil.rmtree(work, ignore_errors=True)
         # Verify what is on disk, exactly as a restore would read it.
         verify_error = None

@@ -114,6 +114,7 @@ def _restore_sqlite(
                 for suffix in ("-wal", "-shm", "-journal"):
                     db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
                 fsync_dir(db_path.parent)
+                _swap_files(settings, extracted.files_dir)
         finally:
             staged.unlink(missing_ok=True)
     except OSError as exc:
@@ -140,6 +141,20 @@ def _restore_sqlite(
         previous_database_file=previous_file,
         sessions_revoked=True,
     )
+
+
+def _swap_files(settings: Settings, incoming: Path | None) -> None:
+    """Make the backup's uploaded files the live ones (``<data dir>/files``), as the database now refers
+    to them; the previous files are removed (the pre-restore backup holds them). An archive without
+    files (made before attachments existed) leaves them as they are."""
+    if incoming is None:
+        return
+    live = settings.data_dir / "files"
+    old = settings.data_dir / f".files-old-{secrets.token_hex(4)}"
+    if live.exists():
+        os.replace(live, old)
+    shutil.move(str(incoming), str(live))
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _revoke_all_sessions(session: Session) -> None:
@@ -283,6 +298,7 @@ def _restore_postgres(
                 counts = live_counts(own)
             finally:
                 own.dispose()
+            _swap_files(settings, extracted.files_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.warning("database restored from %s; all sessions were revoked", label)

@@ -34,6 +34,11 @@ import type {
   Provider,
   HostList,
   ModelRoute,
+  KnowledgeCollection,
+  KnowledgeCreate,
+  KnowledgeDocument,
+  KnowledgePassage,
+  KnowledgeUpdate,
   Preset,
   PresetCreate,
   PresetUpdate,
@@ -82,6 +87,11 @@ export const healthApi = {
 
 export const modelsApi = {
   list: () => http.get<{ items: ChatModel[]; errors?: ModelListError[] }>('/api/models'),
+  /** The models with a capability (`embedding`: those that index knowledge collections). */
+  withCapability: async (capability: string) => {
+    const r = await http.get<{ items: ChatModel[] }>('/api/models', { query: { capability } })
+    return (r.items ?? []).filter((m) => m.capabilities?.includes(capability))
+  },
 }
 
 /** Presets (`/api/model-configs`): the shared ones and the caller's own. */
@@ -99,13 +109,24 @@ export interface ChatRequest {
   conversation_id?: string
   parent_id?: string | null
   options?: Record<string, unknown>
+  /** Stored file ids (`POST /api/files`): images and documents for this message. */
+  attachments?: string[]
+  /** The conversation's knowledge collections; left out = unchanged. */
+  knowledge?: string[]
+}
+
+export interface RegenerateRequest {
+  model?: string
+  options?: Record<string, unknown>
+  attachments?: string[]
+  knowledge?: string[]
 }
 
 export const chatApi = {
   /** Starts a streamed chat turn; the caller reads the SSE body. */
   send: (body: ChatRequest, signal?: AbortSignal) =>
     rawRequest('POST', '/api/chat', { body, signal, headers: { Accept: 'text/event-stream' } }),
-  regenerate: (messageId: string, body: { model?: string; options?: Record<string, unknown> }, signal?: AbortSignal) =>
+  regenerate: (messageId: string, body: RegenerateRequest, signal?: AbortSignal) =>
     rawRequest('POST', `/api/chat/${enc(messageId)}/regenerate`, {
       body,
       signal,
@@ -347,4 +368,21 @@ export const auditApi = {
   list: (q: AuditQuery, limit: number, offset: number) =>
     http.get<AuditPage>(auditUrl('/api/audit', q, { limit, offset })),
   downloadCsv: (q: AuditQuery) => downloadFile(auditUrl('/api/audit.csv', q), 'modeltrain-audit.csv'),
+}
+
+/** Knowledge collections (`/api/knowledge`): the caller's own and the shared ones; documents index in the background. */
+export const knowledgeApi = {
+  list: () => http.get<KnowledgeCollection[]>('/api/knowledge'),
+  get: (id: string) => http.get<KnowledgeCollection>(`/api/knowledge/${enc(id)}`),
+  create: (body: KnowledgeCreate) => http.post<KnowledgeCollection>('/api/knowledge', body),
+  update: (id: string, body: KnowledgeUpdate) => http.patch<KnowledgeCollection>(`/api/knowledge/${enc(id)}`, body),
+  remove: (id: string) => http.del<void>(`/api/knowledge/${enc(id)}`),
+  documents: (id: string) => http.get<KnowledgeDocument[]>(`/api/knowledge/${enc(id)}/documents`),
+  addDocuments: (id: string, fileIds: string[]) =>
+    http.post<KnowledgeDocument[]>(`/api/knowledge/${enc(id)}/documents`, { file_ids: fileIds }),
+  removeDocument: (id: string, fileId: string) => http.del<void>(`/api/knowledge/${enc(id)}/documents/${enc(fileId)}`),
+  reindex: (id: string) => http.post<KnowledgeCollection>(`/api/knowledge/${enc(id)}/reindex`, {}),
+  cancel: (id: string) => http.post<KnowledgeCollection>(`/api/knowledge/${enc(id)}/cancel`, {}),
+  search: (id: string, query: string, limit = 5) =>
+    http.post<KnowledgePassage[]>(`/api/knowledge/${enc(id)}/search`, { query, limit }),
 }

@@ -72,10 +72,41 @@ export type Message = Adjust<
     usage?: Usage | null
     timings?: Record<string, number> | null
     error?: string | ErrorBody | null
+    // a user message's files (images, documents) and a reply's numbered sources
+    attachments?: MessageAttachment[] | null
   }
 >
 
 export type ChatOptions = S['ChatOptions'] & { [k: string]: unknown }
+
+// --- attachments, documents and knowledge ------------------------------------------------------------
+/** A stored upload (`POST /api/files` -> 201; `GET /api/files/{id}/meta`). */
+export type FileRead = S['FileRead']
+
+/** How an attachment reached the model: an image, a document's whole text, or retrieved passages. */
+export type AttachmentMode = S['AttachmentRead']['mode']
+
+/** A user message's attachment as the server reads it back (`MessageRead.attachments`, the stream's `meta`). */
+export type MessageAttachment = Adjust<
+  S['AttachmentRead'],
+  {
+    /** Unknown (absent) on a message just sent, until the stream's `meta` says how the chat used it. */
+    mode?: AttachmentMode | null
+  }
+>
+
+/** A numbered source of an assistant reply: `[n]` in its text. */
+export type Citation = S['CitationRead']
+
+export type KnowledgeDocumentStatus = S['DocumentRead']['status']
+/** A knowledge collection (`/api/knowledge`): the caller's own or a shared one (`writable` says which). */
+export type KnowledgeCollection = S['CollectionRead']
+/** A collection's document with its indexing status and progress (0..1). */
+export type KnowledgeDocument = S['DocumentRead']
+/** A passage found by `POST /api/knowledge/{id}/search`. */
+export type KnowledgePassage = S['PassageRead']
+export type KnowledgeCreate = S['CollectionCreate']
+export type KnowledgeUpdate = S['CollectionUpdate']
 
 /**
  * One event of a chat stream (the `text/event-stream` of `POST /api/chat` and `.../regenerate`): `event` is

@@ -49,6 +49,12 @@ export function createAppRouter(): Router {
             meta: { titleKey: 'nav.presets' },
           },
           {
+            path: 'knowledge/:id?',
+            name: 'knowledge',
+            component: () => import('@/views/knowledge/KnowledgeView.vue'),
+            meta: { titleKey: 'nav.knowledge' },
+          },
+          {
             path: 'usage',
             name: 'usage',
             component: () => import('@/views/usage/UsageView.vue'),

@@ -299,3 +299,138 @@ describe('chat store streaming', () => {
     expect(chat.path[1].status).toBe('stopped')
   })
 })
+
+describe('chat store: attachments, knowledge and citations', () => {
+  let fetchMock: ReturnType<typeof vi.fn>
+  const citation = {
+    number: 1,
+    file_id: 'f9',
+    file_name: 'handbook.pdf',
+    collection_id: 'k1',
+    chunk_id: 7,
+    page: 3,
+    text: 'The boiling point of water at sea level is 100 °C.',
+  }
+  beforeEach(() => {
+    setActivePinia(createPinia())
+    fetchMock = vi.fn()
+    vi.stubGlobal('fetch', fetchMock)
+    const models = useModelsStore()
+    models.items = [
+      {
+        id: 'm1',
+        name: 'Llava',
+        provider: { id: '1', name: 'Ollama', kind: 'ollama' },
+        model: 'llava',
+        capabilities: ['completion', 'vision'],
+        source: 'ollama',
+        defaults: {},
+      },
+    ]
+    models.select('m1')
+  })
+  afterEach(() => vi.unstubAllGlobals())
+
+  it('sends the files and the chosen collections, shows the files at once and keeps the citations', async () => {
+    fetchMock.mockImplementation(async () =>
+      streamResponse(
+        sse([
+          [
+            'meta',
+            {
+              conversation_id: 'c1',
+              user_message_id: 'u1',
+              assistant_message_id: 'a1',
+              attachments: [
+                { id: 'f1', name: 'cat.png', mime: 'image/png', size: 10, kind: 'image', mode: 'image' },
+                {
+                  id: 'f2',
+                  name: 'notes.md',
+                  mime: 'text/markdown',
+                  size: 20,
+                  kind: 'document',
+                  mode: 'full',
+                  tokens: 5,
+                },
+              ],
+              citations: [citation],
+            },
+          ],
+          ['delta', { content: 'It boils at 100 °C [1].' }],
+          ['done', { message: { id: 'a1', content: 'It boils at 100 °C [1].', status: 'complete' } }],
+        ]),
+      ),
+    )
+    const chat = useChatStore()
+    chat.setKnowledge(['k1'])
+    const image = { id: 'f1', name: 'cat.png', mime: 'image/png', size: 10, kind: 'image' as const }
+    const doc = { id: 'f2', name: 'notes.md', mime: 'text/markdown', size: 20, kind: 'document' as const }
+    await chat.send('What is in these?', undefined, [image, doc])
+    const body = JSON.parse(fetchMock.mock.calls[0][1].body)
+    expect(body).toMatchObject({ content: 'What is in these?', attachments: ['f1', 'f2'], knowledge: ['k1'] })
+    const [user, reply] = chat.path
+    // shown at once, then told how each is used by the stream's meta
+    expect(user.attachments?.map((a) => [a.id, a.kind, a.mode])).toEqual([
+      ['f1', 'image', 'image'],
+      ['f2', 'document', 'full'],
+    ])
+    expect(reply.citations).toEqual([citation])
+    expect(chat.current?.knowledge).toEqual(['k1'])
+  })
+
+  it('regenerates with the chosen collections, and takes citations from done', async () => {
+    const chat = useChatStore()
+    fetchMock.mockImplementation(async (url: string) => {
+      if (url === '/api/conversations/c1')
+        return new Response(
+          JSON.stringify({
+            id: 'c1',
+            title: 't',
+            pinned: false,
+            model: 'm1',
+            created_at: '2024-01-01T00:00:00Z',
+            updated_at: '2024-01-01T00:00:00Z',
+            knowledge: ['k1'],
+            messages: [
+              {
+                id: 'u1',
+                parent_id: null,
+                role: 'user',
+                content: 'q',
+                status: 'complete',
+                created_at: '2024-01-01T00:00:00Z',
+                attachments: [
+                  { id: 'f1', name: 'a.pdf', mime: 'application/pdf', size: 5, kind: 'document', mode: 'retrieval' },
+                ],
+              },
+              {
+                id: 'a1',
+                parent_id: 'u1',
+                role: 'assistant',
+                content: 'old',
+                status: 'complete',
+                created_at: '2024-01-01T00:00:01Z',
+              },
+            ],
+          }),
+          { status: 200, headers: { 'Content-Type': 'application/json' } },
+        )
+      return streamResponse(
+        sse([
+          ['meta', { conversation_id: 'c1', user_message_id: 'u1', assistant_message_id: 'a2' }],
+          ['done', { message: { id: 'a2', content: 'new [1]', status: 'complete', citations: [citation] } }],
+        ]),
+      )
+    })
+    await chat.open('c1')
+    expect(chat.knowledge).toEqual(['k1'])
+    await chat.regenerate(chat.path[1])
+    const [url, init] = fetchMock.mock.calls[1]
+    expect(url).toBe('/api/chat/a1/regenerate')
+    // the prompt keeps its files on the server: sending them again would attach them twice
+    const sent = JSON.parse(init.body)
+    expect(sent.attachments).toBeUndefined()
+    expect(sent.knowledge).toEqual(['k1'])
+    expect(chat.path[1].citations).toEqual([citation])
+  })
+})

@@ -1,12 +1,39 @@
 import { defineStore } from 'pinia'
 import { computed, ref, shallowRef, triggerRef } from 'vue'
-import { chatApi, conversationsApi, type ChatRequest } from '@/api/endpoints'
+import { chatApi, conversationsApi, type ChatRequest, type RegenerateRequest } from '@/api/endpoints'
 import { ApiError } from '@/api/http'
 import { parseData, readSse, type SseEvent } from '@/api/sse'
-import type { ChatOptions, ChatStreamData, Conversation, Message } from '@/api/types'
+import type {
+  ChatOptions,
+  ChatStreamData,
+  Citation,
+  Conversation,
+  FileRead,
+  Message,
+  MessageAttachment,
+} from '@/api/types'
 import { buildTree, currentPath, selectBranchOf, siblingInfo, parentKey } from './chatTree'
 import { useConversationsStore } from './conversations'
 import { useModelsStore } from './models'
+
+/** A file to send with a message: just uploaded (FileRead) or kept from an earlier message. */
+export type OutgoingFile = Pick<FileRead, 'id' | 'name' | 'mime' | 'size'> & { kind?: FileRead['kind'] }
+
+function asAttachment(f: OutgoingFile): MessageAttachment {
+  return {
+    id: f.id,
+    name: f.name,
+    mime: f.mime,
+    size: f.size,
+    kind: f.kind === 'image' || (!f.kind && f.mime.startsWith('image/')) ? 'image' : 'document',
+  }
+}
+
+/** The numbered sources a stream event may carry (`meta` or `done`, or the saved message in `done`). */
+function citationsOf(v: unknown): Citation[] | null {
+  const c = v && typeof v === 'object' ? (v as { citations?: unknown }).citations : undefined
+  return Array.isArray(c) ? (c as Citation[]) : null
+}
 
 let tmpSeq = 0
 const tmpId = (kind: string) => `tmp-${kind}-${++tmpSeq}`
@@ -29,6 +56,8 @@ export const useChatStore = defineStore('chat', () => {
   /** Settings chosen before the first message of a new conversation. */
   const draftSystemPrompt = ref('')
   const draftOptions = ref<ChatOptions>({})
+  /** The knowledge collections the open (or the next new) conversation uses. */
+  const knowledge = ref<string[]>([])
   const timings = shallowRef<Record<string, Record<string, number>>>({})
 
   const tree = computed(() => buildTree(messages.value))
@@ -46,6 +75,7 @@ export const useChatStore = defineStore('chat', () => {
     loadError.value = null
     draftSystemPrompt.value = ''
     draftOptions.value = {}
+    knowledge.value = []
   }
 
   let openSeq = 0
@@ -59,6 +89,7 @@ export const useChatStore = defineStore('chat', () => {
       if (seq !== openSeq) return
       current.value = { ...c, messages: [] }
       messages.value = c.messages ?? []
+      knowledge.value = Array.isArray(c.knowledge) ? [...c.knowledge] : []
       selected.value = {}
       useModelsStore().selectMatching(c.model)
     } catch (e) {
@@ -130,8 +161,15 @@ export const useChatStore = defineStore('chat', () => {
         const a = find(tmpAsst)
         if (a) a.parent_id = meta.user_message_id
       }
+      // how the prompt's files are used (image, whole document, passages)
+      const u = find(meta.user_message_id)
+      if (u && meta.attachments?.length) u.attachments = meta.attachments
       const a = find(tmpAsst)
-      if (a) a.id = meta.assistant_message_id
+      if (a) {
+        a.id = meta.assistant_message_id
+        const cites = citationsOf(meta)
+        if (cites) a.citations = cites
+      }
       asstId = meta.assistant_message_id
       st.assistantId = asstId
       triggerRef(stream)
@@ -149,6 +187,7 @@ export const useChatStore = defineStore('chat', () => {
           updated_at: now,
           system_prompt: draftSystemPrompt.value || null,
           options: { ...draftOptions.value },
+          knowledge: [...knowledge.value],
           messages: [],
         }
         list.upsert({ id: meta.conversation_id })
@@ -173,6 +212,8 @@ export const useChatStore = defineStore('chat', () => {
         if (m.model) a.model = m.model
         if (m.served_by) a.served_by = m.served_by // a routed model: the host that answered
       }
+      const cites = citationsOf(m) ?? citationsOf(d)
+      if (cites) a.citations = cites
       a.status = m.status ?? 'complete'
       a.usage = d.usage ?? a.usage
       if (d.timings) timings.value = { ...timings.value, [a.id]: d.timings }
@@ -262,13 +303,22 @@ export const useChatStore = defineStore('chat', () => {
     return msg
   }
 
-  /** Sends a user message; `parentId` undefined = continue the shown path, null = new root. */
-  async function send(content: string, parentId?: string | null) {
+  /**
+   * Sends a user message; `parentId` undefined = continue the shown path, null = new root. `files`: stored
+   * uploads sent as `attachments` (a message may be files alone).
+   */
+  async function send(content: string, parentId?: string | null, files: OutgoingFile[] = []) {
     const models = useModelsStore()
-    if (isStreaming.value || !content.trim() || !models.selectedId) return
+    if (isStreaming.value || (!content.trim() && !files.length) || !models.selectedId) return
     const leaf = path.value[path.value.length - 1]
     const parent = parentId === undefined ? (leaf?.id ?? null) : parentId
-    const u = addLocal({ id: tmpId('u'), parent_id: parent, role: 'user', content })
+    const u = addLocal({
+      id: tmpId('u'),
+      parent_id: parent,
+      role: 'user',
+      content,
+      attachments: files.length ? files.map(asAttachment) : null,
+    })
     const a = addLocal({
       id: tmpId('a'),
       parent_id: u.id,
@@ -285,13 +335,16 @@ export const useChatStore = defineStore('chat', () => {
     }
     const options = requestOptions()
     if (options) body.options = options
+    if (files.length) body.attachments = files.map((f) => f.id)
+    if (knowledge.value.length || current.value?.knowledge?.length) body.knowledge = [...knowledge.value]
     await runStream((signal) => chatApi.send(body, signal), u.id, a.id)
   }
 
   /** Edit = a new user message beside the edited one (same parent), answered afresh. */
   async function edit(m: Message, content: string) {
     if (m.role !== 'user') return
-    await send(content, m.parent_id && tree.value.byId.has(m.parent_id) ? m.parent_id : null)
+    // the edited message keeps its files
+    await send(content, m.parent_id && tree.value.byId.has(m.parent_id) ? m.parent_id : null, m.attachments ?? [])
   }
 
   /** Continue a reply cut off mid-stream: a new prompt (`prompt`, in the user's language) after it, so the
@@ -313,10 +366,12 @@ export const useChatStore = defineStore('chat', () => {
       model: models.selected?.name,
     })
     selected.value = selectBranchOf(tree.value, selected.value, a.id)
-    const body: { model?: string; options?: ChatOptions } = {}
+    const body: RegenerateRequest = {}
     if (models.selectedId) body.model = models.selectedId
     const options = requestOptions()
     if (options) body.options = options
+    // the question keeps its files on the server (attachments here would add more)
+    if (knowledge.value.length || current.value?.knowledge?.length) body.knowledge = [...knowledge.value]
     await runStream((signal) => chatApi.regenerate(m.id, body, signal), null, a.id)
   }
 
@@ -362,6 +417,11 @@ export const useChatStore = defineStore('chat', () => {
     current.value = { ...current.value, system_prompt: systemPrompt || null, options }
   }
 
+  /** Chooses the collections the conversation uses; an open conversation keeps them (sent with the next message). */
+  function setKnowledge(ids: string[]) {
+    knowledge.value = [...ids]
+  }
+
   async function setModel(modelId: string) {
     useModelsStore().select(modelId)
     if (current.value) {
@@ -385,6 +445,8 @@ export const useChatStore = defineStore('chat', () => {
     timings,
     draftSystemPrompt,
     draftOptions,
+    knowledge,
+    setKnowledge,
     stream,
     isStreaming,
     newChat,

@@ -83,4 +83,56 @@ describe('MessageItem', () => {
     expect(w.text()).toContain('服务器磁盘已满')
     expect(w.findAll('.msg-interrupted-actions button')).toHaveLength(0)
   })
+
+  it('shows a document chip that says how the document was used, and an image as a thumbnail button', () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn(async () => new Response(new Blob(['png']), { status: 200, headers: { 'Content-Type': 'image/png' } })),
+    )
+    const w = mountIt({
+      id: 'u1',
+      parent_id: null,
+      role: 'user',
+      content: 'Look',
+      status: 'complete',
+      created_at: '2024-01-01T00:00:00Z',
+      attachments: [
+        { id: 'f1', name: 'cat.png', mime: 'image/png', size: 3, kind: 'image', mode: 'image' },
+        { id: 'f2', name: 'short.md', mime: 'text/markdown', size: 30, kind: 'document', mode: 'full', tokens: 120 },
+        { id: 'f3', name: 'long.pdf', mime: 'application/pdf', size: 9000, kind: 'document', mode: 'retrieval' },
+      ],
+    } as Message)
+    expect(w.find('button[aria-label="Open cat.png larger"]').exists()).toBe(true)
+    expect(w.text()).toContain('Whole document in the context · 120 tokens')
+    expect(w.text()).toContain('Long document: the relevant passages are used')
+    vi.unstubAllGlobals()
+  })
+
+  it('lists the sources of a cited reply and opens the passage', async () => {
+    const m = reply({
+      content: 'It boils at 100 °C [1].',
+      citations: [
+        {
+          number: 1,
+          file_id: 'f9',
+          file_name: 'handbook.pdf',
+          collection_id: 'k1',
+          chunk_id: 7,
+          page: 3,
+          text: 'Water boils at 100 degrees at sea level.',
+        },
+      ],
+    })
+    const w = mountIt(m)
+    const source = w.find('button[aria-label="Source 1: handbook.pdf"]')
+    expect(source.text()).toContain('page 3')
+    await source.trigger('click')
+    await new Promise((r) => setTimeout(r, 0))
+    expect(document.body.textContent).toContain('Water boils at 100 degrees at sea level.')
+  })
+
+  it('explains a refusal for a model without vision in the user language', () => {
+    const w = mountIt(reply({ status: 'error', error: { code: 'model_not_vision', message: 'no vision' } }))
+    expect(w.text()).toContain('This model cannot see images')
+  })
 })
