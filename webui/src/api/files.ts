@@ -4,29 +4,13 @@
  * as an object URL for <img> (the access token is a header, never a URL parameter).
  */
 import { ApiError, rawRequest, refreshOnce } from './http'
+import { xhrError } from './upload'
 import type { FileRead } from './types'
 
 export interface FileUpload {
   /** The stored file; rejects with an ApiError (status 0: network) or an AbortError. */
   done: Promise<FileRead>
   abort: () => void
-}
-
-function xhrError(xhr: XMLHttpRequest): ApiError {
-  let code = `http_${xhr.status}`
-  let message = xhr.statusText || `HTTP ${xhr.status}`
-  let detail: unknown
-  try {
-    const data = JSON.parse(xhr.responseText)
-    if (data && typeof data === 'object') {
-      if (typeof data.code === 'string') code = data.code
-      if (typeof data.message === 'string') message = data.message
-      detail = data.detail
-    }
-  } catch {
-    /* not JSON: keep the status text */
-  }
-  return new ApiError(xhr.status, code, message, detail)
 }
 
 /**

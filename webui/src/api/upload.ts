@@ -21,7 +21,8 @@ export interface Upload {
   abort: () => void
 }
 
-function xhrError(xhr: XMLHttpRequest): ApiError {
+/** The ApiError of a finished XMLHttpRequest that failed: the server's `{code, message}` when it sent one. */
+export function xhrError(xhr: XMLHttpRequest): ApiError {
   let code = `http_${xhr.status}`
   let message = xhr.statusText || `HTTP ${xhr.status}`
   let detail: unknown
