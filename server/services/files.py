@@ -101,10 +101,17 @@ def _copy(settings: Settings, source: IO[bytes], dest: Path) -> tuple[int, str]:
     return written, digest.hexdigest()
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a derived file (extracted text, page spans, thumbnail) 0600, like the upload itself."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 def _write_text_cache(dest: Path, extracted: documents.Extracted) -> None:
-    _text_path(dest).write_text(extracted.text, encoding="utf-8")
+    _write_private(_text_path(dest), extracted.text.encode("utf-8"))
     spans = [[p.page, p.start, p.end] for p in extracted.pages]
-    _pages_path(dest).write_text(json.dumps(spans), encoding="utf-8")
+    _write_private(_pages_path(dest), json.dumps(spans).encode("utf-8"))
 
 
 def _text_path(dest: Path) -> Path:
@@ -248,7 +255,7 @@ def thumbnail_at(settings: Settings, file: File) -> Path:
             buffer = io.BytesIO()
             small.save(buffer, format="PNG")
         tmp = thumb.with_name(thumb.name + f".{uuid.uuid4().hex[:8]}")
-        tmp.write_bytes(buffer.getvalue())
+        _write_private(tmp, buffer.getvalue())
         os.replace(tmp, thumb)
     return thumb
 

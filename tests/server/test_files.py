@@ -173,6 +173,15 @@ def test_another_users_file_is_404_everywhere(client, user_token, create_user) -
     assert client.get(f"/api/files/{file_id}/meta", headers=bearer(user_token)).json()["name"] == "mine.txt"
 
 
+def test_the_stored_bytes_and_what_is_derived_from_them_are_private(client, user_token, settings) -> None:
+    upload(client, user_token, "notes.md", b"# private notes\n")
+    image = upload(client, user_token, "pic.png", image_bytes()).json()["id"]
+    assert client.get(f"/api/files/{image}?thumbnail=1", headers=bearer(user_token)).status_code == 200
+    paths = stored_paths(settings)
+    assert {p.suffix for p in paths} >= {".txt", ".json", ".png"}  # text cache, page spans, thumbnail
+    assert {oct(p.stat().st_mode & 0o777) for p in paths} == {"0o600"}
+
+
 def test_delete_removes_the_row_and_the_bytes(client, user_token, settings) -> None:
     file_id = upload(client, user_token, "gone.md", b"# bye\n").json()["id"]
     assert stored_paths(settings)
