@@ -3,7 +3,12 @@
  * deterministic embeddings): create a collection, index a document with progress to Ready, ask a chat that
  * uses it, see the numbered citation and open the passage it cites.
  */
-import { expect, journeyShot, lastAssistant, newChat, send, signIn, test, waitIdle } from './fixtures/test'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { apiToken, expect, journeyShot, lastAssistant, newChat, send, signIn, test, waitIdle } from './fixtures/test'
+
+const EMBED = 'nomic-embed-text:latest'
 
 const HANDBOOK = [
   '# Kitchen handbook',
@@ -68,4 +73,40 @@ test('make a collection, index a file, ask and open the cited passage', async ({
   await page.reload()
   await expect(lastAssistant(page).locator('a.md-cite')).toHaveCount(1)
   await expect(page.locator('[data-test="knowledge-picker"]')).toHaveAccessibleName(/1 chosen/)
+})
+
+test('a whole folder is added: its documents indexed, hidden files and other kinds skipped', async ({
+  page,
+  request,
+}) => {
+  const token = await apiToken(request)
+  const h = { Authorization: `Bearer ${token}` }
+  const models = await (await request.get('/api/models?capability=embedding', { headers: h })).json()
+  const embedder = (models.items as Array<{ id: string; model: string }>).find((m) => m.model === EMBED)!
+  const created = await request.post('/api/knowledge', {
+    headers: h,
+    data: { name: `Folder ${Date.now()}`, embedding_model: embedder.id },
+  })
+  expect(created.status(), await created.text()).toBe(201)
+  const { id } = await created.json()
+  const folder = mkdtempSync(join(tmpdir(), 'mt-folder-'))
+  mkdirSync(join(folder, 'notes', 'sub'), { recursive: true })
+  mkdirSync(join(folder, 'notes', '.git'))
+  writeFileSync(join(folder, 'notes', 'garden.md'), '# Garden\n\nTomatoes want six hours of sun.\n')
+  writeFileSync(join(folder, 'notes', 'sub', 'tools.txt'), 'A spade, a rake and a hose.\n')
+  writeFileSync(join(folder, 'notes', 'photo.png'), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))
+  writeFileSync(join(folder, 'notes', '.git', 'HEAD'), 'ref: refs/heads/main\n')
+
+  await signIn(page)
+  await page.goto(`/knowledge/${id}`)
+  await page.locator('[data-test="knowledge-folder-input"]').setInputFiles(join(folder, 'notes'))
+  await expect(page.getByText('2 files skipped (not documents)')).toBeVisible()
+  for (const name of ['garden.md', 'tools.txt']) {
+    await expect(page.locator('table.docs tr', { hasText: name })).toHaveAttribute('data-status', 'ready', {
+      timeout: 30_000,
+    })
+  }
+  await expect(page.locator('table.docs tr', { hasText: 'photo.png' })).toHaveCount(0)
+  await expect(page.locator('.panel .meta')).toContainText('2 documents')
+  rmSync(folder, { recursive: true, force: true })
 })

@@ -1097,6 +1097,8 @@ export default {
     shareLabel: 'Shared with every user',
     nowShared: 'Every user can now use this collection',
     addFiles: 'Add files',
+    addFolder: 'Add a folder',
+    folderSkipped: 'no file skipped | 1 file skipped (not a document) | {n} files skipped (not documents)',
     uploading: 'Files being uploaded',
     notADocument: 'Only documents can be added (PDF, DOCX, HTML, text, Markdown, CSV, code).',
     reindex: 'Re-index',

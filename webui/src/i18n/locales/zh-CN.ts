@@ -1080,6 +1080,8 @@ export default {
     shareLabel: '与所有用户共享',
     nowShared: '所有用户现在都可以使用此知识库',
     addFiles: '添加文件',
+    addFolder: '添加文件夹',
+    folderSkipped: '没有跳过文件 | 跳过了 1 个文件（不是文档） | 跳过了 {n} 个文件（不是文档）',
     uploading: '正在上传的文件',
     notADocument: '只能添加文档（PDF、DOCX、HTML、纯文本、Markdown、CSV、代码）。',
     reindex: '重新索引',
