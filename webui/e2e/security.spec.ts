@@ -151,3 +151,36 @@ test('the CSP blocks active content that bypasses the sanitiser, and records it'
     .poll(() => guard.foreignRequests.filter((f) => f.blockedByCsp).map((f) => f.url))
     .toContain('http://attacker.test/csp-img.png')
 })
+
+test('hostile log lines render as text in the administrator log viewer', async ({ page }) => {
+  // Whatever reaches a log line (a name, a path, an upstream's error) is shown by the log viewer: the
+  // whole hostile corpus is served as log lines here (the viewer's API answer, replaced in the browser).
+  const lines = [...HOSTILE_OUTPUTS.map((p) => p.text), HOSTILE_LINE, HOSTILE_NAME].map((message, i) => ({
+    ts: `2026-12-05T00:00:${String(i).padStart(2, '0')}Z`,
+    level: 'WARNING',
+    logger: `server.services.<img src=x onerror=alert("logger${i}")>`,
+    message,
+  }))
+  await page.route('**/api/logs?**', (route) =>
+    route.fulfill({ json: { lines, host: 'host<svg onload=alert(1)>', instance: 'i' } }),
+  )
+  await signIn(page)
+  await page.goto('/system')
+  await page
+    .locator('.n-tabs-tab')
+    .filter({ hasText: /^Logs$/ })
+    .click()
+  const log = page.getByRole('log')
+  await expect(log).toContainText('onerror=alert("fence1")')
+  await expect(log).toContainText('onerror=alert("logger0")')
+  expect(
+    await log.evaluate(
+      (root) =>
+        [...root.querySelectorAll('*')].filter(
+          (el) =>
+            el.matches('script,iframe,img,svg,object,embed,a,form') ||
+            el.getAttributeNames().some((a) => a.startsWith('on')),
+        ).length,
+    ),
+  ).toBe(0)
+})
