@@ -219,3 +219,151 @@ def test_a_page_whose_renderer_dies_is_reloaded_but_never_in_a_loop(
     window.mark_quitting()
     window.close()
     window.dispose()
+
+
+#: Hostile model output (docs/security.md, D1): a subset of webui/e2e/fixtures/hostile.ts, whose full
+#: corpus runs in Chromium; here the same kinds reach the desktop shell's QtWebEngine.
+_ATTACKER = "http://attacker.test"
+HOSTILE = [
+    '```\n<img src=x onerror=alert("fence1")>\nno closing fence, then HTML:\n'
+    '<script>alert("fence1b")</script>',
+    f'<img src=x onerror=alert("img")><svg onload=alert("svg")><iframe src="{_ATTACKER}/frame"></iframe>',
+    f'[click](javascript:alert("link")) ![pixel]({_ATTACKER}/pixel.png) '
+    f'<a href="{_ATTACKER}/steal">steal</a>',
+    f'<div style="background:url({_ATTACKER}/bg.png)">styled</div><object data="{_ATTACKER}/x.swf"></object>',
+    '```html\n<script>alert("in code")</script>\n```\n$\\href{javascript:alert(5)}{math}$',
+    f'<form action="{_ATTACKER}/f"><button formaction="{_ATTACKER}/g">go</button></form>'
+    f'<base href="{_ATTACKER}/">',
+]
+
+#: Installed before any page script: records every JavaScript dialog instead of showing it.
+_RECORD_DIALOGS = """
+window.__dialogs = [];
+for (const name of ['alert', 'confirm', 'prompt', 'print']) {
+  window[name] = function (m) { window.__dialogs.push(name + ': ' + m); return null; };
+}
+"""
+
+_INSPECT = """
+JSON.stringify({
+  at: location.pathname,
+  msgs: document.querySelectorAll('.msg').length,
+  replies: document.querySelectorAll('.msg-assistant .md').length,
+  dialogs: window.__dialogs || [],
+  foreign: performance.getEntriesByType('resource').map(e => e.name)
+    .filter(u => !u.startsWith(location.origin + '/') && !u.startsWith('data:') && !u.startsWith('blob:')),
+  active: [...document.querySelectorAll('.msg-assistant .md *')].filter(el =>
+    el.matches('script,iframe,frame,object,embed,img,svg,link,meta,base,form,input,video,audio') ||
+    el.getAttributeNames().some(a =>
+      a.startsWith('on') || ['src', 'srcdoc', 'action', 'formaction'].includes(a)) ||
+    (el.getAttribute('href') || '').trim().toLowerCase().startsWith('javascript')
+  ).map(el => el.outerHTML.slice(0, 80)),
+})
+"""
+
+
+def test_hostile_model_output_renders_inert_in_the_desktop_window(
+    qtbot, embedded: EmbeddedServer, tmp_path: Path
+) -> None:
+    import httpx
+    from PySide6.QtWebEngineCore import QWebEngineScript
+
+    # A conversation of hostile answers, imported for the desktop owner (the administrator).
+    with httpx.Client(base_url=embedded.url, timeout=30) as c:
+        r = c.post("/api/auth/login", json={"email": "admin@example.com", "password": "initial-Admin-pass-9"})
+        token = r.json()["access_token"]
+        r = c.post(
+            "/api/auth/password",
+            json={"current_password": "initial-Admin-pass-9", "new_password": "a-desktop-owner-Pass-42"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        token = r.json()["access_token"]
+        t = "2026-12-05T00:00:{:02d}Z"
+        messages = []
+        for i, text in enumerate(HOSTILE):
+            parent = messages[-1]["id"] if messages else None
+            messages.append(
+                {
+                    "id": f"u{i}",
+                    "parent_id": parent,
+                    "role": "user",
+                    "content": f"q{i}",
+                    "created_at": t.format(2 * i),
+                }
+            )
+            messages.append(
+                {
+                    "id": f"a{i}",
+                    "parent_id": f"u{i}",
+                    "role": "assistant",
+                    "content": text,
+                    "status": "complete",
+                    "created_at": t.format(2 * i + 1),
+                }
+            )
+        conversation = {
+            "id": "c",
+            "title": "hostile",
+            "title_edited": True,
+            "pinned": False,
+            "model": "m/one",
+            "system_prompt": "",
+            "options": {},
+            "created_at": t.format(0),
+            "updated_at": t.format(59),
+            "messages": messages,
+        }
+        doc = {
+            "format": "modeltrain.conversations",
+            "version": 1,
+            "exported_at": t.format(59),
+            "conversations": [conversation],
+        }
+        r = c.post("/api/conversations/import", json=doc, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 201, r.text
+        conversation = r.json()["ids"]["c"]
+        # nothing to chat with here: the first-run guide would open instead of the chat
+        assert c.post("/api/onboarding/skip", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    script = QWebEngineScript()
+    script.setName("record-dialogs")
+    script.setSourceCode(_RECORD_DIALOGS)
+    script.setInjectionPoint(QWebEngineScript.InjectionPoint.DocumentCreation)
+    script.setWorldId(QWebEngineScript.ScriptWorldId.MainWorld)
+    window.profile.scripts().insert(script)
+    window.show()
+    with qtbot.waitSignal(window.ui_loaded, timeout=30000):
+        window.open_origin(embedded.url, embedded.desktop_token)
+    ready: dict = {}
+
+    def app_ready() -> bool:  # signed in, on the chat screen
+        window.page.runJavaScript(
+            "!!document.querySelector('#composer-input')", 0, lambda v: ready.update(v=v)
+        )
+        return ready.get("v") is True
+
+    qtbot.waitUntil(app_ready, timeout=30000)
+    window.page.runJavaScript(
+        f"history.pushState({{}}, '', '/chat/{conversation}'); dispatchEvent(new PopStateEvent('popstate'))",
+        0,
+        lambda _v: None,
+    )
+    box: dict = {}
+
+    def rendered() -> bool:
+        window.page.runJavaScript(_INSPECT, 0, lambda v: box.update(v=v))
+        return "v" in box and json.loads(box["v"])["replies"] == len(HOSTILE)
+
+    try:
+        qtbot.waitUntil(rendered, timeout=30000)
+    except Exception:  # say what the page shows instead
+        raise AssertionError(box.get("v")) from None
+    seen = json.loads(box["v"])
+    assert seen["dialogs"] == []
+    assert seen["foreign"] == []
+    assert seen["active"] == []
+    window.mark_quitting()
+    window.close()
+    window.dispose()
