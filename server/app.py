@@ -41,6 +41,7 @@ from server.services import retention as retention_service
 from server.services import routing as routing_service
 from server.services import usage as usage_service
 from server.services.alerts import AlertCenter
+from server.services.knowledge import indexer as knowledge_indexer
 from server.settings import Settings
 from server.static import StaticUI, default_dist_dir
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         await backups_service.start(runtime)  # runtime.backup_scheduler, upload-restore body limit
         await usage_service.start(runtime)  # runtime.usage: batched usage records
         await retention_service.start(runtime)  # runtime.retention: daily pruning of usage and audit history
+        await knowledge_indexer.start(runtime)  # runtime.knowledge_indexer: resume queued indexing
         await limits_service.start(runtime)  # runtime.limits: reservation heartbeat and sweep
         await routing_service.start(runtime)  # runtime.routing: host health, the probe loop
         log.info("ModelTrain %s ready", __version__)
@@ -107,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
             await alert_history_service.stop(runtime)
             await chat_service.shutdown(runtime)  # stop active replies, keep their partial answers (F6)
             await limits_service.stop(runtime)  # the replies' settlements, then the heartbeat
+            await knowledge_indexer.stop(runtime)
             await retention_service.stop(runtime)
             await usage_service.stop(runtime)  # write the usage still queued (after the replies ended)
             await close_registry(runtime)  # the shared upstream HTTP client

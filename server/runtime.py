@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from server.services.chat import StreamRegistry
     from server.services.cluster import ClusterWatcher
     from server.services.gateway import ResolutionCache
+    from server.services.knowledge.index import VectorCache
+    from server.services.knowledge.indexer import IndexerLoop
     from server.services.lan import LanControl
     from server.services.limits import LimitKeeper
     from server.services.memory import MemoryTrimmer
@@ -90,6 +92,10 @@ class Runtime:
     routing: HostRouter | None = None
     #: The daily pruning of usage and audit history (services/retention.py).
     retention: RetentionSweeper | None = None
+    #: Knowledge: this process's embedding matrices (services/knowledge/index.py) and its indexing loop
+    #: (services/knowledge/indexer.py).
+    knowledge_vectors: VectorCache | None = None
+    knowledge_indexer: IndexerLoop | None = None
     #: Hands freed heap memory back to the OS every ``memory_trim_seconds`` (services/memory.py).
     memory_trimmer: MemoryTrimmer | None = None
     #: Wall-clock time in epoch seconds for limit windows and reservations; tests replace it.

@@ -14,7 +14,6 @@ import re
 import threading
 import time
 import uuid
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -192,16 +191,15 @@ class VectorCache:
             return updated
 
 
-_caches: weakref.WeakKeyDictionary[Runtime, VectorCache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
+_cache_lock = threading.Lock()
 
 
 def vector_cache(runtime: Runtime) -> VectorCache:
-    with _caches_lock:
-        cache = _caches.get(runtime)
-        if cache is None:
-            cache = _caches[runtime] = VectorCache()
-        return cache
+    """The process's matrices (``runtime.knowledge_vectors``), made on first use."""
+    with _cache_lock:
+        if runtime.knowledge_vectors is None:
+            runtime.knowledge_vectors = VectorCache()
+        return runtime.knowledge_vectors
 
 
 def uses_pgvector(runtime: Runtime, session: Session) -> bool:

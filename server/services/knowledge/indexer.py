@@ -8,9 +8,9 @@ over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -252,32 +252,64 @@ async def run_pending(runtime: Runtime, stats: IndexStats | None = None) -> int:
                 done += 1
 
 
-_running: weakref.WeakKeyDictionary[Runtime, asyncio.Task[int]] = weakref.WeakKeyDictionary()
-_again: weakref.WeakKeyDictionary[Runtime, bool] = weakref.WeakKeyDictionary()
+class IndexerLoop:
+    """This process's indexing loop (``runtime.knowledge_indexer``): one task at a time, which runs until
+    no claimable work is left; a kick while it runs makes it look once more before it ends."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.task: asyncio.Task[int] | None = None
+        self.again = False
+
+    async def _loop(self) -> int:
+        total = 0
+        while True:
+            self.again = False
+            total += await run_pending(self.runtime)
+            if not self.again:
+                return total
+
+    def kick(self) -> asyncio.Task[int]:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._loop(), name="knowledge-indexer")
+        else:
+            self.again = True
+        return self.task
+
+    async def stop(self) -> None:
+        """Stop at once: a document being indexed stays claimed and is taken over once its claim is
+        stale (by this process after a restart, or by another instance)."""
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
-async def _loop(runtime: Runtime) -> int:
-    total = 0
-    while True:
-        _again[runtime] = False
-        total += await run_pending(runtime)
-        if not _again.get(runtime):
-            return total
+def loop_of(runtime: Runtime) -> IndexerLoop:
+    if runtime.knowledge_indexer is None:
+        runtime.knowledge_indexer = IndexerLoop(runtime)
+    return runtime.knowledge_indexer
 
 
 def kick(runtime: Runtime) -> asyncio.Task[int]:
     """Start this process's indexing loop, or make the running one look for work once more."""
-    task = _running.get(runtime)
-    if task is None or task.done():
-        task = asyncio.get_running_loop().create_task(_loop(runtime), name="knowledge-indexer")
-        _running[runtime] = task
-    else:
-        _again[runtime] = True
-    return task
+    return loop_of(runtime).kick()
+
+
+async def start(runtime: Runtime) -> None:
+    """At start-up: resume what is queued (documents added before a restart, claims left by a process
+    that is gone)."""
+    kick(runtime)
+
+
+async def stop(runtime: Runtime) -> None:
+    if runtime.knowledge_indexer is not None:
+        await runtime.knowledge_indexer.stop()
 
 
 async def wait_idle(runtime: Runtime) -> None:
     """Wait for this process's indexing loop (tests and the bench)."""
-    task = _running.get(runtime)
+    task = loop_of(runtime).task
     if task is not None:
         await task

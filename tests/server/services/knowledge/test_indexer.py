@@ -206,3 +206,18 @@ def test_an_embedding_failure_marks_the_document_in_error(
     assert chunk_count(runtime) == 0
     summary = client.get(f"/api/knowledge/{collection_id}", headers=bearer(user_token)).json()
     assert summary["status"] == "error"
+
+
+def test_work_queued_before_a_restart_is_resumed_at_start_up(
+    client: TestClient, settings: Settings, setup: tuple[str, str]
+) -> None:
+    from server.app import create_app
+
+    collection_id, _ = setup  # queued, and no loop ran (as if the process had stopped right then)
+    again = create_app(settings)
+    with TestClient(again) as restarted:
+        assert restarted.portal is not None
+        restarted.portal.call(indexer.wait_idle, again.state.runtime)
+        docs = doc_state(again.state.runtime, collection_id)
+    assert [d.status for d in docs] == ["ready"]
+    assert docs[0].chunk_count and docs[0].chunk_count > 1
