@@ -47,11 +47,14 @@ The schema is at <a href="/api/openapi.json">/api/openapi.json</a>.</p></body></
 """
 
 # validatorUrl null: Swagger UI would otherwise send the schema to an outside validator service.
+# docExpansion "none": the sections start folded (one per tag). Unfolded all at once, Swagger UI stopped
+# rendering after the third section of this API's 129 operations, silently.
 INIT_JS = f"""// Starts Swagger UI on the ModelTrain API schema (server/api/docs.py).
 window.ui = SwaggerUIBundle({{
   url: "{OPENAPI_URL}",
   dom_id: "#swagger-ui",
   deepLinking: true,
+  docExpansion: "none",
   validatorUrl: null,
   presets: [SwaggerUIBundle.presets.apis],
   layout: "BaseLayout",

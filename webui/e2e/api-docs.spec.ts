@@ -23,6 +23,19 @@ test('the API docs render the operations from our own origin under the CSP', asy
   expect(csp).not.toContain("'unsafe-eval'")
 
   await expect(page.locator('.swagger-ui .info .title')).toContainText('ModelTrain')
+  // Every section (one per tag, folded at first) opens, shows its operations and folds again.
+  const sections = page.locator('.opblock-tag-section')
+  await expect(sections.first()).toBeVisible()
+  const count = await sections.count()
+  expect(count).toBeGreaterThan(20)
+  for (let i = 0; i < count; i++) {
+    const section = sections.nth(i)
+    await section.locator('.opblock-tag').click()
+    await expect(section.locator('.opblock').first()).toBeVisible()
+    await section.locator('.opblock-tag').click()
+    await expect(section.locator('.opblock')).toHaveCount(0)
+  }
+  await page.locator('.opblock-tag').filter({ hasText: /^chat/ }).click()
   const chat = page
     .locator('.opblock-post')
     .filter({ has: page.locator('.opblock-summary-path[data-path="/api/chat"]') })

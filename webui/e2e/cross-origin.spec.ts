@@ -114,6 +114,10 @@ test('pages on other origins cannot act with the signed-in browser', async ({ pa
   context.on('response', (r) => {
     if (r.url().startsWith(`${api}/api/`)) answers.push(r)
   })
+  // The POSTs an origin's pages sent that the server answered (the answers arrive as network events, so
+  // they are awaited before a page is closed).
+  const refused = (origin: string) =>
+    answers.filter((r) => r.request().method() === 'POST' && r.request().headers()['origin'] === origin)
   for (const origin of ATTACKERS) {
     await context.route(`${origin}/**`, (route) =>
       route.fulfill({
@@ -136,6 +140,7 @@ test('pages on other origins cannot act with the signed-in browser', async ({ pa
     const submitted = evil.waitForResponse((r) => r.url() === `${api}/api/auth/logout`)
     await evil.evaluate(() => (document.getElementById('csrf') as HTMLFormElement).submit())
     expect((await submitted).status()).toBe(403)
+    await expect.poll(() => refused(origin).length).toBe(5 * 2 + 1)
     await evil.close()
   }
 
@@ -169,6 +174,7 @@ test('pages on other origins cannot act with the signed-in browser', async ({ pa
     </script>`.replaceAll('__API__', api)
   }, api)
   const nullResults = JSON.parse((await frameResults).text().slice('results:'.length)) as string[]
+  await expect.poll(() => refused('null').length).toBe(3)
   await framed.close()
 
   // Chromium blocked every credentialed JSON fetch (its preflight got no CORS answer)...
@@ -180,8 +186,6 @@ test('pages on other origins cannot act with the signed-in browser', async ({ pa
   expect(nullResults).toEqual(['blocked', 'blocked', 'blocked'])
   // ... and the server refused every request that went out: the simple ones (5 targets x 2 types per
   // page, 3 from the null origin) and the form submissions, each 403, none with a CORS header.
-  const refused = (origin: string) =>
-    answers.filter((r) => r.request().method() === 'POST' && r.request().headers()['origin'] === origin)
   for (const origin of ATTACKERS) expect(refused(origin).length, origin).toBe(5 * 2 + 1)
   expect(refused('null').length).toBe(3)
   for (const r of answers) {

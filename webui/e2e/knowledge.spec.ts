@@ -31,7 +31,11 @@ test('make a collection, index a file, ask and open the cited passage', async ({
   await dialog.getByLabel('Name').fill(name)
   await dialog.getByLabel('Description').fill('How the kitchen works')
   await dialog.getByLabel('Embedding model').click()
-  await page.locator('.n-base-select-option').filter({ hasText: 'nomic-embed-text:latest' }).click()
+  // (other specs may have added Ollama hosts serving the same model: the default provider's, by name)
+  await page
+    .locator('.n-base-select-option')
+    .filter({ hasText: /^nomic-embed-text:latest( · Ollama \(local\))?$/ })
+    .click()
   await dialog.getByRole('button', { name: 'Create' }).click()
   await expect(dialog).toBeHidden()
   await expect(page).toHaveURL(/\/knowledge\/[0-9a-f-]{36}$/)
@@ -82,7 +86,11 @@ test('a whole folder is added: its documents indexed, hidden files and other kin
   const token = await apiToken(request)
   const h = { Authorization: `Bearer ${token}` }
   const models = await (await request.get('/api/models?capability=embedding', { headers: h })).json()
-  const embedder = (models.items as Array<{ id: string; model: string }>).find((m) => m.model === EMBED)!
+  const embedders = (models.items as Array<{ id: string; model: string; provider: { name: string } }>).filter(
+    (m) => m.model === EMBED,
+  )
+  // the default provider's (other specs may add hosts serving the same model, and remove them again)
+  const embedder = embedders.find((m) => m.provider.name === 'Ollama (local)') ?? embedders[0]
   const created = await request.post('/api/knowledge', {
     headers: h,
     data: { name: `Folder ${Date.now()}`, embedding_model: embedder.id },
