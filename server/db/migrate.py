@@ -32,9 +32,16 @@ _SCHEMA_REVISION_PREFIX = "-- revision: "
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """Leave full-text-search objects out of autogenerate: SQLite's FTS5 virtual tables (and their shadow
-    tables) and PostgreSQL's ``*_fts`` expression indexes (revision 0002)."""
-    return not (type_ in ("table", "index") and name and "_fts" in name)
+    """Leave out of autogenerate what the ORM models do not describe on purpose: full-text-search objects
+    (SQLite's FTS5 virtual tables and their shadow tables, PostgreSQL's ``*_fts`` expression indexes,
+    revision 0002) and pgvector's ``embedding_vec`` column and its HNSW indexes, which exist only where the
+    extension does (revision 0015, services/knowledge/index.py)."""
+    if type_ in ("table", "index") and name and "_fts" in name:
+        return False
+    return not (
+        (type_ == "column" and name == "embedding_vec")
+        or (type_ == "index" and name and name.startswith("ix_knowledge_chunks_hnsw_"))
+    )
 
 
 #: The newest revision in server/migrations/versions. Kept here so a start-up on an up-to-date
