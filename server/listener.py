@@ -96,7 +96,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings, *, lifespan: Literal["on", 
         server_header=False,
         # Typed int, but any number of seconds works (it is a timeout for asyncio.wait_for).
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # type: ignore[arg-type]
-        timeout_keep_alive=5,
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
     )
 
 

@@ -274,6 +274,14 @@ class Settings(BaseSettings):
         le=60,
         description="Seconds open requests and streams get at shutdown before cancel.",
     )
+    keep_alive_seconds: float = Field(
+        default=75.0,
+        ge=1,
+        le=3600,
+        description="Seconds an idle HTTP keep-alive connection stays open. Longer than the idle time of "
+        "the clients that reuse connections (nginx's upstream keepalive_timeout is 60 s, httpx's 5 s), "
+        "so the server never closes a connection at the moment a client sends on it.",
+    )
 
     # --- operations: backups, logs, metrics, alerts (services/backups/, logs.py, metrics.py, alerts.py) ---
     backup_dir: Path | None = Field(
@@ -305,8 +313,8 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description="Seconds between two hand-backs of freed heap memory to the operating system "
-        "(glibc's malloc_trim, which also pins malloc's mmap threshold at 128 KiB; 0 = never; a no-op "
-        "with other C libraries).",
+        "(glibc's malloc_trim, which also pins malloc's mmap threshold at 128 KiB and caps its arenas at 2; "
+        "0 = never; a no-op with other C libraries).",
     )
     usage_raw_days: int = Field(
         default=30,

@@ -9,8 +9,9 @@ import socket
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from server.listener import ListenerApp, bind_listener, host_for_url
+from server.listener import ListenerApp, bind_listener, host_for_url, uvicorn_config
 from server.security import desktop_token
+from server.settings import Settings
 
 
 def test_bind_listener_listens_on_a_free_port() -> None:
@@ -63,3 +64,15 @@ def test_requests_are_tagged_with_their_listener_and_lifespan_errors_kept() -> N
         asyncio.run(tagged(lifespan, receive, send))
     assert isinstance(tagged.lifespan_error, RuntimeError)
     assert desktop_token.LISTENER_SCOPE_KEY not in lifespan
+
+
+def test_idle_connections_outlive_the_clients_that_reuse_them() -> None:
+    """A server that closes an idle connection at the moment a client reuses it makes that request fail
+    (httpx: ReadError; nginx: 502). So the keep-alive timeout is the setting, and its default outlasts
+    nginx's upstream keepalive_timeout (60 s) and httpx's pool expiry (5 s)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    assert uvicorn_config(app, Settings(keep_alive_seconds=42), lifespan="off").timeout_keep_alive == 42
+    assert uvicorn_config(app, Settings(), lifespan="off").timeout_keep_alive > 60

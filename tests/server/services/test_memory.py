@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -136,3 +138,60 @@ async def test_lifespan_start_respects_the_setting(make_settings: Callable[..., 
 def test_the_setting_is_bounded(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(ValidationError, match="memory_trim_seconds"):
         make_settings(memory_trim_seconds=-1)
+
+
+#: Run in a fresh interpreter: the test process's own arena count depends on what ran before it.
+_ARENAS_SCRIPT = """
+import ctypes, sys, tempfile, threading
+from pathlib import Path
+from server.services import memory
+
+def arenas() -> int:
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    report = Path(tempfile.mkdtemp()) / "malloc_info.xml"
+    stream = libc.fopen(str(report).encode(), b"w")
+    libc.malloc_info(0, stream)  # one <heap nr=...> per arena
+    libc.fclose(stream)
+    return report.read_text().count("<heap nr=")
+
+if sys.argv[1] == "tuned":
+    assert memory.tune_allocator()
+barrier = threading.Barrier(8)
+kept = []
+
+def work() -> None:
+    barrier.wait()  # eight threads allocate at once, as the server's worker threads do
+    kept.append([b"x" * 4096 for _ in range(2000)])
+    barrier.wait()
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(arenas())
+"""
+
+
+def _arenas_after_eight_threads(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _ARENAS_SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    return int(done.stdout.strip())
+
+
+def test_threads_share_a_bounded_number_of_arenas() -> None:
+    """Each malloc arena keeps its own free pages until the next trim; by default glibc gives each new
+    worker thread one (up to 8 per core). Tuned, the threads share ARENA_MAX of them."""
+    if not memory.available():
+        return
+    assert _arenas_after_eight_threads("default") > memory.ARENA_MAX  # what the tuning is for
+    assert _arenas_after_eight_threads("tuned") <= memory.ARENA_MAX
