@@ -1059,6 +1059,7 @@ export default {
       'This model cannot see images. Pick a model with vision (for example llava or gemma3), or remove the images.',
     errors: {
       type: 'This kind of file cannot be attached: images (PNG, JPEG, WebP, GIF) and documents (PDF, DOCX, HTML, text, Markdown, CSV, code) can.',
+      notDocument: 'Only documents can be added (PDF, DOCX, HTML, text, Markdown, CSV, code).',
       size: 'The file is larger than the server accepts.',
       server: 'The server refused the file.',
       network: 'The upload failed: check the connection and try again.',
@@ -1100,7 +1101,6 @@ export default {
     addFolder: 'Add a folder',
     folderSkipped: 'no file skipped | 1 file skipped (not a document) | {n} files skipped (not documents)',
     uploading: 'Files being uploaded',
-    notADocument: 'Only documents can be added (PDF, DOCX, HTML, text, Markdown, CSV, code).',
     reindex: 'Re-index',
     reindexStarted: 'Re-indexing started',
     cancel: 'Cancel indexing',

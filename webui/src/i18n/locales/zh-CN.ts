@@ -1043,6 +1043,7 @@ export default {
     notVision: '此模型无法识别图片。请选择支持视觉的模型（例如 llava 或 gemma3），或移除图片。',
     errors: {
       type: '不支持此类文件：可以添加图片（PNG、JPEG、WebP、GIF）和文档（PDF、DOCX、HTML、纯文本、Markdown、CSV、代码）。',
+      notDocument: '只能添加文档（PDF、DOCX、HTML、纯文本、Markdown、CSV、代码）。',
       size: '文件超过了服务器允许的大小。',
       server: '服务器拒绝了此文件。',
       network: '上传失败：请检查网络连接后重试。',
@@ -1083,7 +1084,6 @@ export default {
     addFolder: '添加文件夹',
     folderSkipped: '没有跳过文件 | 跳过了 1 个文件（不是文档） | 跳过了 {n} 个文件（不是文档）',
     uploading: '正在上传的文件',
-    notADocument: '只能添加文档（PDF、DOCX、HTML、纯文本、Markdown、CSV、代码）。',
     reindex: '重新索引',
     reindexStarted: '已开始重新索引',
     cancel: '取消索引',

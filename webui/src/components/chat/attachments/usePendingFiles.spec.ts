@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest'
 import { ApiError } from '@/api/http'
 import type { FileRead } from '@/api/types'
-import { usePendingFiles, type Uploader } from './usePendingFiles'
+import { refusalText, usePendingFiles, type Uploader } from './usePendingFiles'
 
 /** An uploader the test settles by hand, with the progress callback it was given. */
 function fakeUploader() {
@@ -93,5 +93,57 @@ describe('usePendingFiles', () => {
     expect(p.hasImages.value).toBe(false)
     p.add([new File(['x'], 'cat.png', { type: 'image/png' })])
     expect(p.hasImages.value).toBe(true)
+  })
+
+  it('uploads at most `parallel` at once and resolves with the stored ones in order', async () => {
+    const { upload, calls } = fakeUploader()
+    const p = usePendingFiles(() => 'tok', upload, { parallel: 2 })
+    const names = ['a.md', 'b.md', 'c.md']
+    const result = p.add(names.map((n) => new File(['x'], n, { type: 'text/markdown' })))
+    expect(calls.map((c) => c.file.name)).toEqual(['a.md', 'b.md'])
+    calls[1].resolve(stored('f2', 'b.md', 'text/markdown'))
+    await tick()
+    expect(calls.map((c) => c.file.name)).toEqual(['a.md', 'b.md', 'c.md']) // c took b's turn
+    calls[2].resolve(stored('f3', 'c.md', 'text/markdown'))
+    calls[0].reject(new ApiError(500, 'internal', 'boom'))
+    expect((await result).map((f) => f.id)).toEqual(['f2', 'f3'])
+    expect(p.files.value.map((f) => f.state)).toEqual(['error', 'ready', 'ready'])
+  })
+
+  it('never sends a file removed while it waited its turn', async () => {
+    const { upload, calls } = fakeUploader()
+    const p = usePendingFiles(() => 'tok', upload, { parallel: 1 })
+    const result = p.add([
+      new File(['x'], 'a.md', { type: 'text/markdown' }),
+      new File(['y'], 'b.md', { type: 'text/markdown' }),
+    ])
+    p.remove(p.files.value[1].key)
+    calls[0].resolve(stored('f1', 'a.md', 'text/markdown'))
+    expect((await result).map((f) => f.id)).toEqual(['f1'])
+    expect(calls).toHaveLength(1)
+  })
+
+  it('refuses an image where only documents are taken, and drops the stored ones on request', async () => {
+    const { upload, calls } = fakeUploader()
+    const p = usePendingFiles(() => 'tok', upload, { documentsOnly: true })
+    const result = p.add([
+      new File(['x'], 'cat.png', { type: 'image/png' }),
+      new File(['x'], 'a.md', { type: 'text/markdown' }),
+    ])
+    expect(calls.map((c) => c.file.name)).toEqual(['a.md'])
+    expect(p.files.value[0]).toMatchObject({ state: 'error', error: { code: 'notDocument' } })
+    calls[0].resolve(stored('f1', 'a.md', 'text/markdown'))
+    await result
+    p.dropStored()
+    expect(p.files.value.map((f) => f.name)).toEqual(['cat.png'])
+  })
+})
+
+describe('refusalText', () => {
+  const t = (key: string) => `<${key}>`
+  it('names the reason, with the server words in brackets except for a lost connection', () => {
+    expect(refusalText(t, null)).toBe('')
+    expect(refusalText(t, { code: 'size', message: 'over 20 MB' })).toBe('<attachments.errors.size> (over 20 MB)')
+    expect(refusalText(t, { code: 'network', message: 'Failed to fetch' })).toBe('<attachments.errors.network>')
   })
 })

@@ -1,6 +1,7 @@
 /**
- * The files attached in the composer before a message is sent: each uploads at once (with progress) to
- * `POST /api/files`; a refused one stays as a chip that says why until it is removed.
+ * Files on their way to `POST /api/files`: the composer's attachments before a message is sent, and the
+ * documents added to a knowledge collection. Each uploads with progress (at most `parallel` at once); a
+ * refused one stays in the list, saying why, until it is removed.
  */
 import { computed, ref } from 'vue'
 import { ApiError } from '@/api/http'
@@ -11,7 +12,7 @@ import { kindOf, type LocalKind } from './kinds'
 export type PendingState = 'uploading' | 'ready' | 'error'
 
 /** Why a file is refused: a code the component turns into a sentence (`attachments.errors.<code>`). */
-export type RefusalCode = 'type' | 'size' | 'server' | 'network'
+export type RefusalCode = 'type' | 'notDocument' | 'size' | 'server' | 'network'
 
 export interface PendingFile {
   key: number
@@ -30,11 +31,25 @@ export interface PendingFile {
 
 export type Uploader = typeof uploadChatFile
 
+export interface PendingOptions {
+  /** Only documents (a knowledge collection): an image is refused with `notDocument`. */
+  documentsOnly?: boolean
+  /** At most this many uploads at once (a folder may hold hundreds of files); the rest wait their turn. */
+  parallel?: number
+}
+
 let seq = 0
 
-export function usePendingFiles(getToken: () => string | null, upload: Uploader = uploadChatFile) {
+export function usePendingFiles(
+  getToken: () => string | null,
+  upload: Uploader = uploadChatFile,
+  options: PendingOptions = {},
+) {
   const files = ref<PendingFile[]>([])
   const uploads = new Map<number, FileUpload>()
+  const parallel = options.parallel ?? Infinity
+  const waiting: Array<() => void> = []
+  let running = 0
 
   const uploading = computed(() => files.value.some((f) => f.state === 'uploading'))
   const ready = computed(() => files.value.filter((f) => f.state === 'ready' && f.stored))
@@ -43,9 +58,13 @@ export function usePendingFiles(getToken: () => string | null, upload: Uploader 
 
   const item = (key: number) => files.value.find((f) => f.key === key)
 
-  function add(list: Iterable<File>) {
+  /** Adds the files and starts their uploads; resolves, once every one of them has ended, with those
+   * stored (in the order given; refused, failed and removed ones left out). */
+  function add(list: Iterable<File>): Promise<FileRead[]> {
+    const results: Array<Promise<FileRead | null>> = []
     for (const file of list) {
       const kind = kindOf(file)
+      const refused = options.documentsOnly && kind !== 'document' ? 'notDocument' : !kind ? 'type' : null
       const key = ++seq
       const entry: PendingFile = {
         key,
@@ -53,37 +72,56 @@ export function usePendingFiles(getToken: () => string | null, upload: Uploader 
         size: file.size,
         mime: file.type,
         kind: kind ?? 'document',
-        state: kind ? 'uploading' : 'error',
+        state: refused ? 'error' : 'uploading',
         progress: 0,
         stored: null,
-        error: kind ? null : { code: 'type' },
-        preview: kind === 'image' && typeof URL.createObjectURL === 'function' ? URL.createObjectURL(file) : null,
+        error: refused ? { code: refused } : null,
+        preview:
+          !refused && kind === 'image' && typeof URL.createObjectURL === 'function' ? URL.createObjectURL(file) : null,
       }
       files.value.push(entry)
-      if (!kind) continue
-      const up = upload(file, getToken, (loaded, total) => {
-        const f = item(key)
-        if (f && total > 0) f.progress = Math.min(1, loaded / total)
-      })
-      uploads.set(key, up)
-      up.done.then(
-        (stored) => {
-          uploads.delete(key)
-          const f = item(key)
-          if (!f) return
-          f.state = 'ready'
-          f.progress = 1
-          f.stored = stored
-          if (kind === 'image') rememberLocalFile(stored.id, file)
-        },
-        (e: unknown) => {
-          uploads.delete(key)
-          const f = item(key)
-          if (!f || (e instanceof DOMException && e.name === 'AbortError')) return
-          f.state = 'error'
-          f.error = refusal(e)
-        },
-      )
+      if (!refused) results.push(inTurn(() => send(key, file, kind === 'image')))
+    }
+    return Promise.all(results).then((stored) => stored.filter((f): f is FileRead => f !== null))
+  }
+
+  /** Runs `job` when fewer than `parallel` uploads are running. */
+  async function inTurn<T>(job: () => Promise<T>): Promise<T> {
+    if (running >= parallel) await new Promise<void>((go) => waiting.push(go))
+    running++
+    try {
+      return await job()
+    } finally {
+      running--
+      waiting.shift()?.()
+    }
+  }
+
+  async function send(key: number, file: File, image: boolean): Promise<FileRead | null> {
+    if (!item(key)) return null // removed while it waited its turn
+    const up = upload(file, getToken, (loaded, total) => {
+      const f = item(key)
+      if (f && total > 0) f.progress = Math.min(1, loaded / total)
+    })
+    uploads.set(key, up)
+    try {
+      const stored = await up.done
+      const f = item(key)
+      if (!f) return null
+      f.state = 'ready'
+      f.progress = 1
+      f.stored = stored
+      if (image) rememberLocalFile(stored.id, file)
+      return stored
+    } catch (e) {
+      const f = item(key)
+      if (f && !(e instanceof DOMException && e.name === 'AbortError')) {
+        f.state = 'error'
+        f.error = refusal(e)
+      }
+      return null
+    } finally {
+      uploads.delete(key)
     }
   }
 
@@ -102,7 +140,19 @@ export function usePendingFiles(getToken: () => string | null, upload: Uploader 
     for (const f of [...files.value]) remove(f.key)
   }
 
-  return { files, uploading, ready, hasImages, hasErrors, add, remove, clear }
+  /** The stored ones leave the list (a collection took them); refused ones stay until removed. */
+  function dropStored() {
+    for (const f of files.value.filter((x) => x.state === 'ready')) remove(f.key)
+  }
+
+  return { files, uploading, ready, hasImages, hasErrors, add, remove, clear, dropStored }
+}
+
+/** The sentence for a refused file (the server's own words in brackets, where it gave some). */
+export function refusalText(t: (key: string) => string, error: PendingFile['error']): string {
+  if (!error) return ''
+  const base = t(`attachments.errors.${error.code}`)
+  return error.message && error.code !== 'network' ? `${base} (${error.message})` : base
 }
 
 export function refusal(e: unknown): { code: RefusalCode; message?: string } {
