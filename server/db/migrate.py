@@ -10,6 +10,7 @@ what the migrations produce. Existing databases, and PostgreSQL, always go throu
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import tempfile
 from datetime import datetime, timezone
@@ -85,21 +86,30 @@ def known_revisions() -> set[str]:
     return {rev.revision for rev in script.walk_revisions()}
 
 
+#: A snapshot is written under this suffix and renamed when complete: a process killed while copying leaves
+#: a ``.part`` file (removed by the next snapshot), never a half snapshot under a snapshot's name.
+PARTIAL_SUFFIX = ".part"
+
+
 def snapshot_sqlite(db_path: Path, dest_dir: Path, label: str) -> Path:
     """Copy a live SQLite database consistently with the online backup API."""
     dest_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in dest_dir.glob(f"*{PARTIAL_SUFFIX}*"):  # the .part file and its -journal
+        leftover.unlink(missing_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     dest = dest_dir / f"{db_path.stem}-{label}-{stamp}.db"
+    partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
     src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        out = sqlite3.connect(dest)
+        out = sqlite3.connect(partial)
         try:
             src.backup(out)
         finally:
             out.close()
     finally:
         src.close()
-    dest.chmod(0o600)
+    partial.chmod(0o600)
+    os.replace(partial, dest)
     return dest
 
 

@@ -582,11 +582,29 @@ def test_kill_9_during_backup_leaves_no_half_backup(tmp_path: Path, cli_environm
         proc.wait(timeout=30)
         assert store.list() == [], stage  # nothing half-written counts as a backup
         assert integrity(db_path(settings)) == "ok"
-    # the next backup succeeds and clears the leftovers
+    assert any(p.name.startswith(".tmp-") or p.name.endswith(".part") for p in _entries(directory))
+    # the next start removes the leftovers (before any new backup) ...
+    with TestClient(create_app(settings.model_copy(update={"backup_schedule": "off"})), base_url=BASE_URL):
+        names = sorted(p.name for p in _entries(directory))
+        assert names == [".lock"], names
+    # ... and the next backup succeeds
     assert cli_main(["backup"]) == 0
     names = sorted(p.name for p in _entries(directory))
     assert len(store.list()) == 1
     assert all(not n.startswith(".tmp-") and not n.endswith(".part") for n in names), names
+
+
+def test_a_start_leaves_the_files_of_a_backup_in_progress_alone(settings: Settings) -> None:
+    """Another process making a backup holds the lock: its work files are not leftovers."""
+    store = backups.store_for(settings)
+    store.ensure()
+    work = store.directory / ".tmp-20261205T000000Z-0123abcd"
+    work.mkdir()
+    with store.lock():
+        assert backups.remove_leftovers(settings) == 0
+        assert work.is_dir()
+    assert backups.remove_leftovers(settings) == 1
+    assert not work.exists()
 
 
 def _entries(directory: Path) -> list[Path]:

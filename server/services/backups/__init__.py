@@ -55,6 +55,7 @@ from server.services.backups.schedule import (
     SCHEDULE_LEASE,
     BackupScheduler,
     alert_on_unverified,
+    remove_leftovers,
     start,
     stop,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "extract_backup",
     "new_backup_id",
     "release_request_session",
+    "remove_leftovers",
     "restore_backup",
     "restore_file",
     "restore_upload",

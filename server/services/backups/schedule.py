@@ -25,6 +25,7 @@ from server.errors import DomainError
 from server.schemas.backup import BackupRecord
 from server.services.alerts import AlertCenter, get_alert_center
 from server.services.backups.create import create_backup
+from server.services.backups.errors import BackupBusy
 from server.services.backups.store import store_for
 from server.settings import Settings
 
@@ -194,11 +195,28 @@ def alert_on_unverified(settings: Settings, alerts: AlertCenter) -> None:
         )
 
 
+def remove_leftovers(settings: Settings) -> int:
+    """At start: remove what a backup or restore that a crash interrupted left behind (work directories,
+    ``.part`` archives), so nothing half-written waits for the next backup. Skipped while another process
+    holds the backup lock (it is making one: its files are not leftovers). Returns how many were removed."""
+    store = store_for(settings)
+    if not store.directory.is_dir():
+        return 0
+    try:
+        with store.lock():
+            return store.cleanup_partials()
+    except BackupBusy:
+        return 0
+
+
 async def start(runtime: Runtime) -> None:
-    """Lifespan hook: upload limit for upload-restore, verification alerts, and the scheduler."""
+    """Lifespan hook: leftovers of an interrupted backup, upload limit for upload-restore, verification
+    alerts, and the scheduler."""
     settings = runtime.settings
     runtime.guard.body_limit_overrides["/api/backups/upload-restore"] = settings.max_upload_bytes
     alerts = get_alert_center(runtime)
+    with contextlib.suppress(OSError):
+        await anyio.to_thread.run_sync(remove_leftovers, settings)
     with contextlib.suppress(OSError):
         await anyio.to_thread.run_sync(alert_on_unverified, settings, alerts)
     scheduler = BackupScheduler(settings, runtime.session_factory, alerts=alerts)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,8 @@ from server.db import migrate
 from server.db.base import Base
 from server.db.session import create_db_engine, read_only
 from tests.server.conftest import database_url
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _engine(tmp_path: Path):
@@ -174,3 +181,38 @@ def test_sql_statements_split_as_sqlite_parses() -> None:
     ]
     with pytest.raises(ValueError, match="incomplete"):
         migrate.sql_statements("CREATE TABLE t (x\n")
+
+
+@pytest.mark.sqlite_only
+def test_a_snapshot_killed_midway_leaves_no_half_snapshot(tmp_path: Path) -> None:
+    """The copy is written as ``.part`` and renamed when whole: a kill while copying leaves no file under a
+    snapshot's name (restoring it would give an empty database), and the next snapshot removes the rest."""
+    db = tmp_path / "big.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE blobs (v BLOB)")
+        conn.executemany("INSERT INTO blobs VALUES (randomblob(65536))", [()] * 1200)  # ~75 MiB
+    snapshots = tmp_path / "snapshots"
+    code = "import sys; from pathlib import Path; from server.db.migrate import snapshot_sqlite; "
+    code += "snapshot_sqlite(Path(sys.argv[1]), Path(sys.argv[2]), 'pre-x')"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db), str(snapshots)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(p.name.endswith(".part") and p.stat().st_size > 0 for p in _entries(snapshots)):
+                break
+            time.sleep(0.002)
+        assert proc.poll() is None, "the snapshot finished before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [p.name for p in _entries(snapshots) if p.name.endswith(".db")] == []
+    snapshot = migrate.snapshot_sqlite(db, snapshots, "pre-x")
+    assert [p.name for p in _entries(snapshots)] == [snapshot.name]
+    with sqlite3.connect(snapshot) as conn:
+        assert conn.execute("SELECT count(*) FROM blobs").fetchone() == (1200,)
+
+
+def _entries(directory: Path) -> list[Path]:
+    return list(directory.iterdir()) if directory.is_dir() else []
