@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -48,8 +49,10 @@ class Probe:
         )
 
 
-def fd_kinds(pid: int) -> Counter[str]:
-    """The process's open descriptors by kind: socket, pipe, anon_inode, or the file's name (Linux)."""
+def fd_kinds(pid: int, server_port: int | None = None) -> Counter[str]:
+    """The process's open descriptors by kind: pipe, anon_inode, the file's name (Linux), and its TCP
+    sockets by role: ``socket:listen``, ``socket:clients`` (accepted on ``server_port``) and
+    ``socket:upstream`` (opened by the server: Ollama and the providers, kept alive by their pools)."""
     kinds: Counter[str] = Counter()
     fd_dir = Path(f"/proc/{pid}/fd")
     for fd in fd_dir.iterdir() if fd_dir.exists() else ():
@@ -58,6 +61,22 @@ def fd_kinds(pid: int) -> Counter[str]:
         except OSError:
             continue
         kinds[target.split(":", 1)[0] if ":" in target else Path(target).name] += 1
+    try:
+        conns = psutil.Process(pid).net_connections(kind="inet")
+    except psutil.Error:
+        return kinds
+    for conn in conns:
+        if conn.fd < 0:
+            continue
+        if conn.status == psutil.CONN_LISTEN:
+            role = "listen"
+        elif server_port is not None and conn.laddr and conn.laddr.port == server_port:
+            role = "clients"
+        else:
+            role = "upstream"
+        kinds[f"socket:{role}"] += 1
+        kinds["socket"] -= 1
+    kinds += Counter()  # drops a zero "socket"
     return kinds
 
 
@@ -71,7 +90,7 @@ def probe(mt: ModelTrain) -> Probe:
         threads=p.num_threads(),
         wal_kib=(wal.stat().st_size / 1024) if wal.exists() else 0.0,
         db_kib=(db.stat().st_size / 1024) if db.exists() else 0.0,
-        fd_kinds=fd_kinds(mt.proc.pid),
+        fd_kinds=fd_kinds(mt.proc.pid, urlsplit(mt.url).port),
     )
 
 

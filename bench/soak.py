@@ -259,6 +259,14 @@ async def main_async(
     print(
         f"open fds: start {start.fds}, end {end.fds} ({end.fds - start.fds:+d}); idle before load {idle.fds}"
     )
+    changed = sorted(k for k in start.fd_kinds | end.fd_kinds if start.fd_kinds[k] != end.fd_kinds[k])
+    if changed:
+        print(
+            "  changed: "
+            + ", ".join(f"{k} {start.fd_kinds[k]} -> {end.fd_kinds[k]}" for k in changed)
+            + " (the database pool keeps up to 10 connections; the upstream pool keeps idle connections"
+            " to Ollama up to 30 s)"
+        )
     quiet.append((minutes, end.rss))
     mid = min(quiet, key=lambda q: abs(q[0] - minutes / 2))
     if 0 < mid[0] < minutes:
