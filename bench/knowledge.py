@@ -150,6 +150,8 @@ def seed(runtime: Runtime, user_id: uuid.UUID, model: str, chunks: int, words: l
         if pg:  # bulk load first, build the HNSW index once at the end (pgvector's advice)
             session.execute(text(f"DROP INDEX IF EXISTS ix_knowledge_chunks_hnsw_{DIMS}"))
             session.commit()
+        elif index.uses_sqlite_vec(session):  # the vec0 table's triggers index the rows as they come
+            index.ensure_vec_index(session, DIMS)
         next_id = 1 + (
             session.execute(text("SELECT coalesce(max(id), 0) FROM knowledge_chunks")).scalar_one()
         )

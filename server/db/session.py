@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db import catalog_generation
+from server.db import catalog_generation, sqlite_vec
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Page cache of each pooled connection, in KiB (SQLite's default is 2,000). The pool keeps up to ten
@@ -45,6 +45,7 @@ def sqlite_path(url: str) -> Path | None:
 
 def create_db_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        sqlite_vec.register()  # before the engine's first connection (docs/knowledge.md)
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,8 @@ def create_db_engine(url: str) -> Engine:
             pool_timeout=30,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        if not sqlite_vec.available():
+            event.listen(engine, "connect", sqlite_vec.drop_vec_triggers, once=True)
 
         @event.listens_for(engine, "connect")
         def _no_pysqlite_tx(dbapi_connection, _record):

@@ -17,10 +17,10 @@ behaviours keep it:
 So the server pins the mmap threshold at glibc's own starting value (128 KiB: a large block is its own
 mapping again, returned at ``free``), caps the arenas at ``ARENA_MAX`` (each worker thread would otherwise
 get one of its own, up to 8 per core, each holding its own free pages: with the cap the soak's RSS grew by
-5.0 % in 12 minutes instead of 7.4 %, peak 159 MiB instead of 171), and calls ``malloc_trim(0)`` every ``memory_trim_seconds`` in a
-worker thread (it walks every arena and releases their free pages; a few milliseconds). Both are set up
-by the lifespan (:func:`start`), never at import. The desktop app, which runs this server in its own
-process, trims once more after its start-up (``desktop/memory.py``).
+5.0 % in 12 minutes instead of 7.4 %, peak 159 MiB instead of 171), and calls ``malloc_trim(0)`` every
+``memory_trim_seconds`` in a worker thread (it walks every arena and releases their free pages; a few
+milliseconds). Both are set up by the lifespan (:func:`start`), never at import. The desktop app, which
+runs this server in its own process, trims once more after its start-up (``desktop/memory.py``).
 """
 
 from __future__ import annotations

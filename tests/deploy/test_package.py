@@ -48,6 +48,8 @@ def test_bundle_contents_and_self_test(tmp_path: Path) -> None:
     for name in ("swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE"):
         assert (swagger / name).is_file() and (swagger / name).stat().st_size > 0, name
     assert any((internal / "server" / "migrations" / "versions").glob("*_0001_initial_schema.py"))
+    # sqlite-vec's extension beside its package, where loadable_path() looks (server/db/sqlite_vec.py).
+    assert list((internal / "sqlite_vec").glob("vec0.*")), "sqlite-vec's vec0 library is not bundled"
     pyside = internal / "PySide6"
     for unused in ("QtQml", "QtQuick", "QtQuickWidgets", "QtMultimedia", "QtCharts", "Qt3DCore"):
         assert not list(pyside.glob(f"{unused}.*")), unused

@@ -8,20 +8,25 @@ import json
 import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from server.app import create_app
 from server.cli import main as cli_main
+from server.db.session import session_scope
 from server.services import backups
+from server.services.knowledge import index
 from server.settings import Settings
 from tests.server.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BASE_URL, bearer, login
 from tests.server.ops_support import (
@@ -670,3 +675,43 @@ def test_cli_backup_dest_writes_a_verified_backup_there(
     assert cli_main(["verify-backup", str(archives[0])]) == 0
     # a backup id is accepted where a file is expected (ids of the configured directory only)
     assert cli_main(["verify-backup", archives[0].name.removesuffix(".tar.gz")]) != 0
+
+
+def test_a_backup_keeps_the_knowledge_vector_index_and_its_triggers(
+    client: TestClient, admin_token: str, settings: Settings
+) -> None:
+    """sqlite-vec's run-time tables (services/knowledge/index.py) travel with the backup and work after a
+    restore: the restored chunk is found in them, and deleting it empties them."""
+    runtime = client.app.state.runtime
+    vector = struct.pack("<8f", 1, -1, 1, 1, -1, 1, 1, -1)
+    with session_scope(runtime.session_factory) as session:
+        owner = session.execute(text("SELECT id FROM users")).scalars().first()
+        file_id = uuid.uuid4().hex
+        session.execute(
+            text(
+                "INSERT INTO files (id, owner_id, name, mime, size, sha256, kind, storage_key, text_chars, "
+                "tokens, created_at, updated_at) VALUES (:id, :owner, 'a.txt', 'text/plain', 1, :sha, "
+                "'document', :key, 1, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ),
+            {"id": file_id, "owner": owner, "sha": "0" * 64, "key": f"files/x/{file_id}"},
+        )
+        assert index.ensure_vec_index(session, 8)
+        session.execute(
+            text(
+                "INSERT INTO knowledge_chunks (id, file_id, embedding_model, ordinal, text, char_start, "
+                "char_end, tokens, embedding) VALUES (7, :f, 'm', 0, 'a passage', 0, 9, 2, :e)"
+            ),
+            {"f": file_id, "e": vector},
+        )
+    made = client.post("/api/backups", headers=bearer(admin_token)).json()
+    assert made["verified"] is True, made
+    with session_scope(runtime.session_factory) as session:
+        session.execute(text("DELETE FROM knowledge_chunks"))
+    r = client.post(f"/api/backups/{made['id']}/restore", headers=bearer(admin_token))
+    assert r.status_code == 200, r.text
+    runtime = client.app.state.runtime
+    with session_scope(runtime.session_factory) as session:
+        assert session.execute(text("SELECT chunk_id FROM knowledge_vec_8")).scalars().all() == [7]
+        session.execute(text("DELETE FROM knowledge_chunks"))
+        assert session.execute(text("SELECT count(*) FROM knowledge_vec_8")).scalar_one() == 0
+    assert integrity(db_path(settings)) == "ok"

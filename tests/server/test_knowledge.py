@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from server.db import sqlite_vec
 from server.db.session import session_scope
 from server.services import models as models_service
 from server.services.knowledge import index, indexer
@@ -36,6 +37,15 @@ def fake() -> Iterator[FakeOllama]:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], fake: FakeOllama) -> Settings:
     return make_settings(ollama_url=fake.url, knowledge_chunk_chars=500, knowledge_chunk_overlap=80)
+
+
+@pytest.fixture(params=["index", "matrix"])
+def vector_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where SQLite searches vectors: sqlite-vec's index, or the fallback where it cannot be registered,
+    a matrix in process (PostgreSQL runs its own path under both)."""
+    if request.param == "matrix":
+        monkeypatch.setattr(sqlite_vec, "available", lambda: False)
+    return request.param
 
 
 def model_id(client: TestClient, token: str, name: str) -> str:
@@ -73,7 +83,7 @@ def search(client: TestClient, token: str, collection_id: str, query: str, limit
 
 
 def test_a_collection_indexes_its_documents_and_finds_the_right_passage(
-    client: TestClient, admin_token: str, user_token: str, fake: FakeOllama
+    client: TestClient, admin_token: str, user_token: str, fake: FakeOllama, vector_store: str
 ) -> None:
     texts, facts = generate(documents=8, places_per_document=4)
     assert len(facts) >= 30
@@ -111,11 +121,20 @@ def test_a_collection_indexes_its_documents_and_finds_the_right_passage(
     top = search(client, user_token, collection["id"], facts[0].question).json()[0]
     assert top["collection_id"] == collection["id"] and top["file_name"].startswith("atlas-")
     assert top["page"] is None and top["score"] > 0
-    # Where the vectors are searched: pgvector's HNSW index on PostgreSQL, in process on SQLite.
+    # Where the vectors are searched: pgvector's HNSW index on PostgreSQL, sqlite-vec's vec0 table on
+    # SQLite, a matrix in process only in the fallback.
     runtime = client.app.state.runtime
     with session_scope(runtime.session_factory) as session:
         on_postgres = session.get_bind().dialect.name == "postgresql"
         assert index.uses_pgvector(runtime, session) is on_postgres
+        in_process = not on_postgres and vector_store == "matrix"
+        assert index.uses_matrix(runtime, session) is in_process
+        assert (index.vector_cache(runtime).peek(embed) is not None) is in_process
+        if not on_postgres:
+            vec_tables = session.execute(
+                text("SELECT count(*) FROM sqlite_master WHERE name = 'knowledge_vec_768'")
+            ).scalar_one()
+            assert vec_tables == (0 if in_process else 1)
         if on_postgres:
             stored = session.execute(text("SELECT count(embedding_vec) FROM knowledge_chunks")).scalar_one()
             assert stored == summary["chunk_count"]

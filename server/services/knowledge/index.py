@@ -1,11 +1,13 @@
-"""The retrieval index: exact vector search over the chunks' embeddings, full-text search (FTS5 on SQLite, a
+"""The retrieval index: vector search over the chunks' embeddings, full-text search (FTS5 on SQLite, a
 ``to_tsvector('simple', text)`` GIN index on PostgreSQL), and reciprocal rank fusion of the two lists.
 
-Vector search keeps, per process and per embedding model, the unit-length embeddings of every chunk in one
-float32 matrix (loaded from the database once, then extended with the chunks added since; reloaded when
-chunks were deleted), so a query is one matrix-vector product over the candidate rows. PostgreSQL with the
-``vector`` extension stores the same vectors in ``knowledge_chunks.embedding_vec`` (revision 0015); see
-docs/knowledge.md for the figures and the trade-offs."""
+Vectors are searched in the database: on SQLite through sqlite-vec (server/db/sqlite_vec.py), one ``vec0``
+table per dimension (``knowledge_vec_<dims>``: each chunk's sign bits, partitioned by embedding model, kept
+in step with ``knowledge_chunks`` by triggers) scanned by Hamming distance, its best candidates re-ranked
+exactly by the float32 embeddings stored with the chunks; on PostgreSQL with the ``vector`` extension
+through ``knowledge_chunks.embedding_vec`` and its HNSW indexes (revision 0015). Only where neither is
+available does a process keep, per embedding model, every chunk's vector in one float32 matrix
+(:class:`VectorCache`). See docs/knowledge.md for the figures and the trade-offs."""
 
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,8 @@ from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from server.db import sqlite_vec
+from server.db.session import session_scope
 from server.runtime import Runtime
 
 #: Reciprocal rank fusion constant (Cormack et al.: 60 works well across collections).
@@ -73,8 +76,6 @@ class _Matrix:
     basis: np.ndarray | None = None
     reduced: np.ndarray | None = None
     counted_at: float = 0.0
-    #: In how many chunks each word occurs (full-text queries leave out the words too frequent to help).
-    df: Counter[str] = field(default_factory=Counter)
 
 
 def _fit_basis(vectors: np.ndarray) -> np.ndarray:
@@ -102,7 +103,8 @@ def _with_projection(matrix: _Matrix, fresh_from: int) -> _Matrix:
 
 
 class VectorCache:
-    """This process's embedding matrices, one per embedding model (and whether PostgreSQL has pgvector)."""
+    """This process's embedding matrices, one per embedding model (and whether PostgreSQL has pgvector).
+    Used only where the database has no vector index (see :func:`uses_matrix`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -112,7 +114,7 @@ class VectorCache:
     def _load(self, session: Session, model: str, after: int, matrix: _Matrix) -> _Matrix:
         rows = session.execute(
             text(
-                "SELECT id, file_id, embedding, text FROM knowledge_chunks "
+                "SELECT id, file_id, embedding FROM knowledge_chunks "
                 "WHERE embedding_model = :m AND id > :after AND embedding IS NOT NULL ORDER BY id"
             ),
             {"m": model, "after": after},
@@ -125,14 +127,11 @@ class VectorCache:
         for i, r in enumerate(rows):
             fid = r[1] if isinstance(r[1], uuid.UUID) else uuid.UUID(str(r[1]))
             files[i] = codes.setdefault(fid, len(codes))
-        df = matrix.df
-        for r in rows:
-            df.update(set(_WORD.findall(r[3].lower())))
         blob = b"".join(bytes(r[2]) for r in rows)
         vectors = np.frombuffer(blob, dtype="<f4").reshape(len(rows), -1)
         if matrix.vectors.shape[0] and matrix.vectors.shape[1] != vectors.shape[1]:
             # Mixed dimensions under one model id (the model was replaced upstream): keep the newest.
-            matrix = _Matrix(codes=codes, df=df)
+            matrix = _Matrix(codes=codes)
         fresh_from = matrix.vectors.shape[0]
         if fresh_from:
             vectors = np.vstack([matrix.vectors, vectors])
@@ -147,7 +146,6 @@ class VectorCache:
             len(ids),
             matrix.basis,
             matrix.reduced,
-            df=df,
         )
         return _with_projection(loaded, fresh_from)
 
@@ -294,6 +292,182 @@ def _pg_vector_search(
     return hits
 
 
+#: sqlite-vec: rows per vec0 chunk (its largest; fewer, larger chunks make a scan faster).
+VEC_CHUNK_SIZE = 4096
+#: sqlite-vec: the largest vectors given a vec0 table (sqlite-vec's own limit is 8192 dimensions).
+VEC_MAX_DIMS = 8192
+#: sqlite-vec: candidates taken by Hamming distance and re-ranked exactly, this many times the hits wanted
+#: (at least COARSE_MIN). A vec0 scan costs more the more rows it keeps (100k x 768 on the 2-core machine of
+#: docs/knowledge.md: 7.3 ms for 50, 8.9 ms for 75, 11 ms for 100; fetching 100 rows to re-rank, 0.8 ms).
+#: Retrieval p95 at 100k chunks on that machine idle: 23.6 ms with 1.5 x k, 25.4 ms with 2 x k, 31.9 ms with
+#: 3 x k (the target is 30 ms); 2 x k keeps more of the exact neighbours than 1.5 x k.
+COARSE_OVERSAMPLE = 2.0
+COARSE_MIN = 64
+#: sqlite-vec: a collection of more files than this is searched exactly (one bound parameter per file).
+VEC_MAX_FILTER_FILES = 5000
+
+
+def uses_sqlite_vec(session: Session) -> bool:
+    """Whether vectors are searched through sqlite-vec (SQLite, with the extension registered)."""
+    return session.get_bind().dialect.name == "sqlite" and sqlite_vec.available()
+
+
+def uses_matrix(runtime: Runtime, session: Session) -> bool:
+    """Whether vectors are searched in process (no vector index in the database: the fallback)."""
+    return not uses_sqlite_vec(session) and not uses_pgvector(runtime, session)
+
+
+def vec_table(dims: int) -> str:
+    return f"knowledge_vec_{int(dims)}"
+
+
+def _vec_indexable(dims: int) -> bool:
+    # bit[] columns take whole bytes.
+    return 0 < dims <= VEC_MAX_DIMS and dims % 8 == 0
+
+
+def _vec_state(session: Session, dims: int) -> tuple[bool, bool]:
+    """Whether the dimension's vec0 table exists, and whether its insert trigger does (a process without
+    sqlite-vec drops the triggers, server/db/sqlite_vec.py: the table may then miss chunks)."""
+    table = vec_table(dims)
+    names = set(
+        session.execute(
+            text("SELECT name FROM sqlite_master WHERE name IN (:t, :ai)"), {"t": table, "ai": f"{table}_ai"}
+        ).scalars()
+    )
+    return table in names, f"{table}_ai" in names
+
+
+def ensure_vec_index(session: Session, dims: int) -> bool:
+    """The vec0 table of the ``dims``-dimensional vectors (sqlite-vec), made the first time such vectors are
+    stored and then filled with the chunks already there, and the triggers that keep it in step with
+    ``knowledge_chunks`` (a chunk inserted, changed, or deleted by any path, cascades included). Where the
+    triggers are missing (dropped by a process without sqlite-vec, or by a rebuild of the table), the table
+    is made again. Whether the table exists (bit columns need whole bytes)."""
+    d = int(dims)
+    if not _vec_indexable(d):
+        return False
+    table, size = vec_table(d), 4 * d
+    columns = f"INSERT INTO {table} (chunk_id, embedding_model, file_id, embedding)"
+    # VALUES, not INSERT ... SELECT: vec0 (0.1.9) then loses the bit vector's type after a DELETE in the
+    # same trigger. The two update triggers' conditions exclude each other, so their order does not matter.
+    row = "VALUES (new.id, new.embedding_model, new.file_id, vec_bit(vec_quantize_binary(new.embedding)))"
+    exists, in_step = _vec_state(session, d)
+    if exists and not in_step:  # written to without the triggers: made again from the chunks
+        session.execute(text(f"DROP TABLE {table}"))
+    created = not (exists and in_step)
+    if created:
+        session.execute(
+            text(
+                f"CREATE VIRTUAL TABLE {table} USING vec0(chunk_id integer primary key, embedding_model text "
+                f"partition key, file_id text, embedding bit[{d}], chunk_size={VEC_CHUNK_SIZE})"
+            )
+        )
+    changed = "AFTER UPDATE OF id, file_id, embedding_model, embedding ON knowledge_chunks"
+    for sql in (
+        f"CREATE TRIGGER IF NOT EXISTS {table}_ai AFTER INSERT ON knowledge_chunks "
+        f"WHEN length(new.embedding) = {size} BEGIN {columns} {row}; END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_ad AFTER DELETE ON knowledge_chunks "
+        f"WHEN length(old.embedding) = {size} BEGIN DELETE FROM {table} WHERE chunk_id = old.id; END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_au {changed} WHEN length(new.embedding) = {size} "
+        f"BEGIN DELETE FROM {table} WHERE chunk_id = old.id; {columns} {row}; END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_aux {changed} "
+        f"WHEN length(old.embedding) = {size} AND coalesce(length(new.embedding), 0) <> {size} "
+        f"BEGIN DELETE FROM {table} WHERE chunk_id = old.id; END",
+    ):
+        session.execute(text(sql))
+    if created:
+        session.execute(
+            text(
+                f"{columns} SELECT id, embedding_model, file_id, vec_quantize_binary(embedding) "
+                f"FROM knowledge_chunks WHERE length(embedding) = {size}"
+            )
+        )
+    return True
+
+
+def store_vectors(runtime: Runtime, session: Session, rows: Sequence[tuple[int, np.ndarray]]) -> None:
+    """Index freshly inserted (and flushed) chunks' vectors: pgvector's column on PostgreSQL; on SQLite with
+    sqlite-vec the triggers do it once the dimension's vec0 table exists (made here, filled on creation)."""
+    if not rows:
+        return
+    if uses_pgvector(runtime, session):
+        store_pgvectors(session, rows)
+    elif uses_sqlite_vec(session):
+        ensure_vec_index(session, int(rows[0][1].shape[0]))
+
+
+def _rerank(
+    session: Session,
+    model: str,
+    query: np.ndarray,
+    ids: Sequence[int] | None,
+    file_ids: Sequence[uuid.UUID],
+    k: int,
+) -> list[tuple[int, float]]:
+    """Exact cosine similarity of the chunks ``ids`` (all of ``file_ids``' chunks when None) among
+    ``file_ids``' chunks of ``model``, from the stored float32 embeddings; the best ``k``, best first."""
+    size = 4 * int(query.shape[0])
+    if ids is None:
+        sql = text(
+            "SELECT id, embedding FROM knowledge_chunks "
+            "WHERE embedding_model = :m AND file_id IN :files AND length(embedding) = :size"
+        ).bindparams(bindparam("files", expanding=True, type_=Uuid()))
+        rows = session.execute(sql, {"m": model, "files": list(file_ids), "size": size}).all()
+    else:
+        if not ids:
+            return []
+        # A few candidates by primary key; the files are checked here (cheaper than binding every file).
+        sql = text(
+            "SELECT id, embedding, file_id FROM knowledge_chunks "
+            "WHERE id IN :ids AND embedding_model = :m AND length(embedding) = :size"
+        ).bindparams(bindparam("ids", expanding=True))
+        wanted = {f.hex for f in file_ids}
+        found = session.execute(sql, {"ids": list(ids), "m": model, "size": size}).all()
+        rows = [r for r in found if str(r[2]).replace("-", "") in wanted]
+    if not rows:
+        return []
+    vectors = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), -1)
+    scores = vectors @ query
+    k = min(k, len(rows))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [(int(rows[i][0]), float(scores[i])) for i in top]
+
+
+def _vec_search(
+    runtime: Runtime, session: Session, model: str, query: np.ndarray, file_ids: Sequence[uuid.UUID], k: int
+) -> list[tuple[int, float]]:
+    """Nearest chunks through sqlite-vec: the model's partition scanned by Hamming distance of the sign
+    bits, oversampled, the candidates of the wanted files re-ranked exactly; when that leaves fewer than
+    ``k`` (a collection among many chunks), the scan again restricted to the wanted files. Where the
+    dimension has no vec0 table yet (chunks stored before this index existed), an exact scan, and the table
+    is made (or brought back in step) for the next searches."""
+    d = int(query.shape[0])
+    query = np.ascontiguousarray(query, dtype="<f4")
+    if not _vec_indexable(d) or len(file_ids) > VEC_MAX_FILTER_FILES:
+        return _rerank(session, model, query, None, file_ids, k)
+    if _vec_state(session, d) != (True, True):
+        hits = _rerank(session, model, query, None, file_ids, k)
+        if hits:  # made in a write transaction of its own (the caller's reads only); tried again next time
+            with contextlib.suppress(DBAPIError), session_scope(runtime.session_factory) as writing:
+                ensure_vec_index(writing, d)
+        return hits
+    n = max(int(k * COARSE_OVERSAMPLE), COARSE_MIN)
+    knn = (
+        f"SELECT chunk_id FROM {vec_table(d)} WHERE embedding MATCH vec_quantize_binary(:q) AND k = :n "
+        "AND embedding_model = :m"
+    )
+    params = {"q": query.tobytes(), "n": n, "m": model}
+    ids = [int(r[0]) for r in session.execute(text(knn), params)]
+    hits = _rerank(session, model, query, ids, file_ids, k)
+    if len(hits) >= k or len(ids) < n:  # enough, or every chunk of the model was a candidate
+        return hits
+    wanted = text(knn + " AND file_id IN :files").bindparams(bindparam("files", expanding=True))
+    ids = [int(r[0]) for r in session.execute(wanted, {**params, "files": [f.hex for f in file_ids]})]
+    return _rerank(session, model, query, ids, file_ids, k)
+
+
 def vector_search(
     runtime: Runtime,
     session: Session,
@@ -307,6 +481,8 @@ def vector_search(
         return []
     if uses_pgvector(runtime, session):
         return _pg_vector_search(session, model, query, file_ids, k)
+    if uses_sqlite_vec(session):
+        return _vec_search(runtime, session, model, query, file_ids, k)
     m = vector_cache(runtime).matrix(session, model)
     if m.count == 0 or m.vectors.shape[1] != query.shape[0]:
         return []
@@ -343,13 +519,73 @@ def fts_terms(query: str) -> list[str]:
     return list(dict.fromkeys(words))[:16]
 
 
-def informative_terms(terms: list[str], df: Counter[str] | None, total: int) -> list[str]:
+def _frequent_limit(total: int) -> int:
+    return int(min(FREQUENT_MAX, max(FREQUENT_MIN, FREQUENT_SHARE * total)))
+
+
+def informative_terms(terms: list[str], df: Mapping[str, int] | None, total: int) -> list[str]:
     """Leave out the frequent words (see FREQUENT_SHARE): they tell passages apart poorly and cost the
     most. None left: the vector list alone ranks."""
     if not df or not terms:
         return terms
-    limit = min(FREQUENT_MAX, max(FREQUENT_MIN, FREQUENT_SHARE * total))
+    limit = _frequent_limit(total)
     return [t for t in terms if df.get(t, 0) <= limit]
+
+
+def _sqlite_match(term: str) -> str:
+    # A prefix match for longer words (a little stemming); short ones exactly (a prefix of 2-4 letters
+    # matches too many words).
+    return '"' + term.replace('"', '""') + ('"*' if len(term) >= 5 else '"')
+
+
+def _pg_tsquery(term: str) -> str:
+    return "'" + term.replace("'", "''").replace("\\", "") + ("':*" if len(term) >= 5 else "'")
+
+
+def word_counts(session: Session, model: str, terms: Sequence[str]) -> tuple[dict[str, int], int]:
+    """In how many chunks each term occurs (as the full-text query matches it) and how many chunks
+    ``model`` has, counted in SQL (one statement) and only as far as :func:`informative_terms` needs: a
+    term's chunks up to FREQUENT_MAX + 1, through the full-text index, over every model's chunks; the
+    model's up to the count from which the limit no longer grows. No process keeps word counts."""
+    dialect = session.get_bind().dialect.name
+    form: Callable[[str], str] = _sqlite_match
+    if dialect == "sqlite":
+        count = (
+            "(SELECT count(*) FROM (SELECT 1 FROM knowledge_chunks_fts "
+            "WHERE knowledge_chunks_fts MATCH :q{0} LIMIT :cap))"
+        )
+    elif dialect == "postgresql":
+        form = _pg_tsquery
+        count = (
+            "(SELECT count(*) FROM (SELECT 1 FROM knowledge_chunks "
+            "WHERE to_tsvector('simple', text) @@ to_tsquery('simple', :q{0}) LIMIT :cap) s{0})"
+        )
+    else:
+        count = ""
+    columns = [
+        "(SELECT count(*) FROM (SELECT 1 FROM knowledge_chunks WHERE embedding_model = :m LIMIT :top) t)"
+    ]
+    params: dict[str, object] = {
+        "m": model,
+        "top": int(FREQUENT_MAX / FREQUENT_SHARE) + 1,
+        "cap": FREQUENT_MAX + 1,
+    }
+    if count:
+        columns += [count.format(i) for i in range(len(terms))]
+        params.update({f"q{i}": form(t) for i, t in enumerate(terms)})
+    if dialect == "postgresql":
+        # With a LIMIT, the planner may expect the matches early in a sequential scan and parse every row
+        # (0.1-0.3 s at 10 000 chunks for a word that is not frequent after all): the GIN index it is.
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+    try:
+        row = session.execute(text("SELECT " + ", ".join(columns)), params).one()
+    finally:
+        if dialect == "postgresql":
+            session.execute(text("SET LOCAL enable_seqscan = on"))
+    total = int(row[0])
+    if not count:
+        return {}, total
+    return {t: int(row[i + 1]) for i, t in enumerate(terms)}, total
 
 
 def text_search(
@@ -358,25 +594,23 @@ def text_search(
     query: str,
     file_ids: Sequence[uuid.UUID],
     k: int = CANDIDATES,
-    runtime: Runtime | None = None,
+    *,
+    drop_frequent: bool = False,
 ) -> list[int]:
     """Chunk ids matching any of the query's words among ``file_ids``' chunks, best (BM25 / ts_rank) first.
-    With ``runtime``, the process's word counts for ``model`` (kept with its vectors) drop frequent words."""
+    With ``drop_frequent`` (a hybrid search: the vectors cover them), frequent words are left out."""
     terms = fts_terms(query)
     if not terms or not file_ids:
         return []
-    if runtime is not None and model:
-        # The word counts are kept with the model's vectors (on PostgreSQL with pgvector too, for them).
-        matrix = vector_cache(runtime).matrix(session, model)
-        terms = informative_terms(terms, matrix.df, matrix.count)
+    if drop_frequent and model:
+        counts, total = word_counts(session, model, terms)
+        terms = informative_terms(terms, counts, total)
         if not terms:
             return []
     dialect = session.get_bind().dialect.name
     params = {"m": model, "files": list(file_ids), "k": k}
     if dialect == "sqlite":
-        # A prefix match for longer words (a little stemming); short ones exactly (a prefix of 2-4
-        # letters matches too many words).
-        match = " OR ".join('"' + t.replace('"', '""') + ('"*' if len(t) >= 5 else '"') for t in terms)
+        match = " OR ".join(_sqlite_match(t) for t in terms)
         # The best TEXT_CAP matches overall (BM25, in FTS5 itself), then those of the wanted files.
         sql = text(
             "SELECT c.id FROM (SELECT rowid AS rid, rank AS r FROM knowledge_chunks_fts "
@@ -386,9 +620,7 @@ def text_search(
         ).bindparams(bindparam("files", expanding=True, type_=Uuid()))
         return [int(r[0]) for r in session.execute(sql, {**params, "q": match, "cap": TEXT_CAP})]
     if dialect == "postgresql":
-        tsq = " | ".join(
-            "'" + t.replace("'", "''").replace("\\", "") + ("':*" if len(t) >= 5 else "'") for t in terms
-        )
+        tsq = " | ".join(_pg_tsquery(t) for t in terms)
         # The GIN index finds the matches (the inner query has no other condition, so the planner cannot
         # prefer another index and parse every row); the first TEXT_CAP are filtered and ranked.
         sql = text(

@@ -150,8 +150,8 @@ def _insert(runtime: Runtime, plan: _Plan, batch: list[ChunkSpan], vectors: np.n
         ]
         session.add_all(rows)
         session.flush()
-        if vectors is not None and index.uses_pgvector(runtime, session):
-            index.store_pgvectors(session, [(row.id, vectors[i]) for i, row in enumerate(rows)])
+        if vectors is not None:
+            index.store_vectors(runtime, session, [(row.id, vectors[i]) for i, row in enumerate(rows)])
 
 
 def _discard(runtime: Runtime, plan: _Plan) -> None:

@@ -88,8 +88,8 @@ def _attached_documents(
 
 
 def _reading(runtime: Runtime) -> sessionmaker[Session]:
-    """Searches only read: DEFERRED transactions on SQLite, never the write lock (loading a big vector
-    matrix takes seconds, and writers must not wait for it)."""
+    """Searches only read: DEFERRED transactions on SQLite, never the write lock (where vectors are kept in
+    process, loading a big matrix takes seconds, and writers must not wait for it)."""
     return runtime.read_session_factory or runtime.session_factory
 
 
@@ -138,7 +138,7 @@ def _rank(runtime: Runtime, group: _Group, query: str, vector: np.ndarray | None
         if vector is None:
             return index.fuse(index.text_search(session, group.model, query, files))
         hits = index.vector_search(runtime, session, group.model, vector, files)
-        by_text = index.text_search(session, group.model, query, files, runtime=runtime)
+        by_text = index.text_search(session, group.model, query, files, drop_frequent=True)
         return index.fuse([cid for cid, _ in hits], by_text)
 
 

@@ -14,11 +14,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.orm import Session
 
 import server.db.models  # noqa: F401
 from server.db import migrate
 from server.db.base import Base
 from server.db.session import create_db_engine, read_only
+from server.services.knowledge import index
 from tests.server.conftest import database_url
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -181,6 +183,28 @@ def test_sql_statements_split_as_sqlite_parses() -> None:
     ]
     with pytest.raises(ValueError, match="incomplete"):
         migrate.sql_statements("CREATE TABLE t (x\n")
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_vec_tables_made_at_run_time_are_left_out_of_the_checks(tmp_path: Path) -> None:
+    """The knowledge index's vec0 tables, their shadow tables and triggers (services/knowledge/index.py)
+    are no part of the models, the migrations' comparison or the schema file."""
+    engine = _engine(tmp_path)
+    migrate.upgrade(engine)
+    with Session(engine) as session, session.begin():
+        assert index.ensure_vec_index(session, 768)
+    with engine.connect() as conn:
+        names = set(conn.exec_driver_sql("SELECT name FROM sqlite_master").scalars())
+        assert {"knowledge_vec_768", "knowledge_vec_768_chunks", "knowledge_vec_768_ai"} <= names
+        diff = compare_metadata(
+            MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_object": migrate.include_object}
+            ),
+            Base.metadata,
+        )
+    engine.dispose()
+    assert diff == []
+    assert "knowledge_vec" not in migrate.dump_sqlite_schema(tmp_path / "m.db")
 
 
 @pytest.mark.sqlite_only
