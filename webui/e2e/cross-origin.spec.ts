@@ -144,36 +144,45 @@ test('pages on other origins cannot act with the signed-in browser', async ({ pa
     await evil.close()
   }
 
-  // Origin `null`: a sandboxed frame (the same attacks from a script without an origin).
+  // Origin `null`: a sandboxed frame (the same attacks from a script without an origin). The attacks run
+  // through Playwright inside the frame: Chromium may give a sandboxed frame a process of its own, and a
+  // script the frame started by itself could send its first requests before Playwright watches that
+  // process's network.
   const framed = await context.newPage()
   await framed.goto(`${ATTACKERS[0]}/`)
-  const frameResults = framed.waitForEvent('console', (m) => m.text().startsWith('results:'))
-  await framed.evaluate((api) => {
-    const frame = document.getElementById('null-origin') as HTMLIFrameElement
-    frame.srcdoc = `<script>
-      (async () => {
-        const results = []
-        for (const target of ['/api/auth/refresh', '/api/auth/logout', '/api/conversations']) {
-          try {
-            await fetch('__API__' + target, { method: 'POST', credentials: 'include',
-              headers: { 'Content-Type': 'application/json' }, body: '{}' })
-            results.push('answered')
-          } catch { results.push('blocked') }
-          const sink = document.createElement('iframe')
-          sink.name = 'sink-' + results.length
-          document.body.append(sink)
-          const form = document.createElement('form')
-          Object.assign(form, { method: 'POST', action: '__API__' + target, enctype: 'text/plain', target: sink.name })
-          document.body.append(form)
-          const loaded = new Promise((done) => sink.addEventListener('load', done, { once: true }))
-          form.submit()
-          await loaded
-        }
-        console.log('results:' + JSON.stringify(results))
-      })()
-    </script>`.replaceAll('__API__', api)
+  const navigated = framed.waitForEvent('framenavigated', (f) => f.url() === 'about:srcdoc')
+  await framed.evaluate(() => {
+    ;(document.getElementById('null-origin') as HTMLIFrameElement).srcdoc = '<!doctype html><title>framed</title>'
+  })
+  const sandboxed = await navigated
+  await sandboxed.waitForLoadState()
+  const nullResults = await sandboxed.evaluate(async (api) => {
+    if (window.origin !== 'null') throw new Error(`the frame's origin is ${window.origin}`)
+    const results: string[] = []
+    for (const target of ['/api/auth/refresh', '/api/auth/logout', '/api/conversations']) {
+      try {
+        await fetch(api + target, {
+          method: 'POST',
+          credentials: 'include',
+          headers: { 'Content-Type': 'application/json' },
+          body: '{}',
+        })
+        results.push('answered')
+      } catch {
+        results.push('blocked')
+      }
+      const sink = document.createElement('iframe')
+      sink.name = `sink-${results.length}`
+      document.body.append(sink)
+      const form = document.createElement('form')
+      Object.assign(form, { method: 'POST', action: api + target, enctype: 'text/plain', target: sink.name })
+      document.body.append(form)
+      const loaded = new Promise((done) => sink.addEventListener('load', done, { once: true }))
+      form.submit()
+      await loaded
+    }
+    return results
   }, api)
-  const nullResults = JSON.parse((await frameResults).text().slice('results:'.length)) as string[]
   await expect.poll(() => refused('null').length).toBe(3)
   await framed.close()
 
