@@ -322,6 +322,7 @@ def main() -> int:
                 ollama_url=fake.url,
                 secret_key="bench-secret-" + "x7Kq2mPz9vRt4nLw8sYb3cHd6fJg1aE5",
                 chat_title_generation=False,
+                backup_schedule="off",  # a first-start backup would dump the database while it is measured
             )
             with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
                 headers = login(client)

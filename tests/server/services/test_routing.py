@@ -257,7 +257,9 @@ async def test_a_host_killed_mid_run_loses_no_request_that_had_not_streamed(
 ) -> None:
     for fake in hosts:
         fake.token_delay = 0.01  # replies of ~10 tokens: some are mid-stream when the host dies
-    book = HostHealthBook(rng=random.Random(5))
+    # Time stands still for the book: a cool-down never ends within the run, so the killed host's state
+    # at the end does not depend on how long the waves after its first failure took.
+    book = HostHealthBook(clock=Clock(), rng=random.Random(5))
     targets = real_targets(hosts, client)
     outcomes: list[tuple[bool, bool]] = []  # (streamed a token, completed)
     killed = asyncio.Event()
@@ -283,6 +285,10 @@ async def test_a_host_killed_mid_run_loses_no_request_that_had_not_streamed(
 
     killer = asyncio.create_task(kill())
     for _ in range(12):  # 12 waves of 10 concurrent requests
+        if kill_now.is_set():
+            # The waves after the kill meet a host that is gone: while it shuts down, its open keep-alive
+            # connections may still answer for up to its grace period.
+            await killed.wait()
         await asyncio.gather(*(one() for _ in range(10)))
     await killer
     assert killed.is_set() and len(outcomes) == 120
@@ -290,7 +296,7 @@ async def test_a_host_killed_mid_run_loses_no_request_that_had_not_streamed(
     assert lost_before_token == []
     completed = sum(1 for o in outcomes if o[1])
     assert completed >= 120 - 10  # only replies already streaming from the killed host may fail
-    assert book.state("1") in ("cooling_down", "down")
+    assert book.state("1") == "cooling_down" and book.host("1").consecutive_failures >= 1
 
 
 async def test_a_host_that_comes_back_is_used_again_after_one_probe(
